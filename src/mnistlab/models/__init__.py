@@ -1,0 +1,23 @@
+"""Model registry: `build_model(name, cfg)` builds any registered network and fails on unknown names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+
+MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
+    "ae": (AEConfig, ConvAutoencoder),
+}
+
+
+def build_model(name: str, cfg: Any) -> nn.Module:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
+    cfg_type, ctor = MODELS[name]
+    if not isinstance(cfg, cfg_type):
+        raise TypeError(f"model {name!r} needs a {cfg_type.__name__}, got {type(cfg).__name__}")
+    return ctor(cfg)

@@ -1,0 +1,76 @@
+"""A run folder: runs/<name>/ with config.toml, command.txt, metrics.jsonl, summary.json,
+checkpoints/, figures/ and tensorboard/. This module creates, checks and reads them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from mnistlab.config import save_experiment, to_doc
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import atomic_write_bytes, read_jsonl, write_json
+
+
+def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
+    """Create `out` for a new run, or check that a resumed run has the same config."""
+    out = Path(out)
+    cfg_path = out / "config.toml"
+    if cfg_path.exists():
+        if not resume:
+            raise ConfigError(
+                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        saved = tomllib.loads(cfg_path.read_text())
+        if saved != _roundtrip(to_doc(exp, task)):
+            raise ConfigError(f"{out}: --resume with a different config than the run's config.toml")
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints").mkdir(exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create run folder {out}: {e.strerror}") from None
+    save_experiment(cfg_path, exp, task)
+    command = " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])
+    atomic_write_bytes(out / "command.txt", (command + "\n").encode())
+    return out
+
+
+def _roundtrip(doc: dict[str, Any]) -> dict[str, Any]:
+    import tomli_w
+
+    return tomllib.loads(tomli_w.dumps(doc))
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / "summary.json", summary)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.safetensors"
+
+
+def load_weights(run_dir: Path, module: Any, name: str = "model") -> Any:
+    """Load module `name` of a run's last checkpoint into `module` (safetensors only)."""
+    from mnistlab.train.checkpoint import CheckpointError, module_state, read_checkpoint
+
+    path = checkpoint_path(run_dir)
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no checkpoint ({path}); train it first")
+    tensors, _ = read_checkpoint(path)
+    try:
+        module.load_state_dict(module_state(tensors, name))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the run's config ({e})") from e
+    return module

@@ -1,0 +1,1 @@
+"""Training: one generic loop (`loop.fit`), checkpoints, and the per-model steps plugged into it."""

@@ -1,0 +1,176 @@
+"""The autoencoder's part of training: one reconstruction step, validation, and test evaluation.
+
+`corrupt` turns clean inputs into what the network sees (identity for the plain autoencoder, added
+noise for the denoising one); the loss is always MSE against the clean image.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mnistlab import metrics, rundir
+from mnistlab.config import load_run_config
+from mnistlab.data import Data, Split, load, to_float
+from mnistlab.errors import ConfigError
+from mnistlab.models import build_model
+from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.report.figures import image_rows, plot_curves
+from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, make_optimizer, resolve_device
+
+Corrupt = Callable[[torch.Tensor], torch.Tensor]
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over all pixels, the report's loss."""
+    return F.mse_loss(recon, target)
+
+
+class AutoencoderTask:
+    def __init__(
+        self,
+        model: ConvAutoencoder,
+        cfg: TrainConfig,
+        val: Split,
+        device: torch.device,
+        corrupt: Corrupt | None = None,
+        val_corrupt: Corrupt | None = None,
+    ):
+        self.model = model.to(device)
+        self.device = device
+        self.val = val
+        self.eval_batch_size = cfg.eval_batch_size
+        self.corrupt = corrupt
+        self.val_corrupt = val_corrupt if val_corrupt is not None else corrupt
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        x = to_float(images, self.device)  # (B, 1, 28, 28)
+        inp = self.corrupt(x) if self.corrupt is not None else x
+        recon, _ = self.model(inp)
+        loss = reconstruction_loss(recon, x)
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    def evaluate(self) -> dict[str, float]:
+        if len(self.val) == 0:
+            return {}
+        scores = evaluate_reconstruction(
+            self.model, self.val, self.device, self.eval_batch_size, self.val_corrupt
+        )
+        return {"loss": scores["mse"]}
+
+
+@torch.no_grad()
+def reconstruct(
+    model: ConvAutoencoder,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 1000,
+    corrupt: Corrupt | None = None,
+):
+    """Yield (clean, input, recon) float batches (B, 1, 28, 28) for uint8 images (N, 28, 28)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size], device)
+            inp = corrupt(x) if corrupt is not None else x
+            yield x, inp, model(inp).recon
+    finally:
+        model.train(was_training)
+
+
+def evaluate_reconstruction(
+    model: ConvAutoencoder,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 1000,
+    corrupt: Corrupt | None = None,
+) -> dict[str, float]:
+    """Mean MSE, PSNR (dB) and SSIM of reconstructions against the clean images of `split`."""
+    totals = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
+    for x, _, recon in reconstruct(model, split.images, device, batch_size, corrupt):
+        totals["mse"] += metrics.mse(recon, x).sum().item()
+        totals["psnr"] += metrics.psnr(recon, x).sum().item()
+        totals["ssim"] += metrics.ssim(recon, x).sum().item()
+    return {k: v / max(len(split), 1) for k, v in totals.items()}
+
+
+# ------------------------------------------------------------------------------- whole runs
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train the autoencoder of `exp` into run folder `out`, then evaluate it on the test set."""
+    if exp.train.threads:
+        torch.set_num_threads(exp.train.threads)
+    seed_everything(exp.train.seed)
+    data = load(exp.data)
+    device = resolve_device(exp.train.device)
+    model = build_model("ae", exp.model)
+    task = AutoencoderTask(model, exp.train, data.val, device)
+    run_dir = rundir.prepare(out, exp, "ae", resume)
+    try:
+        result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
+    except NonFiniteLossError as e:
+        rundir.write_summary(run_dir, {"task": "ae", "status": "diverged", "error": str(e)})
+        raise
+    summary = evaluate_autoencoder(run_dir, model, data, device, exp.train.eval_batch_size)
+    summary.update(
+        status="finished",
+        epochs=len(result.history),
+        train_seconds=round(result.seconds, 2),
+        train_images_per_s=round(result.images_per_s, 1),
+        checkpoint_sha256=result.checkpoint_sha256,
+        device=str(device),
+    )
+    rundir.write_summary(run_dir, summary)
+    return summary
+
+
+def evaluate_autoencoder(
+    run_dir: Path, model: ConvAutoencoder, data: Data, device: torch.device, batch_size: int = 1000
+) -> dict:
+    """Test MSE/PSNR/SSIM, the loss curves and a reconstruction grid for a trained autoencoder."""
+    test = evaluate_reconstruction(model, data.test, device, batch_size)
+    history = rundir.read_history(run_dir)
+    figures = Path(run_dir) / "figures"
+    plot_curves(history, ("train_loss", "val_loss"), figures / "loss_curves.png",
+                "Autoencoder: reconstruction MSE", ylabel="MSE", log_y=True)  # fmt: skip
+    x, _, recon = next(reconstruct(model, data.test.images[:12], device))
+    image_rows([x, recon], ["original", "reconstruction"], figures / "reconstructions.png",
+               "Test images and their reconstructions")  # fmt: skip
+    return {
+        "task": "ae",
+        "test": {k: round(v, 6) for k, v in test.items()},
+        "best_val_loss": min((r["val_loss"] for r in history if "val_loss" in r), default=None),
+        "data": data.source,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+    }
+
+
+def load_autoencoder(run_dir: Path) -> tuple[object, ConvAutoencoder]:
+    """(experiment, model with trained weights, in eval mode) of an autoencoder run folder."""
+    task, exp = load_run_config(run_dir)
+    if not hasattr(exp, "model") or not isinstance(exp.model, AEConfig):
+        raise ConfigError(f"{run_dir} holds a {task!r} run, not an autoencoder")
+    model = build_model("ae", exp.model)
+    rundir.load_weights(run_dir, model)
+    return exp, model.eval()

@@ -1,0 +1,145 @@
+"""Checkpoints as one safetensors file: every model and optimizer tensor plus the RNG states, with
+all non-tensor state as JSON in the file's metadata. Written atomically; never unpickled.
+
+Key layout: "module/<name>/<param>", "optim/<name>/<param id>/<key>", "rng/torch", "rng/numpy",
+"rng/cuda/<i>". Metadata "state" holds {"epoch", "step", "optim": {<name>: param_groups and
+non-tensor state}, "rng_python", "rng_numpy", **extra}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from mnistlab.fsio import atomic_write_bytes
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: missing, not safetensors (e.g. a pickle), or not matching."""
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng/torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng/numpy"] = torch.from_numpy(keys.astype(np.int64))
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    py = random.getstate()
+    meta = {
+        "rng_python": [py[0], list(py[1]), py[2]],
+        "rng_numpy": [kind, int(pos), int(has_gauss), float(cached)],
+    }
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng/torch"])
+    kind, pos, has_gauss, cached = meta["rng_numpy"]
+    np.random.set_state((kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = meta["rng_python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = sorted(k for k in tensors if k.startswith("rng/cuda/"))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+def save_checkpoint(
+    path: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    epoch: int,
+    step: int,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write everything needed to resume exactly; return the file's SHA-256."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"module/{name}/{key}"] = value.detach().cpu().contiguous()
+    optim_meta: dict[str, Any] = {}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, pstate in sd["state"].items():
+            for key, value in pstate.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim/{name}/{pid}/{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(pid), {})[key] = value
+        optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    rng_tensors, rng_meta = _rng_state()
+    tensors.update(rng_tensors)
+    state = {"epoch": epoch, "step": step, "optim": optim_meta, **rng_meta, **(extra or {})}
+    data = st_save(tensors, metadata={"format": "mnistlab-checkpoint-1", "state": json.dumps(state)})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (tensors, state) from a checkpoint, refusing anything that is not safetensors."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from e
+    if raw[:2] == b"PK" or raw[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path}: a pickle/torch.save file, not safetensors; mnistlab never unpickles checkpoints"
+        )
+    try:
+        tensors = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+        state = json.loads(meta["state"])
+    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a valid mnistlab safetensors checkpoint ({e})") from e
+    return tensors, state
+
+
+def module_state(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The state dict of module `name` inside a checkpoint's tensors."""
+    prefix = f"module/{name}/"
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not sd:
+        raise CheckpointError(f"checkpoint holds no module {name!r}")
+    return sd
+
+
+def restore(
+    tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> None:
+    """Load modules, optimizers and RNG states saved by `save_checkpoint`."""
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(module_state(tensors, name))
+        except RuntimeError as e:
+            raise CheckpointError(f"checkpoint does not fit module {name!r}: {e}") from e
+    for name, opt in optimizers.items():
+        meta = state["optim"][name]
+        per_param: dict[int, dict[str, Any]] = {}
+        prefix = f"optim/{name}/"
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                pid, tkey = key[len(prefix) :].split("/", 1)
+                per_param.setdefault(int(pid), {})[tkey] = value
+        for pid, scalars in meta["scalars"].items():
+            per_param.setdefault(int(pid), {}).update(scalars)
+        opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    _set_rng_state(tensors, state)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,246 @@
+"""One training loop for every model: epochs over in-memory data, validation, logging, atomic
+checkpoints, exact resume and a non-finite-loss guard. What differs between models lives in a
+`TrainTask` (autoencoder, GAN, probe), which this loop knows nothing about beyond the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mnistlab.data import Split, batches
+from mnistlab.errors import ConfigError, check
+from mnistlab.fsio import read_jsonl
+from mnistlab.train.checkpoint import file_sha256, read_checkpoint, restore, save_checkpoint
+
+log = logging.getLogger("mnistlab")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # "adam" (L2 in the gradient, as the report) or "adamw" (decoupled)
+    schedule: str = "constant"  # "constant" | "onecycle" | "cosine"
+    warmup: float = 0.25  # share of steps spent warming up, for "onecycle"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    eval_batch_size: int = 1000
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+    def __post_init__(self):
+        check(self.epochs >= 0, f"train.epochs must be >= 0, got {self.epochs}")
+        check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
+        check(self.eval_batch_size > 0, f"train.eval_batch_size must be > 0, got {self.eval_batch_size}")
+        check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        check(0 <= self.warmup < 1, f"train.warmup must be in [0, 1), got {self.warmup}")
+        check(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
+        check(
+            self.optimizer in ("adam", "adamw"),
+            f"train.optimizer must be adam or adamw, not {self.optimizer!r}",
+        )
+        check(
+            self.schedule in ("constant", "onecycle", "cosine"),
+            f"train.schedule must be constant, onecycle or cosine, not {self.schedule!r}",
+        )
+        check(
+            self.device in ("auto", "cpu", "cuda"),
+            f"train.device must be auto, cpu or cuda, not {self.device!r}",
+        )
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/inf; the message names the step and the last good checkpoint."""
+
+
+class TrainTask(Protocol):
+    """What a model brings to the loop. `train_step` gets one batch of uint8 images (B, 28, 28) and
+    labels (B,) and returns float metrics, one of them "loss"; `evaluate` returns validation metrics."""
+
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]: ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.optimizer not in kinds:
+        raise ConfigError(f"train.optimizer must be one of {sorted(kinds)}, not {cfg.optimizer!r}")
+    lr = cfg.lr if lr is None else lr
+    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay)
+    for group in opt.param_groups:
+        group["base_lr"] = group["lr"]  # the schedule scales this; saved with the optimizer state
+    return opt
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: float = 0.25) -> float:
+    """Multiplier of the base learning rate at `step` of `total` (pure)."""
+    if schedule == "constant":
+        return 1.0
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        # Linear warm-up from 1/25 of the peak, then cosine annealing to ~0 (as torch's OneCycleLR).
+        if progress < warmup:
+            return 0.04 + 0.96 * progress / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup))) + 1e-4
+    raise ConfigError(f"train.schedule must be constant, onecycle or cosine, not {schedule!r}")
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # A per-epoch seed makes each epoch's data order independent of how the run got there (resume).
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    checkpoint_sha256: str
+    seconds: float
+    images_per_s: float
+
+
+def fit(
+    task: TrainTask,
+    train: Split,
+    cfg: TrainConfig,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end=None,
+) -> FitResult:
+    """Train `task` for cfg.epochs over `train`; checkpoint to run_dir/checkpoints/last.safetensors
+    after each epoch, and log one metrics.jsonl line per epoch. With `resume`, continue from the
+    checkpoint so that the result equals an uninterrupted run bit for bit (on CPU)."""
+    ckpt = run_dir / "checkpoints" / "last.safetensors" if run_dir else None
+    metrics_path = run_dir / "metrics.jsonl" if run_dir else None
+    history: list[dict[str, Any]] = []
+    start_epoch, step, sha = 0, 0, ""
+    if resume and ckpt is not None and ckpt.exists():
+        tensors, state = read_checkpoint(ckpt)
+        restore(tensors, state, task.modules, task.optimizers)
+        start_epoch, step = state["epoch"], state["step"]
+        history = _read_history(metrics_path, upto=start_epoch)
+        _write_history(metrics_path, history)  # drop lines of an epoch that never checkpointed
+        log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
+    elif metrics_path is not None:
+        _write_history(metrics_path, [])
+
+    writer = _tensorboard(run_dir)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    seen, t0 = 0, time.perf_counter()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            for m in task.modules.values():
+                m.train()
+            sums: dict[str, float] = {}
+            n_epoch = 0
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not progress,
+                leave=False,
+            )
+            for idx in batches(len(train), cfg.batch_size, _epoch_generator(cfg.seed, epoch)):
+                factor = lr_factor(cfg.schedule, step, total_steps, cfg.warmup)
+                for opt in task.optimizers.values():
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                out = task.train_step(train.images[idx], train.labels[idx])
+                bad = {k: v for k, v in out.items() if not math.isfinite(v)}
+                if bad:
+                    where = f"the last good checkpoint is {ckpt}" if sha else "no checkpoint was written yet"
+                    raise NonFiniteLossError(
+                        f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at epoch "
+                        f"{epoch + 1}, step {step + 1}; training stopped, {where}"
+                    )
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(idx)
+                n_epoch += len(idx)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{out['loss']:.4f}", refresh=False)
+            bar.close()
+            seen += n_epoch
+            for m in task.modules.values():
+                m.eval()
+            with torch.no_grad():
+                val = task.evaluate()
+            row = {"epoch": epoch + 1, "step": step, "lr": factor * cfg.lr}
+            row.update({f"train_{k}": v / max(n_epoch, 1) for k, v in sums.items()})
+            row.update({f"val_{k}": v for k, v in val.items()})
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(row)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
+            if run_dir is not None:
+                sha = save_checkpoint(ckpt, task.modules, task.optimizers, epoch + 1, step)
+                _append(metrics_path, row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k not in ("epoch", "step", "seconds"):
+                            writer.add_scalar(k, v, epoch + 1)
+                    writer.flush()
+            log.info(
+                "epoch %d/%d %s", epoch + 1, cfg.epochs,
+                " ".join(f"{k}={v:.5g}" for k, v in row.items() if k.startswith(("train_", "val_"))),
+            )  # fmt: skip
+    finally:
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - t0
+    if ckpt is not None and not sha and ckpt.exists():
+        sha = file_sha256(ckpt)
+    return FitResult(history, sha, seconds, seen / seconds if seconds > 0 else 0.0)
+
+
+def _tensorboard(run_dir: Path | None):
+    if run_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+def _read_history(path: Path | None, upto: int) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(path) if r["epoch"] <= upto] if path is not None else []
+
+
+def _write_history(path: Path | None, rows: list[dict[str, Any]]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
