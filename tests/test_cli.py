@@ -1,0 +1,125 @@
+"""The command line end to end on tiny synthetic data: run folders, errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mnistlab import cli
+from mnistlab.train import autoencoder
+
+TINY = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "model.latent_dim=3",
+        "--device", "cpu", "--no-progress"]  # fmt: skip
+
+
+def run(*args: str) -> int:
+    return cli.main(list(args))
+
+
+def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run("train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY) == 0
+    for name in ("config.toml", "command.txt", "metrics.jsonl", "summary.json",
+                 "checkpoints/last.safetensors", "figures/loss_curves.png", "figures/reconstructions.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs"] == 2
+    assert set(summary["test"]) == {"mse", "psnr", "ssim"} and 0 < summary["test"]["mse"] < 1
+    assert len(summary["checkpoint_sha256"]) == 64
+    assert (out / "command.txt").read_text().startswith("mnistlab ")  # the process argv, as typed
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test"] == summary["test"]
+
+    # Same folder again: refused without --resume; with it, nothing left to train and the result stands.
+    assert run("train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (
+        run(
+            "train",
+            "ae",
+            "--preset",
+            "quick",
+            "--data-dir",
+            str(idx_dir),
+            "--out",
+            str(out),
+            "--resume",
+            *TINY,
+        )
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["test"] == summary["test"]
+    # A different config cannot resume this run.
+    args = [
+        "train",
+        "ae",
+        "--preset",
+        "quick",
+        "--data-dir",
+        str(idx_dir),
+        "--out",
+        str(out),
+        "--resume",
+        *TINY,
+    ]
+    assert run(*args, "--set", "train.lr=0.5") == 2
+
+    # eval recomputes the same test numbers from the checkpoint.
+    capsys.readouterr()
+    assert run("eval", str(out)) == 0
+    assert json.loads(capsys.readouterr().out)["test"] == summary["test"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "model.nope=1"], "unknown key 'model.nope'"),
+        (["--set", "train.epochs=many"], "not a valid int"),
+        (["--preset", "missing.toml"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(idx_dir, tmp_path, capsys, args, message):
+    code = run("train", "ae", "--data-dir", str(idx_dir), "--out", str(tmp_path / "r"), *args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert run("eval", str(tmp_path)) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_diverging_training_exits_3_and_says_so(idx_dir, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = autoencoder.reconstruction_loss
+
+    def explode(recon, target):
+        calls["n"] += 1
+        loss = real(recon, target)
+        return loss * float("nan") if calls["n"] > 7 else loss
+
+    monkeypatch.setattr(autoencoder, "reconstruction_loss", explode)
+    out = tmp_path / "run"
+    assert run("train", "ae", "--data-dir", str(idx_dir), "--out", str(out), *TINY) == 3
+    assert "non-finite loss" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "step 8" in summary["error"]
+    assert (out / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_data_info(idx_dir, capsys):
+    assert run("data", "info", "--data-dir", str(idx_dir)) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train"] == 120 and info["test"] == 40 and sum(info["train_class_counts"]) == 120
+
+
+def test_python_dash_m_and_help_on_every_command():
+    for args in ([], ["train"], ["eval"], ["data"], ["data", "info"], ["data", "download"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mnistlab", *args, "--help"], capture_output=True, text=True
+        )
+        assert proc.returncode == 0 and "usage: mnistlab" in proc.stdout, args

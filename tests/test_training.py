@@ -1,0 +1,170 @@
+"""The training loop and checkpoints: steps change weights, exact resume, atomic saves, NaN guard,
+and refusal of pickled checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistlab.data import load
+from mnistlab.models import build_model
+from mnistlab.train import checkpoint as ckpt
+from mnistlab.train.autoencoder import AutoencoderTask, seed_everything
+from mnistlab.train.loop import NonFiniteLossError, fit, lr_factor
+from tests.conftest import with_train
+
+
+def make_task(exp):
+    seed_everything(exp.train.seed)
+    data = load(exp.data)
+    model = build_model("ae", exp.model)
+    return AutoencoderTask(model, exp.train, data.val, torch.device("cpu")), data
+
+
+def test_a_step_changes_every_weight(tiny_exp):
+    task, data = make_task(tiny_exp)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    out = task.train_step(data.train.images[:16], data.train.labels[:16])
+    assert out["loss"] > 0
+    after = task.model.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fit_writes_metrics_and_checkpoint(tiny_exp, tmp_path):
+    task, data = make_task(tiny_exp)
+    result = fit(task, data.train, tiny_exp.train, tmp_path, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert all({"train_loss", "val_loss", "lr"} <= set(r) for r in result.history)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    tensors, state = ckpt.read_checkpoint(tmp_path / "checkpoints" / "last.safetensors")
+    assert state["epoch"] == 3 and state["step"] == 3 * 6
+    assert result.checkpoint_sha256 == ckpt.file_sha256(tmp_path / "checkpoints" / "last.safetensors")
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_checkpoint_round_trip_restores_models_optimizers_and_rng(tiny_exp, tmp_path):
+    task, data = make_task(tiny_exp)
+    task.train_step(data.train.images[:16], data.train.labels[:16])
+    path = tmp_path / "c.safetensors"
+    ckpt.save_checkpoint(path, task.modules, task.optimizers, epoch=1, step=1, extra={"note": "x"})
+    expected_rand = torch.rand(3)
+    fresh, _ = make_task(tiny_exp)
+    tensors, state = ckpt.read_checkpoint(path)
+    ckpt.restore(tensors, state, fresh.modules, fresh.optimizers)
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, fresh.model.state_dict()[k])
+    a, b = task.optimizers["model"].state_dict(), fresh.optimizers["model"].state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for pid in a["state"]:
+        for key in a["state"][pid]:
+            assert torch.equal(torch.as_tensor(a["state"][pid][key]), torch.as_tensor(b["state"][pid][key]))
+    assert torch.equal(torch.rand(3), expected_rand) and state["note"] == "x"
+
+
+class CrashAt:
+    """Wraps a task and raises at a given global step, as a killed process would stop."""
+
+    def __init__(self, task, crash_step: int):
+        self.task, self.crash_step, self.calls = task, crash_step, 0
+        self.modules, self.optimizers = task.modules, task.optimizers
+
+    def train_step(self, images, labels):
+        self.calls += 1
+        if self.calls == self.crash_step:
+            raise KeyboardInterrupt
+        return self.task.train_step(images, labels)
+
+    def evaluate(self):
+        return self.task.evaluate()
+
+
+def test_resume_after_crash_equals_uninterrupted_bit_for_bit(tiny_exp, tmp_path):
+    exp = with_train(tiny_exp, epochs=4, schedule="onecycle")
+    exp = exp.__class__(data=exp.data, model=exp.model.__class__(latent_dim=4, dropout=0.2), train=exp.train)
+    task, data = make_task(exp)
+    full = fit(task, data.train, exp.train, tmp_path / "a", progress=False)
+
+    task2, data2 = make_task(exp)
+    with pytest.raises(KeyboardInterrupt):
+        fit(CrashAt(task2, crash_step=6 * 2 + 3), data2.train, exp.train, tmp_path / "b", progress=False)
+    torch.manual_seed(999)  # a resumed process starts with whatever RNG state it has
+    task3, data3 = make_task(exp)
+    resumed = fit(task3, data3.train, exp.train, tmp_path / "b", resume=True, progress=False)
+
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, task3.model.state_dict()[k]), k
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tiny_exp, tmp_path, monkeypatch):
+    task, _ = make_task(tiny_exp)
+    path = tmp_path / "ck" / "last.safetensors"
+    ckpt.save_checkpoint(path, task.modules, task.optimizers, epoch=1, step=5)
+    before = path.read_bytes()
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path, task.modules, task.optimizers, epoch=2, step=10)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["last.safetensors"]  # no temp file left behind
+    assert ckpt.read_checkpoint(path)[1]["epoch"] == 1
+
+
+class NaNAt:
+    def __init__(self, task, bad_step):
+        self.task, self.bad_step, self.calls = task, bad_step, 0
+        self.modules, self.optimizers = task.modules, task.optimizers
+
+    def train_step(self, images, labels):
+        self.calls += 1
+        out = self.task.train_step(images, labels)
+        return {"loss": float("nan")} if self.calls == self.bad_step else out
+
+    def evaluate(self):
+        return self.task.evaluate()
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_exp, tmp_path):
+    task, data = make_task(tiny_exp)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 8.*last good checkpoint"):
+        fit(NaNAt(task, bad_step=8), data.train, tiny_exp.train, tmp_path, progress=False)
+    state = ckpt.read_checkpoint(tmp_path / "checkpoints" / "last.safetensors")[1]
+    assert state["epoch"] == 1
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+class Payload:
+    marker: Path
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_checkpoint_is_refused_without_running_it(tmp_path):
+    Payload.marker = tmp_path / "pwned"
+    for i, writer in enumerate((lambda p, o: torch.save(o, p), lambda p, o: p.write_bytes(pickle.dumps(o)))):
+        path = tmp_path / f"{i}.safetensors"
+        writer(path, {"model": Payload()})
+        with pytest.raises(ckpt.CheckpointError, match="never unpickles"):
+            ckpt.read_checkpoint(path)
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ckpt.CheckpointError, match="not a valid"):
+        ckpt.read_checkpoint(garbage)
+    assert not Payload.marker.exists()
+
+
+def test_lr_schedules():
+    assert lr_factor("constant", 50, 100) == 1.0
+    peak = lr_factor("onecycle", 25, 100, warmup=0.25)
+    assert abs(peak - 1.0) < 1e-3 and lr_factor("onecycle", 0, 100) < 0.05
+    assert lr_factor("onecycle", 100, 100) < 1e-3 and lr_factor("cosine", 100, 100) < 1e-9
