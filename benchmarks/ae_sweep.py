@@ -2,7 +2,9 @@
 once), then gets test MSE and the accuracy of a logistic-regression probe on its frozen codes.
 
 Used to tune the `default` preset (on a GPU machine when one is lent: `--device cuda`). Example:
-    python -m benchmarks.ae_sweep --out /tmp/sweep --parallel 8 --device cuda --grid quick
+    python -m benchmarks.ae_sweep --out /tmp/sweep --parallel 8 --device cuda --grid lr_batch
+The quality benchmark (seed and default presets, 20 epochs each, on this machine's CPU):
+    python -m benchmarks.ae_sweep --out runs/ae-quality --grid presets
 Writes OUT/results.json and OUT/results.md, sorted by test MSE.
 """
 
@@ -39,12 +41,19 @@ def grid(name: str) -> dict[str, list[str]]:
                                                          f"train.schedule={sched}", f"train.optimizer={opt}"]  # fmt: skip
     if name in ("seed", "all"):
         configs["seed-preset"] = []
+    if name == "presets":  # the quality benchmark: each preset exactly as shipped
+        configs["seed-preset"] = []
+        configs["default-preset"] = []
     if name == "smoke":
         configs["smoke-a"] = ["train.epochs=1", "data.train_limit=2000", "data.test_limit=500"]
         configs["smoke-b"] = ["train.epochs=1", "data.train_limit=2000", "data.test_limit=500", "train.lr=1e-2"]
     if not configs:
         raise SystemExit(f"unknown grid {name!r}")
     return configs
+
+
+def preset_of(name: str, fallback: str) -> str:
+    return name.removesuffix("-preset") if name.endswith("-preset") else fallback
 
 
 def train_one(name: str, overrides: list[str], out: Path, device: str, preset: str, timeout: float) -> dict:
@@ -84,19 +93,16 @@ def probe_accuracy(run_dir: Path, device: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--grid", default="lr_batch", help="lr_batch | schedules | seed | all | smoke")
+    ap.add_argument("--grid", default="lr_batch", help="lr_batch | schedules | seed | all | presets | smoke")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--timeout", type=float, default=3600)
     args = ap.parse_args()
     configs = grid(args.grid)
-    if args.grid == "all":
-        configs["seed-preset"] = []
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.parallel) as pool:
-        jobs = {n: pool.submit(train_one, n, o, args.out, args.device,
-                               "seed" if n == "seed-preset" else args.preset, args.timeout)
+        jobs = {n: pool.submit(train_one, n, o, args.out, args.device, preset_of(n, args.preset), args.timeout)
                 for n, o in configs.items()}  # fmt: skip
         results = []
         for name, job in jobs.items():

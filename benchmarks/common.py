@@ -1,0 +1,61 @@
+"""Shared pieces of the speed benchmarks: the tutorial-style data pipeline baseline, a timer, the
+machine's fp32 matmul peak and a model's FLOPs per image."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class PILDigits(Dataset):
+    """The usual tutorial dataset: one PIL image per item, converted by a ToTensor-style transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images = images.numpy()
+        self.labels = labels.numpy()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i], mode="L")
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)  # ToTensor: (1, 28, 28)
+        return x, int(self.labels[i])
+
+
+def tutorial_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> DataLoader:
+    return DataLoader(PILDigits(images, labels), batch_size=batch_size, shuffle=True)
+
+
+def timed(fn: Callable[[], int], repeats: int = 1) -> float:
+    """Best images/s over `repeats` calls of fn, which returns how many images it processed."""
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = fn()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def train_flops_per_image(step: Callable[[torch.Tensor], None], batch: torch.Tensor) -> float:
+    """FLOPs of one training step (forward + backward) divided by the batch size."""
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    return counter.get_total_flops() / len(batch)
