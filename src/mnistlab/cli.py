@@ -13,12 +13,15 @@ import logging
 import sys
 from pathlib import Path
 
+from mnistlab.errors import ConfigError
+
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 
 # Task -> (module, function) that trains it into a run folder: f(exp, out, resume, progress) -> summary.
 TRAINERS = {
     "ae": ("mnistlab.train.autoencoder", "train_autoencoder"),
+    "dae": ("mnistlab.train.denoise", "train_dae"),
 }
 
 
@@ -51,17 +54,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model into a run folder",
                            description="Train a model; the run folder gets config, metrics, checkpoints, figures, summary.")  # fmt: skip
-    train.add_argument("task", choices=sorted(TRAINERS), help="what to train: ae (convolutional autoencoder)")
+    train.add_argument("task", choices=sorted(TRAINERS),
+                       help="what to train: ae (convolutional autoencoder), dae (denoising autoencoder)")  # fmt: skip
     _add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder [runs/<task>-<preset>]")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    train.add_argument("--baseline", type=Path, metavar="AE_RUN",
+                       help="dae only: a plain autoencoder run to compare against on the same noisy test images")  # fmt: skip
 
     ev = sub.add_parser("eval", help="evaluate a trained run on the test set",
                         description="Recompute test metrics and figures of a run folder from its checkpoint.")  # fmt: skip
     ev.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab train`")
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ev.add_argument("--baseline", type=Path, metavar="AE_RUN",
+                    help="dae runs: a plain autoencoder run fed the same noisy test images, for comparison")  # fmt: skip
+    ev.add_argument("--sigmas", metavar="S1,S2,...",
+                    help="dae runs: test noise levels [the run's noise.eval_sigmas: 0.25,0.5,0.75,1]")  # fmt: skip
+
+    probe = sub.add_parser("probe", help="train classifiers on a trained encoder (linear probe, fine-tuning)",
+                           description="Frozen encoder + one linear layer (with kNN, logistic-regression, pixel "
+                           "and PCA baselines); --finetune trains the whole encoder too; --labels-per-class "
+                           "measures accuracy against the number of labels, pretrained against from scratch.")  # fmt: skip
+    probe.add_argument("run_dir", type=Path, help="a run folder of `mnistlab train ae` or `train dae`")
+    probe.add_argument("--finetune", action="store_true", help="also fine-tune encoder + head on all labels")
+    probe.add_argument("--labels-per-class", metavar="N1,N2,...",
+                       help="label efficiency: e.g. 10,100,1000,all (seeded, balanced labelled subsets)")  # fmt: skip
+    probe.add_argument("--preset", default="default",
+                       help="preset whose [probe.*] tables set the probe training (quick, seed, default or a .toml)")  # fmt: skip
+    probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a probe setting, e.g. --set linear.lr=0.01 or options.shift=2")  # fmt: skip
+    probe.add_argument("--out", type=Path, help="output folder [RUN_DIR/probe]")
+    probe.add_argument("--overwrite", action="store_true", help="replace an existing probe output folder")
+    probe.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train [config: auto]")
+    probe.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     data = sub.add_parser(
         "data", help="inspect or download datasets", description="Inspect or download datasets."
@@ -96,17 +123,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = getattr(importlib.import_module(module), function)
     exp = _experiment(args, args.task)
     out = args.out or Path("runs") / f"{args.task}-{Path(args.preset).stem}"
-    summary = trainer(exp, out, resume=args.resume, progress=not args.no_progress)
+    extra = {}
+    if args.baseline is not None:
+        if args.task != "dae":
+            raise ConfigError(
+                f"--baseline compares a denoising autoencoder with a plain one; not for {args.task}"
+            )
+        extra["baseline"] = args.baseline
+    summary = trainer(exp, out, resume=args.resume, progress=not args.no_progress, **extra)
     print(json.dumps({"run": str(out), "test": summary.get("test")}, indent=2))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mnistlab import rundir
+    from mnistlab.config import load_run_config
     from mnistlab.data import load
     from mnistlab.train.autoencoder import evaluate_autoencoder, load_autoencoder
     from mnistlab.train.loop import resolve_device
 
+    task, _ = load_run_config(args.run_dir)
+    if task == "dae":
+        from mnistlab.noise import parse_sigmas
+        from mnistlab.train.denoise import eval_dae_run
+
+        sigmas = parse_sigmas(args.sigmas) if args.sigmas else None
+        result = eval_dae_run(args.run_dir, args.device, args.baseline, sigmas)
+        print(
+            json.dumps({"run": str(args.run_dir), "test": result["test"], "denoising": result["denoising"]})
+        )
+        return 0
+    if args.baseline is not None or args.sigmas:
+        raise ConfigError(f"{args.run_dir} holds a {task!r} run; --baseline and --sigmas apply to dae runs")
     exp, model = load_autoencoder(args.run_dir)
     device = resolve_device(args.device)
     result = evaluate_autoencoder(args.run_dir, model.to(device), load(exp.data), device)
@@ -129,7 +177,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data}
+def cmd_probe(args: argparse.Namespace) -> int:
+    from mnistlab.train.probe import parse_labels_per_class
+    from mnistlab.train.probe_run import run_probe
+
+    labels = parse_labels_per_class(args.labels_per_class) if args.labels_per_class else ()
+    summary = run_probe(args.run_dir, args.preset, args.overrides, out=args.out, finetune=args.finetune,
+                        labels_per_class=labels, overwrite=args.overwrite, device=args.device,
+                        progress=not args.no_progress)  # fmt: skip
+    print(json.dumps({k: summary[k] for k in ("out", "linear_probe", "finetune", "baselines",
+                                              "label_efficiency") if k in summary}, indent=2))  # fmt: skip
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "probe": cmd_probe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,9 @@ import tomli_w
 from mnistlab.data import DataConfig
 from mnistlab.errors import ConfigError
 from mnistlab.models.autoencoder import AEConfig
+from mnistlab.noise import NoiseConfig
 from mnistlab.train.loop import TrainConfig
+from mnistlab.train.probe_config import ProbeExperiment
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,19 @@ class AEExperiment:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# Task name -> experiment type. Later tasks (dae, gan, classifier, probe) register here.
-TASKS: dict[str, type] = {"ae": AEExperiment}
+@dataclass(frozen=True)
+class DAEExperiment:
+    """The autoencoder trained on noisy inputs against clean targets."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AEConfig = field(default_factory=AEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+# Task name -> experiment type. Later tasks (gan, classifier) register here. "probe" is not trained
+# by `mnistlab train`: `mnistlab probe RUN_DIR` reads its [probe.*] tables.
+TASKS: dict[str, type] = {"ae": AEExperiment, "dae": DAEExperiment, "probe": ProbeExperiment}
 
 
 def presets_dir() -> Path:

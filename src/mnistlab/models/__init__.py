@@ -8,9 +8,11 @@ from typing import Any
 from torch import nn
 
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.models.encoder_classifier import encoder_classifier
 
 MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
     "ae": (AEConfig, ConvAutoencoder),
+    "encoder_classifier": (AEConfig, encoder_classifier),  # the autoencoder's encoder + a linear head
 }
 
 

@@ -1,0 +1,247 @@
+"""The denoising autoencoder: the plain autoencoder's step with noisy inputs and clean targets, and
+its test evaluation at several noise levels, optionally beside a plain autoencoder fed the very same
+noisy images (what denoising training buys).
+
+Training noise is fresh every step (`noise.TrainingNoise`, exact on resume); validation and test
+noise are fixed draws from the noise seed, so numbers compare between runs and between models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from mnistlab import metrics, rundir
+from mnistlab.config import load_run_config
+from mnistlab.data import Data, Split, load, to_float
+from mnistlab.errors import ConfigError
+from mnistlab.models import build_model
+from mnistlab.models.autoencoder import ConvAutoencoder
+from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
+from mnistlab.report.evaluation import plot_metric_lines, triplet_grid
+from mnistlab.report.figures import plot_curves
+from mnistlab.train.autoencoder import (
+    AutoencoderTask,
+    evaluate_reconstruction,
+    load_autoencoder,
+    seed_everything,
+)
+from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, resolve_device
+
+log = logging.getLogger("mnistlab")
+QUALITY = ("mse", "psnr", "ssim")
+
+
+class DenoisingTask(AutoencoderTask):
+    """AutoencoderTask with `corrupt` = fresh Gaussian noise; validation on fixed seeded noise."""
+
+    def __init__(
+        self, model: ConvAutoencoder, cfg: TrainConfig, val: Split, device: torch.device, noise: NoiseConfig
+    ):
+        source = TrainingNoise(noise)
+        super().__init__(model, cfg, val, device, corrupt=source)
+        self.noise = noise
+        self.modules["noise"] = source  # its step counter is checkpointed with the model
+        self.val_eps = fixed_noise(len(val), noise.seed, "val")  # (N_val, 1, 28, 28), kept on the CPU
+
+    def evaluate(self) -> dict[str, float]:
+        if len(self.val) == 0:
+            return {}
+        scores = denoising_scores(
+            {"dae": self.model}, self.val, self.val_eps, self.noise.sigma, self.noise.clip,
+            self.device, self.eval_batch_size,
+        )  # fmt: skip
+        return {"loss": scores["dae"]["mse"], "noisy_mse": scores["noisy"]["mse"]}
+
+
+@torch.no_grad()
+def denoising_scores(
+    models: dict[str, ConvAutoencoder],
+    split: Split,
+    eps: torch.Tensor,
+    sigma: float,
+    clip: bool,
+    device: torch.device,
+    batch_size: int = 1000,
+) -> dict[str, dict[str, float]]:
+    """Mean MSE / PSNR / SSIM against the clean images of `split` for the noisy input ("noisy") and for
+    each model's output on that same noisy input. `eps` (N, 1, 28, 28) is standard normal noise."""
+    if len(eps) != len(split):
+        raise ValueError(f"{len(eps)} noise images for {len(split)} images")
+    names = ["noisy", *models]
+    totals = {n: dict.fromkeys(QUALITY, 0.0) for n in names}
+    modes = {n: m.training for n, m in models.items()}
+    for m in models.values():
+        m.eval()
+    try:
+        for start in range(0, len(split), batch_size):
+            x = to_float(split.images[start : start + batch_size], device)  # (B, 1, 28, 28) clean
+            noisy = apply_noise(x, eps[start : start + len(x)], sigma, clip)
+            outputs = {"noisy": noisy, **{n: m(noisy).recon for n, m in models.items()}}
+            for n, y in outputs.items():
+                totals[n]["mse"] += metrics.mse(y, x).sum().item()
+                totals[n]["psnr"] += metrics.psnr(y, x).sum().item()
+                totals[n]["ssim"] += metrics.ssim(y, x).sum().item()
+    finally:
+        for n, m in models.items():
+            m.train(modes[n])
+    return {n: {k: v / max(len(split), 1) for k, v in t.items()} for n, t in totals.items()}
+
+
+def denoising_table(
+    models: dict[str, ConvAutoencoder],
+    split: Split,
+    noise: NoiseConfig,
+    sigmas: tuple[float, ...],
+    device: torch.device,
+    batch_size: int = 1000,
+) -> list[dict]:
+    """One row per sigma: {"sigma", "noisy": {mse, psnr, ssim}, <model>: {...}, ...}, all models on the
+    same fixed test noise (one standard normal draw, scaled by each sigma)."""
+    eps = fixed_noise(len(split), noise.seed, "test")
+    rows = []
+    for sigma in sigmas:
+        scores = denoising_scores(models, split, eps, sigma, noise.clip, device, batch_size)
+        rows.append(
+            {"sigma": sigma, **{n: {k: round(v, 6) for k, v in s.items()} for n, s in scores.items()}}
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------- whole runs
+
+
+def train_dae(
+    exp, out: Path, resume: bool = False, progress: bool = True, baseline: Path | None = None
+) -> dict:
+    """Train the denoising autoencoder of `exp` into run folder `out`, then evaluate it on the test set
+    (beside the plain autoencoder in run folder `baseline`, if given)."""
+    if exp.train.threads:
+        torch.set_num_threads(exp.train.threads)
+    base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
+    seed_everything(exp.train.seed)
+    data = load(exp.data)
+    device = resolve_device(exp.train.device)
+    model = build_model("ae", exp.model)
+    task = DenoisingTask(model, exp.train, data.val, device, exp.noise)
+    run_dir = rundir.prepare(out, exp, "dae", resume)
+    try:
+        result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
+    except NonFiniteLossError as e:
+        rundir.write_summary(run_dir, {"task": "dae", "status": "diverged", "error": str(e)})
+        raise
+    summary = evaluate_dae(run_dir, model, data, device, exp.noise, exp.train.eval_batch_size, base)
+    summary.update(
+        status="finished",
+        epochs=len(result.history),
+        train_seconds=round(result.seconds, 2),
+        train_images_per_s=round(result.images_per_s, 1),
+        checkpoint_sha256=result.checkpoint_sha256,
+        device=str(device),
+    )
+    rundir.write_summary(run_dir, summary)
+    return summary
+
+
+def load_baseline(run_dir: Path) -> tuple[Path, str, ConvAutoencoder]:
+    """(folder, task, model) of the autoencoder run to compare against."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(
+            f"--baseline {run_dir}: not a run folder; give a folder written by `mnistlab train ae`"
+        )
+    task, _ = load_run_config(run_dir)
+    _, model = load_autoencoder(run_dir)
+    return run_dir, task, model
+
+
+def evaluate_dae(
+    run_dir: Path,
+    model: ConvAutoencoder,
+    data: Data,
+    device: torch.device,
+    noise: NoiseConfig,
+    batch_size: int = 1000,
+    baseline: tuple[Path, str, ConvAutoencoder] | None = None,
+    sigmas: tuple[float, ...] | None = None,
+) -> dict:
+    """The denoising table on the test set at `sigmas` (default: noise.eval_sigmas), its plot, the
+    noisy / denoised / original figure and the loss curves; returns the summary's evaluation part."""
+    sigmas = tuple(sigmas or noise.eval_sigmas)
+    models = {"dae": model.to(device)}
+    if baseline is not None:
+        models["ae"] = baseline[2].to(device)
+        if baseline[2].cfg != model.cfg:
+            log.warning("baseline %s has model %s, the DAE has %s", baseline[0], baseline[2].cfg, model.cfg)
+    table = denoising_table(models, data.test, noise, sigmas, device, batch_size)
+    at_train = denoising_table({"dae": model}, data.test, noise, (noise.sigma,), device, batch_size)[0]
+    clean = evaluate_reconstruction(model, data.test, device, batch_size)
+
+    figures = Path(run_dir) / "figures"
+    history = rundir.read_history(run_dir)
+    plot_curves(history, ("train_loss", "val_loss", "val_noisy_mse"), figures / "loss_curves.png",
+                f"Denoising autoencoder (sigma {noise.sigma:g}): MSE against the clean image",
+                ylabel="MSE", log_y=True)  # fmt: skip
+    labels = {"noisy": "noisy input", "dae": "denoising AE output", "ae": "plain AE output"}
+    plot_metric_lines(
+        [r["sigma"] for r in table],
+        {metric: {labels[n]: [r[n][metric] for r in table] for n in models.keys() | {"noisy"}}
+         for metric in ("psnr", "ssim")},
+        figures / "denoising_metrics.png", xlabel="noise sigma",
+        ylabels={"psnr": "PSNR vs clean (dB)", "ssim": "SSIM vs clean"},
+        title=f"Test set, {len(data.test)} images, fixed noise seed {noise.seed}",
+    )  # fmt: skip
+    _example_figure(models, data.test, noise, sigmas, device, figures / "denoising_examples.png")
+    summary = {
+        "task": "dae",
+        "noise": asdict(noise),
+        "test": at_train["dae"],  # denoised output vs clean at the training sigma
+        "test_noisy_input": at_train["noisy"],
+        "test_clean_input": {k: round(v, 6) for k, v in clean.items()},
+        "denoising": table,
+        "data": data.source,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+    }
+    if baseline is not None:
+        summary["baseline"] = {"run": str(baseline[0]), "task": baseline[1], "model": asdict(baseline[2].cfg)}
+    return summary
+
+
+@torch.no_grad()
+def _example_figure(models, test: Split, noise: NoiseConfig, sigmas, device, path: Path, n: int = 6) -> Path:
+    """Rows = sigmas; each row shows n digits as (noisy, model outputs..., original) panels."""
+    x = to_float(test.images[:n], device)  # (n, 1, 28, 28)
+    eps = fixed_noise(len(test), noise.seed, "test")[:n]  # the table's noise for these digits
+    rows = []
+    for sigma in sigmas:
+        noisy = apply_noise(x, eps, sigma, noise.clip)
+        rows.append([noisy.clamp(0, 1)] + [m.eval()(noisy).recon for m in models.values()] + [x])
+    names = ["noisy", *("DAE" if k == "dae" else "plain AE" for k in models), "original"]
+    return triplet_grid(
+        rows, names, [f"sigma {s:g}" for s in sigmas], path,
+        title="Test digits: noisy input, denoising autoencoder (DAE) output"
+        + (", plain autoencoder output" if len(models) > 1 else "") + ", original (noisy shown clipped to [0, 1])",
+    )  # fmt: skip
+
+
+def eval_dae_run(run_dir: Path, device_name: str = "auto", baseline: Path | None = None,
+                 sigmas: tuple[float, ...] | None = None) -> dict:  # fmt: skip
+    """Re-evaluate a DAE run folder (for `mnistlab eval`); updates its summary.json."""
+    task, exp = load_run_config(run_dir)
+    if task != "dae":
+        raise ConfigError(f"{run_dir} holds a {task!r} run; --baseline and --sigmas apply to dae runs")
+    base = load_baseline(baseline) if baseline is not None else None
+    _, model = load_autoencoder(run_dir)
+    device = resolve_device(device_name)
+    result = evaluate_dae(
+        run_dir, model, load(exp.data), device, exp.noise, exp.train.eval_batch_size, base, sigmas
+    )
+    previous = rundir.read_summary(run_dir)
+    previous.pop("baseline", None)  # a comparison from an earlier evaluation no longer in the table
+    rundir.write_summary(run_dir, {**previous, **result})
+    return result

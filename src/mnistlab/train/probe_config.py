@@ -1,0 +1,54 @@
+"""Settings of `mnistlab probe`: how the linear probe and the fine-tuned encoder are trained.
+
+A leaf module (no imports from the rest of the training code) so that `config.TASKS` can register
+the probe experiment without an import cycle. Presets hold it as [probe.linear], [probe.finetune]
+and [probe.options]; the data settings always come from the probed run, so the probe sees the same
+train / validation / test split as the encoder did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mnistlab.data import DataConfig
+from mnistlab.errors import check
+from mnistlab.train.loop import TrainConfig
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    standardize: bool = True  # z-score features with training statistics before the linear probe, kNN
+    # and logistic regression (an affine map a linear layer could absorb: it eases optimisation only)
+    encoder_lr_scale: float = 0.1  # fine-tuning: encoder lr = finetune.lr * this (the head gets finetune.lr)
+    scratch_lr_scale: float = 1.0  # the same network from scratch: its encoder lr = finetune.lr * this
+    shift: int = 0  # fine-tuning / scratch: random translations of up to this many pixels (0 = none)
+    min_epoch_images: int = 10_000  # a small labelled subset is repeated so an epoch holds this many
+    knn_k: int = 5  # neighbours of the kNN baseline
+    logreg_c: float = 1.0  # inverse L2 strength of the logistic-regression baseline (scikit-learn's C)
+    label_seed: int = 0  # seeds the balanced labelled subsets of --labels-per-class
+
+    def __post_init__(self):
+        check(
+            self.encoder_lr_scale >= 0, f"options.encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}"
+        )
+        check(self.scratch_lr_scale > 0, f"options.scratch_lr_scale must be > 0, got {self.scratch_lr_scale}")
+        check(0 <= self.shift <= 8, f"options.shift must be in [0, 8] pixels, got {self.shift}")
+        check(
+            self.min_epoch_images >= 0, f"options.min_epoch_images must be >= 0, got {self.min_epoch_images}"
+        )
+        check(self.knn_k > 0, f"options.knn_k must be > 0, got {self.knn_k}")
+        check(self.logreg_c > 0, f"options.logreg_c must be > 0, got {self.logreg_c}")
+
+
+@dataclass(frozen=True)
+class ProbeExperiment:
+    data: DataConfig = field(default_factory=DataConfig)  # replaced by the probed run's data settings
+    linear: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=30, batch_size=256, lr=5e-2, schedule="cosine")
+    )
+    finetune: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=15, batch_size=128, lr=3e-3, optimizer="adamw", schedule="onecycle"
+        )
+    )
+    options: ProbeOptions = field(default_factory=ProbeOptions)

@@ -1,0 +1,311 @@
+"""`mnistlab probe RUN_DIR`: how good is a trained encoder's code for classifying digits?
+
+Writes one folder (default RUN_DIR/probe/) with config.toml, summary.json, figures/ and one sub-folder
+per trained classifier (metrics.jsonl, checkpoint, TensorBoard events):
+- the report's probe: the frozen encoder plus one Linear(latent -> 10), cross-entropy;
+- baselines on the same split: kNN and logistic regression (scikit-learn) on the same codes, and the
+  same linear probe on raw pixels and on PCA codes of the latent's dimension;
+- `--finetune`: encoder + head trained together, the encoder at a lower learning rate;
+- `--labels-per-class`: probe, fine-tuned and from-scratch networks on balanced labelled subsets.
+The probed run is only read: the encoder is copied before fine-tuning.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+from mnistlab.config import load_experiment, load_run_config, save_experiment
+from mnistlab.data import Data, Split, load, to_float
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import atomic_write_bytes, write_json
+from mnistlab.models.autoencoder import AEConfig, Encoder
+from mnistlab.models.encoder_classifier import EncoderClassifier, LinearHead
+from mnistlab.report.evaluation import plot_confusion, plot_metric_lines
+from mnistlab.report.figures import plot_curves
+from mnistlab.train.autoencoder import load_autoencoder, seed_everything
+from mnistlab.train.loop import resolve_device
+from mnistlab.train.probe import (
+    balanced_subset,
+    check_labels_per_class,
+    classification_scores,
+    confusion_matrix,
+    encode,
+    feature_stats,
+    features_to,
+    fold_standardization,
+    predict,
+    repeat_to,
+    standardize,
+    train_classifier,
+)
+from mnistlab.train.probe_config import ProbeExperiment
+
+log = logging.getLogger("mnistlab")
+
+
+def run_probe(
+    run_dir: Path,
+    preset: str = "default",
+    overrides: list[str] | None = None,
+    out: Path | None = None,
+    finetune: bool = False,
+    labels_per_class: tuple[int | None, ...] = (),
+    overwrite: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Probe the encoder of autoencoder run `run_dir`; returns (and writes) the summary."""
+    run_dir = Path(run_dir)
+    run_task, run_exp, ae = _load_encoder_run(run_dir)
+    exp: ProbeExperiment = load_experiment("probe", preset, overrides)
+    exp = dataclasses.replace(exp, data=run_exp.data)  # the encoder's own train / val / test split
+    if device:
+        exp = dataclasses.replace(exp, linear=dataclasses.replace(exp.linear, device=device),
+                                  finetune=dataclasses.replace(exp.finetune, device=device))  # fmt: skip
+    out = Path(out) if out else run_dir / "probe"
+    _check_out(out, overwrite)
+    data = load(exp.data)
+    check_labels_per_class(data.train.labels, labels_per_class)  # before any training
+    _prepare_out(out, exp, overwrite)
+    if exp.linear.threads:
+        torch.set_num_threads(exp.linear.threads)
+    dev = resolve_device(exp.linear.device)
+    ft_dev = resolve_device(exp.finetune.device)
+    opts = exp.options
+    latent = run_exp.model.latent_dim
+    t0 = time.perf_counter()
+
+    # The frozen encoder's codes, computed once: (N, latent) per split.
+    codes = [
+        encode(ae.encoder, s.images, dev, exp.linear.eval_batch_size)
+        for s in (data.train, data.val, data.test)
+    ]
+    stats = feature_stats(codes[0]) if opts.standardize else None
+    if stats is not None:
+        codes = standardize(*codes)
+    summary: dict = {"run": str(run_dir), "run_task": run_task, "out": str(out), "latent_dim": latent,
+                     "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test)}  # fmt: skip
+
+    log.info("linear probe on the frozen %d-d code", latent)
+    linear, logits, head = _feature_probe(codes, data, exp, dev, out / "linear", progress)
+    summary["linear_probe"] = linear
+    _classifier_figures(out, "linear", logits, data.test.labels, linear,
+                        f"Frozen encoder + Linear({latent} -> 10)")  # fmt: skip
+
+    summary["baselines"] = _baselines(codes, data, exp, dev, latent, linear, progress)
+
+    if finetune:
+        log.info("fine-tuning encoder + head on all %d labelled training images", len(data.train))
+        ft, ft_logits = _network(ae.encoder, _raw_head(head, stats), run_exp.model, data.train, data, exp,
+                                 ft_dev, opts.encoder_lr_scale, out / "finetune", progress)  # fmt: skip
+        summary["finetune"] = ft
+        _classifier_figures(
+            out, "finetune", ft_logits, data.test.labels, ft, "Fine-tuned encoder + linear head"
+        )
+
+    if labels_per_class:
+        summary["label_efficiency"] = _label_efficiency(
+            labels_per_class,
+            codes,
+            stats,
+            ae.encoder,
+            run_exp.model,
+            data,
+            exp,
+            dev,
+            ft_dev,
+            out,
+            summary,
+            head,
+            progress,
+        )
+        _label_figure(summary["label_efficiency"], out / "figures" / "label_efficiency.png", latent)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _load_encoder_run(run_dir: Path):
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(
+            f"{run_dir} is not a run folder; give one written by `mnistlab train ae` or `train dae`"
+        )
+    task, exp = load_run_config(run_dir)
+    if not isinstance(getattr(exp, "model", None), AEConfig):
+        raise ConfigError(
+            f"{run_dir} holds a {task!r} run, which has no autoencoder encoder to probe; "
+            f"give a run of `mnistlab train ae` or `train dae`"
+        )
+    exp, model = load_autoencoder(run_dir)
+    return task, exp, model
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or choose --out")
+        if not (out / "config.toml").is_file() or load_run_config(out)[0] != "probe":
+            raise ConfigError(f"{out} is not a probe folder; refusing to overwrite it, choose another --out")
+
+
+def _prepare_out(out: Path, exp: ProbeExperiment, overwrite: bool) -> Path:
+    _check_out(out, overwrite)
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    save_experiment(out / "config.toml", exp, "probe")
+    command = " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])
+    atomic_write_bytes(out / "command.txt", (command + "\n").encode())
+    return out
+
+
+def _result(fitted, logits: torch.Tensor, labels: torch.Tensor, n_labelled: int) -> dict:
+    last = fitted.history[-1] if fitted.history else {}
+    test = classification_scores(logits, labels)
+    return {
+        "test_acc": round(test["acc"], 5), "test_loss": round(test["loss"], 5),
+        "val_acc": round(last["val_acc"], 5) if "val_acc" in last else None,
+        "train_acc": round(last["train_acc"], 5) if "train_acc" in last else None,
+        "n_labelled": n_labelled, "epochs": len(fitted.history), "seconds": round(fitted.seconds, 2),
+    }  # fmt: skip
+
+
+def _feature_probe(feats, data: Data, exp, dev, out, progress, subset=None):
+    """The linear probe on feature rows: feats = (train, val, test) tensors (N, D); on the rows
+    `subset` of the training set if given. Returns (result, test logits, trained head)."""
+    train_x, val_x, test_x = feats
+    train = Split(train_x, data.train.labels)
+    if subset is not None:
+        train = train.take(subset)
+    n_labelled = len(train)
+    seed_everything(exp.linear.seed)
+    head = LinearHead(train_x.shape[1])
+    fitted = train_classifier(head, [{"params": head.parameters()}], repeat_to(train, exp.options.min_epoch_images),
+                              Split(val_x, data.val.labels), exp.linear, dev, features_to, out, progress=progress)  # fmt: skip
+    logits = predict(head, test_x, dev, features_to, exp.linear.eval_batch_size)
+    return _result(fitted, logits, data.test.labels, n_labelled), logits, head.cpu()
+
+
+def _raw_head(head: LinearHead, stats) -> LinearHead:
+    """The probe's head as a head on the raw code (standardization folded in), to start fine-tuning."""
+    return fold_standardization(head, *stats) if stats is not None else copy.deepcopy(head)
+
+
+def _network(encoder: Encoder | None, head: LinearHead | None, cfg: AEConfig, train: Split, data: Data,
+             exp: ProbeExperiment, dev, encoder_lr_scale: float, out: Path | None, progress: bool):  # fmt: skip
+    """Encoder + head trained on images: fine-tuning copies of `encoder` and `head` (the linear probe
+    trained on its frozen code), or the same network from scratch if both are None."""
+    seed_everything(exp.finetune.seed)
+    encoder = copy.deepcopy(encoder) if encoder is not None else Encoder(cfg)
+    model = EncoderClassifier(encoder, cfg.latent_dim, head=copy.deepcopy(head) if head is not None else None)
+    lr = exp.finetune.lr
+    groups = [{"params": model.encoder.parameters(), "lr": lr * encoder_lr_scale},
+              {"params": model.head.parameters(), "lr": lr}]  # fmt: skip
+    fitted = train_classifier(model, groups, repeat_to(train, exp.options.min_epoch_images), data.val,
+                              exp.finetune, dev, to_float, out, exp.options.shift, progress)  # fmt: skip
+    logits = predict(model, data.test.images, dev, to_float, exp.finetune.eval_batch_size)
+    return _result(fitted, logits, data.test.labels, len(train)), logits
+
+
+def _baselines(
+    codes, data: Data, exp: ProbeExperiment, dev, latent: int, linear: dict, progress: bool
+) -> list:
+    """kNN and logistic regression on the codes; the linear probe on pixels and on PCA codes."""
+    opts = exp.options
+    train_z, _, test_z = (c.numpy() for c in codes)
+    y_train, y_test = data.train.labels.numpy(), data.test.labels.numpy()
+    rows = [
+        {"method": "linear probe", "features": f"encoder code ({latent}-d)", "test_acc": linear["test_acc"]}
+    ]
+    knn = KNeighborsClassifier(n_neighbors=opts.knn_k).fit(train_z, y_train)
+    rows.append({"method": f"kNN (k={opts.knn_k})", "features": f"encoder code ({latent}-d)",
+                 "test_acc": round(float((knn.predict(test_z) == y_test).mean()), 5)})  # fmt: skip
+    logreg = LogisticRegression(C=opts.logreg_c, max_iter=2000).fit(train_z, y_train)
+    rows.append({"method": "logistic regression", "features": f"encoder code ({latent}-d)",
+                 "test_acc": round(float((logreg.predict(test_z) == y_test).mean()), 5)})  # fmt: skip
+
+    # Pixels stay as they are, in [0, 1] (standardizing them would blow up border pixels that are
+    # almost always 0 in training); PCA codes, like the encoder's, have very unequal scales.
+    pixels = [s.images.reshape(len(s), -1).float() / 255.0 for s in (data.train, data.val, data.test)]
+    pca = PCA(n_components=min(latent, *pixels[0].shape), random_state=0).fit(pixels[0].numpy())
+    pca_codes = [torch.from_numpy(pca.transform(p.numpy())).float() for p in pixels]
+    if opts.standardize:
+        pca_codes = standardize(*pca_codes)
+    for name, feats in (
+        (f"pixels ({pixels[0].shape[1]}-d)", pixels),
+        (f"PCA ({pca.n_components_}-d)", pca_codes),
+    ):
+        log.info("baseline: linear probe on %s", name)
+        result, _, _ = _feature_probe(feats, data, exp, dev, None, progress)
+        rows.append({"method": "linear probe", "features": name, "test_acc": result["test_acc"]})
+    return rows
+
+
+def _label_efficiency(counts, codes, stats, encoder, cfg: AEConfig, data: Data, exp: ProbeExperiment, dev, ft_dev,
+                      out: Path, summary: dict, main_head: LinearHead, progress: bool) -> list:  # fmt: skip
+    """Test accuracy of probe / fine-tuned / from-scratch networks on nested balanced subsets."""
+    rows = []
+    for n in counts:
+        tag = "all" if n is None else str(n)
+        subset = None if n is None else balanced_subset(data.train.labels, n, exp.options.label_seed)
+        train = data.train if subset is None else data.train.take(subset)
+        folder = out / "labels" / tag
+        log.info("label efficiency: %s labelled images per class (%d images)", tag, len(train))
+        if n is None:
+            probe, head = summary["linear_probe"], main_head  # the probe above already used every label
+        else:
+            probe, _, head = _feature_probe(codes, data, exp, dev, folder / "probe", progress, subset)
+        if n is None and "finetune" in summary:
+            ft = summary["finetune"]
+        else:
+            ft, _ = _network(encoder, _raw_head(head, stats), cfg, train, data, exp, ft_dev,
+                             exp.options.encoder_lr_scale, folder / "finetune", progress)  # fmt: skip
+        scratch, _ = _network(None, None, cfg, train, data, exp, ft_dev, exp.options.scratch_lr_scale,
+                              folder / "scratch", progress)  # fmt: skip
+        rows.append({"labels_per_class": tag, "n_labelled": len(train), "probe": probe["test_acc"],
+                     "finetune": ft["test_acc"], "scratch": scratch["test_acc"],
+                     "finetune_minus_scratch": round(ft["test_acc"] - scratch["test_acc"], 5)})  # fmt: skip
+        log.info(
+            "  probe %.4f  finetune %.4f  scratch %.4f",
+            probe["test_acc"],
+            ft["test_acc"],
+            scratch["test_acc"],
+        )
+    return rows
+
+
+def _classifier_figures(out: Path, name: str, logits, labels, result: dict, title: str) -> None:
+    from mnistlab.fsio import read_jsonl
+
+    history = read_jsonl(out / name / "metrics.jsonl")
+    figures = out / "figures"
+    plot_curves(history, ("train_loss", "val_loss"), figures / f"{name}_loss.png",
+                f"{title}: cross-entropy", ylabel="cross-entropy")  # fmt: skip
+    plot_curves(history, ("train_acc", "val_acc"), figures / f"{name}_accuracy.png",
+                f"{title}: accuracy", ylabel="accuracy")  # fmt: skip
+    matrix = confusion_matrix(logits.argmax(1), labels).numpy()
+    plot_confusion(matrix, figures / f"{name}_confusion.png",
+                   f"{title}\ntest accuracy {result['test_acc']:.2%} on {int(matrix.sum())} images")  # fmt: skip
+
+
+def _label_figure(rows: list, path: Path, latent: int) -> None:
+    xs = [r["n_labelled"] for r in rows]
+    series = {f"frozen encoder + linear ({latent}-d code)": [r["probe"] for r in rows],
+              "fine-tuned pretrained encoder": [r["finetune"] for r in rows],
+              "same network from scratch": [r["scratch"] for r in rows]}  # fmt: skip
+    plot_metric_lines(xs, {"acc": series}, path, xlabel="labelled training images (balanced over 10 digits)",
+                      ylabels={"acc": "test accuracy"}, log_x=True,
+                      xticklabels=[f"{x}\n({r['labels_per_class']}/class)" for x, r in zip(xs, rows)],
+                      title="Label efficiency: what pretraining buys")  # fmt: skip
