@@ -13,7 +13,7 @@ from mnistlab.config import load_experiment, load_run_config
 from mnistlab.train.loop import NonFiniteLossError
 
 TINY = ["data.train_limit=200", "data.test_limit=100", "train.epochs=1", "train.batch_size=32",
-        "train.eval_batch_size=200"]  # fmt: skip
+        "train.eval_batch_size=200", "train.threads=1"]  # fmt: skip
 GRID = {"train.lr": ["1e-2", "1e-5"], "model.latent_dim": ["4"]}
 
 
@@ -101,4 +101,6 @@ def test_search_refuses_a_trial_folder_with_another_config(tmp_path):
     search.run_grid("ae", {"train.lr": ["1e-2"]}, out, "quick", TINY, progress=False)
     (out / "trials" / "lr=1e-2" / "summary.json").unlink()  # unfinished, so it would be resumed
     with pytest.raises(search.ConfigError, match="another config"):
-        search.run_grid("ae", {"train.lr": ["1e-2"]}, out, "quick", [*TINY, "model.latent_dim=3"], progress=False)
+        search.run_grid(
+            "ae", {"train.lr": ["1e-2"]}, out, "quick", [*TINY, "model.latent_dim=3"], progress=False
+        )

@@ -58,7 +58,9 @@ def test_grid_key_given_twice_is_an_error():
 
 
 def test_cli_bad_grid_exits_2_with_one_line(capsys, tmp_path):
-    code = cli.main(["search", "ae", "--grid", "train.lr:1e-3", "--out", str(tmp_path / "s"), "--no-progress"])
+    code = cli.main(
+        ["search", "ae", "--grid", "train.lr:1e-3", "--out", str(tmp_path / "s"), "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == cli.EXIT_BAD_INPUT
     assert err.startswith("mnistlab: error: --grid 'train.lr:1e-3'") and "\n" not in err
@@ -95,7 +97,10 @@ def test_default_space_loads_and_suggests_with_fixed_trial():
 def test_space_types_parse():
     space = parse_space(
         {
-            "train": {"lr": {"type": "log-float", "low": 1e-4, "high": 1e-1}, "epochs": {"type": "int", "low": 1, "high": 5}},  # fmt: skip
+            "train": {
+                "lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
+                "epochs": {"type": "int", "low": 1, "high": 5},
+            },  # fmt: skip
             "model": {"latent_dim": {"type": "categorical", "choices": [2, 10]}},
         }
     )

@@ -95,15 +95,21 @@ def _add_search_parser(sub) -> None:
                    help="val_loss: best validation loss (minimised; any val_* metric works); probe_acc: "
                    "logistic regression on the frozen codes, fit on train, scored on validation (maximised)")  # fmt: skip
     s.add_argument("--out", type=Path, help="search folder [runs/search-<task>-<preset>]")
-    s.add_argument("--workers", type=int, help="local worker processes, cores shared evenly between them [1]")
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes, one torch thread each unless train.threads is set "
+        "[one per core, at most 4: measured faster than one worker with all the threads]",
+    )
     o = s.add_argument_group("Optuna")
     o.add_argument("--optuna", action="store_true", help="TPE sampling with median pruning instead of a grid")
-    o.add_argument("--trials", type=int, default=20, help="trials the study should hold in all [20]")
+    o.add_argument("--trials", type=int, help="trials the study should hold in all [20]")
     o.add_argument("--space", type=Path, help="search space TOML [configs/spaces/<task>.toml]")
     o.add_argument("--storage", help="any SQLAlchemy RDB URL, e.g. postgresql+psycopg2://user@host/db "
                    "[sqlite file study.db in the search folder]")  # fmt: skip
     o.add_argument("--study-name", help="study name inside the storage [<task>-search]")
-    o.add_argument("--seed", type=int, default=0, help="sampler seed; worker k uses seed+k [0]")
+    o.add_argument("--seed", type=int, help="sampler seed for a repeatable study; local worker k uses seed+k. "
+                   "Leave it out when several machines share a study [fresh per process]")  # fmt: skip
     o.add_argument("--no-prune", action="store_true", help="never stop a trial early")
     o.add_argument("--heartbeat", type=int, default=60, help="seconds between worker heartbeats; a trial "
                    "silent for twice this is failed and retried [60]")  # fmt: skip
@@ -111,11 +117,11 @@ def _add_search_parser(sub) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from mnistlab.errors import ConfigError
-    from mnistlab.search import DEFAULT_WORKERS, run_grid
+    from mnistlab.search import default_workers, run_grid
     from mnistlab.search_space import REPORT_GRID, default_space_path, load_space, parse_grid
 
     exp_overrides = _experiment_overrides(args)
-    workers = args.workers or DEFAULT_WORKERS
+    workers = default_workers() if args.workers is None else args.workers
     kind = "optuna" if args.optuna else "search"
     out = args.out or Path("runs") / f"{kind}-{args.task}-{Path(args.preset).stem}"
     if args.optuna:
@@ -124,14 +130,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.grid:
             raise ConfigError("--grid and --optuna exclude each other; declare Optuna ranges in --space")
         space = load_space(args.space or default_space_path(args.task))
-        spec = StudySpec(task=args.task, out=out, space=tuple(space), n_trials=args.trials, preset=args.preset,
+        n_trials = 20 if args.trials is None else args.trials
+        spec = StudySpec(task=args.task, out=out, space=tuple(space), n_trials=n_trials, preset=args.preset,
                          overrides=tuple(exp_overrides), objective=args.objective, storage=args.storage or "",
                          study_name=args.study_name or "", seed=args.seed, prune=not args.no_prune,
                          heartbeat_s=args.heartbeat, progress=not args.no_progress)  # fmt: skip
         rows = run_optuna(spec, workers)
     else:
-        if args.space or args.storage or args.study_name:
-            raise ConfigError("--space, --storage and --study-name need --optuna")
+        if args.space or args.storage or args.study_name or args.trials is not None:
+            raise ConfigError("--trials, --space, --storage and --study-name need --optuna")
         grid = parse_grid(args.grid) if args.grid else REPORT_GRID
         rows = run_grid(args.task, grid, out, args.preset, exp_overrides, args.objective, workers,
                         progress=not args.no_progress)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -30,7 +31,6 @@ from mnistlab.config import load_experiment
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.search import (
-    DEFAULT_WORKERS,
     accepts_epoch_callback,
     objective_of,
     objective_value,
@@ -42,7 +42,14 @@ from mnistlab.search import (
 from mnistlab.search_space import Param, overrides_of, suggest
 
 log = logging.getLogger("mnistlab")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _stable(fn, *args, **kwargs):
+    """Call an Optuna API marked experimental (heartbeats, retries) without its ExperimentalWarning:
+    they have been in Optuna since 2.x and are what its docs recommend for distributed studies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return fn(*args, **kwargs)
 
 
 class TrialDiverged(RuntimeError):
@@ -62,7 +69,7 @@ class StudySpec:
     objective: str = "val_loss"
     storage: str = ""  # "" = sqlite file out/study.db
     study_name: str = ""  # "" = "<task>-search"
-    seed: int = 0  # TPE seed; worker k uses seed + k so workers do not propose the same points
+    seed: int | None = None  # TPE seed (None: fresh per process); local worker k uses seed + k
     prune: bool = True
     prune_startup_trials: int = 4  # completed trials before the median pruner may stop anything
     prune_warmup_epochs: int = 1  # epochs every trial runs before it may be pruned
@@ -95,10 +102,11 @@ def open_study(spec: StudySpec, worker: int = 0) -> optuna.Study:
     if spec.url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}  # several processes write one file: wait on its lock
     try:
-        storage = RDBStorage(
+        storage = _stable(
+            RDBStorage,
             spec.url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_s,
             grace_period=spec.grace_s or 2 * spec.heartbeat_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(spec.max_retry, inherit_intermediate_values=True),
+            heartbeat_stale_trial_callback=_stable(RetryHeartbeatStaleTrialCallback, spec.max_retry, inherit_intermediate_values=True),
         )  # fmt: skip
     except Exception as e:  # bad URL, missing driver, server down: one line, not a traceback
         raise ConfigError(f"cannot open storage {public_url(spec.url)}: {str(e).splitlines()[0]}") from None
@@ -106,7 +114,8 @@ def open_study(spec: StudySpec, worker: int = 0) -> optuna.Study:
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if spec.prune and obj.per_epoch:
         pruner = optuna.pruners.MedianPruner(spec.prune_startup_trials, spec.prune_warmup_epochs)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed + worker, constant_liar=True)
+    seed = None if spec.seed is None else spec.seed + worker  # the same seed would propose the same points
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return optuna.create_study(storage=storage, study_name=spec.name, direction=obj.direction,
                                sampler=sampler, pruner=pruner, load_if_exists=True)  # fmt: skip
 
@@ -117,7 +126,7 @@ def root_number(trial: Any) -> int:
     if study is None:  # FixedTrial
         return trial.number
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-    history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+    history = _stable(RetryHeartbeatStaleTrialCallback.retry_history, frozen)
     return history[0] if history else trial.number
 
 
@@ -140,6 +149,7 @@ class TrialObjective:
         exp = load_experiment(self.spec.task, self.spec.preset, [*self.spec.overrides, *overrides_of(point)])
         run_dir = self.run_dir(root_number(trial))
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker_pid", os.getpid())
         metric = self.objective.name
 
         def report(epoch: int, row: dict[str, Any]) -> None:
@@ -169,7 +179,7 @@ class TrialObjective:
 
 
 def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    return {n for t in trials for n in _stable(RetryHeartbeatStaleTrialCallback.retry_history, t)}
 
 
 def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
@@ -187,12 +197,12 @@ def work(spec: StudySpec, worker: int = 0, threads: int = 0) -> int:
     objective = TrialObjective(spec)
     ran = 0
     while True:
-        optuna.storages.fail_stale_trials(study)  # re-queue trials of dead workers before counting
+        _stable(optuna.storages.fail_stale_trials, study)  # re-queue trials of dead workers before counting
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and _counted(trials) >= spec.n_trials:
             return ran
-        study.optimize(objective, n_trials=1, catch=(TrialDiverged,), gc_after_trial=False)
+        _stable(study.optimize, objective, n_trials=1, catch=(TrialDiverged,), gc_after_trial=False)
         ran += 1
 
 
@@ -210,7 +220,7 @@ def check_space(spec: StudySpec) -> None:
         load_experiment(spec.task, spec.preset, [*spec.overrides, *overrides_of(point)])
 
 
-def run_optuna(spec: StudySpec, workers: int = DEFAULT_WORKERS) -> list[dict[str, Any]]:
+def run_optuna(spec: StudySpec, workers: int = 1) -> list[dict[str, Any]]:
     """Run the study with `workers` local processes (1 = in this process), then write the results
     table, curves and best.toml from every trial the study holds. Returns the sorted rows."""
     if spec.n_trials < 1 or workers < 1:

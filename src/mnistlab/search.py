@@ -34,8 +34,6 @@ from mnistlab.train.loop import NonFiniteLossError
 
 log = logging.getLogger("mnistlab")
 
-# Measured by benchmarks/search_workers.py on this 2-core machine: see DEFAULT_WORKERS_NOTE.
-DEFAULT_WORKERS = 1
 DONE = ("finished", "diverged")  # trial states a re-run does not repeat
 PROBE_MAX_TRAIN = 10_000  # training codes the probe is fit on (lbfgs on all 48k is slower, not better)
 
@@ -203,6 +201,15 @@ def trial_row(run_dir: Path, params: dict[str, Any], objective: Objective, statu
     }  # fmt: skip
 
 
+def default_workers() -> int:
+    """Worker processes the CLI uses unless told: one per core, each with one torch thread (at most 4,
+    to bound memory: every worker holds its own copy of the data and of torch).
+
+    Measured with benchmarks/search_workers.py on the 2-core development machine (a fixed grid of 4
+    trials): 2 workers x 1 thread beat 1 worker x 2 threads; see benchmarks/search_workers.md."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def worker_threads(workers: int) -> int:
     """torch threads per worker process: the cores shared out evenly, at least one."""
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
@@ -225,7 +232,7 @@ def run_grid(
     preset: str = "default",
     overrides: list[str] | None = None,
     objective: str = "val_loss",
-    workers: int = DEFAULT_WORKERS,
+    workers: int = 1,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every point of `grid` (on top of preset + overrides) into out/trials/<name>/ and write
