@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mnistlab import rundir  # noqa: E402
 from mnistlab.config import load_run_config, save_experiment  # noqa: E402
@@ -100,6 +101,7 @@ def plot_search_curves(rows: list[dict[str, Any]], path: Path, title: str, max_l
         ls = "--" if row["status"] == "pruned" else "-"
         ax.plot(xs, ys, ls, marker="o", markersize=2.5, label=f"#{row['rank']} {row['trial']}", **style)
         drawn += 1
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss (MSE for autoencoders)")
     ax.set_yscale("log")
