@@ -115,8 +115,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train the autoencoder of `exp` into run folder `out`, then evaluate it on the test set."""
+def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None) -> dict:
+    """Train the autoencoder of `exp` into run folder `out`, then evaluate it on the test set.
+    `on_epoch_end(epoch, row)` is handed to `fit` (searches use it to report to a pruner)."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
     seed_everything(exp.train.seed)
@@ -126,7 +127,9 @@ def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = Tru
     task = AutoencoderTask(model, exp.train, data.val, device)
     run_dir = rundir.prepare(out, exp, "ae", resume)
     try:
-        result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
+        result = fit(
+            task, data.train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end
+        )
     except NonFiniteLossError as e:
         rundir.write_summary(run_dir, {"task": "ae", "status": "diverged", "error": str(e)})
         raise

@@ -1,0 +1,280 @@
+"""Optuna search that scales out: TPE sampling over a TOML search space, a median pruner fed with each
+epoch's validation loss, and a study in an RDB storage (a SQLite file in the search folder by
+default; any SQLAlchemy URL such as PostgreSQL via --storage) shared by any number of workers, local
+(`--workers K` processes) or on other machines running the same command.
+
+Reliability: workers send heartbeats; a trial whose worker died (no heartbeat for the grace period)
+is failed by the next worker that looks and re-queued once per retry by
+RetryHeartbeatStaleTrialCallback (Optuna 5's name for RetryFailedTrialCallback). The retry reuses
+the original trial's run folder, so it resumes from that trial's last epoch checkpoint. A diverging
+trial (non-finite loss) is recorded as FAIL with its message, never a crash of the worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from mnistlab import rundir
+from mnistlab.config import load_experiment
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import write_json
+from mnistlab.search import (
+    accepts_epoch_callback,
+    objective_of,
+    objective_value,
+    run_trial,
+    trainer_for,
+    trial_row,
+    worker_threads,
+)
+from mnistlab.search_space import Param, overrides_of, suggest
+
+log = logging.getLogger("mnistlab")
+
+
+def _stable(fn, *args, **kwargs):
+    """Call an Optuna API marked experimental (heartbeats, retries) without its ExperimentalWarning:
+    they have been in Optuna since 2.x and are what its docs recommend for distributed studies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return fn(*args, **kwargs)
+
+
+class TrialDiverged(RuntimeError):
+    """The trial's training hit a non-finite loss; Optuna records it as FAIL and the worker goes on."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a worker needs to join the study (plain data, so it pickles to worker processes)."""
+
+    task: str
+    out: Path
+    space: tuple[Param, ...]
+    n_trials: int
+    preset: str = "default"
+    overrides: tuple[str, ...] = ()
+    objective: str = "val_loss"
+    storage: str = ""  # "" = sqlite file out/study.db
+    study_name: str = ""  # "" = "<task>-search"
+    seed: int | None = None  # TPE seed (None: fresh per process); local worker k uses seed + k
+    prune: bool = True
+    prune_startup_trials: int = 4  # completed trials before the median pruner may stop anything
+    prune_warmup_epochs: int = 1  # epochs every trial runs before it may be pruned
+    heartbeat_s: int = 60
+    grace_s: int = 0  # 0 = 2 x heartbeat
+    max_retry: int = 3
+    progress: bool = True
+
+    @property
+    def url(self) -> str:
+        return self.storage or f"sqlite:///{(Path(self.out) / 'study.db').resolve()}"
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{self.task}-search"
+
+
+def public_url(url: str) -> str:
+    """The storage URL with any password masked, for logs and files."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable storage URL>"
+
+
+def open_study(spec: StudySpec, worker: int = 0) -> optuna.Study:
+    kwargs: dict[str, Any] = {}
+    if spec.url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}  # several processes write one file: wait on its lock
+    try:
+        storage = _stable(
+            RDBStorage,
+            spec.url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_s,
+            grace_period=spec.grace_s or 2 * spec.heartbeat_s,
+            heartbeat_stale_trial_callback=_stable(RetryHeartbeatStaleTrialCallback, spec.max_retry, inherit_intermediate_values=True),
+        )  # fmt: skip
+    except Exception as e:  # bad URL, missing driver, server down: one line, not a traceback
+        raise ConfigError(f"cannot open storage {public_url(spec.url)}: {str(e).splitlines()[0]}") from None
+    obj = objective_of(spec.objective)
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if spec.prune and obj.per_epoch:
+        pruner = optuna.pruners.MedianPruner(spec.prune_startup_trials, spec.prune_warmup_epochs)
+    seed = None if spec.seed is None else spec.seed + worker  # the same seed would propose the same points
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.create_study(storage=storage, study_name=spec.name, direction=obj.direction,
+                               sampler=sampler, pruner=pruner, load_if_exists=True)  # fmt: skip
+
+
+def root_number(trial: Any) -> int:
+    """The number of the first trial in a retry chain (the trial itself when it is no retry)."""
+    study = getattr(trial, "study", None)
+    if study is None:  # FixedTrial
+        return trial.number
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    history = _stable(RetryHeartbeatStaleTrialCallback.retry_history, frozen)
+    return history[0] if history else trial.number
+
+
+class TrialObjective:
+    """objective(trial) -> value: suggest a point, train it as a run folder, report each epoch's
+    validation metric to the pruner, and return the objective."""
+
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+        self.objective = objective_of(spec.objective)
+        self.prune = (
+            spec.prune and self.objective.per_epoch and accepts_epoch_callback(trainer_for(spec.task))
+        )
+
+    def run_dir(self, number: int) -> Path:
+        return Path(self.spec.out) / "trials" / f"trial-{number:04d}"
+
+    def __call__(self, trial: Any) -> float:
+        point = suggest(trial, list(self.spec.space))
+        exp = load_experiment(self.spec.task, self.spec.preset, [*self.spec.overrides, *overrides_of(point)])
+        run_dir = self.run_dir(root_number(trial))
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker_pid", os.getpid())
+        metric = self.objective.name
+
+        def report(epoch: int, row: dict[str, Any]) -> None:
+            if metric in row:
+                trial.report(row[metric], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"epoch {epoch}: {metric}={row[metric]:.5g} above the median")
+
+        try:
+            status = run_trial(
+                self.spec.task, exp, run_dir, self.spec.progress, report if self.prune else None
+            )
+        except optuna.TrialPruned:
+            summary = rundir.read_summary(run_dir)
+            rundir.write_summary(run_dir, {**summary, "task": self.spec.task, "status": "pruned"})
+            trial.set_user_attr("status", "pruned")
+            raise
+        trial.set_user_attr("status", status)
+        if status == "diverged":
+            error = rundir.read_summary(run_dir).get("error", "non-finite loss")
+            trial.set_user_attr("error", error)
+            raise TrialDiverged(error)
+        value = objective_value(run_dir, self.objective)
+        if value is None:
+            raise TrialDiverged(f"{run_dir} finished without a {metric} value")
+        return value
+
+
+def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    return {n for t in trials for n in _stable(RetryHeartbeatStaleTrialCallback.retry_history, t)}
+
+
+def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trials that use up the budget: all but stale ones that were re-queued (their retry counts)."""
+    retried = _retried(trials)
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def work(spec: StudySpec, worker: int = 0, threads: int = 0) -> int:
+    """Run trials of the study until it holds spec.n_trials (queued retries always run). Returns how
+    many trials this worker ran."""
+    if threads:
+        torch.set_num_threads(threads)
+    study = open_study(spec, worker)
+    objective = TrialObjective(spec)
+    ran = 0
+    while True:
+        _stable(optuna.storages.fail_stale_trials, study)  # re-queue trials of dead workers before counting
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and _counted(trials) >= spec.n_trials:
+            return ran
+        _stable(study.optimize, objective, n_trials=1, catch=(TrialDiverged,), gc_after_trial=False)
+        ran += 1
+
+
+def _worker_main(spec: StudySpec, worker: int, threads: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work(spec, worker, threads)
+
+
+def check_space(spec: StudySpec) -> None:
+    """Fail before any training if a key is unknown or a bound is an invalid value for its field."""
+    for pick in ("low", "high"):
+        point = {p.key: (getattr(p, pick) if p.kind != "categorical" else p.choices[0 if pick == "low" else -1])
+                 for p in spec.space}  # fmt: skip
+        load_experiment(spec.task, spec.preset, [*spec.overrides, *overrides_of(point)])
+
+
+def run_optuna(spec: StudySpec, workers: int = 1) -> list[dict[str, Any]]:
+    """Run the study with `workers` local processes (1 = in this process), then write the results
+    table, curves and best.toml from every trial the study holds. Returns the sorted rows."""
+    if spec.n_trials < 1 or workers < 1:
+        raise ConfigError("--trials and --workers must be >= 1")
+    check_space(spec)
+    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    study = open_study(spec)  # creates the study once, before workers race to load it
+    write_json(Path(spec.out) / "search.json", {
+        "kind": "optuna", "task": spec.task, "preset": spec.preset, "overrides": list(spec.overrides),
+        "study": spec.name, "storage": public_url(spec.url), "objective": spec.objective,
+        "space": {p.key: {k: v for k, v in vars(p).items() if k != "key" and v not in (None, (), False)} for p in spec.space},
+    })  # fmt: skip
+    if objective_of(spec.objective).per_epoch and spec.prune and not TrialObjective(spec).prune:
+        log.warning("the %s trainer takes no on_epoch_end callback: trials run without pruning", spec.task)
+    if workers == 1:
+        work(spec, 0, 0)
+    else:
+        ctx = get_context("spawn")
+        threads = worker_threads(workers)
+        quiet = dataclasses.replace(spec, progress=False)
+        procs = [ctx.Process(target=_worker_main, args=(quiet, k, threads)) for k in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode != 0]
+        if bad:
+            log.warning("%d worker(s) exited with codes %s; rerun the same command to finish (stale trials "
+                        "are retried after the heartbeat grace period)", len(bad), bad)  # fmt: skip
+    return study_results(spec, study)
+
+
+def study_results(spec: StudySpec, study: optuna.Study) -> list[dict[str, Any]]:
+    from mnistlab.search_results import write_results
+
+    obj = objective_of(spec.objective)
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    rows = []
+    for t in trials:
+        if "run_dir" not in t.user_attrs:
+            continue
+        status = {
+            TrialState.COMPLETE: "finished",
+            TrialState.PRUNED: "pruned",
+            TrialState.RUNNING: "running",
+        }.get(t.state, t.user_attrs.get("status", "failed"))
+        if t.state == TrialState.FAIL and t.number in retried:
+            status = "stale, retried"
+        elif t.state == TrialState.FAIL and status in ("finished", "running"):
+            status = "failed"
+        row = trial_row(Path(t.user_attrs["run_dir"]), dict(t.params), obj, status)
+        row["trial"] = f"trial-{t.number:04d}"
+        if t.state == TrialState.COMPLETE:
+            row[obj.name] = t.value
+        rows.append(row)
+    return write_results(Path(spec.out), rows, obj, [p.key for p in spec.space], spec.task)

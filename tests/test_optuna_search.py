@@ -1,0 +1,207 @@
+"""Optuna search on a few hundred MNIST images: the objective on a FixedTrial, two worker processes on
+one SQLite study, median pruning, a killed worker's trial retried (and resumed), diverging trials
+recorded as failed, and the same study on a real PostgreSQL server started here."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from glob import glob
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from mnistlab import cli, rundir
+from mnistlab.optuna_search import StudySpec, TrialObjective, open_study, run_optuna
+from mnistlab.search_space import parse_space
+
+TINY = ("data.train_limit=200", "data.test_limit=100", "train.epochs=2", "train.batch_size=32",
+        "train.eval_batch_size=200", "train.threads=1")  # fmt: skip
+LR_SPACE = tuple(parse_space({"train": {"lr": {"type": "float", "low": 1e-6, "high": 3e-2, "log": True}}}))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spec_for(out: Path, **kw) -> StudySpec:
+    base = dict(
+        task="ae", out=out, space=LR_SPACE, n_trials=2, preset="quick", overrides=TINY, progress=False
+    )
+    return StudySpec(**{**base, **kw})
+
+
+def test_objective_with_fixed_trial(tmp_path):
+    spec = spec_for(tmp_path)
+    value = TrialObjective(spec)(optuna.trial.FixedTrial({"train.lr": 1e-2}, number=7))
+    run_dir = tmp_path / "trials" / "trial-0007"
+    history = rundir.read_history(run_dir)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert value == min(r["val_loss"] for r in history)
+    assert rundir.read_summary(run_dir)["status"] == "finished"
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    spec = spec_for(tmp_path, n_trials=3, prune=False)
+    rows = run_optuna(spec, workers=2)
+    study = optuna.load_study(study_name=spec.name, storage=spec.url)
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    # The budget may overshoot by at most workers - 1 when both ask for the last trial at once.
+    assert 3 <= len(done) <= 4 and len(done) == len(study.get_trials())
+    assert len({t.number for t in done}) == len(done)
+    assert len({t.user_attrs["run_dir"] for t in done}) == len(done)  # one run folder each
+    assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both processes ran trials
+    for t in done:
+        assert rundir.read_summary(t.user_attrs["run_dir"])["status"] == "finished"
+    assert len(rows) == len(done) and (tmp_path / "best.toml").is_file()
+    assert rows[0]["val_loss"] == min(t.value for t in done)
+
+
+def test_median_pruner_stops_a_bad_trial_early(tmp_path):
+    spec = spec_for(tmp_path, n_trials=3, prune_startup_trials=2, prune_warmup_epochs=0,
+                    overrides=(*TINY, "train.epochs=4"))  # fmt: skip
+    study = open_study(spec)
+    for lr in (1e-2, 1e-2, 1e-6):  # two good trials set the median, then one that barely learns
+        study.enqueue_trial({"train.lr": lr})
+    rows = run_optuna(spec, workers=1)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    bad = trials[2]
+    assert max(bad.intermediate_values) < 4  # stopped before its last epoch
+    assert rundir.read_summary(bad.user_attrs["run_dir"])["status"] == "pruned"
+    assert len(rundir.read_history(bad.user_attrs["run_dir"])) < 4
+    assert [r["status"] for r in rows] == ["finished", "finished", "pruned"]
+
+
+def fake_diverging_trainer(exp, out, resume=False, progress=True, on_epoch_end=None):
+    from mnistlab.train.loop import NonFiniteLossError
+
+    rundir.prepare(out, exp, "ae", resume)
+    raise NonFiniteLossError("non-finite loss=nan at epoch 1, step 3; training stopped")
+
+
+def test_diverging_trials_are_failed_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setitem(cli.TRAINERS, "ae", ("tests.test_optuna_search", "fake_diverging_trainer"))
+    spec = spec_for(tmp_path, n_trials=2)
+    rows = run_optuna(spec, workers=1)  # returns normally
+    trials = optuna.load_study(study_name=spec.name, storage=spec.url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs["status"] == "diverged" and "non-finite" in t.user_attrs["error"] for t in trials)
+    assert [r["status"] for r in rows] == ["diverged", "diverged"]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_killed_workers_trial_is_retried_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    space = tmp_path / "space.toml"
+    space.write_text('[train.lr]\ntype = "float"\nlow = 1e-3\nhigh = 1e-2\nlog = true\n')
+    overrides = [*TINY, "train.epochs=20"]
+    cmd = [sys.executable, "-m", "mnistlab", "-q", "search", "ae", "--optuna", "--trials", "1", "--preset", "quick",
+           "--space", str(space), "--out", str(out), "--heartbeat", "1", "--workers", "1", "--no-progress"]  # fmt: skip
+    for o in overrides:
+        cmd += ["--set", o]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = out / "trials" / "trial-0000" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while len(rundir.read_history(metrics.parent)) < 2:
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the worker never finished an epoch"
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGKILL)  # no clean-up: its trial stays RUNNING with no heartbeat
+        worker.wait()
+    first_rows = rundir.read_history(metrics.parent)
+    assert (metrics.parent / "checkpoints" / "last.safetensors").exists() and len(first_rows) < 20
+
+    spec = StudySpec(task="ae", out=out, space=tuple(parse_space({"train": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}})),  # fmt: skip
+                     n_trials=1, preset="quick", overrides=tuple(overrides), heartbeat_s=1, progress=False)  # fmt: skip
+    study = optuna.load_study(study_name=spec.name, storage=spec.url)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+    time.sleep(2.5)  # past the grace period (2 x heartbeat)
+    run_optuna(spec, workers=1)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    retry = trials[1]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    assert retry.params == trials[0].params
+    assert retry.user_attrs["run_dir"] == str(metrics.parent)  # the same run folder ...
+    history = rundir.read_history(metrics.parent)
+    assert [r["epoch"] for r in history] == list(range(1, 21))
+    # ... resumed: the epochs finished before the kill were kept, not retrained.
+    kept = history[0]
+    assert kept == first_rows[0]
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's postgresql package); skipped, with the
+    reason, where it cannot start."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL test skipped: the psycopg2 driver is not installed (pip install -e '.[dev]')")
+    initdb = shutil.which("initdb") or next(iter(sorted(glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL test skipped: no initdb/pg_ctl (apt-get install -y postgresql)")
+    bindir = Path(initdb).resolve().parent
+    as_user = {}
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the package's postgres user
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip(
+                "PostgreSQL test skipped: running as root and there is no 'postgres' user to run the server"
+            )
+        as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    base = Path(tempfile.mkdtemp(prefix="mnistlab-pg-"))
+    if as_user:
+        os.chown(base, as_user["user"], as_user["group"])
+    data, port = base / "data", _free_port()
+    run = dict(cwd=base, capture_output=True, text=True, timeout=120, **as_user)
+    try:
+        step = subprocess.run(
+            [bindir / "initdb", "-D", data, "-A", "trust", "-U", "mnistlab", "--no-sync"], **run
+        )
+        if step.returncode == 0:
+            opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off"
+            step = subprocess.run([bindir / "pg_ctl", "-D", data, "-l", base / "server.log", "-w", "-t", "60",
+                                   "-o", opts, "start"], **run)  # fmt: skip
+        if step.returncode != 0:
+            log = (base / "server.log").read_text()[-500:] if (base / "server.log").exists() else ""
+            pytest.skip(
+                f"PostgreSQL test skipped: the server did not start: {(step.stderr or step.stdout)[-500:]} {log}"
+            )
+        yield f"postgresql+psycopg2://mnistlab@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], **run)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_workers_on_a_postgresql_study(tmp_path, postgres_url):
+    spec = spec_for(tmp_path, n_trials=2, storage=postgres_url, study_name="pg-test", prune=False)
+    rows = run_optuna(spec, workers=2)
+    study = optuna.load_study(study_name="pg-test", storage=postgres_url)
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert 2 <= len(done) <= 3 and len({t.number for t in done}) == len(done)
+    assert not (tmp_path / "study.db").exists()  # nothing went to the default SQLite file
+    assert len(rows) == len(done)
+    assert "postgresql" in (tmp_path / "search.json").read_text()

@@ -1,0 +1,160 @@
+"""Grid syntax, trial naming, search-space TOML and the probe: pure functions, no training."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from mnistlab import cli
+from mnistlab.errors import ConfigError
+from mnistlab.search import objective_of, probe_accuracy
+from mnistlab.search_space import (
+    REPORT_GRID,
+    default_space_path,
+    grid_points,
+    load_space,
+    overrides_of,
+    parse_grid,
+    parse_space,
+    suggest,
+    trial_name,
+)
+
+
+def test_parse_grid_and_points_in_order():
+    grid = parse_grid(["train.lr=1e-3, 2e-2", "model.latent_dim=2,10,100"])
+    assert grid == {"train.lr": ["1e-3", "2e-2"], "model.latent_dim": ["2", "10", "100"]}
+    points = grid_points(grid)
+    assert len(points) == 6
+    assert points[0] == {"train.lr": "1e-3", "model.latent_dim": "2"}
+    assert points[1] == {"train.lr": "1e-3", "model.latent_dim": "10"}  # last key varies fastest
+    assert overrides_of(points[-1]) == ["train.lr=2e-2", "model.latent_dim=100"]
+
+
+def test_report_grid_has_twelve_points():
+    assert len(grid_points(REPORT_GRID)) == 12
+
+
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        ("train.lr", "expected section.key=v1,v2"),
+        ("lr=1e-3,2e-2", "not a dotted config key"),
+        ("train.lr=1e-3,,2e-2", "empty value"),
+        ("train.lr=", "empty value"),
+        ("train.lr=1e-3,1e-3", "repeated"),
+    ],
+)
+def test_bad_grid_items_give_one_line_errors(item, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        parse_grid([item])
+    assert "\n" not in str(info.value)
+
+
+def test_grid_key_given_twice_is_an_error():
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_grid(["train.lr=1e-3", "train.lr=2e-2"])
+
+
+def test_cli_bad_grid_exits_2_with_one_line(capsys, tmp_path):
+    code = cli.main(
+        ["search", "ae", "--grid", "train.lr:1e-3", "--out", str(tmp_path / "s"), "--no-progress"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == cli.EXIT_BAD_INPUT
+    assert err.startswith("mnistlab: error: --grid 'train.lr:1e-3'") and "\n" not in err
+    assert not (tmp_path / "s").exists()  # nothing trained or written
+
+
+def test_cli_unknown_grid_key_is_caught_before_training(capsys, tmp_path):
+    code = cli.main(["search", "ae", "--grid", "train.learning_rate=1e-3", "--out", str(tmp_path / "s")])
+    assert code == cli.EXIT_BAD_INPUT
+    assert "unknown key 'train.learning_rate'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_trial_names_are_deterministic_readable_and_distinct():
+    a = trial_name({"train.lr": "1e-3", "train.weight_decay": "1e-4", "model.latent_dim": "2"})
+    assert a == "lr=1e-3_weight_decay=1e-4_latent_dim=2"
+    assert a == trial_name({"train.lr": "1e-3", "train.weight_decay": "1e-4", "model.latent_dim": "2"})
+    # Same leaf under two sections: the dotted key disambiguates.
+    assert trial_name({"train.seed": 1, "data.seed": 2}) == "train.seed=1_data.seed=2"
+    # Unsafe characters are replaced, and a hash keeps cleaned names apart.
+    b, c = trial_name({"data.data_dir": "/x/y"}), trial_name({"data.data_dir": "/x-y"})
+    assert "/" not in b and b != c
+
+
+def test_default_space_loads_and_suggests_with_fixed_trial():
+    space = load_space(default_space_path("ae"))
+    keys = [p.key for p in space]
+    assert {"train.lr", "train.weight_decay", "model.latent_dim"} <= set(keys)
+    fixed = optuna.trial.FixedTrial({"train.lr": 1e-3, "train.weight_decay": 1e-4, "model.latent_dim": 10, "model.dropout": 0.0})  # fmt: skip
+    point = suggest(fixed, space)
+    assert point["train.lr"] == 1e-3 and point["model.latent_dim"] == 10
+
+
+def test_space_types_parse():
+    space = parse_space(
+        {
+            "train": {
+                "lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
+                "epochs": {"type": "int", "low": 1, "high": 5},
+            },  # fmt: skip
+            "model": {"latent_dim": {"type": "categorical", "choices": [2, 10]}},
+        }
+    )
+    by_key = {p.key: p for p in space}
+    assert by_key["train.lr"].kind == "float" and by_key["train.lr"].log
+    assert by_key["train.epochs"].kind == "int"
+    assert by_key["model.latent_dim"].choices == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ({"type": "float", "low": 1.0, "high": 0.5}, "must be below high"),
+        ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "log scale needs low > 0"),
+        ({"type": "uniform", "low": 0.0, "high": 1.0}, "type must be"),
+        ({"type": "float", "low": 0.0, "hi": 1.0}, "unknown field"),
+        ({"type": "int", "low": 1.5, "high": 3}, "must be an integer"),
+        ({"type": "categorical", "choices": []}, "non-empty list"),
+    ],
+)
+def test_bad_space_entries_are_refused(spec, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_space({"train": {"lr": spec}}, "space.toml")
+
+
+def test_empty_space_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="declares no parameters"):
+        parse_space({})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_space(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train.lr\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_space(bad)
+
+
+def test_objectives():
+    assert objective_of("val_loss").direction == "minimize" and objective_of("val_loss").per_epoch
+    assert objective_of("probe_acc").direction == "maximize" and not objective_of("probe_acc").per_epoch
+    with pytest.raises(ConfigError, match="--objective"):
+        objective_of("accuracy")
+
+
+def test_probe_accuracy_separates_separable_codes_and_not_noise():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 600)
+    centers = rng.normal(0, 5, (10, 4))
+    codes = centers[labels] + rng.normal(0, 0.5, (600, 4))
+    acc = probe_accuracy(codes[:400], labels[:400], codes[400:], labels[400:])
+    assert acc > 0.95
+    noise = rng.normal(0, 1, (600, 4))
+    assert probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.3
+
+
+def test_probe_accuracy_refuses_empty_validation():
+    with pytest.raises(ConfigError, match="non-empty"):
+        probe_accuracy(np.zeros((5, 2)), np.arange(5), np.zeros((0, 2)), np.zeros(0))
