@@ -19,6 +19,7 @@ EXIT_NON_FINITE = 3
 # Task -> (module, function) that trains it into a run folder: f(exp, out, resume, progress) -> summary.
 TRAINERS = {
     "ae": ("mnistlab.train.autoencoder", "train_autoencoder"),
+    "gan": ("mnistlab.train.gan_run", "train_gan"),
 }
 
 
@@ -51,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model into a run folder",
                            description="Train a model; the run folder gets config, metrics, checkpoints, figures, summary.")  # fmt: skip
-    train.add_argument("task", choices=sorted(TRAINERS), help="what to train: ae (convolutional autoencoder)")
+    train.add_argument(
+        "task",
+        choices=sorted(TRAINERS),
+        help="what to train: ae (convolutional autoencoder), gan (the report's GAN)",
+    )
     _add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder [runs/<task>-<preset>]")
     train.add_argument(

@@ -19,6 +19,8 @@ import tomli_w
 from mnistlab.data import DataConfig
 from mnistlab.errors import ConfigError
 from mnistlab.models.autoencoder import AEConfig
+from mnistlab.models.gan import GANConfig
+from mnistlab.train.gan import GANTrainConfig
 from mnistlab.train.loop import TrainConfig
 
 
@@ -29,8 +31,16 @@ class AEExperiment:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class GANExperiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GANConfig = field(default_factory=GANConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # train.lr is the generator's
+    gan: GANTrainConfig = field(default_factory=GANTrainConfig)
+
+
 # Task name -> experiment type. Later tasks (dae, gan, classifier, probe) register here.
-TASKS: dict[str, type] = {"ae": AEExperiment}
+TASKS: dict[str, type] = {"ae": AEExperiment, "gan": GANExperiment}
 
 
 def presets_dir() -> Path:

@@ -8,9 +8,11 @@ from typing import Any
 from torch import nn
 
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.models.gan import GAN, GANConfig
 
 MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
     "ae": (AEConfig, ConvAutoencoder),
+    "gan": (GANConfig, GAN),
 }
 
 

@@ -92,7 +92,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raw = Path(path).read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from e
-    if raw[:2] == b"PK" or raw[:1] == b"\x80":
+    # safetensors = 8-byte header length, then the JSON header "{..."; the length's low byte may
+    # itself be 0x80 or spell "PK", so look at the JSON before calling a file a pickle.
+    if raw[8:9] != b"{" and (raw[:2] == b"PK" or raw[:1] == b"\x80"):
         raise CheckpointError(
             f"{path}: a pickle/torch.save file, not safetensors; mnistlab never unpickles checkpoints"
         )
