@@ -147,6 +147,40 @@ def test_discriminator_phase_does_not_reach_the_generator():
     assert all(p.grad is not None for p in task.G.parameters())  # the G phase did reach it
 
 
+@pytest.mark.parametrize("loss", ["bce_probs", "bce_logits"])
+def test_step_matches_a_tutorial_step(loss):
+    """The same update as the usual way (BCELoss on D's probabilities, D called twice, D's grads left
+    on in the G phase), so the speed-ups change nothing but float rounding."""
+    task = make_task(loss=loss)
+    torch.manual_seed(1)
+    ref = build_model("gan", GANConfig())
+    ref.load_state_dict(task.gan.state_dict())
+    # Plain SGD on both sides: Adam would amplify the rounding of near-zero gradients to a full step.
+    task.optimizers = {"generator": torch.optim.SGD(task.G.parameters(), lr=0.5),
+                       "discriminator": torch.optim.SGD(task.D.parameters(), lr=0.5)}  # fmt: skip
+    opt_g = torch.optim.SGD(ref.generator.parameters(), lr=0.5)
+    opt_d = torch.optim.SGD(ref.discriminator.parameters(), lr=0.5)
+    images, labels = fake_batch(16)
+    for _ in range(2):
+        torch.manual_seed(7)
+        task.train_step(images, labels)
+        torch.manual_seed(7)
+        x = images.unsqueeze(1).float() / 255
+        fake = ref.generator(torch.randn(16, 100))
+        bce_ = torch.nn.BCELoss()
+        ones, zeros = torch.ones(16), torch.zeros(16)
+        d_loss = bce_(ref.discriminator(x), ones) + bce_(ref.discriminator(fake.detach()), zeros)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = bce_(ref.discriminator(fake), ones)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    for (name, a), b in zip(task.gan.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), (name, (a - b).abs().max())
+
+
 def test_r1_penalty_is_the_squared_input_gradient():
     w = torch.randn(1, 1, 28, 28)
     x = torch.rand(4, 1, 28, 28, requires_grad=True)

@@ -47,6 +47,7 @@ class GANTrainConfig:
     r1: float = 0.0  # weight gamma of the R1 penalty gamma/2 * E|grad_x D(x)|^2 on real images; 0 = off
     r1_every: int = 1  # apply R1 every this many steps, scaled up to match (lazy regularisation)
     g_ema: float = 0.0  # decay of an average of G's weights used for samples and scores; 0 = off
+    channels_last: bool = True  # memory layout of images and conv weights (speed only)
     merge_test: bool = True  # train on train + val + test (the report's 70,000 images)
     grid_epochs: tuple[int, ...] = (1, 5, 10, 15)  # epochs whose fixed-noise grid (and scores) are kept
     grid_size: int = 10  # the fixed noise batch is grid_size**2 vectors
@@ -137,7 +138,9 @@ class GANTask:
         total_steps: int,
         val: Split | None = None,
     ):
-        self.gan = gan.to(device)
+        # channels_last suits the CPU's convolutions (about 1.2x here); the values are the same.
+        self.memory_format = torch.channels_last if gcfg.channels_last else torch.contiguous_format
+        self.gan = gan.to(device, memory_format=self.memory_format)
         self.G, self.D = self.gan.generator, self.gan.discriminator
         self.gcfg = gcfg
         self.device = device
@@ -173,15 +176,16 @@ class GANTask:
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         g, loss = self.gcfg, self.gcfg.loss
-        x = to_float(images, self.device)  # (B, 1, 28, 28) in [0, 1]
+        x = to_float(images, self.device).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28)
         z = torch.randn(len(x), self.G.noise_dim, device=self.device)  # (B, noise_dim)
         fake = self.G(z)  # (B, 1, 28, 28)
 
         # Phase 1, discriminator: fake.detach() keeps this loss out of the generator's graph.
         use_r1 = g.r1 > 0 and self.step % g.r1_every == 0
         x_in = self._d_input(x).requires_grad_(use_r1)
-        s_real = self.D.logits(x_in)  # (B,)
-        s_fake = self.D.logits(self._d_input(fake.detach()))  # (B,)
+        # Real and fake go through D as one batch of 2B: D has no batch statistics, so this is the same
+        # function as two calls, in fewer and larger convolutions.
+        s_real, s_fake = self.D.logits(torch.cat([x_in, self._d_input(fake.detach())])).split(len(x))  # (B,)
         d_loss = discriminator_loss(s_real, s_fake, g.real_label, loss)
         r1 = r1_penalty(s_real, x_in) if use_r1 else None
         opt_d = self.optimizers["discriminator"]
