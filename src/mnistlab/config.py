@@ -17,8 +17,9 @@ from typing import Any
 import tomli_w
 
 from mnistlab.data import DataConfig
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, check
 from mnistlab.models.autoencoder import AEConfig
+from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.train.loop import TrainConfig
 
 
@@ -29,8 +30,26 @@ class AEExperiment:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class AugmentConfig:
+    max_shift: int = 2  # each training digit moves by a random whole number of pixels in [-s, s]
+
+    def __post_init__(self):
+        check(0 <= self.max_shift <= 8, f"augment.max_shift must be in [0, 8], got {self.max_shift}")
+
+
+@dataclass(frozen=True)
+class ClassifierExperiment:
+    """The reference digit classifier (reference.py) that the generation metrics measure against."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
 # Task name -> experiment type. Later tasks (dae, gan, classifier, probe) register here.
-TASKS: dict[str, type] = {"ae": AEExperiment}
+TASKS: dict[str, type] = {"ae": AEExperiment, "classifier": ClassifierExperiment}
 
 
 def presets_dir() -> Path:

@@ -8,9 +8,11 @@ from typing import Any
 from torch import nn
 
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 
 MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
     "ae": (AEConfig, ConvAutoencoder),
+    "classifier": (ClassifierConfig, DigitCNN),
 }
 
 
