@@ -17,8 +17,9 @@ from typing import Any
 import tomli_w
 
 from mnistlab.data import DataConfig
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, check
 from mnistlab.models.autoencoder import AEConfig
+from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
 from mnistlab.train.gan import GANTrainConfig
 from mnistlab.train.loop import TrainConfig
@@ -32,6 +33,24 @@ class AEExperiment:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    max_shift: int = 2  # each training digit moves by a random whole number of pixels in [-s, s]
+
+    def __post_init__(self):
+        check(0 <= self.max_shift <= 8, f"augment.max_shift must be in [0, 8], got {self.max_shift}")
+
+
+@dataclass(frozen=True)
+class ClassifierExperiment:
+    """The reference digit classifier (reference.py) that the generation metrics measure against."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
 class GANExperiment:
     data: DataConfig = field(default_factory=DataConfig)
     model: GANConfig = field(default_factory=GANConfig)
@@ -40,7 +59,7 @@ class GANExperiment:
 
 
 # Task name -> experiment type. Later tasks (dae, gan, classifier, probe) register here.
-TASKS: dict[str, type] = {"ae": AEExperiment, "gan": GANExperiment}
+TASKS: dict[str, type] = {"ae": AEExperiment, "classifier": ClassifierExperiment, "gan": GANExperiment}
 
 
 def presets_dir() -> Path:

@@ -8,10 +8,12 @@ from typing import Any
 from torch import nn
 
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.models.gan import GAN, GANConfig
 
 MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
     "ae": (AEConfig, ConvAutoencoder),
+    "classifier": (ClassifierConfig, DigitCNN),
     "gan": (GANConfig, GAN),
 }
 
