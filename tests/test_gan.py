@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -246,6 +247,35 @@ def test_run_folder_figures_and_summary(tmp_path):
     exp, gan = gan_run.load_gan(run)
     assert exp.gan.grid_size == 4 and not gan.training
     assert gan_run.sample_gan(run, 5, device="cpu").shape == (5, 28, 28)
+
+
+def test_scores_at_grid_epochs_sample_and_score_commands(tmp_path, capsys):
+    run = tmp_path / "run"
+    exp = tiny("data.test_limit=10", "gan.eval_samples=8", "gan.final_samples=12", "gan.grid_epochs=2")
+    summary = gan_run.train_gan(exp, run, progress=False)
+    rows = rundir.read_history(run)
+    assert "fid_mnist" not in rows[0] and math.isfinite(rows[1]["fid_mnist"])  # scored at grid epochs only
+    assert rows[1]["class_max_share"] >= 0.1 and sum(
+        rows[1][f"class_share_{d}"] for d in range(10)
+    ) == pytest.approx(1, abs=1e-3)
+    test = summary["test"]
+    assert test["n_samples"] == 12 and {
+        "fid_mnist",
+        "precision",
+        "recall",
+        "class_hist",
+        "nn_train_dist",
+    } <= set(test)
+    assert summary["collapse"]["stats"]["max_class_share"] == pytest.approx(max(test["class_hist"]), abs=1e-3)
+    for name in ("class_histogram", "fid_by_epoch"):
+        assert (run / "figures" / f"{name}.png").exists()
+    out = tmp_path / "s.npy"
+    assert cli.main(["-q", "sample", str(run), "--n", "7", "--out", str(out), "--device", "cpu"]) == 0
+    arr = np.load(out)
+    assert arr.shape == (7, 28, 28) and arr.dtype == np.uint8
+    assert np.array_equal(arr, gan_run.sample_gan(run, 7, seed=0, device="cpu").numpy())  # seeded
+    assert cli.main(["-q", "sample", str(run), "--n", "7", "--out", str(out), "--sampler", "gmm"]) == 2
+    assert "unknown sampler 'gmm'" in capsys.readouterr().err
 
 
 def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):

@@ -130,9 +130,9 @@ def _add_generation_parsers(sub) -> None:
     lat.add_argument("--no-progress", action="store_true", help="no progress bars")
     sam = sub.add_parser("sample", help="draw N digits from a run into a .npy file and a PNG grid",
                          description="Draw N digits from a trained run (ae, dae: codes from a fitted sampler, "
-                         "decoded) into OUT (.npy, uint8 (N, 28, 28)) and a PNG grid beside it.")  # fmt: skip
-    sam.add_argument("run_dir", type=Path, help="a run folder that can generate (ae, dae)")
-    sam.add_argument("--sampler", help="ae/dae: gmm, gaussian or uniform [the run's first: gmm]")
+                         "decoded; gan: noise from its prior, decoded) into OUT (.npy, uint8 (N, 28, 28)) and a PNG grid beside it.")  # fmt: skip
+    sam.add_argument("run_dir", type=Path, help="a run folder that can generate (ae, dae, gan)")
+    sam.add_argument("--sampler", help="ae/dae: gmm, gaussian or uniform [gmm]; gan: prior [prior]")
     sam.add_argument("--n", type=int, required=True, help="how many digits")
     sam.add_argument("--out", type=Path, required=True, help="the .npy file to write")
     sam.add_argument("--components", type=int, default=10, help="gmm components [10]")

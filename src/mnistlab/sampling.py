@@ -100,6 +100,7 @@ def autoencoder_generator(run_dir: Path, device: torch.device) -> AutoencoderGen
 GENERATORS: dict[str, tuple[str, str]] = {
     "ae": ("mnistlab.sampling", "autoencoder_generator"),
     "dae": ("mnistlab.sampling", "autoencoder_generator"),
+    "gan": ("mnistlab.train.gan_run", "gan_generator"),
 }
 
 

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
@@ -44,20 +45,24 @@ def merged(data: Data) -> Split:
 
 
 class Scorer:
-    """FID-MNIST, precision/recall and class coverage of generated digits, via the reference classifier."""
+    """FID-MNIST, precision/recall and class coverage of generated digits, measured with the reference
+    classifier against the test split (as is usual; with gan.merge_test the GAN has seen it too)."""
 
-    def __init__(self, data: Data, data_cfg: Any):
+    def __init__(self, data: Data, data_cfg: Any, train: Split, device: torch.device, progress: bool = True):
         from mnistlab.generation import score_samples
         from mnistlab.reference import load_reference
 
         self._score = score_samples
-        self.reference = load_reference(data_cfg)
-        self.real, self.train = data.test, data.train  # FID against the test split, as is usual
+        self.reference = load_reference(data_cfg, device, progress=progress)
+        self.real, self.train = data.test, train
 
-    def score(self, images: torch.Tensor) -> dict[str, Any]:
-        return self._score(images, self.reference, self.real, self.train)
+    def score(self, images: torch.Tensor, nearest_train: bool = False) -> dict[str, Any]:
+        """Scores of uint8 images (N, 28, 28); with `nearest_train` also each sample's distance to its
+        closest training image (a memorisation check, slow: N x training-set distances)."""
+        return self._score(images, self.reference, self.real, self.train if nearest_train else None)
 
     def classes(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,) predicted digit of each uint8 image."""
         return torch.as_tensor(self.reference.probs(images)).argmax(1)
 
 
@@ -65,9 +70,12 @@ def _grid_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / "grids" / f"epoch_{epoch:03d}.safetensors"
 
 
+SCORE_KEYS = ("fid_mnist", "precision", "recall", "kl_uniform", "mean_confidence", "nn_train_dist")
+
+
 def _scalars(scores: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a score dict that go into metrics.jsonl (and TensorBoard), per-class shares flat."""
-    row = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The metrics of a score dict that go into metrics.jsonl (and TensorBoard), per-class shares flat."""
+    row = {k: float(scores[k]) for k in SCORE_KEYS if scores.get(k) is not None}
     hist = scores.get("class_hist")
     if hist is not None:
         hist = [float(h) for h in hist]
@@ -126,7 +134,8 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     ckpt = rundir.checkpoint_path(run_dir)
     if resume and ckpt.exists():
         task.step = read_checkpoint(ckpt)[1]["step"]
-    scorer = Scorer(data, exp.data) if exp.gan.eval_samples or exp.gan.final_samples else None
+    scoring = exp.gan.eval_samples or exp.gan.final_samples
+    scorer = Scorer(data, exp.data, train, device, progress) if scoring else None
     watch = EpochWatch(task, exp, run_dir, scorer, train.images[:1000])
     base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device)}
     try:
@@ -171,7 +180,7 @@ def finish(
     grid = generate(generator, fixed_noise(g.grid_size**2, nd, seed + GRID_STREAM, device), bs)
     scores, classes = None, None
     if scorer is not None and len(samples):
-        scores = scorer.score(samples)
+        scores = scorer.score(samples, nearest_train=True)
         classes = scorer.classes(samples)
     history = rundir.read_history(run_dir)
     report = detect_collapse(samples if len(samples) else grid, history, classes, real, g.collapse)
@@ -234,7 +243,30 @@ def load_gan(run_dir: Path) -> tuple[Any, GAN]:
 
 def sample_gan(run_dir: Path, n: int, seed: int = 0, device: str = "auto") -> torch.Tensor:
     """n uint8 samples (n, 28, 28) from a trained GAN run, from noise seeded by `seed`."""
+    return gan_generator(Path(run_dir), resolve_device(device)).draw(n, seed)
+
+
+class GANSampler:
+    """A trained GAN run as a `mnistlab sample` generator: noise from the prior N(0, I), decoded."""
+
+    samplers = ("prior",)
+
+    def __init__(self, exp: Any, gan: GAN, device: torch.device):
+        self.noise_dim, self.batch_size = exp.model.noise_dim, exp.train.eval_batch_size
+        self.generator = gan.generator.to(device).eval()
+        self.device = device
+
+    def draw(self, n: int, seed: int) -> torch.Tensor:
+        return generate(self.generator, fixed_noise(n, self.noise_dim, seed, self.device), self.batch_size)
+
+    def sample(self, request: Any) -> np.ndarray:
+        from mnistlab.sampling import check_sampler
+
+        check_sampler(request.sampler, self.samplers, "gan")
+        return self.draw(request.n, request.seed).numpy()
+
+
+def gan_generator(run_dir: Path, device: torch.device) -> GANSampler:
+    """The sampling.GENERATORS entry for GAN runs."""
     exp, gan = load_gan(run_dir)
-    dev = resolve_device(device)
-    z = fixed_noise(n, exp.model.noise_dim, seed, dev)
-    return generate(gan.generator.to(dev), z, exp.train.eval_batch_size)
+    return GANSampler(exp, gan, device)
