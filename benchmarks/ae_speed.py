@@ -80,7 +80,9 @@ def main() -> None:
         results["mnistlab"] = max(results["mnistlab"], timed(mnistlab_loop))
         results["bare"] = max(results["bare"], timed(bare))
     limit = peak * 1e9 / flops
-    print(f"preset {args.preset}: batch {cfg.batch_size}, dropout {exp.model.dropout}, {args.images} images per epoch")
+    print(
+        f"preset {args.preset}: batch {cfg.batch_size}, dropout {exp.model.dropout}, {args.images} images per epoch"
+    )
     print(f"threads {torch.get_num_threads()}, fp32 matmul peak {peak:.1f} GFLOP/s, "
           f"{flops / 1e6:.1f} MFLOP per image per training step -> limit {limit:,.0f} images/s")  # fmt: skip
     for name, ips in results.items():

@@ -46,7 +46,12 @@ def grid(name: str) -> dict[str, list[str]]:
         configs["default-preset"] = []
     if name == "smoke":
         configs["smoke-a"] = ["train.epochs=1", "data.train_limit=2000", "data.test_limit=500"]
-        configs["smoke-b"] = ["train.epochs=1", "data.train_limit=2000", "data.test_limit=500", "train.lr=1e-2"]
+        configs["smoke-b"] = [
+            "train.epochs=1",
+            "data.train_limit=2000",
+            "data.test_limit=500",
+            "train.lr=1e-2",
+        ]
     if not configs:
         raise SystemExit(f"unknown grid {name!r}")
     return configs

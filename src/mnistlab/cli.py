@@ -23,6 +23,8 @@ EXIT_NON_FINITE = 3
 TRAINERS = {
     "ae": ("mnistlab.train.autoencoder", "train_autoencoder"),
     "dae": ("mnistlab.train.denoise", "train_dae"),
+    "gan": ("mnistlab.train.gan_run", "train_gan"),
+    "classifier": ("mnistlab.train.classifier", "train_classifier"),
 }
 
 
@@ -56,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model into a run folder",
                            description="Train a model; the run folder gets config, metrics, checkpoints, figures, summary.")  # fmt: skip
     train.add_argument("task", choices=sorted(TRAINERS),
-                       help="what to train: ae (convolutional autoencoder), dae (denoising autoencoder)")  # fmt: skip
+                       help="what to train: ae (convolutional autoencoder), dae (denoising autoencoder), "
+                       "gan (the report's GAN), classifier (the reference classifier)")  # fmt: skip
     _add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder [runs/<task>-<preset>]")
     train.add_argument(
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     _add_search_parser(sub)
+    _add_generation_parsers(sub)
 
     data = sub.add_parser(
         "data", help="inspect or download datasets", description="Inspect or download datasets."
@@ -106,6 +110,62 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", help="dataset name")
     dl.add_argument("--dest", type=Path, help="target folder [~/.cache/mnistlab/<name> or $MNISTLAB_CACHE]")
     return parser
+
+
+def _add_generation_parsers(sub) -> None:
+    """`score` (any .npy of digits) and `reference` (the classifier the scores are measured with)."""
+    sc = sub.add_parser("score", help="score a .npy file of generated digits (FID-MNIST, precision, ...)",
+                        description="Score uint8 images (N, 28, 28) in a .npy file against the test set: "
+                        "FID-MNIST (reference-classifier features; not comparable with Inception FID), "
+                        "precision/recall (k-NN manifolds), class coverage, nearest-training-image distance.")  # fmt: skip
+    sc.add_argument("samples", type=Path, help="a .npy file holding uint8 images (N, 28, 28)")
+    sc.add_argument("--data-dir", help="dataset folder (the real images and the reference's dataset)")
+    sc.add_argument("--dataset", default="mnist", help="a known dataset name [mnist]")
+    sc.add_argument("--k", type=int, default=3, help="neighbours for precision/recall [3]")
+    sc.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ref = sub.add_parser("reference", help="show or export the reference classifier",
+                         description="Show the reference classifier used for a dataset (training and "
+                         "caching it first for a dataset other than MNIST), or export a classifier run's "
+                         "weights as a reference file.")  # fmt: skip
+    rsub = ref.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
+    ri = rsub.add_parser("info", help="name, file and test accuracy of the reference for a dataset")
+    ri.add_argument("--data-dir", help="a folder with the four IDX files")
+    ri.add_argument("--dataset", default="mnist", help="a known dataset name [mnist]")
+    ri.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rx = rsub.add_parser("export", help="write a classifier run's weights as a reference .safetensors")
+    rx.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab train classifier`")
+    rx.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    lat = sub.add_parser("latent", help="latent maps, samplers, interpolation and their metrics for a run",
+                         description="Encode the test set of an autoencoder run: PCA / t-SNE (/ UMAP) maps "
+                         "with cluster quality, samples from each code sampler, interpolations, and "
+                         "FID-MNIST / precision / recall / class coverage per sampler beside the floor "
+                         "(test set vs train set). Writes figures/latent/ and summary.json['latent'].")  # fmt: skip
+    lat.add_argument("run_dir", type=Path, help="an ae or dae run folder")
+    lat.add_argument("--maps", help="comma-separated maps: pca,tsne,umap [pca,tsne (+umap if installed)]")
+    lat.add_argument(
+        "--samplers", default="uniform,gaussian,gmm", help="comma-separated [uniform,gaussian,gmm]"
+    )
+    lat.add_argument(
+        "--n", type=int, default=0, help="digits per sampler for the metrics [0 = test-set size]"
+    )
+    lat.add_argument("--components", type=int, default=10, help="gmm components [10]")
+    lat.add_argument("--seed", type=int, default=0)
+    lat.add_argument("--no-score", action="store_true", help="skip the generation metrics")
+    lat.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    lat.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sam = sub.add_parser("sample", help="draw N digits from a run into a .npy file and a PNG grid",
+                         description="Draw N digits from a trained run (ae, dae: codes from a fitted sampler, "
+                         "decoded; gan: noise from its prior, decoded) into OUT (.npy, uint8 (N, 28, 28)) and a PNG grid beside it.")  # fmt: skip
+    sam.add_argument("run_dir", type=Path, help="a run folder that can generate (ae, dae, gan)")
+    sam.add_argument("--sampler", help="ae/dae: gmm, gaussian or uniform [gmm]; gan: prior [prior]")
+    sam.add_argument("--n", type=int, required=True, help="how many digits")
+    sam.add_argument("--out", type=Path, required=True, help="the .npy file to write")
+    sam.add_argument("--components", type=int, default=10, help="gmm components [10]")
+    sam.add_argument("--seed", type=int, default=0)
+    sam.add_argument("--score", action="store_true", help="also print the generation metrics of the digits")
+    sam.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def _add_search_parser(sub) -> None:
@@ -268,7 +328,80 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "probe": cmd_probe, "search": cmd_search}
+def cmd_score(args: argparse.Namespace) -> int:
+    from mnistlab.data import DataConfig, load
+    from mnistlab.errors import ConfigError
+    from mnistlab.fsio import write_json
+    from mnistlab.generation import format_table, load_samples, score_samples
+    from mnistlab.reference import load_reference
+    from mnistlab.train.loop import resolve_device
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    images = load_samples(args.samples)  # validate the file before any expensive work
+    cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
+    data = load(cfg)
+    ref = load_reference(cfg, resolve_device(args.device), progress=not args.no_progress)
+    scores = score_samples(images, ref, data.test, data.train, k=args.k)
+    scores["samples"] = str(args.samples)
+    print(format_table({args.samples.name[:16]: scores}))
+    if args.json:
+        write_json(args.json, scores)
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from mnistlab.data import DataConfig
+    from mnistlab.reference import export_reference, load_reference
+
+    if args.reference_command == "export":
+        sha = export_reference(args.run_dir, args.out)
+        print(json.dumps({"file": str(args.out), "sha256": sha}, indent=2))
+        return 0
+    cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
+    ref = load_reference(cfg, progress=not args.no_progress)
+    print(json.dumps({"name": ref.name, "file": ref.source, "test_accuracy": ref.test_accuracy}, indent=2))
+    return 0
+
+
+def cmd_latent(args: argparse.Namespace) -> int:
+    from mnistlab.explore import LatentConfig, run_latent
+    from mnistlab.train.loop import resolve_device
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    extra = {"maps": names(args.maps)} if args.maps else {}
+    cfg = LatentConfig(samplers=names(args.samplers), n_samples=args.n, components=args.components,
+                       seed=args.seed, score=not args.no_score, **extra)  # fmt: skip
+    section = run_latent(args.run_dir, cfg, resolve_device(args.device), progress=not args.no_progress)
+    print(json.dumps({"run": str(args.run_dir), "cluster_quality": section["cluster_quality"]}, indent=2))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from mnistlab.sampling import sample_to_file
+    from mnistlab.train.loop import resolve_device
+
+    result = sample_to_file(args.run_dir, args.out, args.sampler, args.n, args.seed, args.components,
+                            resolve_device(args.device))  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.score:
+        from mnistlab.config import load_run_config
+        from mnistlab.data import load
+        from mnistlab.generation import format_table, load_samples, score_samples
+        from mnistlab.reference import load_reference
+
+        _, exp = load_run_config(args.run_dir)
+        data = load(exp.data)
+        ref = load_reference(exp.data, resolve_device(args.device))
+        scores = score_samples(load_samples(args.out), ref, data.test, data.train, seed=args.seed)
+        print(format_table({result["sampler"]: scores}))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "probe": cmd_probe, "search": cmd_search,
+            "score": cmd_score, "reference": cmd_reference, "latent": cmd_latent, "sample": cmd_sample}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

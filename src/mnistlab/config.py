@@ -17,9 +17,12 @@ from typing import Any
 import tomli_w
 
 from mnistlab.data import DataConfig
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, check
 from mnistlab.models.autoencoder import AEConfig
+from mnistlab.models.classifier import ClassifierConfig
+from mnistlab.models.gan import GANConfig
 from mnistlab.noise import NoiseConfig
+from mnistlab.train.gan import GANTrainConfig
 from mnistlab.train.loop import TrainConfig
 from mnistlab.train.probe_config import ProbeExperiment
 
@@ -41,9 +44,41 @@ class DAEExperiment:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
-# Task name -> experiment type. Later tasks (gan, classifier) register here. "probe" is not trained
-# by `mnistlab train`: `mnistlab probe RUN_DIR` reads its [probe.*] tables.
-TASKS: dict[str, type] = {"ae": AEExperiment, "dae": DAEExperiment, "probe": ProbeExperiment}
+@dataclass(frozen=True)
+class AugmentConfig:
+    max_shift: int = 2  # each training digit moves by a random whole number of pixels in [-s, s]
+
+    def __post_init__(self):
+        check(0 <= self.max_shift <= 8, f"augment.max_shift must be in [0, 8], got {self.max_shift}")
+
+
+@dataclass(frozen=True)
+class ClassifierExperiment:
+    """The reference digit classifier (reference.py) that the generation metrics measure against."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class GANExperiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GANConfig = field(default_factory=GANConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # train.lr is the generator's
+    gan: GANTrainConfig = field(default_factory=GANTrainConfig)
+
+
+# Task name -> experiment type. "probe" is not trained by `mnistlab train`: `mnistlab probe RUN_DIR`
+# reads its [probe.*] tables.
+TASKS: dict[str, type] = {
+    "ae": AEExperiment,
+    "dae": DAEExperiment,
+    "probe": ProbeExperiment,
+    "classifier": ClassifierExperiment,
+    "gan": GANExperiment,
+}
 
 
 def presets_dir() -> Path:

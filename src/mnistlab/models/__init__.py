@@ -8,11 +8,15 @@ from typing import Any
 from torch import nn
 
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.models.encoder_classifier import encoder_classifier
+from mnistlab.models.gan import GAN, GANConfig
 
 MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
     "ae": (AEConfig, ConvAutoencoder),
     "encoder_classifier": (AEConfig, encoder_classifier),  # the autoencoder's encoder + a linear head
+    "classifier": (ClassifierConfig, DigitCNN),
+    "gan": (GANConfig, GAN),
 }
 
 

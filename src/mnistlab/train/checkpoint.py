@@ -92,18 +92,18 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raw = Path(path).read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from e
-    # safetensors = 8-byte header length, then the JSON header "{..."; the length's low byte may
-    # itself be 0x80 or spell "PK", so look at the JSON before calling a file a pickle.
-    if raw[8:9] != b"{" and (raw[:2] == b"PK" or raw[:1] == b"\x80"):
-        raise CheckpointError(
-            f"{path}: a pickle/torch.save file, not safetensors; mnistlab never unpickles checkpoints"
-        )
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
         state = json.loads(meta["state"])
     except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
+        # Sniff for pickle only after safetensors refused the file: a safetensors header length
+        # (8 little-endian bytes) can itself start with 0x80, the pickle protocol marker.
+        if raw[:2] == b"PK" or raw[:1] == b"\x80":
+            raise CheckpointError(
+                f"{path}: a pickle/torch.save file, not safetensors; mnistlab never unpickles checkpoints"
+            ) from e
         raise CheckpointError(f"{path}: not a valid mnistlab safetensors checkpoint ({e})") from e
     return tensors, state
 
@@ -139,9 +139,7 @@ def restore(
                 per_param.setdefault(int(pid), {})[tkey] = value
         for pid, scalars in meta["scalars"].items():
             per_param.setdefault(int(pid), {}).update(scalars)
-        # JSON turned tuples (Adam's betas) into lists; give them back their type.
-        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
-        opt.load_state_dict({"state": per_param, "param_groups": groups})
+        opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     _set_rng_state(tensors, state)
 
 

@@ -87,12 +87,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    params, cfg: TrainConfig, lr: float | None = None, betas: tuple[float, float] | None = None
+) -> torch.optim.Optimizer:
+    """Adam/AdamW over `params` at `lr` (default cfg.lr); `betas` default to torch's (0.9, 0.999)."""
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optimizer not in kinds:
         raise ConfigError(f"train.optimizer must be one of {sorted(kinds)}, not {cfg.optimizer!r}")
     lr = cfg.lr if lr is None else lr
-    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay)
+    extra = {} if betas is None else {"betas": tuple(betas)}
+    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay, **extra)
     for group in opt.param_groups:
         group["base_lr"] = group["lr"]  # the schedule scales this; saved with the optimizer state
     return opt

@@ -1,0 +1,100 @@
+"""t-SNE of the 10,000 test codes of an autoencoder run: scikit-learn's TSNE against openTSNE, in one
+process, on the same codes, with the same thread count. Prints each method's time, its ratio to
+scikit-learn, and the quality of each map (leave-one-out 5-NN accuracy and silhouette on the digit
+labels, as `mnistlab latent` reports them), so a faster setting that hurts the map shows up.
+
+    PYTHONPATH=src nice -n 10 python -m benchmarks.tsne_speed RUN_DIR [--threads 1] [--repeats 1]
+
+Methods: sklearn (TSNE defaults: Barnes-Hut, PCA init, 1000 iterations), opentsne-default (openTSNE
+defaults: 250 + 500 iterations, FFT gradients at this size), mnistlab (latent.TSNEConfig: 250 + 250
+iterations, FFT), and opentsne-bh-500 (Barnes-Hut, 250 + 250) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from mnistlab import latent
+from mnistlab.data import DataConfig, load
+from mnistlab.explore import load_encoder_run
+
+
+def test_codes(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (10000, d) and labels of the full MNIST test set (whatever test_limit the run used)."""
+    _, exp, model = load_encoder_run(run_dir)
+    test = load(DataConfig(dataset=exp.data.dataset, data_dir=exp.data.data_dir, val_fraction=0.0)).test
+    return latent.encode(model.encoder, test.images), test.labels.numpy()
+
+
+def methods(seed: int, threads: int):
+    from openTSNE import TSNE as OpenTSNE
+    from sklearn.manifold import TSNE as SkTSNE
+
+    def sk(codes):
+        return SkTSNE(init="pca", random_state=seed, n_jobs=threads).fit_transform(codes)
+
+    def ot_default(codes):
+        return np.asarray(OpenTSNE(random_state=seed, n_jobs=threads).fit(codes))
+
+    def ours(codes):
+        cfg = latent.TSNEConfig(n_jobs=threads)
+        return latent.tsne_map(codes, seed, cfg)
+
+    def ot_bh(codes):
+        cfg = latent.TSNEConfig(n_jobs=threads, negative_gradient_method="bh")
+        return latent.tsne_map(codes, seed, cfg)
+
+    return {"sklearn": sk, "opentsne-default": ot_default, "mnistlab": ours, "opentsne-bh-500": ot_bh}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="an ae or dae run folder")
+    p.add_argument("--threads", type=int, default=1, help="threads for every method (torch, BLAS, t-SNE) [1]")
+    p.add_argument("--repeats", type=int, default=1, help="runs per method; the fastest counts [1]")
+    p.add_argument("--only", help="comma-separated subset of methods")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="also write the results as JSON")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    codes, labels = test_codes(args.run_dir)
+    codes = codes.astype(np.float64)
+    print(f"{len(codes)} codes of dimension {codes.shape[1]} from {args.run_dir}; {args.threads} thread(s)")
+    results: dict = {"n": len(codes), "dim": int(codes.shape[1]), "threads": args.threads, "methods": {}}
+    results["raw"] = latent.cluster_quality(codes, labels, 5, args.seed)
+    todo = methods(args.seed, args.threads)
+    if args.only:
+        todo = {k: v for k, v in todo.items() if k in args.only.split(",")}
+    with threadpool_limits(limits=args.threads):
+        for _ in range(args.repeats):
+            for name, fn in todo.items():
+                t0 = time.perf_counter()
+                xy = fn(codes)
+                seconds = time.perf_counter() - t0
+                prev = results["methods"].get(name)
+                if prev is None or seconds < prev["seconds"]:
+                    q = latent.cluster_quality(xy, labels, 5, args.seed)
+                    results["methods"][name] = {"seconds": round(seconds, 2), **q}
+                print(f"  {name:<18} {seconds:7.1f} s", flush=True)
+    base = results["methods"].get("sklearn", {}).get("seconds")
+    print(f"\n{'method':<18}{'seconds':>9}{'speed-up vs sklearn':>22}{'5-NN acc':>10}{'silhouette':>12}")
+    for name, r in results["methods"].items():
+        r["speedup_vs_sklearn"] = round(base / r["seconds"], 2) if base else None
+        ratio = f"{r['speedup_vs_sklearn']:.2f}x" if base else "-"
+        print(f"{name:<18}{r['seconds']:>9.1f}{ratio:>22}{r['knn_accuracy']:>10.4f}{r['silhouette']:>12.4f}")
+    raw = results["raw"]
+    print(f"{'raw latent':<18}{'':>9}{'':>22}{raw['knn_accuracy']:>10.4f}{raw['silhouette']:>12.4f}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Latent-space tools for any encoder/decoder pair: encode and decode in batches, 2-D maps (PCA,
+t-SNE with openTSNE, UMAP when umap-learn is installed), cluster-quality numbers for a map, code
+samplers (uniform, gaussian, gmm) fitted to training codes, and straight-line interpolation.
+
+Everything takes and returns numpy arrays; nothing here reads run folders or writes files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnistlab.data import to_float
+from mnistlab.errors import ConfigError, check
+
+# ------------------------------------------------------------------------- encode / decode
+
+
+@torch.no_grad()
+def encode(
+    encoder: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 1000
+) -> np.ndarray:
+    """uint8 images (N, 28, 28) -> codes (N, d) float32, in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        parts = [encoder(to_float(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)]  # fmt: skip
+    finally:
+        encoder.train(was_training)
+    return torch.cat(parts).numpy()
+
+
+@torch.no_grad()
+def decode(
+    decoder: nn.Module, codes: np.ndarray, device: torch.device | str = "cpu", batch_size: int = 1000
+) -> np.ndarray:
+    """Codes (N, d) -> uint8 images (N, 28, 28) (decoder outputs in [0, 1], rounded)."""
+    was_training = decoder.training
+    decoder.eval()
+    z = torch.as_tensor(np.asarray(codes, dtype=np.float32))
+    try:
+        parts = [
+            decoder(z[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(z), batch_size)
+        ]
+    finally:
+        decoder.train(was_training)
+    x = torch.cat(parts).reshape(len(z), 28, 28)
+    return x.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+
+
+# -------------------------------------------------------------------------------- 2-D maps
+
+
+@dataclass(frozen=True)
+class TSNEConfig:
+    """openTSNE settings. The defaults are the ones benchmarks/tsne_speed.py measured as fast
+    without hurting the map (see its printout): PCA initialisation, 250 early-exaggeration plus
+    250 normal iterations (openTSNE's default is 250 + 500), FFT-accelerated gradients."""
+
+    perplexity: float = 30.0
+    early_exaggeration_iter: int = 250
+    n_iter: int = 250
+    negative_gradient_method: str = "auto"  # "fft", "bh" (Barnes-Hut) or "auto" (bh below 10,000 points)
+    n_jobs: int = 1
+
+    def __post_init__(self):
+        check(self.perplexity > 0, f"tsne.perplexity must be > 0, got {self.perplexity}")
+        check(self.early_exaggeration_iter >= 0 and self.n_iter > 0, "tsne iterations must be >= 0 / > 0")
+        check(
+            self.negative_gradient_method in ("auto", "fft", "bh"),
+            f"tsne.negative_gradient_method must be auto, fft or bh, not {self.negative_gradient_method!r}",
+        )
+
+
+def pca_map(codes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The first two principal components: (N, d) -> (N, 2)."""
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(codes).astype(np.float32)
+
+
+def tsne_map(codes: np.ndarray, seed: int = 0, cfg: TSNEConfig | None = None) -> np.ndarray:
+    """openTSNE embedding: (N, d) -> (N, 2)."""
+    from openTSNE import TSNE
+
+    cfg = cfg or TSNEConfig()
+    perplexity = min(cfg.perplexity, max((len(codes) - 1) / 3.0, 1.0))  # openTSNE needs 3p < N
+    tsne = TSNE(
+        perplexity=perplexity,
+        early_exaggeration_iter=cfg.early_exaggeration_iter,
+        n_iter=cfg.n_iter,
+        negative_gradient_method=cfg.negative_gradient_method,
+        initialization="pca",
+        n_jobs=cfg.n_jobs,
+        random_state=seed,
+    )
+    return np.asarray(tsne.fit(np.ascontiguousarray(codes, dtype=np.float64)), dtype=np.float32)
+
+
+def umap_available() -> bool:
+    return importlib.util.find_spec("umap") is not None
+
+
+def umap_map(codes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP embedding (needs the optional extra: pip install mnistlab[umap])."""
+    if not umap_available():
+        raise ConfigError("the umap map needs umap-learn: pip install 'mnistlab[umap]'")
+    import umap
+
+    return umap.UMAP(n_components=2, random_state=seed).fit_transform(codes).astype(np.float32)
+
+
+MAPS: dict[str, Callable[..., np.ndarray]] = {"pca": pca_map, "tsne": tsne_map, "umap": umap_map}
+
+
+def default_maps() -> tuple[str, ...]:
+    return ("pca", "tsne", "umap") if umap_available() else ("pca", "tsne")
+
+
+def cluster_quality(points: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> dict[str, float]:
+    """How well the digits separate in `points` (N, m), without eyeballing a plot:
+    - silhouette: mean silhouette coefficient with the true labels as clusters (-1..1, higher =
+      tighter, better separated digit clusters); on a seeded 5,000-point subset above that size;
+    - knn_accuracy: leave-one-out k-nearest-neighbour accuracy (majority vote of the k nearest
+      other points, ties to the lowest label)."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import NearestNeighbors
+
+    points = np.asarray(points, dtype=np.float64)
+    labels = np.asarray(labels)
+    check(len(points) > k, f"cluster quality needs more than k={k} points, got {len(points)}")
+    size = 5000 if len(points) > 5000 else None
+    sil = silhouette_score(points, labels, sample_size=size, random_state=seed)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    neighbours = labels[idx[:, 1:]]  # (N, k); column 0 is the point itself (or an exact duplicate)
+    votes = np.stack([(neighbours == c).sum(1) for c in range(int(labels.max()) + 1)], axis=1)
+    knn = float((votes.argmax(1) == labels).mean())
+    return {"silhouette": round(float(sil), 4), "knn_accuracy": round(knn, 4)}
+
+
+# -------------------------------------------------------------------------------- samplers
+
+
+class CodeSampler:
+    """A distribution over codes fitted to training codes; `sample(n, rng)` -> (n, d) float32."""
+
+    name = ""
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+
+class UniformSampler(CodeSampler):
+    """The report's sampler: each coordinate uniform within the [min, max] range of the codes."""
+
+    name = "uniform"
+
+    def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
+        self.low, self.high = codes.min(0), codes.max(0)  # (d,), (d,)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=(n, len(self.low))).astype(np.float32)
+
+
+class GaussianSampler(CodeSampler):
+    """One Gaussian with the mean and full covariance of the codes."""
+
+    name = "gaussian"
+
+    def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
+        self.mean = codes.mean(0).astype(np.float64)
+        self.cov = np.cov(codes.astype(np.float64), rowvar=False).reshape(len(self.mean), len(self.mean))
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.multivariate_normal(self.mean, self.cov, size=n, method="eigh").astype(np.float32)
+
+
+class GMMSampler(CodeSampler):
+    """scikit-learn's GaussianMixture (full covariances, k components) fitted to the codes; we draw
+    from it with our own generator (sklearn's .sample returns the samples sorted by component)."""
+
+    name = "gmm"
+
+    def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
+        from sklearn.mixture import GaussianMixture
+
+        check(components >= 1, f"gmm components must be >= 1, got {components}")
+        check(len(codes) >= components, f"gmm: {components} components need >= {components} codes")
+        self.gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-5)
+        self.gmm.fit(codes.astype(np.float64))
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        g = self.gmm
+        which = rng.choice(len(g.weights_), size=n, p=g.weights_ / g.weights_.sum())  # (n,)
+        out = np.empty((n, g.means_.shape[1]), dtype=np.float64)
+        for c in range(len(g.weights_)):
+            rows = np.flatnonzero(which == c)
+            out[rows] = rng.multivariate_normal(g.means_[c], g.covariances_[c], size=len(rows), method="eigh")
+        return out.astype(np.float32)
+
+
+SAMPLERS: dict[str, type[CodeSampler]] = {
+    "uniform": UniformSampler,
+    "gaussian": GaussianSampler,
+    "gmm": GMMSampler,
+}
+
+
+def fit_sampler(name: str, codes: np.ndarray, seed: int = 0, components: int = 10) -> CodeSampler:
+    """Fit sampler `name` to training codes (N, d); unknown names raise a one-line ConfigError."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    check(len(codes) >= 2, f"sampler {name}: need at least 2 codes to fit, got {len(codes)}")
+    return SAMPLERS[name](np.asarray(codes, dtype=np.float32), seed=seed, components=components)
+
+
+# ---------------------------------------------------------------------------- interpolation
+
+
+def interpolate(z0: np.ndarray, z1: np.ndarray, steps: int) -> np.ndarray:
+    """Points on the straight line from z0 to z1 (both (d,)), ends included: (steps, d)."""
+    check(steps >= 2, f"interpolation needs >= 2 steps, got {steps}")
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]  # (steps, 1)
+    return ((1 - t) * z0[None, :] + t * z1[None, :]).astype(np.float32)
+
+
+def pick_pairs(labels: np.ndarray, n_pairs: int, seed: int = 0) -> list[tuple[int, int]]:
+    """n_pairs seeded (i, j) index pairs of images with different labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    pairs: list[tuple[int, int]] = []
+    if len(np.unique(labels)) < 2:
+        return pairs
+    while len(pairs) < n_pairs:
+        i, j = rng.choice(len(labels), size=2, replace=False)
+        if labels[i] != labels[j]:
+            pairs.append((int(i), int(j)))
+    return pairs
+
+
+def manifold_grid(codes: np.ndarray, size: int = 15, quantile: float = 0.02) -> np.ndarray:
+    """For a 2-D latent: a size x size grid of codes spanning the central part of the codes
+    (quantile to 1 - quantile of each axis), row-major with y decreasing: (size * size, 2)."""
+    check(codes.shape[1] == 2, f"the decoded manifold needs a 2-D latent, got {codes.shape[1]}-D")
+    lo, hi = np.quantile(codes, [quantile, 1 - quantile], axis=0)  # (2,), (2,)
+    xs = np.linspace(lo[0], hi[0], size)
+    ys = np.linspace(hi[1], lo[1], size)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)

@@ -1,0 +1,224 @@
+"""The reference classifier that every generation metric measures against.
+
+For MNIST, mnistlab ships the weights (`_weights/reference-mnist.safetensors`, trained by
+`mnistlab train classifier --preset default`); their SHA-256 is checked in code on every load, so
+every run measures with the same network and nothing is downloaded. For any other dataset
+(`--data-dir`, or a cached `--dataset`), a reference is trained on that dataset with the same
+command the first time it is needed and cached under `<cache>/references/<key>/`, where the key
+hashes the dataset's four IDX files and the classifier config. Every score names its reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from mnistlab.data import MNIST_SHA256, SPLIT_FILES, DataConfig, DataError, cache_dir, resolve_dir, to_float
+from mnistlab.errors import ConfigError
+from mnistlab.models.classifier import ClassifierConfig, DigitCNN
+from mnistlab.train.checkpoint import CheckpointError
+
+log = logging.getLogger("mnistlab")
+
+SHIPPED_FILE = Path(__file__).parent / "_weights" / "reference-mnist.safetensors"
+SHIPPED_SHA256 = "afe8f91621d454c7d2c7f0c774f84f1f12a2f5996f62fcec2bc6ba33aec54d3f"
+FORMAT = "mnistlab-reference-1"
+
+
+def _as_uint8(images) -> torch.Tensor:
+    """Check and convert images to a uint8 tensor (N, 28, 28); raise DataError in one line if not."""
+    t = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if not torch.is_tensor(t):
+        raise DataError(f"images must be a numpy array or tensor, got {type(images).__name__}")
+    if t.dtype != torch.uint8:
+        raise DataError(f"images must be uint8 (0-255), got {str(t.dtype).replace('torch.', '')}")
+    if t.ndim != 3 or tuple(t.shape[1:]) != (28, 28):
+        raise DataError(f"images must have shape (N, 28, 28), got {tuple(t.shape)}")
+    return t
+
+
+@dataclass
+class Reference:
+    """A trained classifier in eval mode plus where it came from; maps uint8 images to features."""
+
+    name: str  # e.g. "reference-mnist-3f2a9c1d07b4": names the exact weights
+    model: DigitCNN
+    source: str  # the file the weights were read from
+    test_accuracy: float | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 1000
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    @torch.no_grad()
+    def features_and_probs(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, 28, 28) -> (penultimate features (N, D) float32, class probabilities (N, 10))."""
+        x = _as_uint8(images)
+        key = hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest()  # the same real set recurs
+        if key not in self._memo:
+            feats, probs = [], []
+            for start in range(0, len(x), self.batch_size):
+                out = self.model(to_float(x[start : start + self.batch_size], self.device))
+                feats.append(out.features.float().cpu())
+                probs.append(out.logits.float().softmax(1).cpu())
+            d, c = self.model.cfg.feature_dim, self.model.cfg.n_classes
+            f = torch.cat(feats).numpy() if feats else np.zeros((0, d), np.float32)
+            p = torch.cat(probs).numpy() if probs else np.zeros((0, c), np.float32)
+            if len(self._memo) >= 4:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = (f, p)
+        return self._memo[key]
+
+    def features(self, images) -> np.ndarray:
+        return self.features_and_probs(images)[0]
+
+    def probs(self, images) -> np.ndarray:
+        return self.features_and_probs(images)[1]
+
+
+# ------------------------------------------------------------------------- weights files
+
+
+def export_reference(run_dir: Path, dest: Path) -> str:
+    """Write the classifier of run `run_dir` as a weights-only safetensors file; return its SHA-256."""
+    from mnistlab import rundir
+    from mnistlab.fsio import atomic_write_bytes
+    from mnistlab.train.classifier import load_classifier
+
+    exp, model = load_classifier(run_dir)
+    summary = rundir.read_summary(run_dir)
+    info = {
+        "format": FORMAT,
+        "config": {
+            "channels": list(exp.model.channels),
+            "feature_dim": exp.model.feature_dim,
+            "n_classes": exp.model.n_classes,
+        },
+        "test_accuracy": summary.get("test", {}).get("accuracy"),
+        "trained_with": (Path(run_dir) / "command.txt").read_text().strip(),
+        "data": str(summary.get("data", "")),
+    }
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # One metadata key: safetensors writes several keys in a random order, which would make the
+    # bytes (and the SHA-256 checked on load) differ between two exports of the same weights.
+    data = st_save(sd, metadata={"mnistlab": json.dumps(info, sort_keys=True)})
+    atomic_write_bytes(Path(dest), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_reference(
+    path: Path, sha256: str | None, name: str, device: str | torch.device = "cpu"
+) -> Reference:
+    """Load a weights file written by export_reference, refusing it if its SHA-256 differs."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read reference weights ({e.strerror})") from e
+    digest = hashlib.sha256(raw).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise CheckpointError(f"{path}: SHA-256 {digest} does not match the expected {sha256}; refusing it")
+    try:
+        tensors = st_load(raw)
+        header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+        meta = json.loads(header.get("__metadata__", {}).get("mnistlab", "{}"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        cfg = meta["config"]
+        model = DigitCNN(ClassifierConfig(tuple(cfg["channels"]), cfg["feature_dim"], cfg["n_classes"]))
+        model.load_state_dict(tensors)
+    except (SafetensorError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a valid reference weights file ({e})") from e
+    device = torch.device(device)
+    return Reference(name, model.to(device).eval(), str(path), meta.get("test_accuracy"), device)
+
+
+def shipped_reference(device: str | torch.device = "cpu") -> Reference:
+    """The MNIST reference shipped inside the package (checksum verified)."""
+    return read_reference(SHIPPED_FILE, SHIPPED_SHA256, f"reference-mnist-{SHIPPED_SHA256[:12]}", device)
+
+
+# --------------------------------------------------------------- other datasets: on demand
+
+
+def dataset_fingerprint(cfg: DataConfig) -> tuple[str, dict[str, str]]:
+    """(a short label, SHA-256 of each of the four decompressed IDX files) of the dataset `cfg` names."""
+    from mnistlab.data import _decompress, _find
+
+    folder, _ = resolve_dir(cfg)
+    sums = {}
+    for stem in (s for pair in SPLIT_FILES.values() for s in pair):
+        path = _find(folder, stem)
+        try:
+            sums[stem] = hashlib.sha256(_decompress(path.read_bytes(), str(path))).hexdigest()
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror})") from e
+    label = Path(cfg.data_dir).name if cfg.data_dir else cfg.dataset
+    return label or "data", sums
+
+
+def load_reference(
+    data_cfg: DataConfig,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    preset: str = "default",
+    overrides: tuple[str, ...] = (),
+) -> Reference:
+    """The reference classifier for the dataset `data_cfg` names (limits such as train_limit are
+    ignored: a reference always learns from the whole training set).
+
+    MNIST (embedded, or any folder whose files carry MNIST's checksums) gets the shipped weights.
+    Any other dataset gets a classifier trained once by the `classifier` task of `preset` (plus
+    `overrides`) and cached; its name carries the dataset label and the cache key."""
+    if not data_cfg.data_dir and data_cfg.dataset == "mnist":
+        return shipped_reference(device)
+    label, sums = dataset_fingerprint(data_cfg)
+    if sums == MNIST_SHA256:
+        return shipped_reference(device)
+    from mnistlab.config import load_experiment, to_doc
+
+    data_overrides = [f"data.data_dir={data_cfg.data_dir}", f"data.dataset={data_cfg.dataset}",
+                      "data.train_limit=0", "data.test_limit=0"]  # fmt: skip
+    exp = load_experiment("classifier", preset, [*overrides, *data_overrides])
+    doc = to_doc(exp, "classifier")
+    doc["data"] = {k: v for k, v in doc["data"].items() if k not in ("data_dir", "dataset")}
+    key = hashlib.sha256(json.dumps({"files": sums, "config": doc}, sort_keys=True).encode()).hexdigest()
+    folder = cache_dir() / "references" / key[:24]
+    name = f"reference-{label}-{key[:12]}"
+    if not (folder / "reference.safetensors").is_file():
+        _train_cached(exp, folder, label, progress)
+    sha = json.loads((folder / "reference.json").read_text())["sha256"]
+    return read_reference(folder / "reference.safetensors", sha, name, device)
+
+
+def _train_cached(exp, folder: Path, label: str, progress: bool) -> None:
+    """Train a reference into a temporary run folder, export it, then move the folder into place."""
+    from mnistlab.fsio import write_json
+    from mnistlab.train.classifier import train_classifier
+
+    log.info("training the reference classifier for %s once; it is cached in %s", label, folder)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summary = train_classifier(exp, tmp, progress=progress)
+        sha = export_reference(tmp, tmp / "reference.safetensors")
+        write_json(tmp / "reference.json", {"sha256": sha, "test_accuracy": summary["test"]["accuracy"]})
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "reference.safetensors").is_file():  # not a concurrent winner: a real error
+                raise
+    except OSError as e:
+        raise ConfigError(f"cannot write the reference cache {folder}: {e.strerror}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("reference for %s: test accuracy %.4f", label, summary["test"]["accuracy"])

@@ -1,0 +1,139 @@
+"""The classifier's part of training (task "classifier"): one cross-entropy step on randomly shifted
+digits, validation accuracy, and test evaluation. The network it trains is the reference that the
+generation metrics (FID-MNIST, precision/recall, class coverage) measure against; see reference.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mnistlab import rundir
+from mnistlab.config import AugmentConfig, load_run_config
+from mnistlab.data import Split, load, to_float
+from mnistlab.errors import ConfigError
+from mnistlab.models import build_model
+from mnistlab.models.classifier import ClassifierConfig, DigitCNN
+from mnistlab.report.figures import plot_curves
+from mnistlab.train.autoencoder import seed_everything
+from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, make_optimizer, resolve_device
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of x (B, 1, H, W) by its own random (dy, dx) in [-s, s], filling with 0.
+
+    Vectorised: pad by s, then gather one shifted HxW window per image with advanced indexing.
+    """
+    if max_shift == 0:
+        return x
+    b, _, h, w = x.shape
+    s = max_shift
+    padded = F.pad(x, (s, s, s, s))  # (B, 1, H + 2s, W + 2s)
+    offsets = torch.randint(0, 2 * s + 1, (2, b), generator=generator).to(x.device)
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)[None, :]  # (B, H)
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)[None, :]  # (B, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded[:, 0][batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, H, W)
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: DigitCNN, split: Split, device: torch.device, batch_size: int = 1000
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of `model` on `split` (eval mode restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    try:
+        for start in range(0, len(split), batch_size):
+            x = to_float(split.images[start : start + batch_size], device)
+            y = split.labels[start : start + batch_size].to(device)
+            logits = model(x).logits
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+    finally:
+        model.train(was_training)
+    n = max(len(split), 1)
+    return {"loss": loss / n, "accuracy": correct / n}
+
+
+class ClassifierTask:
+    """What the training loop needs: modules, optimizers, a step and validation."""
+
+    def __init__(self, model: DigitCNN, cfg: TrainConfig, augment: AugmentConfig, val: Split, device):
+        self.model = model.to(device)
+        self.device = device
+        self.val = val
+        self.augment = augment
+        self.eval_batch_size = cfg.eval_batch_size
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        # The shift draws from torch's global RNG, which the loop checkpoints: resume stays exact.
+        x = random_shift(to_float(images, self.device), self.augment.max_shift)  # (B, 1, 28, 28)
+        y = labels.to(self.device)
+        logits = self.model(x).logits  # (B, 10)
+        loss = F.cross_entropy(logits, y)
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "accuracy": (logits.argmax(1) == y).float().mean().item()}
+
+    def evaluate(self) -> dict[str, float]:
+        if len(self.val) == 0:
+            return {}
+        return evaluate_classifier(self.model, self.val, self.device, self.eval_batch_size)
+
+
+def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train the classifier of `exp` into run folder `out`; evaluate it on the test set."""
+    if exp.train.threads:
+        torch.set_num_threads(exp.train.threads)
+    seed_everything(exp.train.seed)
+    data = load(exp.data)
+    device = resolve_device(exp.train.device)
+    model = build_model("classifier", exp.model)
+    task = ClassifierTask(model, exp.train, exp.augment, data.val, device)
+    run_dir = rundir.prepare(out, exp, "classifier", resume)
+    try:
+        result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
+    except NonFiniteLossError as e:
+        rundir.write_summary(run_dir, {"task": "classifier", "status": "diverged", "error": str(e)})
+        raise
+    test = evaluate_classifier(model, data.test, device, exp.train.eval_batch_size)
+    history = rundir.read_history(run_dir)
+    figures = Path(run_dir) / "figures"
+    plot_curves(history, ("train_loss", "val_loss"), figures / "loss_curves.png",
+                "Classifier: cross-entropy", ylabel="cross-entropy", log_y=True)  # fmt: skip
+    plot_curves(history, ("train_accuracy", "val_accuracy"), figures / "accuracy.png",
+                "Classifier: accuracy (train on shifted digits)", ylabel="accuracy")  # fmt: skip
+    summary = {
+        "task": "classifier",
+        "status": "finished",
+        "test": {k: round(v, 6) for k, v in test.items()},
+        "data": data.source,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+        "epochs": len(result.history),
+        "train_seconds": round(result.seconds, 2),
+        "train_images_per_s": round(result.images_per_s, 1),
+        "checkpoint_sha256": result.checkpoint_sha256,
+        "device": str(device),
+    }
+    rundir.write_summary(run_dir, summary)
+    return summary
+
+
+def load_classifier(run_dir: Path) -> tuple[object, DigitCNN]:
+    """(experiment, trained classifier in eval mode) of a classifier run folder."""
+    task, exp = load_run_config(run_dir)
+    if not isinstance(getattr(exp, "model", None), ClassifierConfig):
+        raise ConfigError(f"{run_dir} holds a {task!r} run, not a classifier")
+    model = build_model("classifier", exp.model)
+    rundir.load_weights(run_dir, model)
+    return exp, model.eval()

@@ -1,0 +1,254 @@
+"""The GAN's part of training: its settings, the losses, and the two-phase step that the shared loop
+(`train.loop.fit`) drives. Whole runs (grids, scores, figures, summary) live in `train/gan_run.py`.
+
+One step on a real batch x (B, 1, 28, 28):
+  1. discriminator phase: fake = G(z), D scores x and fake.detach() (so D's loss never reaches G),
+     loss_D = BCE(D(x), real_label) + BCE(D(fake), 0); step D's optimizer;
+  2. generator phase: the updated D scores the same fakes, loss_G = BCE(D(fake), 1) (the
+     non-saturating loss); step G's optimizer. D's weights are frozen for this backward pass, since
+     the gradients it would get are thrown away anyway (a fifth of the step's FLOPs).
+Optional, none of which changes either network: an R1 gradient penalty on real images (gan.r1),
+instance noise on D's inputs (gan.d_noise), one-sided label smoothing (gan.real_label), and an
+exponential moving average of the generator's weights used for sampling (gan.g_ema).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from mnistlab.collapse import CollapseConfig
+from mnistlab.data import Split, to_float
+from mnistlab.errors import check
+from mnistlab.models.gan import GAN
+from mnistlab.train.loop import NonFiniteLossError, TrainConfig, make_optimizer
+
+log = logging.getLogger("mnistlab")
+
+LOSSES = ("bce_probs", "bce_logits")
+
+
+@dataclass(frozen=True)
+class GANTrainConfig:
+    """What GAN training adds to `TrainConfig` (whose lr is the generator's)."""
+
+    d_lr: float = 0.0  # discriminator learning rate; 0 = the same as train.lr
+    beta1: float = 0.5  # Adam betas of both optimizers (the report: 0.5, 0.999)
+    beta2: float = 0.999
+    # "bce_probs": BCELoss on the Sigmoid's output, as the report (log clamped at -100, so a saturated
+    # D pins its loss at 100); "bce_logits": the same loss computed from logits, numerically stable.
+    loss: str = "bce_probs"
+    real_label: float = 1.0  # target for real images in D's loss; 0.9 = one-sided label smoothing
+    d_noise: float = 0.0  # std of Gaussian noise added to D's inputs, annealed linearly to 0
+    r1: float = 0.0  # weight gamma of the R1 penalty gamma/2 * E|grad_x D(x)|^2 on real images; 0 = off
+    r1_every: int = 1  # apply R1 every this many steps, scaled up to match (lazy regularisation)
+    g_ema: float = 0.0  # decay of an average of G's weights used for samples and scores; 0 = off
+    channels_last: bool = True  # memory layout of images and conv weights (speed only)
+    merge_test: bool = True  # train on train + val + test (the report's 70,000 images)
+    grid_epochs: tuple[int, ...] = (1, 5, 10, 15)  # epochs whose fixed-noise grid (and scores) are kept
+    grid_size: int = 10  # the fixed noise batch is grid_size**2 vectors
+    eval_samples: int = 5000  # samples scored (FID-MNIST, class coverage) at each grid epoch
+    final_samples: int = 10000  # samples scored at the end
+    stop_on_divergence: bool = True  # stop when D or G loss stays pinned; else flag it and go on
+    pinned_loss: float = 20.0  # a step's D or G loss above this counts as pinned ...
+    pinned_steps: int = 50  # ... and this many pinned steps in a row is divergence
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+
+    def __post_init__(self):
+        check(self.d_lr >= 0, f"gan.d_lr must be >= 0, got {self.d_lr}")
+        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "gan.beta1 and gan.beta2 must be in [0, 1)")
+        check(self.loss in LOSSES, f"gan.loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        check(0.5 < self.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {self.real_label}")
+        check(self.d_noise >= 0, f"gan.d_noise must be >= 0, got {self.d_noise}")
+        check(self.r1 >= 0, f"gan.r1 must be >= 0, got {self.r1}")
+        check(self.r1_every >= 1, f"gan.r1_every must be >= 1, got {self.r1_every}")
+        check(0 <= self.g_ema < 1, f"gan.g_ema must be in [0, 1), got {self.g_ema}")
+        check(all(e >= 1 for e in self.grid_epochs), "gan.grid_epochs must be epoch numbers >= 1")
+        check(1 <= self.grid_size <= 32, f"gan.grid_size must be in [1, 32], got {self.grid_size}")
+        check(self.eval_samples >= 0, "gan.eval_samples must be >= 0 (0 = no scores during training)")
+        check(self.final_samples >= 0, "gan.final_samples must be >= 0 (0 = no final scores)")
+        check(self.pinned_loss > 0, f"gan.pinned_loss must be > 0, got {self.pinned_loss}")
+        check(self.pinned_steps >= 1, f"gan.pinned_steps must be >= 1, got {self.pinned_steps}")
+
+
+class GANDivergedError(NonFiniteLossError):
+    """The losses stayed pinned (saturated discriminator): training cannot recover; stopped."""
+
+
+def bce(scores: torch.Tensor, target: float, loss: str) -> torch.Tensor:
+    """Mean binary cross-entropy of D's logits `scores` (B,) against a constant `target` (pure)."""
+    t = torch.full_like(scores, target)
+    if loss == "bce_logits":
+        return F.binary_cross_entropy_with_logits(scores, t)
+    return F.binary_cross_entropy(torch.sigmoid(scores), t)  # the report's way, clamped log
+
+
+def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, real_label: float, loss: str) -> torch.Tensor:
+    """BCE(D(x), real_label) + BCE(D(G(z)), 0) from logits (B,); summed, as the DCGAN example."""
+    return bce(real, real_label, loss) + bce(fake, 0.0, loss)
+
+
+def generator_loss(fake: torch.Tensor, loss: str) -> torch.Tensor:
+    """Non-saturating generator loss BCE(D(G(z)), 1) = -log D(G(z)) from logits (B,)."""
+    return bce(fake, 1.0, loss)
+
+
+def fixed_noise(n: int, noise_dim: int, seed: int, device: torch.device) -> torch.Tensor:
+    """(n, noise_dim) standard normal noise from its own generator: the same for a seed, whatever the
+    global RNG has done, so grids and scores are comparable across epochs and runs."""
+    return torch.randn(n, noise_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@torch.no_grad()
+def generate(generator: torch.nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """uint8 images (N, 28, 28) on the CPU from noise z (N, noise_dim), in eval mode, in batches."""
+    device = next(generator.parameters()).device
+    was_training = generator.training
+    generator.eval()
+    try:
+        out = [
+            generator(z[i : i + batch_size].to(device)).squeeze(1).mul(255).round_().to("cpu", torch.uint8)
+            for i in range(0, len(z), batch_size)
+        ]
+    finally:
+        generator.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 28, 28, dtype=torch.uint8)
+
+
+def r1_penalty(real_scores: torch.Tensor, real_inputs: torch.Tensor) -> torch.Tensor:
+    """E |d D(x) / d x|^2 over a batch: D's logits (B,) with respect to the inputs (B, 1, 28, 28)
+    that produced them (which must require grad); differentiable, so it can be minimised."""
+    (grad,) = torch.autograd.grad(real_scores.sum(), real_inputs, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+class GANTask:
+    """Two networks, two optimizers, one two-phase step; see the module docstring."""
+
+    def __init__(
+        self,
+        gan: GAN,
+        cfg: TrainConfig,
+        gcfg: GANTrainConfig,
+        device: torch.device,
+        total_steps: int,
+        val: Split | None = None,
+    ):
+        # channels_last suits the CPU's convolutions (about 1.2x here); the values are the same.
+        self.memory_format = torch.channels_last if gcfg.channels_last else torch.contiguous_format
+        self.gan = gan.to(device, memory_format=self.memory_format)
+        self.G, self.D = self.gan.generator, self.gan.discriminator
+        self.gcfg = gcfg
+        self.device = device
+        self.total_steps = max(total_steps, 1)
+        self.step = 0  # steps taken; anneals d_noise (set from the checkpoint when resuming)
+        self.val = val if val is not None and len(val) else None
+        self.eval_batch_size = cfg.eval_batch_size
+        betas = (gcfg.beta1, gcfg.beta2)
+        self.modules = {"generator": self.G, "discriminator": self.D}
+        # The average of G's weights is a third module, so it is checkpointed and resumed like the others.
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if gcfg.g_ema > 0 else None
+        if self.G_ema is not None:
+            self.modules["generator_ema"] = self.G_ema
+        self.optimizers = {
+            "generator": make_optimizer(self.G.parameters(), cfg, betas=betas),
+            "discriminator": make_optimizer(self.D.parameters(), cfg, lr=gcfg.d_lr or cfg.lr, betas=betas),
+        }
+        self.pinned = 0  # consecutive steps with a pinned loss
+        self._last_r1 = 0.0
+        self.diverged_at: int | None = None  # first step of a pinned stretch (when not stopping)
+        n_val = min(len(self.val), 1000) if self.val is not None else 0
+        self._val_z = fixed_noise(n_val, gan.cfg.noise_dim, 1, device)
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator to draw samples from: the weight average when gan.g_ema > 0."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def _d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Images as D sees them: with annealed instance noise when gan.d_noise > 0."""
+        sigma = self.gcfg.d_noise * max(0.0, 1.0 - self.step / self.total_steps)
+        return x + sigma * torch.randn_like(x) if sigma > 0 else x
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        g, loss = self.gcfg, self.gcfg.loss
+        x = to_float(images, self.device).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28)
+        z = torch.randn(len(x), self.G.noise_dim, device=self.device)  # (B, noise_dim)
+        fake = self.G(z)  # (B, 1, 28, 28)
+
+        # Phase 1, discriminator: fake.detach() keeps this loss out of the generator's graph.
+        use_r1 = g.r1 > 0 and self.step % g.r1_every == 0
+        x_in = self._d_input(x).requires_grad_(use_r1)
+        # Real and fake go through D as one batch of 2B: D has no batch statistics, so this is the same
+        # function as two calls, in fewer and larger convolutions.
+        s_real, s_fake = self.D.logits(torch.cat([x_in, self._d_input(fake.detach())])).split(len(x))  # (B,)
+        d_loss = discriminator_loss(s_real, s_fake, g.real_label, loss)
+        r1 = r1_penalty(s_real, x_in) if use_r1 else None
+        opt_d = self.optimizers["discriminator"]
+        opt_d.zero_grad(set_to_none=True)
+        (d_loss + 0.5 * g.r1 * g.r1_every * r1 if r1 is not None else d_loss).backward()
+        opt_d.step()
+
+        # Phase 2, generator: the updated D scores the same fakes; D's weights take no gradient.
+        self.D.requires_grad_(False)
+        try:
+            g_loss = generator_loss(self.D.logits(self._d_input(fake)), loss)
+            opt_g = self.optimizers["generator"]
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+        finally:
+            self.D.requires_grad_(True)
+        if self.G_ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                    pe.lerp_(p, 1.0 - g.g_ema)  # pe = decay * pe + (1 - decay) * p
+        self.step += 1
+
+        # One device sync for all the numbers.
+        stats = [d_loss.detach(), g_loss.detach(), torch.sigmoid(s_real.detach()).mean(),
+                 torch.sigmoid(s_fake.detach()).mean()]  # fmt: skip
+        vals = torch.stack(stats + ([r1.detach()] if r1 is not None else [])).tolist()
+        out = {"loss": vals[0] + vals[1], "d_loss": vals[0], "g_loss": vals[1],
+               "d_real": vals[2], "d_fake": vals[3]}  # fmt: skip
+        if g.r1 > 0:  # the last computed penalty on lazy steps, so the epoch mean stays meaningful
+            self._last_r1 = vals[4] if r1 is not None else self._last_r1
+            out["r1"] = self._last_r1
+        self._watch(out)
+        return out
+
+    def _watch(self, out: dict[str, float]) -> None:
+        """Count pinned steps; past gan.pinned_steps in a row, stop (or flag) the run."""
+        g = self.gcfg
+        if max(out["d_loss"], out["g_loss"]) > g.pinned_loss:
+            self.pinned += 1
+        else:
+            self.pinned = 0
+        if self.pinned < g.pinned_steps:
+            return
+        which = "discriminator" if out["d_loss"] > g.pinned_loss else "generator"
+        message = (
+            f"{which} loss pinned above {g.pinned_loss:g} for {self.pinned} steps in a row (now "
+            f"D {out['d_loss']:.4g}, G {out['g_loss']:.4g}, D(x) {out['d_real']:.3g}, "
+            f"D(G(z)) {out['d_fake']:.3g}) at step {self.step}: the discriminator is saturated"
+        )
+        if g.stop_on_divergence:
+            raise GANDivergedError(message + "; training stopped (try a lower lr or gan.loss=bce_logits)")
+        if self.diverged_at is None:
+            self.diverged_at = self.step - self.pinned + 1
+            log.warning("%s; going on because gan.stop_on_divergence=false", message)
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean D(x) on held-out images and D(G(z)) on as many fixed-noise fakes (empty when the
+        test and validation images were merged into training)."""
+        if self.val is None:
+            return {}
+        n = len(self._val_z)
+        x = to_float(self.val.images[:n], self.device)
+        real = torch.cat([self.D(x[i : i + self.eval_batch_size]) for i in range(0, n, self.eval_batch_size)])
+        fake = self.D(to_float(generate(self.sampler, self._val_z, self.eval_batch_size), self.device))
+        return {"d_real": real.mean().item(), "d_fake": fake.mean().item()}

@@ -1,0 +1,272 @@
+"""A whole GAN run: data, the task in the shared loop, what is watched at each epoch (fixed-noise
+grids, FID-MNIST and class coverage at the grid epochs, the collapse detector), the final scores,
+figures and summary, and loading a trained run back for sampling.
+
+Run folder additions: grids/epoch_NNN.safetensors (the fixed noise batch as uint8 images at each grid
+epoch, kept so that a resumed run can still draw them side by side) and figures/*.png.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from mnistlab import rundir
+from mnistlab.collapse import detect_collapse
+from mnistlab.config import load_run_config
+from mnistlab.data import Data, Split, load
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import atomic_write_bytes
+from mnistlab.models import build_model
+from mnistlab.models.gan import GAN, GANConfig
+from mnistlab.report import gan_figures
+from mnistlab.report.figures import plot_curves
+from mnistlab.train.autoencoder import seed_everything
+from mnistlab.train.checkpoint import read_checkpoint
+from mnistlab.train.gan import GANDivergedError, GANTask, fixed_noise, generate
+from mnistlab.train.loop import NonFiniteLossError, fit, resolve_device
+
+log = logging.getLogger("mnistlab")
+
+# Seed offsets of the noise streams, so that grid, per-epoch scores and final scores never share noise.
+GRID_STREAM, EVAL_STREAM, FINAL_STREAM = 0, 10_007, 20_011
+
+
+def merged(data: Data) -> Split:
+    """Train, validation and test images in one split (the report trained on all 70,000)."""
+    parts = (data.train, data.val, data.test)
+    return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+
+
+class Scorer:
+    """FID-MNIST, precision/recall and class coverage of generated digits, measured with the reference
+    classifier against the test split (as is usual; with gan.merge_test the GAN has seen it too)."""
+
+    def __init__(self, data: Data, data_cfg: Any, train: Split, device: torch.device, progress: bool = True):
+        from mnistlab.generation import score_samples
+        from mnistlab.reference import load_reference
+
+        self._score = score_samples
+        self.reference = load_reference(data_cfg, device, progress=progress)
+        self.real, self.train = data.test, train
+
+    def score(self, images: torch.Tensor, nearest_train: bool = False) -> dict[str, Any]:
+        """Scores of uint8 images (N, 28, 28); with `nearest_train` also each sample's distance to its
+        closest training image (a memorisation check, slow: N x training-set distances)."""
+        return self._score(images, self.reference, self.real, self.train if nearest_train else None)
+
+    def classes(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,) predicted digit of each uint8 image."""
+        return torch.as_tensor(self.reference.probs(images)).argmax(1)
+
+
+def _grid_path(run_dir: Path, epoch: int) -> Path:
+    return run_dir / "grids" / f"epoch_{epoch:03d}.safetensors"
+
+
+SCORE_KEYS = ("fid_mnist", "precision", "recall", "kl_uniform", "mean_confidence", "nn_train_dist")
+
+
+def _scalars(scores: dict[str, Any]) -> dict[str, float]:
+    """The metrics of a score dict that go into metrics.jsonl (and TensorBoard), per-class shares flat."""
+    row = {k: float(scores[k]) for k in SCORE_KEYS if scores.get(k) is not None}
+    hist = scores.get("class_hist")
+    if hist is not None:
+        hist = [float(h) for h in hist]
+        total = sum(hist) or 1.0
+        shares = [h / total for h in hist]  # counts or shares alike
+        row.update({f"class_share_{d}": round(s, 4) for d, s in enumerate(shares)})
+        row["class_min_share"], row["class_max_share"] = min(shares), max(shares)
+    return row
+
+
+class EpochWatch:
+    """The loop's on_epoch_end: grids, scores and the collapse check, written into the epoch's row."""
+
+    def __init__(self, task: GANTask, exp: Any, run_dir: Path, scorer: Scorer | None, real: torch.Tensor):
+        g = exp.gan
+        self.task, self.exp, self.run_dir, self.scorer, self.real = task, exp, run_dir, scorer, real
+        nd, dev, seed = exp.model.noise_dim, task.device, exp.train.seed
+        self.grid_z = fixed_noise(g.grid_size**2, nd, seed + GRID_STREAM, dev)
+        self.eval_z = fixed_noise(g.eval_samples if scorer else 0, nd, seed + EVAL_STREAM, dev)
+        self.warned: list[str] = []
+
+    def __call__(self, epoch: int, row: dict[str, Any]) -> None:
+        g, bs = self.exp.gan, self.exp.train.eval_batch_size
+        grid = generate(self.task.sampler, self.grid_z, bs)
+        samples, classes = grid, None
+        if epoch in g.grid_epochs or epoch == self.exp.train.epochs:
+            atomic_write_bytes(_grid_path(self.run_dir, epoch), save({"images": grid.contiguous()}))
+            if self.scorer is not None and len(self.eval_z):
+                samples = generate(self.task.sampler, self.eval_z, bs)
+                scores = self.scorer.score(samples)
+                row.update(_scalars(scores))
+        if self.scorer is not None:
+            classes = self.scorer.classes(samples)
+        history = rundir.read_history(self.run_dir) + [row]
+        report = detect_collapse(samples, history, classes, self.real, g.collapse)
+        row["collapse_warnings"] = len(report.warnings)
+        for w in report.warnings:
+            log.warning("epoch %d: possible collapse: %s", epoch, w)
+            self.warned.append(f"epoch {epoch}: {w}")
+
+
+def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train the GAN of `exp` into run folder `out`; score it and draw its figures."""
+    if exp.train.threads:
+        torch.set_num_threads(exp.train.threads)
+    seed_everything(exp.train.seed)
+    data = load(exp.data)
+    train = merged(data) if exp.gan.merge_test else data.train
+    if len(train) == 0:
+        raise ConfigError("no training images (check data.train_limit)")
+    device = resolve_device(exp.train.device)
+    gan = build_model("gan", exp.model)
+    total = math.ceil(len(train) / exp.train.batch_size) * exp.train.epochs
+    task = GANTask(gan, exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val)
+    run_dir = rundir.prepare(out, exp, "gan", resume)
+    ckpt = rundir.checkpoint_path(run_dir)
+    if resume and ckpt.exists():
+        task.step = read_checkpoint(ckpt)[1]["step"]
+    scoring = exp.gan.eval_samples or exp.gan.final_samples
+    scorer = Scorer(data, exp.data, train, device, progress) if scoring else None
+    watch = EpochWatch(task, exp, run_dir, scorer, train.images[:1000])
+    base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device)}
+    try:
+        result = fit(task, train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)
+    except NonFiniteLossError as e:
+        message = str(e)
+        if isinstance(e, GANDivergedError):
+            message += "; " + _last_good(ckpt)
+        draw_figures(run_dir, None, None)
+        summary = {**base, "status": "diverged", "error": message, "collapse_warnings": watch.warned,
+                   "last_good_checkpoint": str(ckpt) if ckpt.exists() else None}  # fmt: skip
+        rundir.write_summary(run_dir, summary)
+        raise type(e)(message) from e
+    summary = {**base, **finish(run_dir, task.sampler, exp, scorer, watch.real)}
+    summary.update(
+        status="finished",
+        epochs=len(result.history),
+        diverged_at_step=task.diverged_at,
+        collapse_warnings=watch.warned + [f"final: {w}" for w in summary["collapse"]["warnings"]],
+        train_seconds=round(result.seconds, 2),
+        train_images_per_s=round(result.images_per_s, 1),
+        checkpoint_sha256=result.checkpoint_sha256,
+    )
+    rundir.write_summary(run_dir, summary)
+    return summary
+
+
+def _last_good(ckpt: Path) -> str:
+    if not ckpt.exists():
+        return "no checkpoint was written yet (it diverged in the first epoch)"
+    return f"the last good checkpoint is {ckpt} (epoch {read_checkpoint(ckpt)[1]['epoch']})"
+
+
+def finish(
+    run_dir: Path, generator: torch.nn.Module, exp: Any, scorer: Scorer | None, real: torch.Tensor
+) -> dict[str, Any]:
+    """Final samples, scores, collapse check and figures of a trained generator."""
+    g, bs = exp.gan, exp.train.eval_batch_size
+    device = next(generator.parameters()).device
+    nd, seed = exp.model.noise_dim, exp.train.seed
+    samples = generate(generator, fixed_noise(g.final_samples, nd, seed + FINAL_STREAM, device), bs)
+    grid = generate(generator, fixed_noise(g.grid_size**2, nd, seed + GRID_STREAM, device), bs)
+    scores, classes = None, None
+    if scorer is not None and len(samples):
+        scores = scorer.score(samples, nearest_train=True)
+        classes = scorer.classes(samples)
+    history = rundir.read_history(run_dir)
+    report = detect_collapse(samples if len(samples) else grid, history, classes, real, g.collapse)
+    for w in report.warnings:
+        log.warning("final samples: possible collapse: %s", w)
+    draw_figures(run_dir, grid, scores)
+    out: dict[str, Any] = {"collapse": report.to_dict()}
+    if scores is not None:
+        out["test"] = _jsonable(scores)
+        out["n_samples_scored"] = len(samples)
+    return out
+
+
+def draw_figures(run_dir: Path, grid: torch.Tensor | None, scores: dict[str, Any] | None) -> None:
+    """Every figure the run's files allow: curves from metrics.jsonl, grids from grids/, the final ones."""
+    fig, history = Path(run_dir) / "figures", rundir.read_history(run_dir)
+    if history:
+        plot_curves(history, ("train_d_loss", "train_g_loss"), fig / "loss_curves.png",
+                    "GAN losses (epoch means)", ylabel="BCE loss")  # fmt: skip
+        plot_curves(history, ("train_d_real", "train_d_fake", "val_d_real", "val_d_fake"),
+                    fig / "d_outputs.png", "Discriminator outputs: D(x) real, D(G(z)) fake",
+                    ylabel="mean D output")  # fmt: skip
+        if any("fid_mnist" in r for r in history):
+            plot_curves(history, ("fid_mnist",), fig / "fid_by_epoch.png", "FID-MNIST of samples by epoch",
+                        ylabel="FID-MNIST (lower is better)", log_y=True)  # fmt: skip
+    grids = {int(p.stem.split("_")[1]): load_file(p)["images"] for p in sorted(Path(run_dir).glob("grids/*"))}
+    if grids:
+        gan_figures.epoch_grids(grids, fig / "epoch_grids.png", "Fixed noise decoded during training")
+    if grid is not None:
+        gan_figures.sample_grid(grid, fig / "samples_final.png", "Final generator: 10x10 samples",
+                                rows=int(math.isqrt(len(grid))) or 1)  # fmt: skip
+    if scores is not None and scores.get("class_hist") is not None:
+        shares = [v for k, v in sorted(_scalars(scores).items()) if k.startswith("class_share_")]
+        gan_figures.class_histogram(shares, fig / "class_histogram.png", "Generated digits by class")
+
+
+def _jsonable(obj: Any) -> Any:
+    if torch.is_tensor(obj):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return obj
+
+
+def load_gan(run_dir: Path) -> tuple[Any, GAN]:
+    """(experiment, GAN with trained weights, in eval mode) of a GAN run folder. With gan.g_ema the
+    generator holds the averaged weights, the ones the run sampled and scored with."""
+    task, exp = load_run_config(run_dir)
+    if not isinstance(getattr(exp, "model", None), GANConfig):
+        raise ConfigError(f"{run_dir} holds a {task!r} run, not a GAN")
+    gan = build_model("gan", exp.model)
+    rundir.load_weights(run_dir, gan.generator, "generator_ema" if exp.gan.g_ema > 0 else "generator")
+    rundir.load_weights(run_dir, gan.discriminator, "discriminator")
+    return exp, gan.eval()
+
+
+def sample_gan(run_dir: Path, n: int, seed: int = 0, device: str = "auto") -> torch.Tensor:
+    """n uint8 samples (n, 28, 28) from a trained GAN run, from noise seeded by `seed`."""
+    return gan_generator(Path(run_dir), resolve_device(device)).draw(n, seed)
+
+
+class GANSampler:
+    """A trained GAN run as a `mnistlab sample` generator: noise from the prior N(0, I), decoded."""
+
+    samplers = ("prior",)
+
+    def __init__(self, exp: Any, gan: GAN, device: torch.device):
+        self.noise_dim, self.batch_size = exp.model.noise_dim, exp.train.eval_batch_size
+        self.generator = gan.generator.to(device).eval()
+        self.device = device
+
+    def draw(self, n: int, seed: int) -> torch.Tensor:
+        return generate(self.generator, fixed_noise(n, self.noise_dim, seed, self.device), self.batch_size)
+
+    def sample(self, request: Any) -> np.ndarray:
+        from mnistlab.sampling import check_sampler
+
+        check_sampler(request.sampler, self.samplers, "gan")
+        return self.draw(request.n, request.seed).numpy()
+
+
+def gan_generator(run_dir: Path, device: torch.device) -> GANSampler:
+    """The sampling.GENERATORS entry for GAN runs."""
+    exp, gan = load_gan(run_dir)
+    return GANSampler(exp, gan, device)

@@ -1,0 +1,75 @@
+"""The collapse detector: fires on a constant generator, on one dominating class and on a stuck
+discriminator; stays quiet on real MNIST images with their labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistlab.collapse import CollapseConfig, detect_collapse, mean_pairwise_distance
+from mnistlab.data import DataConfig, load
+from mnistlab.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def real():
+    data = load(DataConfig(train_limit=1200, test_limit=1, val_fraction=0.0))
+    return data.train
+
+
+def healthy_history(n=4):
+    return [{"epoch": e, "train_d_loss": 1.1, "train_g_loss": 0.9} for e in range(1, n + 1)]
+
+
+def test_quiet_on_real_images(real):
+    samples, ref = real.images[:600], real.images[600:1200]
+    report = detect_collapse(samples, healthy_history(), real.labels[:600], ref)
+    assert not report.collapsed, report.warnings
+    assert 0.9 < report.stats["diversity_ratio"] < 1.1
+    assert report.stats["max_class_share"] < 0.15
+
+
+def test_fires_on_a_constant_generator(real):
+    one = real.images[:1].expand(500, 28, 28).clone()  # the same image every time
+    report = detect_collapse(one, healthy_history(), torch.full((500,), 7), real.images[:500])
+    assert report.collapsed
+    text = " ".join(report.warnings)
+    assert "samples alike" in text and "class 7" in text
+    assert report.stats["diversity"] == 0.0
+
+
+def test_constant_generator_without_real_images_or_classes():
+    grey = torch.full((50, 1, 28, 28), 0.5)  # float images in [0, 1] are accepted too
+    report = detect_collapse(grey)
+    assert report.collapsed and report.warnings[0].startswith("samples alike")
+
+
+def test_one_class_dominating(real):
+    classes = torch.cat([torch.full((97,), 1), torch.tensor([0, 2, 3])])  # the course GAN's 97% ones
+    report = detect_collapse(real.images[:100], classes=classes)
+    assert [w for w in report.warnings if "97% of samples are class 1" in w]
+
+
+@pytest.mark.parametrize("d_loss,words", [(0.001, "stuck near zero"), (100.0, "pinned at 100"), (1.0, None)])
+def test_discriminator_loss_stuck(real, d_loss, words):
+    history = healthy_history(2) + [{"epoch": e, "train_d_loss": d_loss} for e in (3, 4)]
+    report = detect_collapse(real.images[:200], history, cfg=CollapseConfig(window=2))
+    if words is None:
+        assert not report.collapsed
+    else:
+        assert any(words in w for w in report.warnings)
+
+
+def test_one_bad_epoch_is_not_stuck(real):
+    history = healthy_history(3) + [{"epoch": 4, "train_d_loss": 0.001}]
+    assert not detect_collapse(real.images[:200], history, cfg=CollapseConfig(window=2)).collapsed
+
+
+def test_pairwise_distance_and_config_checks():
+    x = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    x[1] = 255  # two images differing by 1.0 at each of 784 pixels: distance 28
+    assert mean_pairwise_distance(x) == pytest.approx(28.0)
+    assert mean_pairwise_distance(x[:1]) == 0.0
+    with pytest.raises(ConfigError, match="max_class_share"):
+        CollapseConfig(max_class_share=0)
+    assert detect_collapse(x[:0]).to_dict() == {"collapsed": False, "warnings": [], "stats": {}}
