@@ -139,7 +139,9 @@ def restore(
                 per_param.setdefault(int(pid), {})[tkey] = value
         for pid, scalars in meta["scalars"].items():
             per_param.setdefault(int(pid), {}).update(scalars)
-        opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+        # JSON turned tuples (Adam's betas) into lists; give them back their type.
+        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+        opt.load_state_dict({"state": per_param, "param_groups": groups})
     _set_rng_state(tensors, state)
 
 
