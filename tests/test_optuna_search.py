@@ -65,7 +65,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
 
 
 def test_median_pruner_stops_a_bad_trial_early(tmp_path):
-    spec = spec_for(tmp_path, n_trials=3, prune_startup_trials=2, prune_warmup_epochs=0,
+    spec = spec_for(tmp_path, n_trials=3, prune_startup_trials=2, prune_warmup_epochs=1,
                     overrides=(*TINY, "train.epochs=4"))  # fmt: skip
     study = open_study(spec)
     for lr in (1e-2, 1e-2, 1e-6):  # two good trials set the median, then one that barely learns
@@ -74,9 +74,12 @@ def test_median_pruner_stops_a_bad_trial_early(tmp_path):
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     bad = trials[2]
-    assert max(bad.intermediate_values) < 4  # stopped before its last epoch
+    stopped = max(bad.intermediate_values)
+    assert stopped == 2  # the first epoch after the 1-epoch warm-up, well before its 4th
     assert rundir.read_summary(bad.user_attrs["run_dir"])["status"] == "pruned"
-    assert len(rundir.read_history(bad.user_attrs["run_dir"])) < 4
+    history = rundir.read_history(bad.user_attrs["run_dir"])
+    assert [r["epoch"] for r in history] == [1, 2]  # the deciding epoch is logged too
+    assert history[-1]["val_loss"] == bad.intermediate_values[2]
     assert [r["status"] for r in rows] == ["finished", "finished", "pruned"]
 
 

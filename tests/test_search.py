@@ -78,6 +78,11 @@ def test_interrupted_trial_resumes_and_probe_objective(tmp_path, counted_trainer
     assert 0.0 <= acc <= 1.0
     assert rundir.read_summary(trial)["probe_acc"] == pytest.approx(acc, abs=1e-6)  # cached
     assert "probe_acc" in (out / "results.md").read_text()
+    # Another objective on a finished search trains nothing.
+    counted_trainer.clear()
+    search.run_grid("ae", grid, out, "quick", TINY, objective="val_loss", progress=False)
+    search.run_grid("ae", grid, out, "quick", TINY, objective="probe_acc", progress=False)
+    assert counted_trainer == []
 
 
 def fake_diverging_trainer(exp, out, resume=False, progress=True, on_epoch_end=None):

@@ -13,6 +13,7 @@ trial (non-finite loss) is recorded as FAIL with its message, never a crash of t
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import warnings
@@ -113,7 +114,8 @@ def open_study(spec: StudySpec, worker: int = 0) -> optuna.Study:
     obj = objective_of(spec.objective)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if spec.prune and obj.per_epoch:
-        pruner = optuna.pruners.MedianPruner(spec.prune_startup_trials, spec.prune_warmup_epochs)
+        # Optuna prunes at step >= n_warmup_steps; epochs count from 1, so "warm-up w epochs" is w + 1.
+        pruner = optuna.pruners.MedianPruner(spec.prune_startup_trials, spec.prune_warmup_epochs + 1)
     seed = None if spec.seed is None else spec.seed + worker  # the same seed would propose the same points
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return optuna.create_study(storage=storage, study_name=spec.name, direction=obj.direction,
@@ -156,6 +158,10 @@ class TrialObjective:
             if metric in row:
                 trial.report(row[metric], epoch)
                 if trial.should_prune():
+                    # fit logs an epoch after this callback: log the deciding epoch here, so the
+                    # run folder shows what the pruner saw (no checkpoint is kept for it).
+                    with (run_dir / "metrics.jsonl").open("a") as f:
+                        f.write(json.dumps(row) + "\n")
                     raise optuna.TrialPruned(f"epoch {epoch}: {metric}={row[metric]:.5g} above the median")
 
         try:

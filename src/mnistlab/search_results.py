@@ -80,13 +80,17 @@ def write_results(
         saved_task, exp = load_run_config(Path(best["run_dir"]))
         save_experiment(out / "best.toml", exp, saved_task)
     atomic_write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
-    plot_search_curves(ranked, out / "val_curves.png", f"{task}: validation loss of {len(rows)} trials")
+    title = f"{task}: validation loss of {len(rows)} trials"
+    plot_search_curves(ranked, out / "val_curves.png", title, objective.name)
     return ranked
 
 
-def plot_search_curves(rows: list[dict[str, Any]], path: Path, title: str, max_legend: int = 16) -> Path:
-    """Validation loss per epoch, one line per trial (best trial drawn thick); log-scale y."""
+def plot_search_curves(
+    rows: list[dict[str, Any]], path: Path, title: str, ranked_by: str = "val_loss", max_legend: int = 20
+) -> Path:
+    """Validation loss per epoch, one line per trial in rank order (the best drawn thick); log-scale y."""
     fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: the report's grid has 12 trials
     drawn = 0
     for row in rows:
         points = [(r["epoch"], r["val_loss"]) for r in rundir.read_history(row["run_dir"]) if "val_loss" in r]
@@ -94,10 +98,10 @@ def plot_search_curves(rows: list[dict[str, Any]], path: Path, title: str, max_l
         if not points:
             continue
         xs, ys = zip(*points)
-        first = drawn == 0 and row["status"] in _STATUS_ORDER
-        style = (
-            {"linewidth": 2.6, "color": "black", "zorder": 3} if first else {"linewidth": 1.0, "alpha": 0.8}
-        )
+        if drawn == 0 and row["status"] in _STATUS_ORDER:
+            style = {"linewidth": 2.6, "color": "black", "zorder": 3}
+        else:
+            style = {"linewidth": 1.0, "alpha": 0.85, "color": colors[drawn % len(colors)]}
         ls = "--" if row["status"] == "pruned" else "-"
         ax.plot(xs, ys, ls, marker="o", markersize=2.5, label=f"#{row['rank']} {row['trial']}", **style)
         drawn += 1
@@ -108,11 +112,10 @@ def plot_search_curves(rows: list[dict[str, Any]], path: Path, title: str, max_l
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     if 0 < drawn <= max_legend:
-        ax.legend(
-            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="rank, trial", title_fontsize=8
-        )
-    fig.text(0.01, -0.02, "Thick black: the best-ranked trial; dashed: pruned trials. Lower is better.",
-             fontsize=8, ha="left", va="top")  # fmt: skip
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=f"rank by {ranked_by}, trial",
+                  title_fontsize=8)  # fmt: skip
+    fig.text(0.01, -0.02, f"Thick black: the best trial by {ranked_by}; dashed: pruned trials. "
+             "Lower validation loss is better.", fontsize=8, ha="left", va="top")  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
