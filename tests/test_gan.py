@@ -23,6 +23,7 @@ from mnistlab.train.gan import (
     GANTrainConfig,
     bce,
     discriminator_loss,
+    ema_decay,
     generate,
     r1_penalty,
 )
@@ -196,9 +197,15 @@ def test_generator_average_follows_the_generator():
     g0 = [p.detach().clone() for p in task.G.parameters()]
     task.train_step(*fake_batch())
     for pe0, p0, pe, p in zip(e0, g0, task.G_ema.parameters(), task.G.parameters()):
-        assert torch.allclose(pe, 0.5 * pe0 + 0.5 * p)  # one EMA step toward the new weights
+        assert torch.allclose(pe, 0.1 * pe0 + 0.9 * p)  # first step: decay (1 + 0) / (10 + 0)
         assert torch.equal(pe0, p0)  # it started as a copy
     assert not any(p.requires_grad for p in task.G_ema.parameters())
+
+
+def test_ema_decay_warms_up_to_its_target():
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 100_000) == 0.999
 
 
 def test_generate_is_uint8_and_leaves_training_mode():
@@ -368,3 +375,13 @@ def test_merge_test_uses_all_splits():
                         Split(torch.full((4, 28, 28), 2, dtype=torch.uint8), torch.full((4,), 2)), "x")  # fmt: skip
     m = gan_run.merged(data)
     assert len(m) == 9 and m.labels.tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2]
+
+
+def test_tile_lays_images_row_by_row():
+    from mnistlab.report.gan_figures import tile
+
+    imgs = torch.stack([torch.full((28, 28), v, dtype=torch.uint8) for v in (0, 255, 51)])
+    t = tile(imgs, rows=2, pad=2)
+    assert t.shape == (58, 58)
+    assert t[0, 0] == 0.0 and t[0, 30] == 1.0 and t[30, 0] == pytest.approx(0.2)
+    assert t[30, 30] == 0.5 and t[28, 0] == 0.5  # the empty cell and the padding are grey

@@ -126,6 +126,12 @@ def r1_penalty(real_scores: torch.Tensor, real_inputs: torch.Tensor) -> torch.Te
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
+def ema_decay(target: float, step: int) -> float:
+    """Decay of the generator average at `step` (0-based): (1 + step) / (10 + step) early on, so the
+    average forgets the random initial weights within the first few hundred steps, then `target`."""
+    return min(target, (1.0 + step) / (10.0 + step))
+
+
 class GANTask:
     """Two networks, two optimizers, one two-phase step; see the module docstring."""
 
@@ -204,9 +210,10 @@ class GANTask:
         finally:
             self.D.requires_grad_(True)
         if self.G_ema is not None:
+            decay = ema_decay(g.g_ema, self.step)
             with torch.no_grad():
                 for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                    pe.lerp_(p, 1.0 - g.g_ema)  # pe = decay * pe + (1 - decay) * p
+                    pe.lerp_(p, 1.0 - decay)  # pe = decay * pe + (1 - decay) * p
         self.step += 1
 
         # One device sync for all the numbers.

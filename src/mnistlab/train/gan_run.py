@@ -155,6 +155,7 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
         epochs=len(result.history),
         diverged_at_step=task.diverged_at,
         collapse_warnings=watch.warned + [f"final: {w}" for w in summary["collapse"]["warnings"]],
+        collapse_epochs=[r["epoch"] for r in result.history if r.get("collapse_warnings")],  # kept on resume
         train_seconds=round(result.seconds, 2),
         train_images_per_s=round(result.images_per_s, 1),
         checkpoint_sha256=result.checkpoint_sha256,
@@ -206,6 +207,9 @@ def draw_figures(run_dir: Path, grid: torch.Tensor | None, scores: dict[str, Any
         if any("fid_mnist" in r for r in history):
             plot_curves(history, ("fid_mnist",), fig / "fid_by_epoch.png", "FID-MNIST of samples by epoch",
                         ylabel="FID-MNIST (lower is better)", log_y=True)  # fmt: skip
+            plot_curves(history, ("class_min_share", "class_max_share"), fig / "coverage_by_epoch.png",
+                        "Rarest and commonest generated digit by epoch (target: 5% to 15%)",
+                        ylabel="share of samples")  # fmt: skip
     grids = {int(p.stem.split("_")[1]): load_file(p)["images"] for p in sorted(Path(run_dir).glob("grids/*"))}
     if grids:
         gan_figures.epoch_grids(grids, fig / "epoch_grids.png", "Fixed noise decoded during training")
@@ -214,7 +218,8 @@ def draw_figures(run_dir: Path, grid: torch.Tensor | None, scores: dict[str, Any
                                 rows=int(math.isqrt(len(grid))) or 1)  # fmt: skip
     if scores is not None and scores.get("class_hist") is not None:
         shares = [v for k, v in sorted(_scalars(scores).items()) if k.startswith("class_share_")]
-        gan_figures.class_histogram(shares, fig / "class_histogram.png", "Generated digits by class")
+        title = f"Generated digits by class ({scores.get('n_samples', '?')} samples)"
+        gan_figures.class_histogram(shares, fig / "class_histogram.png", title)
 
 
 def _jsonable(obj: Any) -> Any:
