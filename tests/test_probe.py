@@ -209,3 +209,18 @@ def test_scratch_network_is_the_autoencoders_encoder_plus_a_head():
     model = build_model("encoder_classifier", AEConfig(latent_dim=6))
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert model.head.linear.in_features == 6
+
+
+def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
+    from mnistlab.config import DAEExperiment, load_run_config
+    from mnistlab.noise import NoiseConfig
+    from mnistlab.train.denoise import train_dae
+
+    _, ae_exp = load_run_config(ae_run)
+    exp = DAEExperiment(
+        data=ae_exp.data, model=ae_exp.model, train=ae_exp.train, noise=NoiseConfig(sigma=0.5)
+    )
+    train_dae(exp, tmp_path / "dae", progress=False)
+    summary = run_probe(tmp_path / "dae", "quick", TINY, progress=False)
+    assert summary["run_task"] == "dae" and summary["out"] == str(tmp_path / "dae" / "probe")
+    assert (tmp_path / "dae" / "probe" / "figures" / "linear_confusion.png").exists()

@@ -182,8 +182,10 @@ def evaluate_dae(
 
     figures = Path(run_dir) / "figures"
     history = rundir.read_history(run_dir)
-    plot_curves(history, ("train_loss", "val_loss", "val_noisy_mse"), figures / "loss_curves.png",
-                f"Denoising autoencoder (sigma {noise.sigma:g}): MSE against the clean image",
+    noisy_val = next((r["val_noisy_mse"] for r in history if "val_noisy_mse" in r), None)
+    plot_curves(history, ("train_loss", "val_loss"), figures / "loss_curves.png",
+                f"Denoising autoencoder (sigma {noise.sigma:g}): MSE against the clean image"
+                + (f"\n(the noisy validation input itself: MSE {noisy_val:.3f})" if noisy_val is not None else ""),
                 ylabel="MSE", log_y=True)  # fmt: skip
     labels = {"noisy": "noisy input", "dae": "denoising AE output", "ae": "plain AE output"}
     plot_metric_lines(
