@@ -55,14 +55,16 @@ def test_result_rows_and_table(tmp_path):
     bad.returncode = 2
     bad.log.write_text("mnistlab: error: unknown key 'gan.nope'\n")
     rows = [gan_sweep.result_row(j) for j in (bad, ok)]
+    gan_sweep.add_targets(rows, baseline="good")
     assert rows[1]["class_min_share"] == pytest.approx(0.05) and rows[1]["class_max_share"] == pytest.approx(
         0.15
     )
     assert rows[1]["collapse_warnings"] == 1 and rows[1]["fid_mnist"] == 3.5
     assert rows[0]["status"] == "failed (exit 2)" and "unknown key" in rows[0]["error"]
     table = gan_sweep.markdown(rows).splitlines()
-    assert table[2].startswith("| good | finished | 3.50 | 5.0% | 15.0% | 0.800 | 0.700 | 1 |")
-    assert table[3].startswith("| bad | failed (exit 2) | - |")
+    assert table[2].startswith("| good | finished | 3.50 | 1.0 | 5.0% | 15.0% | yes | 0.800 | 0.700 | 1 |")
+    assert table[3].startswith("| bad | failed (exit 2) | - | - |")
+    assert rows[1]["all_digits_5_to_15"] and rows[0]["all_digits_5_to_15"] is None
 
 
 @pytest.mark.slow
