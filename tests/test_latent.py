@@ -134,6 +134,7 @@ def test_run_latent_writes_maps_samples_and_evidence(ae_run, capsys):
     assert gen["reference"].startswith("reference-mnist-") and "Inception" in gen["fid_note"]
     assert set(gen["rows"]) == {"test (floor)", "reconstruction", "uniform", "gaussian", "gmm"}
     assert gen["rows"]["gmm"]["n_samples"] == 120
+    assert 0 <= gen["rows"]["reconstruction"]["label_accuracy"] <= 1
     # One epoch on 320 images: the floor must still beat the report's uniform sampler.
     assert gen["rows"]["test (floor)"]["fid_mnist"] < gen["rows"]["uniform"]["fid_mnist"]
     assert "FID-MNIST" in capsys.readouterr().out

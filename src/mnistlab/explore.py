@@ -166,6 +166,10 @@ def run_latent(
         recon = latent.decode(model.decoder, codes, device)  # what the decoder makes of real codes
         table = {"test (floor)": score_floor(ref, test, data.train, cfg.seed),
                  "reconstruction": score_samples(recon, ref, test, data.train, seed=cfg.seed)}  # fmt: skip
+        # How far to trust class coverage on decoder output: the reference's accuracy on the
+        # reconstructions, whose true digits are known (blur can push a classifier to one class).
+        recon_pred = ref.probs(recon).argmax(1)
+        table["reconstruction"]["label_accuracy"] = round(float((recon_pred == labels).mean()), 4)
         for s, imgs in samples.items():
             log.info("scoring the %s sampler's %d digits", s, len(imgs))
             table[s] = score_samples(imgs, ref, test, data.train, seed=cfg.seed)
@@ -177,6 +181,8 @@ def run_latent(
         section["generation"] = {"reference": ref.name, "fid_note": table["test (floor)"]["fid_note"],
                                  "n_samples": n, "rows": table}  # fmt: skip
         print(format_table(table))
+        acc = table["reconstruction"]["label_accuracy"]
+        print(f"reference accuracy on the test reconstructions (true digits known): {acc:.3f}")
     summary = rundir.read_summary(run_dir)
     summary["latent"] = section
     rundir.write_summary(run_dir, summary)

@@ -32,7 +32,7 @@ from mnistlab.train.checkpoint import CheckpointError
 log = logging.getLogger("mnistlab")
 
 SHIPPED_FILE = Path(__file__).parent / "_weights" / "reference-mnist.safetensors"
-SHIPPED_SHA256 = "afe8f91621d454c7d2c7f0c774f84f1f12a2f5996f62fcec2bc6ba33aec54d3f"
+SHIPPED_SHA256 = "45e9fcac9a617b9753276e8dab4d07ae7e8cb618adb7cf9bd1275ec7f9e7739e"
 FORMAT = "mnistlab-reference-1"
 
 

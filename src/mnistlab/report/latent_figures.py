@@ -11,12 +11,12 @@ import numpy as np
 from mnistlab.report.figures import _save, plt
 
 
-def mosaic(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
-    """uint8 (N, 28, 28) -> one float image (rows * 29 - 1, ncols * 29 - 1) in [0, 1], row-major."""
+def mosaic(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
+    """uint8 (N, 28, 28) -> one float image in [0, 1], row-major, `pad` blank pixels between digits."""
     n = len(images)
     nrows = max(1, -(-n // ncols))
     side = 28 + pad
-    canvas = np.ones((nrows * side - pad, ncols * side - pad), dtype=np.float32)  # white gaps
+    canvas = np.zeros((nrows * side - pad, ncols * side - pad), dtype=np.float32)  # 0 = white (gray_r)
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
         canvas[r * side : r * side + 28, c * side : c * side + 28] = img / 255.0
@@ -79,7 +79,7 @@ def interpolation_figure(rows: list[np.ndarray], path: Path, title: str) -> Path
     canvas = mosaic(np.concatenate(rows), ncols)
     fig, ax = plt.subplots(figsize=(ncols * 0.55, len(rows) * 0.55 + 0.6))
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
-    ax.set_xticks([14 + 29 * i for i in (0, 1, ncols - 2, ncols - 1)])
+    ax.set_xticks([14 + 30 * i for i in (0, 1, ncols - 2, ncols - 1)])  # 28 px + 2 px gap per column
     ax.set_xticklabels(["a", "code a", "code b", "b"], fontsize=7)
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
