@@ -369,6 +369,15 @@ def test_cli_trains_and_exits_3_on_divergence(tmp_path, capsys):
     assert rundir.read_summary(tmp_path / "b")["status"] == "diverged"
 
 
+def test_without_merging_d_is_scored_on_held_out_images(tmp_path):
+    summary = gan_run.train_gan(
+        tiny("gan.merge_test=false", "train.epochs=1"), tmp_path / "run", progress=False
+    )
+    assert summary["n_train"] == 19  # 24 - 5 validation images; the test images stay out
+    row = rundir.read_history(tmp_path / "run")[0]
+    assert 0 <= row["val_d_real"] <= 1 and 0 <= row["val_d_fake"] <= 1
+
+
 def test_merge_test_uses_all_splits():
     data = gan_run.Data(Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long)),
                         Split(torch.ones(2, 28, 28, dtype=torch.uint8), torch.ones(2, dtype=torch.long)),
