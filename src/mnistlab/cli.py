@@ -329,21 +329,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from mnistlab.data import DataConfig, load
-    from mnistlab.errors import ConfigError
+    from mnistlab.data import DataConfig
     from mnistlab.fsio import write_json
-    from mnistlab.generation import format_table, load_samples, score_samples
-    from mnistlab.reference import load_reference
+    from mnistlab.generation import format_table, score_file
     from mnistlab.train.loop import resolve_device
 
-    if args.k < 1:
-        raise ConfigError(f"--k must be >= 1, got {args.k}")
-    images = load_samples(args.samples)  # validate the file before any expensive work
     cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
-    data = load(cfg)
-    ref = load_reference(cfg, resolve_device(args.device), progress=not args.no_progress)
-    scores = score_samples(images, ref, data.test, data.train, k=args.k)
-    scores["samples"] = str(args.samples)
+    scores = score_file(args.samples, cfg, resolve_device(args.device), args.k, progress=not args.no_progress)
     print(format_table({args.samples.name[:16]: scores}))
     if args.json:
         write_json(args.json, scores)
@@ -388,14 +380,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2))
     if args.score:
         from mnistlab.config import load_run_config
-        from mnistlab.data import load
-        from mnistlab.generation import format_table, load_samples, score_samples
-        from mnistlab.reference import load_reference
+        from mnistlab.generation import format_table, score_file
 
         _, exp = load_run_config(args.run_dir)
-        data = load(exp.data)
-        ref = load_reference(exp.data, resolve_device(args.device))
-        scores = score_samples(load_samples(args.out), ref, data.test, data.train, seed=args.seed)
+        scores = score_file(args.out, exp.data, resolve_device(args.device), seed=args.seed)
         print(format_table({result["sampler"]: scores}))
     return 0
 

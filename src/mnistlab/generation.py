@@ -88,6 +88,24 @@ def score_samples(
     return out
 
 
+def score_file(
+    path: Path, data_cfg, device: Any = "cpu", k: int = 3, seed: int = 0, progress: bool = True
+) -> dict:
+    """score_samples for a .npy file, against the test and train splits of `data_cfg`, measured with
+    that dataset's reference. The file is validated before anything expensive runs."""
+    from mnistlab.data import load
+    from mnistlab.reference import load_reference
+
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    images = load_samples(path)
+    data = load(data_cfg)
+    ref = load_reference(data_cfg, device, progress=progress)
+    scores = score_samples(images, ref, data.test, data.train, k=k, seed=seed)
+    scores["samples"] = str(path)
+    return scores
+
+
 def score_floor(reference: Reference, test: Split, train: Split, seed: int = 0) -> dict[str, Any]:
     """The test set scored as if generated, against a same-sized random part of the training set
     (and its nearest-neighbour distances against the whole training set): the best a generator
