@@ -268,8 +268,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--baseline compares a denoising autoencoder with a plain one; not for {args.task}"
             )
         extra["baseline"] = args.baseline
+    from mnistlab import distributed
+
+    # Under torchrun (WORLD_SIZE > 1): join the process group; rank 0 writes the run folder and prints.
+    world = distributed.init(exp.train.device)
     summary = trainer(exp, out, resume=args.resume, progress=not args.no_progress, **extra)
-    print(json.dumps({"run": str(out), "test": summary.get("test")}, indent=2))
+    distributed.shutdown()  # only after success: a failed rank exits and torchrun stops the others
+    if world.is_main:
+        print(json.dumps({"run": str(out), "test": summary.get("test")}, indent=2))
     return 0
 
 

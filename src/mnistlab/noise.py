@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnistlab import distributed
 from mnistlab.data import add_noise
 from mnistlab.errors import ConfigError, check
 
@@ -94,4 +95,10 @@ class TrainingNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gen = _generator(self.cfg.seed, "train", int(self.step), x.device)
         self.step += 1
+        world = distributed.current()
+        if world.enabled:
+            # Under torchrun x is this rank's slice of the global batch: draw the global batch's noise
+            # and take the slice's rows, so the step sees what a single process would.
+            eps = torch.randn((len(x) * world.world_size, *x.shape[1:]), generator=gen, device=x.device)
+            return apply_noise(x, distributed.local_rows(eps, world), self.cfg.sigma, self.cfg.clip)
         return add_noise(x, self.cfg.sigma, self.cfg.clip, gen)

@@ -14,14 +14,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnistlab import metrics, rundir
+from mnistlab import distributed, metrics, rundir
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.report.figures import image_rows, plot_curves
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, make_optimizer, resolve_device
+from mnistlab.train.loop import (
+    NonFiniteLossError,
+    TrainConfig,
+    autocast,
+    fit,
+    make_optimizer,
+    memory_format,
+    resolve_device,
+)
 
 Corrupt = Callable[[torch.Tensor], torch.Tensor]
 
@@ -41,7 +49,12 @@ class AutoencoderTask:
         corrupt: Corrupt | None = None,
         val_corrupt: Corrupt | None = None,
     ):
-        self.model = model.to(device)
+        self.channels_last = cfg.channels_last
+        self.model = (
+            model.to(device, memory_format=memory_format(cfg)) if cfg.channels_last else model.to(device)
+        )
+        self.net = self.model  # what the step calls: the model, or its DDP wrapper (distribute)
+        self.autocast = autocast(cfg, device)
         self.device = device
         self.val = val
         self.eval_batch_size = cfg.eval_batch_size
@@ -50,11 +63,18 @@ class AutoencoderTask:
         self.modules = {"model": self.model}
         self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
 
+    def distribute(self, wrap: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+        """Train through `wrap(model)` (DistributedDataParallel); modules keep the plain model."""
+        self.net = wrap(self.model)
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         x = to_float(images, self.device)  # (B, 1, 28, 28)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         inp = self.corrupt(x) if self.corrupt is not None else x
-        recon, _ = self.model(inp)
-        loss = reconstruction_loss(recon, x)
+        with self.autocast():
+            recon, _ = self.net(inp)
+        loss = reconstruction_loss(recon.float(), x)  # fp32 loss whatever the forward ran in
         opt = self.optimizers["model"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -125,14 +145,18 @@ def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = Tru
     device = resolve_device(exp.train.device)
     model = build_model("ae", exp.model)
     task = AutoencoderTask(model, exp.train, data.val, device)
-    run_dir = rundir.prepare(out, exp, "ae", resume)
+    run_dir = distributed.on_main(rundir.prepare, out, exp, "ae", resume) or Path(out)  # rank 0 writes
+    main = distributed.current().is_main
     try:
         result = fit(
             task, data.train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end
         )
     except NonFiniteLossError as e:
-        rundir.write_summary(run_dir, {"task": "ae", "status": "diverged", "error": str(e)})
+        if main:
+            rundir.write_summary(run_dir, {"task": "ae", "status": "diverged", "error": str(e)})
         raise
+    if not main:
+        return {}  # rank 0 evaluates and writes the summary; the others wait in distributed.shutdown
     summary = evaluate_autoencoder(run_dir, model, data, device, exp.train.eval_batch_size)
     summary.update(
         status="finished",

@@ -54,6 +54,13 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel (or DataParallel) wrapper, else the module itself:
+    checkpoints hold plain state dicts (no "module." prefix), loadable by any number of processes."""
+    parallel = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return module.module if isinstance(module, parallel) else module
+
+
 def save_checkpoint(
     path: Path,
     modules: dict[str, nn.Module],
@@ -65,7 +72,7 @@ def save_checkpoint(
     """Write everything needed to resume exactly; return the file's SHA-256."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
-        for key, value in module.state_dict().items():
+        for key, value in unwrap(module).state_dict().items():
             tensors[f"module/{name}/{key}"] = value.detach().cpu().contiguous()
     optim_meta: dict[str, Any] = {}
     for name, opt in optimizers.items():
@@ -126,7 +133,7 @@ def restore(
     """Load modules, optimizers and RNG states saved by `save_checkpoint`."""
     for name, module in modules.items():
         try:
-            module.load_state_dict(module_state(tensors, name))
+            unwrap(module).load_state_dict(module_state(tensors, name))
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint does not fit module {name!r}: {e}") from e
     for name, opt in optimizers.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnistlab import rundir
+from mnistlab import distributed, rundir
 from mnistlab.config import AugmentConfig, load_run_config
 from mnistlab.data import Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -18,7 +18,15 @@ from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.report.figures import plot_curves
 from mnistlab.train.autoencoder import seed_everything
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, make_optimizer, resolve_device
+from mnistlab.train.loop import (
+    NonFiniteLossError,
+    TrainConfig,
+    autocast,
+    fit,
+    make_optimizer,
+    memory_format,
+    resolve_device,
+)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -63,7 +71,12 @@ class ClassifierTask:
     """What the training loop needs: modules, optimizers, a step and validation."""
 
     def __init__(self, model: DigitCNN, cfg: TrainConfig, augment: AugmentConfig, val: Split, device):
-        self.model = model.to(device)
+        self.channels_last = cfg.channels_last
+        self.model = (
+            model.to(device, memory_format=memory_format(cfg)) if cfg.channels_last else model.to(device)
+        )
+        self.net = self.model  # what the step calls: the model, or its DDP wrapper (distribute)
+        self.autocast = autocast(cfg, device)
         self.device = device
         self.val = val
         self.augment = augment
@@ -71,11 +84,19 @@ class ClassifierTask:
         self.modules = {"model": self.model}
         self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
 
+    def distribute(self, wrap) -> None:
+        """Train through `wrap(model)` (DistributedDataParallel). Each rank's BatchNorm normalises its
+        own slice of the batch (as usual with DDP); rank 0's running statistics are kept."""
+        self.net = wrap(self.model)
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         # The shift draws from torch's global RNG, which the loop checkpoints: resume stays exact.
         x = random_shift(to_float(images, self.device), self.augment.max_shift)  # (B, 1, 28, 28)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = labels.to(self.device)
-        logits = self.model(x).logits  # (B, 10)
+        with self.autocast():
+            logits = self.net(x).logits.float()  # (B, 10)
         loss = F.cross_entropy(logits, y)
         opt = self.optimizers["model"]
         opt.zero_grad(set_to_none=True)
@@ -98,12 +119,18 @@ def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True
     device = resolve_device(exp.train.device)
     model = build_model("classifier", exp.model)
     task = ClassifierTask(model, exp.train, exp.augment, data.val, device)
-    run_dir = rundir.prepare(out, exp, "classifier", resume)
+    run_dir = distributed.on_main(rundir.prepare, out, exp, "classifier", resume) or Path(
+        out
+    )  # rank 0 writes
+    main = distributed.current().is_main
     try:
         result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
     except NonFiniteLossError as e:
-        rundir.write_summary(run_dir, {"task": "classifier", "status": "diverged", "error": str(e)})
+        if main:
+            rundir.write_summary(run_dir, {"task": "classifier", "status": "diverged", "error": str(e)})
         raise
+    if not main:
+        return {}  # rank 0 evaluates and writes the summary
     test = evaluate_classifier(model, data.test, device, exp.train.eval_batch_size)
     history = rundir.read_history(run_dir)
     figures = Path(run_dir) / "figures"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mnistlab import metrics, rundir
+from mnistlab import distributed, metrics, rundir
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -127,12 +127,16 @@ def train_dae(
     device = resolve_device(exp.train.device)
     model = build_model("ae", exp.model)
     task = DenoisingTask(model, exp.train, data.val, device, exp.noise)
-    run_dir = rundir.prepare(out, exp, "dae", resume)
+    run_dir = distributed.on_main(rundir.prepare, out, exp, "dae", resume) or Path(out)  # rank 0 writes
+    main = distributed.current().is_main
     try:
         result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
     except NonFiniteLossError as e:
-        rundir.write_summary(run_dir, {"task": "dae", "status": "diverged", "error": str(e)})
+        if main:
+            rundir.write_summary(run_dir, {"task": "dae", "status": "diverged", "error": str(e)})
         raise
+    if not main:
+        return {}  # rank 0 evaluates and writes the summary
     summary = evaluate_dae(run_dir, model, data, device, exp.noise, exp.train.eval_batch_size, base)
     summary.update(
         status="finished",

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from mnistlab import distributed
 from mnistlab.collapse import CollapseConfig
 from mnistlab.data import Split, to_float
 from mnistlab.errors import check
 from mnistlab.models.gan import GAN
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig, make_optimizer
+from mnistlab.train.loop import NonFiniteLossError, TrainConfig, autocast, make_optimizer
 
 log = logging.getLogger("mnistlab")
 
@@ -132,8 +133,21 @@ def ema_decay(target: float, step: int) -> float:
     return min(target, (1.0 + step) / (10.0 + step))
 
 
+class _Logits(torch.nn.Module):
+    """D.logits as a module's forward, so DistributedDataParallel can wrap the call the step makes."""
+
+    def __init__(self, discriminator: torch.nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator.logits(x)
+
+
 class GANTask:
     """Two networks, two optimizers, one two-phase step; see the module docstring."""
+
+    metrics_reduced = True  # under torchrun the step averages its numbers over the ranks itself
 
     def __init__(
         self,
@@ -145,9 +159,14 @@ class GANTask:
         val: Split | None = None,
     ):
         # channels_last suits the CPU's convolutions (about 1.2x here); the values are the same.
-        self.memory_format = torch.channels_last if gcfg.channels_last else torch.contiguous_format
+        last = gcfg.channels_last or cfg.channels_last
+        self.memory_format = torch.channels_last if last else torch.contiguous_format
         self.gan = gan.to(device, memory_format=self.memory_format)
         self.G, self.D = self.gan.generator, self.gan.discriminator
+        # What the step calls for G's forward and D's logits in the discriminator phase: the networks,
+        # or their DistributedDataParallel wrappers under torchrun (see `distribute`).
+        self.g_net, self.d_logits = self.G, self.D.logits
+        self.autocast = autocast(cfg, device)
         self.gcfg = gcfg
         self.device = device
         self.total_steps = max(total_steps, 1)
@@ -170,6 +189,19 @@ class GANTask:
         n_val = min(len(self.val), 1000) if self.val is not None else 0
         self._val_z = fixed_noise(n_val, gan.cfg.noise_dim, 1, device)
 
+    def distribute(self, wrap) -> None:
+        """Wrap both networks in DistributedDataParallel: G's forward, and D's logits in the discriminator
+        phase (the generator phase calls the plain D, whose weights take no gradient there, so D's
+        gradients are averaged once per step). `modules` keep the plain networks for checkpoints."""
+        self.g_net = wrap(self.G)
+        self.d_logits = wrap(_Logits(self.D))
+
+    def _randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        world = distributed.current()
+        if not world.enabled:
+            return torch.randn_like(x)
+        return distributed.randn_rows(len(x), *x.shape[1:], device=x.device, dtype=x.dtype)
+
     @property
     def sampler(self) -> torch.nn.Module:
         """The generator to draw samples from: the weight average when gan.g_ema > 0."""
@@ -178,20 +210,24 @@ class GANTask:
     def _d_input(self, x: torch.Tensor) -> torch.Tensor:
         """Images as D sees them: with annealed instance noise when gan.d_noise > 0."""
         sigma = self.gcfg.d_noise * max(0.0, 1.0 - self.step / self.total_steps)
-        return x + sigma * torch.randn_like(x) if sigma > 0 else x
+        return x + sigma * self._randn_like(x) if sigma > 0 else x
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         g, loss = self.gcfg, self.gcfg.loss
         x = to_float(images, self.device).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28)
-        z = torch.randn(len(x), self.G.noise_dim, device=self.device)  # (B, noise_dim)
-        fake = self.G(z)  # (B, 1, 28, 28)
+        # (B, noise_dim); under torchrun drawn for the global batch and sliced (same RNG stream everywhere)
+        z = distributed.randn_rows(len(x), self.G.noise_dim, device=self.device)
+        with self.autocast():
+            fake = self.g_net(z)  # (B, 1, 28, 28)
 
         # Phase 1, discriminator: fake.detach() keeps this loss out of the generator's graph.
         use_r1 = g.r1 > 0 and self.step % g.r1_every == 0
         x_in = self._d_input(x).requires_grad_(use_r1)
         # Real and fake go through D as one batch of 2B: D has no batch statistics, so this is the same
         # function as two calls, in fewer and larger convolutions.
-        s_real, s_fake = self.D.logits(torch.cat([x_in, self._d_input(fake.detach())])).split(len(x))  # (B,)
+        with self.autocast():
+            both = self.d_logits(torch.cat([x_in, self._d_input(fake.detach()).to(x_in.dtype)]))
+        s_real, s_fake = both.float().split(len(x))  # (B,) each, losses in fp32
         d_loss = discriminator_loss(s_real, s_fake, g.real_label, loss)
         r1 = r1_penalty(s_real, x_in) if use_r1 else None
         opt_d = self.optimizers["discriminator"]
@@ -202,7 +238,9 @@ class GANTask:
         # Phase 2, generator: the updated D scores the same fakes; D's weights take no gradient.
         self.D.requires_grad_(False)
         try:
-            g_loss = generator_loss(self.D.logits(self._d_input(fake)), loss)
+            with self.autocast():
+                g_scores = self.D.logits(self._d_input(fake))
+            g_loss = generator_loss(g_scores.float(), loss)
             opt_g = self.optimizers["generator"]
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -219,7 +257,9 @@ class GANTask:
         # One device sync for all the numbers.
         stats = [d_loss.detach(), g_loss.detach(), torch.sigmoid(s_real.detach()).mean(),
                  torch.sigmoid(s_fake.detach()).mean()]  # fmt: skip
-        vals = torch.stack(stats + ([r1.detach()] if r1 is not None else [])).tolist()
+        vals = distributed.mean_over_ranks(
+            torch.stack(stats + ([r1.detach()] if r1 is not None else []))
+        ).tolist()
         out = {"loss": vals[0] + vals[1], "d_loss": vals[0], "g_loss": vals[1],
                "d_real": vals[2], "d_fake": vals[3]}  # fmt: skip
         if g.r1 > 0:  # the last computed penalty on lazy steps, so the epoch mean stays meaningful

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from mnistlab import rundir
+from mnistlab import distributed, rundir
 from mnistlab.collapse import detect_collapse
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load
@@ -130,17 +130,20 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     gan = build_model("gan", exp.model)
     total = math.ceil(len(train) / exp.train.batch_size) * exp.train.epochs
     task = GANTask(gan, exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val)
-    run_dir = rundir.prepare(out, exp, "gan", resume)
+    run_dir = distributed.on_main(rundir.prepare, out, exp, "gan", resume) or Path(out)  # rank 0 writes
+    main = distributed.current().is_main
     ckpt = rundir.checkpoint_path(run_dir)
     if resume and ckpt.exists():
         task.step = read_checkpoint(ckpt)[1]["step"]
     scoring = exp.gan.eval_samples or exp.gan.final_samples
-    scorer = Scorer(data, exp.data, train, device, progress) if scoring else None
-    watch = EpochWatch(task, exp, run_dir, scorer, train.images[:1000])
+    scorer = Scorer(data, exp.data, train, device, progress) if scoring and main else None
+    watch = EpochWatch(task, exp, run_dir, scorer, train.images[:1000])  # called on rank 0 only
     base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device)}
     try:
         result = fit(task, train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)
     except NonFiniteLossError as e:
+        if not main:
+            raise
         message = str(e)
         if isinstance(e, GANDivergedError):
             message += "; " + _last_good(ckpt)
@@ -149,6 +152,8 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
                    "last_good_checkpoint": str(ckpt) if ckpt.exists() else None}  # fmt: skip
         rundir.write_summary(run_dir, summary)
         raise type(e)(message) from e
+    if not main:
+        return {}  # rank 0 scores, draws and writes the summary
     summary = {**base, **finish(run_dir, task.sampler, exp, scorer, watch.real)}
     summary.update(
         status="finished",

@@ -5,6 +5,7 @@ checkpoints, exact resume and a non-finite-loss guard. What differs between mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -17,12 +18,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mnistlab import distributed
 from mnistlab.data import Split, batches
 from mnistlab.errors import ConfigError, check
 from mnistlab.fsio import read_jsonl
 from mnistlab.train.checkpoint import file_sha256, read_checkpoint, restore, save_checkpoint
 
 log = logging.getLogger("mnistlab")
+
+
+AMP_MODES = ("off", "bf16")
+DEVICE_DATA_LIMIT = 2 << 30  # bytes of uint8 images kept on the GPU at most (MNIST's 60k: 47 MB)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,12 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     eval_batch_size: int = 1000
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Speed only, off by default: "bf16" runs the training steps' forward passes under bfloat16 autocast
+    # (losses and validation stay fp32); channels_last stores conv weights and images NHWC;
+    # data_on_device copies MNIST-sized training images (uint8) to the GPU once, batches converted there.
+    amp: str = "off"  # "off" | "bf16"
+    channels_last: bool = False
+    data_on_device: bool = True
 
     def __post_init__(self):
         check(self.epochs >= 0, f"train.epochs must be >= 0, got {self.epochs}")
@@ -59,6 +71,7 @@ class TrainConfig:
             self.device in ("auto", "cpu", "cuda"),
             f"train.device must be auto, cpu or cuda, not {self.device!r}",
         )
+        check(self.amp in AMP_MODES, f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.amp!r}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,13 +91,45 @@ class TrainTask(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu; under torchrun on CUDA, this process's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is available; use cpu or auto")
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"train.device must be auto, cpu or cuda, not {name!r}")
+    if name == "cuda" and distributed.current().enabled:
+        return torch.device("cuda", torch.cuda.current_device())  # set from LOCAL_RANK by distributed.init
     return torch.device(name)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """A context for a training step's forward pass: bfloat16 autocast when train.amp = "bf16" (on
+    CUDA or the CPU), else nothing. Raises a one-line ConfigError where the device cannot do it."""
+    if cfg.amp == "off":
+        return contextlib.nullcontext
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.amp=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16; use off")
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"train.amp=bf16 is supported on cuda and cpu, not {device.type}")
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """The layout of conv weights and image batches: channels_last when train.channels_last."""
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+def on_device(split: Split, device: torch.device | None, cfg: TrainConfig) -> Split:
+    """`split` with its uint8 images and labels copied to the GPU once (train.data_on_device, when they
+    fit DEVICE_DATA_LIMIT), so each batch is indexed and converted to float there: no per-step copy
+    from host memory. Unchanged on the CPU."""
+    if device is None or device.type != "cuda" or not cfg.data_on_device:
+        return split
+    if split.images.numel() * split.images.element_size() > DEVICE_DATA_LIMIT:
+        log.info("training images exceed %d bytes: kept in host memory", DEVICE_DATA_LIMIT)
+        return split
+    return Split(split.images.to(device), split.labels.to(device))
 
 
 def make_optimizer(
@@ -141,9 +186,16 @@ def fit(
 ) -> FitResult:
     """Train `task` for cfg.epochs over `train`; checkpoint to run_dir/checkpoints/last.safetensors
     after each epoch, and log one metrics.jsonl line per epoch. With `resume`, continue from the
-    checkpoint so that the result equals an uninterrupted run bit for bit (on CPU)."""
+    checkpoint so that the result equals an uninterrupted run bit for bit (on CPU).
+
+    Under torchrun (see `mnistlab.distributed`), each rank trains its slice of every global batch
+    through DistributedDataParallel (the task's `distribute(wrap)` wraps what its step calls), step
+    metrics are averaged over the ranks, and only rank 0 validates, calls `on_epoch_end` and writes;
+    every rank reads the checkpoint on resume, whatever the number of processes that wrote it."""
+    world = distributed.current()
+    main = world.is_main
     ckpt = run_dir / "checkpoints" / "last.safetensors" if run_dir else None
-    metrics_path = run_dir / "metrics.jsonl" if run_dir else None
+    metrics_path = run_dir / "metrics.jsonl" if run_dir and main else None
     history: list[dict[str, Any]] = []
     start_epoch, step, sha = 0, 0, ""
     if resume and ckpt is not None and ckpt.exists():
@@ -155,8 +207,15 @@ def fit(
         log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
     elif metrics_path is not None:
         _write_history(metrics_path, [])
+    if world.enabled:
+        distributed.check_batch(cfg.batch_size, world)
+        if not hasattr(task, "distribute"):
+            raise ConfigError(f"{type(task).__name__} cannot train in several processes (no distribute())")
+        task.distribute(distributed.wrap)  # after restore: DDP broadcasts rank 0's weights
+    train = on_device(train, getattr(task, "device", None), cfg)
+    reduced = getattr(task, "metrics_reduced", False)  # the task averaged its step metrics itself
 
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir) if main else None
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     seen, t0 = 0, time.perf_counter()
@@ -169,7 +228,7 @@ def fit(
             bar = tqdm(
                 total=steps_per_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not progress,
+                disable=not progress or not main,
                 leave=False,
             )
             for idx in batches(len(train), cfg.batch_size, _epoch_generator(cfg.seed, epoch)):
@@ -177,7 +236,15 @@ def fit(
                 for opt in task.optimizers.values():
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
-                out = task.train_step(train.images[idx], train.labels[idx])
+                local = distributed.shard(idx, world)  # (B / K,) of the global batch; all of it alone
+                if len(local) == 0:  # a last batch smaller than the number of processes
+                    continue
+                if train.images.device != local.device:
+                    local = local.to(train.images.device)
+                out = task.train_step(train.images[local], train.labels[local])
+                if world.enabled and not reduced:
+                    out = distributed.mean_metrics(out)
+                n = len(local) * world.world_size
                 bad = {k: v for k, v in out.items() if not math.isfinite(v)}
                 if bad:
                     where = f"the last good checkpoint is {ckpt}" if sha else "no checkpoint was written yet"
@@ -186,43 +253,51 @@ def fit(
                         f"{epoch + 1}, step {step + 1}; training stopped, {where}"
                     )
                 for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + v * len(idx)
-                n_epoch += len(idx)
+                    sums[k] = sums.get(k, 0.0) + v * n
+                n_epoch += n
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{out['loss']:.4f}", refresh=False)
             bar.close()
             seen += n_epoch
-            for m in task.modules.values():
-                m.eval()
-            with torch.no_grad():
-                val = task.evaluate()
-            row = {"epoch": epoch + 1, "step": step, "lr": factor * cfg.lr}
-            row.update({f"train_{k}": v / max(n_epoch, 1) for k, v in sums.items()})
-            row.update({f"val_{k}": v for k, v in val.items()})
-            row["seconds"] = round(time.perf_counter() - t0, 3)
-            history.append(row)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, row)
-            if run_dir is not None:
-                sha = save_checkpoint(ckpt, task.modules, task.optimizers, epoch + 1, step)
-                _append(metrics_path, row)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k not in ("epoch", "step", "seconds"):
-                            writer.add_scalar(k, v, epoch + 1)
-                    writer.flush()
-            log.info(
-                "epoch %d/%d %s", epoch + 1, cfg.epochs,
-                " ".join(f"{k}={v:.5g}" for k, v in row.items() if k.startswith(("train_", "val_"))),
-            )  # fmt: skip
+            if main:
+                row = _end_epoch(task, epoch, step, factor * cfg.lr, sums, n_epoch, t0)
+                history.append(row)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, row)
+                if run_dir is not None:
+                    sha = save_checkpoint(ckpt, task.modules, task.optimizers, epoch + 1, step)
+                    _append(metrics_path, row)
+                    if writer is not None:
+                        for k, v in row.items():
+                            if k not in ("epoch", "step", "seconds"):
+                                writer.add_scalar(k, v, epoch + 1)
+                        writer.flush()
+                log.info(
+                    "epoch %d/%d %s", epoch + 1, cfg.epochs,
+                    " ".join(f"{k}={v:.5g}" for k, v in row.items() if k.startswith(("train_", "val_"))),
+                )  # fmt: skip
+            distributed.barrier()  # the other ranks wait while rank 0 validates and writes
     finally:
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - t0
-    if ckpt is not None and not sha and ckpt.exists():
+    if ckpt is not None and main and not sha and ckpt.exists():
         sha = file_sha256(ckpt)
     return FitResult(history, sha, seconds, seen / seconds if seconds > 0 else 0.0)
+
+
+def _end_epoch(task, epoch: int, step: int, lr: float, sums: dict, n_epoch: int, t0: float) -> dict[str, Any]:
+    """Validate (in eval mode, without gradients) and build the epoch's metrics row."""
+    for m in task.modules.values():
+        m.eval()
+    with torch.no_grad():
+        val = task.evaluate()
+    row = {"epoch": epoch + 1, "step": step, "lr": lr}
+    row.update({f"train_{k}": v / max(n_epoch, 1) for k, v in sums.items()})
+    row.update({f"val_{k}": v for k, v in val.items()})
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    return row
 
 
 def _tensorboard(run_dir: Path | None):
