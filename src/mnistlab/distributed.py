@@ -164,7 +164,13 @@ def mean_metrics(out: dict[str, float]) -> dict[str, float]:
 def wrap(module: nn.Module) -> nn.Module:
     """`module` in DistributedDataParallel on its own device (its parameters must already be there).
     The weights of rank 0 are broadcast to the others on construction."""
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # A (1, N) linear weight's gradient may come with strides (1, 1) instead of (N, 1): the same memory,
+    # and DDP copies it into its bucket correctly; its "may impair performance" warning is noise here.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     device = next(module.parameters()).device
     ids = (
