@@ -17,7 +17,9 @@ class Crash(Exception):
     """Stands for a killed job: raised by every rank at the same training step, before its collectives."""
 
 
-def run_rank(rank: int, world: int, port: int, task: str, overrides: list[str], out: str, crash_at: int) -> None:
+def run_rank(
+    rank: int, world: int, port: int, task: str, overrides: list[str], out: str, crash_at: int
+) -> None:
     """Train `task` (seed preset + overrides) into `out` as rank `rank` of `world`; with crash_at > 0,
     stop at that training step (1-based) as a killed job would, keeping the last epoch's checkpoint."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),

@@ -1,0 +1,123 @@
+"""The GPU path's flags on the CPU: bf16 autocast and channels_last train every task (torch runs both on
+the CPU too), bad values are one-line errors, and data stays where it is off the GPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from mnistlab import cli
+from mnistlab.config import AugmentConfig
+from mnistlab.data import Split, load, to_float
+from mnistlab.errors import ConfigError
+from mnistlab.models import build_model
+from mnistlab.models.autoencoder import AEConfig
+from mnistlab.models.classifier import ClassifierConfig
+from mnistlab.models.gan import GANConfig
+from mnistlab.train.autoencoder import AutoencoderTask, seed_everything
+from mnistlab.train.classifier import ClassifierTask
+from mnistlab.train.gan import GANTask, GANTrainConfig
+from mnistlab.train.loop import TrainConfig, autocast, on_device
+
+CPU = torch.device("cpu")
+FAST = {"amp": "bf16", "channels_last": True}
+
+
+def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8), torch.arange(n) % 10
+
+
+def changed(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("flags", [{"amp": "bf16"}, {"channels_last": True}, FAST])
+def test_autoencoder_step_with_flags_trains_fp32_weights(tiny_exp, flags):
+    seed_everything(0)
+    data = load(tiny_exp.data)
+    cfg = TrainConfig(batch_size=16, lr=2e-3, device="cpu", **flags)
+    task = AutoencoderTask(build_model("ae", tiny_exp.model), cfg, data.val, CPU)
+    if cfg.channels_last:
+        conv = task.model.encoder.net[2].weight  # (48, 24, 3, 3)
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    before = snapshot(task.model)
+    out = task.train_step(data.train.images[:16], data.train.labels[:16])
+    assert 0 < out["loss"] < 1 and changed(task.model, before)
+    assert all(p.dtype == torch.float32 for p in task.model.parameters())  # autocast leaves weights fp32
+    assert task.evaluate()["loss"] > 0
+
+
+def test_channels_last_computes_the_same_and_bf16_nearly_the_same():
+    seed_everything(0)
+    model = build_model("ae", AEConfig(latent_dim=4)).eval()
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = to_float(batch()[0])  # (16, 1, 28, 28)
+    with torch.no_grad():
+        ref = model(x).recon
+        assert torch.allclose(nhwc(x.contiguous(memory_format=torch.channels_last)).recon, ref, atol=1e-5)
+        with autocast(TrainConfig(amp="bf16"), CPU)():
+            low = model(x).recon
+    assert low.dtype == torch.bfloat16  # the forward really ran in bfloat16 ...
+    assert (low.float() - ref).abs().max() < 0.02  # ... and stays within bf16's ~3 significant digits
+
+
+def test_gan_step_with_bf16_and_channels_last_updates_both_networks():
+    torch.manual_seed(0)
+    gan = build_model("gan", GANConfig())
+    cfg = TrainConfig(lr=2e-4, batch_size=8, device="cpu", **FAST)
+    task = GANTask(
+        gan, cfg, GANTrainConfig(channels_last=False, r1=1.0, loss="bce_logits"), CPU, total_steps=4
+    )
+    assert task.memory_format == torch.channels_last  # train.channels_last turns it on for the GAN too
+    g0, d0 = snapshot(task.G), snapshot(task.D)
+    out = task.train_step(*batch(8))
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert changed(task.G, g0) and changed(task.D, d0)
+    assert {p.dtype for p in gan.parameters()} == {torch.float32}
+
+
+def test_classifier_step_with_bf16_and_channels_last():
+    torch.manual_seed(0)
+    model = build_model("classifier", ClassifierConfig())
+    images, labels = batch(16)
+    task = ClassifierTask(model, TrainConfig(lr=1e-3, **FAST), AugmentConfig(), Split(images, labels), CPU)
+    before = snapshot(task.model)
+    out = task.train_step(images, labels)
+    assert out["loss"] > 0 and 0 <= out["accuracy"] <= 1
+    assert any(not torch.equal(before[k], v) for k, v in task.model.state_dict().items())
+
+
+def test_bad_amp_values_are_one_line_config_errors():
+    with pytest.raises(ConfigError, match="train.amp must be one of off, bf16, not 'fp16'"):
+        TrainConfig(amp="fp16")
+    with pytest.raises(ConfigError, match="supported on cuda and cpu"):
+        autocast(TrainConfig(amp="bf16"), torch.device("meta"))
+    assert autocast(TrainConfig(), CPU)() is not None  # "off": a no-op context
+
+
+def test_data_stays_in_host_memory_off_the_gpu():
+    split = Split(*batch(4))
+    assert on_device(split, CPU, TrainConfig()) is split
+    assert on_device(split, None, TrainConfig()) is split
+
+
+def test_cli_trains_with_the_flags_and_rejects_a_bad_value(idx_dir, tmp_path, capsys):
+    common = ["-q", "train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--device", "cpu",
+              "--no-progress", "--set", "train.epochs=1", "--set", "train.batch_size=32"]  # fmt: skip
+    out = tmp_path / "run"
+    assert (
+        cli.main([*common, "--out", str(out), "--set", "train.amp=bf16", "--set", "train.channels_last=true"])
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    assert 'amp = "bf16"' in (out / "config.toml").read_text()
+    assert cli.main([*common, "--out", str(tmp_path / "bad"), "--set", "train.amp=fp8"]) == 2
+    assert "train.amp must be one of off, bf16" in capsys.readouterr().err
