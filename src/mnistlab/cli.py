@@ -272,6 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Under torchrun (WORLD_SIZE > 1): join the process group; rank 0 writes the run folder and prints.
     world = distributed.init(exp.train.device)
+    if world.enabled:
+        distributed.check_batch(exp.train.batch_size, world)  # before rank 0 creates the run folder
     summary = trainer(exp, out, resume=args.resume, progress=not args.no_progress, **extra)
     distributed.shutdown()  # only after success: a failed rank exits and torchrun stops the others
     if world.is_main:

@@ -156,7 +156,7 @@ def mean_metrics(out: dict[str, float]) -> dict[str, float]:
     sees the global batch's numbers: one log line, and the same non-finite-loss decision everywhere."""
     if not current().enabled or not out:
         return out
-    keys = sorted(out)
+    keys = list(out)  # the same order on every rank (the same code made the dict)
     mean = mean_over_ranks(torch.tensor([out[k] for k in keys], dtype=torch.float64)).tolist()
     return dict(zip(keys, mean))
 
