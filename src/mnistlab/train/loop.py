@@ -91,7 +91,8 @@ class TrainTask(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; under torchrun on CUDA, this process's GPU."""
+    """The device a config names (auto: cuda when available, else cpu); under torchrun on CUDA, the
+    GPU of this process's LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
