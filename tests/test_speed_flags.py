@@ -121,3 +121,16 @@ def test_cli_trains_with_the_flags_and_rejects_a_bad_value(idx_dir, tmp_path, ca
     assert 'amp = "bf16"' in (out / "config.toml").read_text()
     assert cli.main([*common, "--out", str(tmp_path / "bad"), "--set", "train.amp=fp8"]) == 2
     assert "train.amp must be one of off, bf16" in capsys.readouterr().err
+
+
+def test_gpu_check_runs_on_the_cpu_and_names_the_device(capsys):
+    from benchmarks import gpu_check
+
+    result = gpu_check.main(["--device", "cpu", "--limit", "32", "--warmup", "1", "--variants", "fp32,bf16"])
+    out = capsys.readouterr().out
+    assert out.startswith("device: CPU") and result["device"].startswith("CPU")
+    assert [(r["model"], r["variant"]) for r in result["rows"]] == [
+        ("ae", "fp32"), ("gan", "fp32"), ("ae", "bf16"), ("gan", "bf16")
+    ]  # fmt: skip
+    assert all(r["images"] == 32 and r["images_per_s"] > 0 for r in result["rows"])
+    assert "| gan | bf16 | 32 |" in out
