@@ -63,9 +63,10 @@ def make_task(kind: str, cfg: TrainConfig, device: torch.device, n: int):
 def epoch_time(kind: str, train: Split, cfg: TrainConfig, device: torch.device, warmup: int) -> float:
     """Seconds of one epoch of `fit` over `train`, after `warmup` steps on a fresh task."""
     task = make_task(kind, cfg, device, len(train))
-    for i in range(warmup):
-        idx = torch.arange(i * cfg.batch_size, (i + 1) * cfg.batch_size) % len(train)
-        task.train_step(train.images[idx], train.labels[idx])
+    # Warm up through `fit` itself (its first call pays one-time costs: seconds on a CPU).
+    n_warm = min(len(train), warmup * cfg.batch_size)
+    if n_warm:
+        fit(task, Split(train.images[:n_warm], train.labels[:n_warm]), cfg, None, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
