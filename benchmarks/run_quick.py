@@ -44,14 +44,17 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"mnistlab run --preset {args.preset} ({torch.get_num_threads()} torch threads, "
           f"{os.cpu_count()} cores, load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f})")  # fmt: skip
-    print(f"{'stage':<10}{'wall s':>10}{'peak RSS MB':>14}")
+    print(f"{'stage':<10}{'wall s':>10}{'CPU s':>10}{'peak RSS MB':>14}")
     for s in state["stages"]:
-        print(f"{s['name']:<10}{s['seconds']:>10.1f}{s.get('peak_rss_mb', 0):>14.0f}")
+        print(
+            f"{s['name']:<10}{s['seconds']:>10.1f}{s['cpu_seconds']:>10.1f}{s.get('peak_rss_mb', 0):>14.0f}"
+        )
     print(f"{'report':<10}{t_report:>10.1f}")
     print(f"{'total':<10}{wall:>10.1f}{peak:>14.0f}   (stages {t_stages:.1f} s, process CPU {cpu:.0f} s)")
     print(f"run folder: {out}")
     if args.json:
         result = {"preset": args.preset, "stages": {s["name"]: s["seconds"] for s in state["stages"]},
+                  "cpu": {s["name"]: s["cpu_seconds"] for s in state["stages"]},
                   "report_s": round(t_report, 1), "total_s": round(wall, 1), "cpu_s": round(cpu, 1),
                   "peak_rss_mb": round(peak), "load_before": load0[0], "threads": torch.get_num_threads()}  # fmt: skip
         args.json.write_text(json.dumps(result, indent=2) + "\n")

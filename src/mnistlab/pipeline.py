@@ -289,7 +289,7 @@ def run_study(
                 status="running", started=_now(), ended=None, error=None, attempts=entry["attempts"] + 1
             )
             _save(out, state)
-            t0 = time.perf_counter()
+            t0 = (time.perf_counter(), time.process_time())
             try:
                 function(ctx, resume)
             except BaseException as e:
@@ -312,10 +312,12 @@ def run_study(
     return state
 
 
-def _finish(entry: dict[str, Any], status: str, t0: float, error: str | None = None) -> None:
-    seconds = time.perf_counter() - t0
+def _finish(entry: dict[str, Any], status: str, t0: tuple[float, float], error: str | None = None) -> None:
+    """Close a stage's entry: wall and CPU seconds (this process, all threads) summed over attempts."""
+    wall, cpu = time.perf_counter() - t0[0], time.process_time() - t0[1]
     entry.update(status=status, ended=_now(), error=error, peak_rss_mb=_peak_rss_mb())
-    entry["seconds"] = round((entry.get("seconds") or 0.0) + seconds, 2)  # summed over attempts
+    entry["seconds"] = round((entry.get("seconds") or 0.0) + wall, 2)
+    entry["cpu_seconds"] = round((entry.get("cpu_seconds") or 0.0) + cpu, 2)
 
 
 def _say(bar, progress: bool, text: str) -> None:

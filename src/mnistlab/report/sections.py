@@ -143,11 +143,11 @@ def settings_section(run: RunFolder) -> Section:
                                 ["model", "epochs", "batch", "lr", "weight decay", "optimizer", "schedule", "network"],
                                 rows))  # fmt: skip
     timing = [[s["name"], s.get("status", "-"), num(s.get("attempts")), str(s.get("started") or "-"),
-               str(s.get("ended") or "-"), num(s.get("seconds")), num(s.get("peak_rss_mb"))]
+               str(s.get("ended") or "-"), num(s.get("seconds")), num(s.get("cpu_seconds")), num(s.get("peak_rss_mb"))]
               for s in st.get("stages", [])]  # fmt: skip
-    sec.tables.append(Table("Stages in the order they ran (seconds summed over attempts; peak RSS: the "
-                            "process's memory high-water mark when the stage ended)",
-                            ["stage", "status", "attempts", "started (UTC)", "ended (UTC)", "seconds", "peak RSS (MB)"],
+    sec.tables.append(Table("Stages in the order they ran (wall-clock and CPU seconds of the run's process, "
+                            "summed over attempts; peak RSS: its memory high-water mark when the stage ended)",
+                            ["stage", "status", "attempts", "started (UTC)", "ended (UTC)", "seconds", "CPU seconds", "peak RSS (MB)"],
                             timing))  # fmt: skip
     return sec
 
