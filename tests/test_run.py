@@ -68,7 +68,7 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(DenoisingTask, "evaluate", evaluate_then_crash)
     with pytest.raises(RuntimeError, match="power cut"):
-        pipeline.run_study(out, PRESET, progress=False, report=False)
+        pipeline.run_study(out, PRESET, progress=False)  # the report of what ran is written anyway
     state = json.loads((out / "run.json").read_text())
     status = {s["name"]: s["status"] for s in state["stages"]}
     assert status == {
@@ -79,6 +79,7 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
         "gan": "pending",
     }
     assert state["status"] == "failed" and "power cut" in state["stages"][1]["error"]
+    assert "The dae stage has not run to the end (status: failed)" in (out / "report.html").read_text()
     first_epoch = read_jsonl(out / "dae/metrics.jsonl")
     assert [r["epoch"] for r in first_epoch] == [1]
     ae_ckpt = (out / "ae/checkpoints/last.safetensors").stat().st_mtime_ns

@@ -297,6 +297,8 @@ def run_study(
                 _finish(entry, "failed", t0, message.splitlines()[0] if message else type(e).__name__)
                 state["status"] = "failed"
                 _save(out, state)
+                if report and isinstance(e, Exception):
+                    _report_anyway(out)
                 raise
             _finish(entry, "done", t0)
             _save(out, state)
@@ -310,6 +312,16 @@ def run_study(
 
         write_report(out)
     return state
+
+
+def _report_anyway(out: Path) -> None:
+    """The report of what has run so far, after a stage failed (its own failure only logged)."""
+    from mnistlab.report.build import write_report
+
+    try:
+        write_report(out)
+    except Exception as e:  # the stage's error is the one to raise
+        log.warning("could not write the report of %s: %s", out, e)
 
 
 def _finish(entry: dict[str, Any], status: str, t0: tuple[float, float], error: str | None = None) -> None:
