@@ -4,7 +4,7 @@
 peak RSS after each stage (the process's high-water mark) and the machine's load average, since on
 a shared machine the wall time depends on what else runs.
 
-    PYTHONPATH=src nice -n 10 python -m benchmarks.run_quick [--out DIR] [--preset quick] [--json FILE]
+    PYTHONPATH=src nice -n 10 python -m benchmarks.run_quick [--out DIR] [--preset quick] [--threads N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads; 0 = torch's default (one per core)"
+    )
     args = ap.parse_args()
+    if args.threads:
+        # One thread measures honestly on a shared machine: idle OpenMP threads spin and burn CPU
+        # when the cores are oversubscribed; CPU seconds are then the steadier number.
+        torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="mnistlab-run-quick-")) / "run"
     shutil.rmtree(out, ignore_errors=True)
     load0 = os.getloadavg()

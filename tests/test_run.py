@@ -42,14 +42,18 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
     assert gan["status"] == "finished" and gan["epochs"] == 2
 
 
-def test_rerunning_a_finished_run_skips_every_stage(tiny_study, tmp_path, monkeypatch):
+def test_rerunning_a_finished_run_skips_every_stage(tiny_study, tmp_path, monkeypatch, capsys):
     import shutil
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_study, copy)
     for name, (folder, _) in pipeline.STAGES.items():
         monkeypatch.setitem(pipeline.STAGES, name, (folder, lambda ctx, resume: pytest.fail("stage re-ran")))
-    state = pipeline.run_study(copy, PRESET, ["run.search=true"], progress=False, report=False)
+    args = ["run", "--preset", PRESET, "--set", "run.search=true", "--out", str(copy), "--no-progress"]
+    assert cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "done" and printed["report"] == str(copy / "report.html")
+    state = json.loads((copy / "run.json").read_text())
     assert all(s["attempts"] == 1 for s in state["stages"])
 
 
