@@ -113,6 +113,17 @@ def test_a_run_folder_refuses_other_settings_and_other_folders(tmp_path):
                                                   "device": None, "stages": []}))  # fmt: skip
     with pytest.raises(ConfigError, match="was started with preset 'quick'"):
         pipeline.run_study(started, PRESET, progress=False)
+    changed = {
+        "preset": PRESET,
+        "overrides": [],
+        "data_dir": None,
+        "device": None,
+        "stages": [],
+        "plan": {"search": True},
+    }
+    (started / "run.json").write_text(json.dumps(changed))
+    with pytest.raises(ConfigError, match=r"the preset's \[run\] table has changed"):
+        pipeline.run_study(started, PRESET, progress=False)
 
 
 def test_overrides_are_split_by_stage():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import resource
 import shlex
@@ -102,8 +103,6 @@ def best_trial(search_dir: Path) -> Path:
     path = search_dir / "results.csv"
     if not path.is_file():
         raise ConfigError(f"{search_dir} has no results.csv; the search stage has not finished")
-    import json
-
     objective = json.loads((search_dir / "search.json").read_text())["objective"]
     with path.open() as f:
         rows = list(csv.DictReader(f))  # sorted best first
@@ -205,8 +204,6 @@ def _peak_rss_mb() -> float:
 
 def read_run(out: Path) -> dict[str, Any]:
     """The run.json of a run folder; a one-line error when it is not one."""
-    import json
-
     path = Path(out) / RUN_FILE
     if not path.is_file():
         raise ConfigError(f"{out} is not a run folder of `mnistlab run` (no {RUN_FILE})")
@@ -234,6 +231,11 @@ def _open_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
             if state.get(key) != settings[key]:
                 raise ConfigError(f"{out} was started with {key} {state.get(key)!r}, not {settings[key]!r}; "
                                   "rerun the same command to resume it, or choose another --out")  # fmt: skip
+        if state.get("plan") is not None and state["plan"] != json.loads(
+            json.dumps(dataclasses.asdict(ctx.plan))
+        ):
+            raise ConfigError(f"{out}: the preset's [run] table has changed since this run started; "
+                              "choose another --out")  # fmt: skip
         return state
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not a run folder of `mnistlab run`; choose another --out")
