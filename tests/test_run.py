@@ -159,3 +159,16 @@ def test_every_preset_has_a_run_plan():
     plans = {p: load_experiment("run", p) for p in ("quick", "seed", "default")}
     assert plans["seed"].search and not plans["quick"].search and not plans["default"].search
     assert all(p.finetune and p.labels_per_class for p in plans.values())
+
+
+def test_latent_command_writes_into_out(tiny_study, tmp_path, capsys):
+    import shutil
+
+    ae = tmp_path / "ae"
+    shutil.copytree(tiny_study / "ae", ae, ignore=shutil.ignore_patterns("probe", "latent"))
+    out = tmp_path / "lat"
+    args = ["latent", str(ae), "--out", str(out), "--maps", "pca", "--no-score", "--n", "50", "--no-progress"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert (out / "map_pca.png").is_file() and not (ae / "figures" / "latent").exists()
+    assert json.loads((out / "summary.json").read_text())["cluster_quality"]["pca"]["knn_accuracy"] >= 0

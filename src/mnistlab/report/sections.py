@@ -181,6 +181,9 @@ def _search(run: RunFolder, sec: Section) -> list[Figure]:
         sec.notes.append(missing)
         return []
     path = run.root / "search" / "results.csv"
+    if not path.is_file():
+        sec.notes.append(f"The search stage is marked done but {path.name} is missing from search/.")
+        return []
     with path.open() as f:
         rows = list(csv.DictReader(f))
     spec = run.json("search/search.json")
@@ -298,11 +301,13 @@ def latent_section(run: RunFolder) -> Section:
     )
     sec.tables.append(Table("Cluster quality of the digit labels: silhouette (-1..1) and leave-one-out "
                             "5-NN accuracy, in the raw code and in each 2-D map", ["space", "silhouette", "kNN accuracy"],
-                            [[k, num(v.get("silhouette")), num(v.get("knn_accuracy"))] for k, v in q.items()]))  # fmt: skip
+                            [[k, num(v.get("silhouette")), num(v.get("knn_accuracy"))] for k, v in _first(q, "raw")]))  # fmt: skip
     gen = s.get("generation")
     if gen:
         rows = []
-        for name, r in gen.get("rows", {}).items():
+        for name, r in _first(
+            gen.get("rows", {}), "test (floor)", "reconstruction", *s.get("config", {}).get("samplers", [])
+        ):
             hist = r.get("class_hist") or []
             rows.append([name, num(r.get("fid_mnist")), num(r.get("precision")), num(r.get("recall")),
                          num(r.get("kl_uniform")), pct(min(hist)) if hist else "-", pct(max(hist)) if hist else "-"])  # fmt: skip
@@ -325,6 +330,12 @@ def latent_section(run: RunFolder) -> Section:
     sec.figures += run.figure(d + "generation_metrics.png", "Generation metrics per sampler beside the test-set "
                               "floor. x: digits scored; y: each metric.")  # fmt: skip
     return sec
+
+
+def _first(table: dict[str, Any], *names: str) -> list[tuple[str, Any]]:
+    """The items of `table` with `names` first, in that order (JSON files keep keys sorted)."""
+    head = [(n, table[n]) for n in names if n in table]
+    return head + [(k, v) for k, v in table.items() if k not in names]
 
 
 def gan_section(run: RunFolder) -> Section:
