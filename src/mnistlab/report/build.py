@@ -14,7 +14,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mnistlab.fsio import atomic_write_bytes
-from mnistlab.report.sections import Figure, Section, build_sections
+from mnistlab.report.content import Figure, Section
+from mnistlab.report.sections import build_sections
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -9,11 +9,10 @@ report/build.py turns these sections into report.html (figures embedded) and rep
 from __future__ import annotations
 
 import csv
-import json
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mnistlab.report.content import Figure, RunFolder, Section, Table, num, pct, read_toml
 
 # The original study's own numbers (its written report), shown beside this run's measured ones.
 ORIGINAL = {
@@ -25,94 +24,6 @@ ORIGINAL = {
     "poor_digits": (0, 2, 5, 6, 8),  # digits its GAN generated poorly (by eye)
 }
 POOR_SHARE = 0.05  # this run's GAN: a digit under this share of the final samples counts as poorly generated
-
-
-@dataclass
-class Table:
-    caption: str
-    columns: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Figure:
-    path: Path  # absolute path of the PNG
-    rel: str  # path relative to the run folder (report.md links it)
-    caption: str
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    intro: str = ""
-    missing: str = ""  # set when the stage has not run: the section says so instead of its content
-    tables: list[Table] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------- helpers
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text()) if Path(path).is_file() else {}
-    except tomllib.TOMLDecodeError:
-        return {}
-
-
-def num(value: Any, digits: int = 4) -> str:
-    """A number for a table cell: 4 significant digits, '-' when absent."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:.{digits}g}"
-
-
-def pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * float(value):.2f}%"
-
-
-class RunFolder:
-    """A run folder's stages and files, for the section builders."""
-
-    def __init__(self, root: Path, state: dict[str, Any]):
-        self.root, self.state = Path(root), state
-        self.stages = {s["name"]: s for s in state.get("stages", [])}
-
-    def done(self, stage: str) -> bool:
-        return self.stages.get(stage, {}).get("status") == "done"
-
-    def not_run(self, stage: str, what: str) -> str:
-        """The sentence a section shows when `stage` has not finished ('' when it has)."""
-        if self.done(stage):
-            return ""
-        entry = self.stages.get(stage)
-        if entry is None:
-            return f"This run has no {stage} stage (the preset does not ask for it), so there is no {what}."
-        status = entry.get("status", "pending")
-        error = f" Last error: {entry['error']}" if entry.get("error") else ""
-        return (
-            f"The {stage} stage has not run to the end (status: {status}), so there is no {what} yet.{error}"
-        )
-
-    def json(self, rel: str) -> dict[str, Any]:
-        return read_json(self.root / rel)
-
-    def figure(self, rel: str, caption: str) -> list[Figure]:
-        """[Figure] when the PNG exists, else [] (a figure a stage did not draw is left out)."""
-        path = self.root / rel
-        return [Figure(path, rel, caption)] if path.is_file() else []
 
 
 # -------------------------------------------------------------------------------------- sections
