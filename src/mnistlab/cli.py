@@ -461,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnistlab: training diverged: {e}", file=sys.stderr)
         return EXIT_NON_FINITE
     except KeyboardInterrupt:
-        print("mnistlab: interrupted; the last finished epoch is checkpointed, rerun with --resume",
-              file=sys.stderr)  # fmt: skip
+        again = "rerun the same command to resume" if args.command == "run" else "rerun with --resume"
+        print(f"mnistlab: interrupted; the last finished epoch is checkpointed, {again}", file=sys.stderr)
         return 130
 
 
