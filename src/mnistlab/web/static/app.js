@@ -103,7 +103,8 @@ function setupPad() {
   const pos = (e) => { const r = pad.getBoundingClientRect(); return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height]; };
   const send = latest(analyzePad);
   pad.addEventListener("pointerdown", (e) => {
-    drawing = true; last = pos(e); pad.setPointerCapture(e.pointerId);
+    drawing = true; last = pos(e);
+    try { pad.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer has nothing to capture */ }
     ctx.fillStyle = "#fff"; ctx.beginPath(); ctx.arc(last[0], last[1], 9, 0, 2 * Math.PI); ctx.fill();
     dirty = true;
   });
@@ -140,6 +141,7 @@ async function analyzeBlob(blob) {
   const sigma = $("sigma").value;
   const out = await api(`/api/analyze?sigma=${sigma}&seed=0`, blob, true);
   setStatus("");
+  document.body.dataset.analyses = String(Number(document.body.dataset.analyses || 0) + 1);
   drawDigit($("seen"), out.input);
   if (out.reconstruction) drawDigit($("recon"), out.reconstruction);
   if (out.denoised) { drawDigit($("noisy"), out.noisy); drawDigit($("denoised"), out.denoised); }
