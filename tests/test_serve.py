@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mnistlab import cli, latent
@@ -166,6 +169,8 @@ def test_layouts(study, tmp_path):
     assert dae.ae == dae.dae == study / "dae"
     with pytest.raises(ConfigError, match="holds no run"):
         find_runs(tmp_path)
+    with pytest.raises(ConfigError, match="holds a 'probe' run"):
+        find_runs(study / "ae" / "probe")
     with pytest.raises(ConfigError, match="not a folder"):
         find_runs(tmp_path / "nope")
 
@@ -326,6 +331,33 @@ def test_bad_input_is_a_4xx_with_one_line(client, method, path, kwargs, status, 
     assert words in msg and "\n" not in msg and "Traceback" not in msg, msg
 
 
+FIELDS = ["code", "image", "png", "sampler", "n", "seed", "steps", "sigma", "a", "b", "x", "y", "index"]
+NUMBERS = st.one_of(st.integers(-(10**400), 10**400), st.floats(allow_nan=True, allow_infinity=True))
+VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=8), st.sampled_from(["gmm", "gan", "pca"])),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=30), st.dictionaries(st.sampled_from(FIELDS), inner, max_size=4)
+    ),
+    max_leaves=40,
+)
+ENDPOINTS = ["/api/encode", "/api/decode", "/api/denoise", "/api/classify", "/api/sample", "/api/interpolate",
+             "/api/map/pca/click", "/api/map/tsne/click"]  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(ENDPOINTS), body=st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=5), VALUES))  # fmt: skip
+def test_random_json_never_makes_a_500(client, path, body):
+    r = client.post(path, content=json.dumps(body).encode())
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert "\n" not in r.json()["error"]
+
+
+def test_deeply_nested_json_is_a_400(client):
+    r = client.post("/api/decode", content=b"[" * 100_000 + b"]" * 100_000)
+    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+
+
 def test_missing_pieces_are_409_and_named_on_the_page(study, tmp_path):
     ae_only = Explorer(_copy_ae_only(study, tmp_path / "ae"))
     with TestClient(create_app(ae_only)) as c:
@@ -376,6 +408,7 @@ def test_only_loopback_unless_the_host_is_named(caplog):
 
 def test_a_busy_port_and_a_bad_folder_are_one_line_errors(tmp_path, capsys):
     sock = bind("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP  # so asyncio turns Nagle off (else +40 ms per keep-alive request)
     try:
         with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
             bind("127.0.0.1", sock.getsockname()[1])

@@ -277,6 +277,8 @@ class Explorer:
                         {"available": False, "reason": self.missing.get(f"sampler:{s}") or panel("ae")["reason"]})
                     for s in AE_SAMPLERS}  # fmt: skip
         samplers["gan"] = panel("gan")
+        on = any(v["available"] for v in samplers.values())
+        sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no GAN loaded"}
         maps = {m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
                 for m in self.maps}  # fmt: skip
         for key, reason in self.missing.items():
@@ -296,10 +298,7 @@ class Explorer:
                 "map": panel("ae"),
                 "sliders": panel("ae"),
                 "interpolate": panel("ae"),
-                "samplers": {
-                    "available": any(v["available"] for v in samplers.values()),
-                    "reason": "no autoencoder and no GAN loaded",
-                },
+                "samplers": sampler_panel,
             },  # fmt: skip
             "latent_dim": self.test_codes.shape[1] if ae else None,
             "code_low": _floats(self.code_low) if ae else None,

@@ -29,6 +29,8 @@ def json_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the JSON body must be an object, got {type(body).__name__}")
     return body
@@ -36,6 +38,20 @@ def json_body(raw: bytes) -> dict[str, Any]:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # a JSON integer beyond float range
+        return math.inf
+
+
+def _floats(value: list, key: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (OverflowError, ValueError, TypeError):
+        raise ApiError(422, f"{key!r} holds a number beyond float range") from None
 
 
 def get_int(body: dict, key: str, default: int | None, low: int, high: int) -> int:
@@ -53,7 +69,7 @@ def get_int(body: dict, key: str, default: int | None, low: int, high: int) -> i
 
 def get_float(body: dict, key: str, default: float, low: float, high: float) -> float:
     v = body.get(key, default)
-    if not _is_number(v) or not math.isfinite(v):
+    if not _is_number(v) or not math.isfinite(_float(v)):
         raise ApiError(400, f"{key!r} must be a finite number, got {json.dumps(v)[:40]}")
     if not low <= v <= high:
         raise ApiError(422, f"{key!r} must be in [{low:g}, {high:g}], got {v:g}")
@@ -75,7 +91,7 @@ def get_code(value: Any, key: str = "code") -> np.ndarray:
         raise ApiError(422, f"{key!r} has {len(value)} numbers; no latent is that large")
     if not all(_is_number(v) for v in value):
         raise ApiError(400, f"{key!r} must hold numbers only")
-    code = np.asarray(value, dtype=np.float64)
+    code = _floats(value, key)
     if not np.isfinite(code).all():
         raise ApiError(422, f"{key!r} holds a non-finite number")
     return code.astype(np.float32)[None]
@@ -91,7 +107,7 @@ def get_pixels(value: Any, key: str = "image") -> np.ndarray:
         raise ApiError(422, f"{key!r} must be 28 rows of 28 numbers in 0..255 (or send 'png' to be resized)")  # fmt: skip
     if not all(_is_number(v) for row in value for v in row):
         raise ApiError(400, f"{key!r} must hold numbers only")
-    x = np.asarray(value, dtype=np.float64)
+    x = _floats(value, key)
     if not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255):
         raise ApiError(422, f"{key!r} values must lie in 0..255")
     return (x / 255.0).astype(np.float32)
