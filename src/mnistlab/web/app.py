@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -196,8 +196,13 @@ def build_routes(ex: Explorer) -> list:
 
         return JSONResponse(await run_in_threadpool(run))
 
-    async def map_data(request: Request) -> JSONResponse:
-        return JSONResponse(ex.map_data(request.path_params["name"]))
+    map_cache: dict[str, bytes] = {}  # a map never changes: encode its ~400 KB of JSON once
+
+    async def map_data(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in map_cache:
+            map_cache[name] = JSONResponse(ex.map_data(name)).body
+        return Response(map_cache[name], media_type="application/json")
 
     async def map_click(request: Request) -> JSONResponse:
         name = request.path_params["name"]
