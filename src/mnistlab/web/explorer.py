@@ -69,6 +69,7 @@ class Explorer:
         from mnistlab.data import load
         from mnistlab.train.autoencoder import load_autoencoder
 
+        t0 = time.perf_counter()
         exp, model = load_autoencoder(ae_dir)
         data = load(exp.data)
         self.test_images = data.test.images.numpy()  # uint8 (N, 28, 28)
@@ -77,6 +78,8 @@ class Explorer:
             self.test_codes = latent.encode(model.encoder, data.test.images)  # (N, d)
             train_codes = latent.encode(model.encoder, data.train.images)  # (N_train, d)
         d = self.test_codes.shape[1]
+        log.info("explorer: %d test and %d training digits encoded (%.1f s)", len(self.test_codes),
+                 len(train_codes), time.perf_counter() - t0)  # fmt: skip
         # Sliders span the test codes; a code may go one span further each way before it is refused.
         self.code_low, self.code_high = self.test_codes.min(0), self.test_codes.max(0)
         span = np.maximum(self.code_high - self.code_low, 1e-3)
@@ -93,11 +96,17 @@ class Explorer:
         saved, reasons = find_maps(ae_dir, self.test_labels)
         self.maps.update(saved)
         self.missing.update({f"map:{k}": v for k, v in reasons.items()})
+        t0 = time.perf_counter()
         for name in AE_SAMPLERS:
             try:  # fitted once; each request draws from it with its own seed
                 self.samplers[name] = latent.fit_sampler(name, train_codes, seed, components)
             except (ConfigError, ValueError) as e:
                 self.missing[f"sampler:{name}"] = str(e)
+        log.info(
+            "explorer: samplers fitted to %d training codes (%.1f s)",
+            len(train_codes),
+            time.perf_counter() - t0,
+        )
         try:
             self.head, self.probe_accuracy = load_probe_head(ae_dir, d, train_codes)
         except LOAD_ERRORS as e:
