@@ -9,6 +9,7 @@ built once for the module; single-run and missing-piece folders are made from it
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -425,13 +426,12 @@ def test_a_busy_port_and_a_bad_folder_are_one_line_errors(tmp_path, capsys):
 # ------------------------------------------------------------------------- a real server on 127.0.0.1
 
 
-@pytest.fixture(scope="module")
-def server(explorer):
-    """uvicorn in a thread on a free port; yields the base URL."""
+@contextlib.contextmanager
+def running(app):
+    """uvicorn in a thread on a free port of 127.0.0.1; yields the base URL."""
     import uvicorn
 
     sock = bind("127.0.0.1", 0)
-    app = create_app(explorer, ["127.0.0.1", "localhost"])
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -439,10 +439,18 @@ def server(explorer):
     while not srv.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(explorer):
+    with running(create_app(explorer, ["127.0.0.1", "localhost"])) as url:
+        yield url
 
 
 def test_load_a_few_hundred_requests_without_an_error(server, explorer):
@@ -485,78 +493,103 @@ def wait_until(condition, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_the_page_in_headless_chromium(server, tmp_path):
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A page of Debian's chromium driven by Playwright; skips with the reason when either is missing."""
     chromium = Path("/usr/bin/chromium")
     if not chromium.exists():
         pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it")
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
     )
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync"]  # fmt: skip
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=flags)
+        browser = p.chromium.launch(executable_path=str(chromium), args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors, foreign = [], []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on(
-                "request",
-                lambda r: foreign.append(r.url) if not r.url.startswith((server, "data:")) else None,
-            )
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-
-            # Draw a stroke with the mouse: a prediction and its probabilities appear.
-            box = page.locator("#pad").bounding_box()
-            page.mouse.move(box["x"] + 150, box["y"] + 50)
-            page.mouse.down()
-            for t in range(20):
-                page.mouse.move(box["x"] + 145 - t, box["y"] + 50 + 10 * t)
-            page.mouse.up()
-            page.wait_for_selector("#prediction[data-digit]", timeout=15_000)
-            assert page.inner_text("#prediction") in list("0123456789")
-            assert page.locator("#probs .bar").count() == 10
-
-            # A touch stroke goes through the same pointer events.
-            page.click("#clear")
-            count = int(page.get_attribute("body", "data-analyses"))
-            for kind, (x, y) in (
-                ("pointerdown", (60, 60)),
-                ("pointermove", (120, 200)),
-                ("pointerup", (120, 200)),
-            ):
-                page.dispatch_event("#pad", kind, {"pointerType": "touch", "pointerId": 7, "bubbles": True,
-                                                   "clientX": box["x"] + x, "clientY": box["y"] + y})  # fmt: skip
-            wait_until(lambda: int(page.get_attribute("body", "data-analyses")) > count)
-
-            # Click the map: a decoded point appears.
-            page.locator("#map").hover(position={"x": 230, "y": 230})
-            page.locator("#map").click(position={"x": 237, "y": 237})
-            page.wait_for_selector("#pick[data-kind='decoded']", timeout=15_000)
-
-            # Move a slider: the decoded digit is redrawn.
-            page.click("#pick-to-sliders")
-            page.wait_for_selector("#slider-digit[data-updates]", timeout=15_000)
-            before = int(page.get_attribute("#slider-digit", "data-updates"))
-            page.focus("#z0")
-            for _ in range(5):
-                page.keyboard.press("ArrowRight")
-            wait_until(lambda: int(page.get_attribute("#slider-digit", "data-updates")) > before)
-
-            # Samplers filled; a new batch; an interpolation.
-            assert page.locator("#sampler-gmm .grid canvas").count() == 16
-            assert page.locator("#sampler-gan .grid canvas").count() == 16
-            page.click("#new-batch")
-            page.click("#random-ends")
-            page.wait_for_selector("#strip canvas", timeout=15_000)
-
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            for path in (tmp_path / "explorer.png", ARTIFACTS / "explorer.png"):
-                page.screenshot(path=str(path), full_page=True)
-            assert (tmp_path / "explorer.png").stat().st_size > 10_000
-            assert page.inner_text("#status") == ""
-            assert errors == [] and foreign == [], (errors, foreign)
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
         finally:
             browser.close()
+
+
+def test_the_page_in_headless_chromium(server, tmp_path):
+    with browser_page() as page:
+        errors, foreign = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on(
+            "request",
+            lambda r: foreign.append(r.url) if not r.url.startswith((server, "data:")) else None,
+        )
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+        # Draw a stroke with the mouse: a prediction and its probabilities appear.
+        box = page.locator("#pad").bounding_box()
+        page.mouse.move(box["x"] + 150, box["y"] + 50)
+        page.mouse.down()
+        for t in range(20):
+            page.mouse.move(box["x"] + 145 - t, box["y"] + 50 + 10 * t)
+        page.mouse.up()
+        page.wait_for_selector("#prediction[data-digit]", timeout=15_000)
+        assert page.inner_text("#prediction") in list("0123456789")
+        assert page.locator("#probs .bar").count() == 10
+
+        # A touch stroke goes through the same pointer events.
+        page.click("#clear")
+        count = int(page.get_attribute("body", "data-analyses"))
+        for kind, (x, y) in (
+            ("pointerdown", (60, 60)),
+            ("pointermove", (120, 200)),
+            ("pointerup", (120, 200)),
+        ):
+            page.dispatch_event("#pad", kind, {"pointerType": "touch", "pointerId": 7, "bubbles": True,
+                                               "clientX": box["x"] + x, "clientY": box["y"] + y})  # fmt: skip
+        wait_until(lambda: int(page.get_attribute("body", "data-analyses")) > count)
+
+        # Click the map: a decoded point appears.
+        page.locator("#map").hover(position={"x": 230, "y": 230})
+        page.locator("#map").click(position={"x": 237, "y": 237})
+        page.wait_for_selector("#pick[data-kind='decoded']", timeout=15_000)
+
+        # Move a slider: the decoded digit is redrawn.
+        page.click("#pick-to-sliders")
+        page.wait_for_selector("#slider-digit[data-updates]", timeout=15_000)
+        before = int(page.get_attribute("#slider-digit", "data-updates"))
+        page.focus("#z0")
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        wait_until(lambda: int(page.get_attribute("#slider-digit", "data-updates")) > before)
+
+        # Samplers filled; a new batch; an interpolation.
+        assert page.locator("#sampler-gmm .grid canvas").count() == 16
+        assert page.locator("#sampler-gan .grid canvas").count() == 16
+        page.click("#new-batch")
+        page.click("#random-ends")
+        page.wait_for_selector("#strip canvas", timeout=15_000)
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for path in (tmp_path / "explorer.png", ARTIFACTS / "explorer.png"):
+            page.screenshot(path=str(path), full_page=True)
+        assert (tmp_path / "explorer.png").stat().st_size > 10_000
+        assert page.inner_text("#status") == ""
+        assert errors == [] and foreign == [], (errors, foreign)
+
+
+def test_the_page_names_the_panels_a_gan_run_cannot_fill(study):
+    with running(create_app(Explorer(study / "gan"))) as url, browser_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        notes = page.inner_text("#unavailable")
+        assert "draw:" in notes and "single gan run" in notes
+        assert "off" in page.get_attribute("#panel-draw", "class")
+        assert "Unavailable" in page.inner_text("#panel-draw .unavailable-reason")
+        assert "off" not in page.get_attribute("#panel-samplers", "class")
+        page.wait_for_selector("#sampler-gan .grid canvas")
+        assert page.locator("#sampler-gan .grid canvas").count() == 16
+        assert "Unavailable" in page.inner_text("#sampler-gmm")
+        assert errors == []
