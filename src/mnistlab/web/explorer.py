@@ -172,10 +172,8 @@ class Explorer:
         """(n, 28, 28) float in [0, 1] -> codes (n, d)."""
         self.need("ae")
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(
-                1
-            )  # (n, 1, 28, 28)
-            return self.ae.encoder(x).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+            return self.ae.encoder(x.unsqueeze(1)).numpy()  # (n, 1, 28, 28) -> (n, d)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes (n, d), checked -> uint8 (n, 28, 28)."""
@@ -254,6 +252,7 @@ class Explorer:
         if sampler not in self.samplers:
             raise ApiError(409, f"sampler {sampler} unavailable: {self.missing.get(f'sampler:{sampler}')}")
         codes = self.samplers[sampler].sample(n, np.random.default_rng(seed))
+        # A gaussian or gmm draw can land past the limits `decode` enforces on requests; clip it there.
         with torch.inference_mode():
             return latent.decode(self.ae.decoder, np.clip(codes, self.limit_low, self.limit_high))
 
