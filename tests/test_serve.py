@@ -563,6 +563,11 @@ def test_the_page_in_headless_chromium(server, tmp_path):
             page.keyboard.press("ArrowRight")
         wait_until(lambda: int(page.get_attribute("#slider-digit", "data-updates")) > before)
 
+        # Upload a PNG: analysed like a drawing.
+        count = int(page.get_attribute("body", "data-analyses"))
+        page.set_input_files("#upload", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": png_bytes(stroke())}])  # fmt: skip
+        wait_until(lambda: int(page.get_attribute("body", "data-analyses")) > count)
+
         # Samplers filled; a new batch; an interpolation.
         assert page.locator("#sampler-gmm .grid canvas").count() == 16
         assert page.locator("#sampler-gan .grid canvas").count() == 16
@@ -576,6 +581,10 @@ def test_the_page_in_headless_chromium(server, tmp_path):
         assert (tmp_path / "explorer.png").stat().st_size > 10_000
         assert page.inner_text("#status") == ""
         assert errors == [] and foreign == [], (errors, foreign)
+
+        # A file that is not an image: the page says why, in one line.
+        page.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not a png"}])  # fmt: skip
+        wait_until(lambda: "not an image" in page.inner_text("#status"))
 
 
 def test_the_page_names_the_panels_a_gan_run_cannot_fill(study):
