@@ -98,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_parsers(sub)
     _add_run_parsers(sub)
 
+    srv = sub.add_parser("serve", help="a local web page to explore a trained run (draw, maps, samplers)",
+                         description="Serve the explorer of a run folder (a `mnistlab run` study folder, or one ae, "
+                         "dae or gan run): draw or upload a digit, latent maps, sliders, samplers, interpolation, "
+                         "and the JSON API the page uses. Listens on 127.0.0.1 unless --host names another address.")  # fmt: skip
+    srv.add_argument(
+        "run_dir", type=Path, help="a run folder of `mnistlab run` or `mnistlab train ae|dae|gan`"
+    )
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (0 = any free port) [8000]")
+    srv.add_argument("--host", help="address to listen on; anything but loopback must be named here, and "
+                     "anyone who can reach it can use the page [127.0.0.1]")  # fmt: skip
+    srv.add_argument("--threads", type=int, default=1, help="torch threads for inference [1]")
+
     data = sub.add_parser(
         "data", help="inspect or download datasets", description="Inspect or download datasets."
     )
@@ -439,9 +451,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnistlab.web.app import serve
+
+    serve(args.run_dir, args.host or "127.0.0.1", args.port, explicit_host=args.host is not None,
+          threads=args.threads)  # fmt: skip
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "probe": cmd_probe, "search": cmd_search,
             "score": cmd_score, "reference": cmd_reference, "latent": cmd_latent, "sample": cmd_sample,
             "run": cmd_run, "report": cmd_report}  # fmt: skip
+COMMANDS["serve"] = cmd_serve
 
 
 def main(argv: list[str] | None = None) -> int:
