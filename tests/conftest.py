@@ -59,3 +59,17 @@ def tiny_exp(idx_dir: Path) -> AEExperiment:
 
 def with_train(exp, **changes):
     return dataclasses.replace(exp, train=dataclasses.replace(exp.train, **changes))
+
+
+TINY_RUN_PRESET = Path(__file__).parent / "presets" / "tiny.toml"
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """One seconds-long `mnistlab run` (tests/presets/tiny.toml on MNIST slices, with its 2-point AE
+    search), report included; shared by test_run.py and test_report.py, which must not modify it."""
+    from mnistlab.pipeline import run_study
+
+    out = tmp_path_factory.mktemp("study") / "run"
+    run_study(out, str(TINY_RUN_PRESET), ["run.search=true"], progress=False)
+    return out

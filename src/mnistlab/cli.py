@@ -96,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_parser(sub)
     _add_generation_parsers(sub)
+    _add_run_parsers(sub)
+
+    srv = sub.add_parser("serve", help="a local web page to explore a trained run (draw, maps, samplers)",
+                         description="Serve the explorer of a run folder (a `mnistlab run` study folder, or one ae, "
+                         "dae or gan run): draw or upload a digit, latent maps, sliders, samplers, interpolation, "
+                         "and the JSON API the page uses. Listens on 127.0.0.1 unless --host names another address.")  # fmt: skip
+    srv.add_argument(
+        "run_dir", type=Path, help="a run folder of `mnistlab run` or `mnistlab train ae|dae|gan`"
+    )
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (0 = any free port) [8000]")
+    srv.add_argument("--host", help="address to listen on; anything but loopback must be named here, and "
+                     "anyone who can reach it can use the page [127.0.0.1]")  # fmt: skip
+    srv.add_argument("--threads", type=int, default=1, help="torch threads for inference [1]")
 
     data = sub.add_parser(
         "data", help="inspect or download datasets", description="Inspect or download datasets."
@@ -152,6 +165,9 @@ def _add_generation_parsers(sub) -> None:
     )
     lat.add_argument("--components", type=int, default=10, help="gmm components [10]")
     lat.add_argument("--seed", type=int, default=0)
+    lat.add_argument(
+        "--out", type=Path, help="folder for the figures, CSVs and summary.json [RUN_DIR/figures/latent]"
+    )
     lat.add_argument("--no-score", action="store_true", help="skip the generation metrics")
     lat.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     lat.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -166,6 +182,51 @@ def _add_generation_parsers(sub) -> None:
     sam.add_argument("--seed", type=int, default=0)
     sam.add_argument("--score", action="store_true", help="also print the generation metrics of the digits")
     sam.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _add_run_parsers(sub) -> None:
+    """`run` (the whole study into one folder, resumable) and `report` (its HTML/Markdown report)."""
+    r = sub.add_parser("run", help="the whole study: AE (+ search), DAE, probes, latent, GAN, then the report",
+                       description="Run every stage into one run folder (search/, ae/, ae/probe/, ae/latent/, "
+                       "dae/, gan/, run.json) and write report.html and report.md. The same command again "
+                       "skips finished stages and resumes an interrupted one from its checkpoint.")  # fmt: skip
+    r.add_argument("--preset", default="quick", help="quick, seed, default or a .toml preset [quick]")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="override a stage's setting, e.g. --set ae.train.epochs=2, --set gan.gan.final_samples=500, "
+                   "--set run.search=false, --set data.train_limit=5000 (every stage) (repeatable)")  # fmt: skip
+    r.add_argument("--data-dir", help="folder with the four IDX files (gzip or raw) to use instead of MNIST")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train [config: auto]")
+    r.add_argument("--out", type=Path, help="run folder [runs/run-<preset>]")
+    r.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep = sub.add_parser("report", help="write report.html and report.md of a `mnistlab run` folder",
+                         description="Rebuild the self-contained HTML report (figures embedded) and the Markdown "
+                         "report from a run folder's JSON and PNG files, without training.")  # fmt: skip
+    rep.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab run`")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mnistlab.pipeline import run_study
+
+    out = args.out or Path("runs") / f"run-{Path(args.preset).stem}"
+    state = run_study(out, args.preset, args.overrides, args.data_dir, args.device,
+                      progress=not args.no_progress, report=not args.no_report)  # fmt: skip
+    stages = {s["name"]: s["seconds"] for s in state["stages"]}
+    report = str(out / "report.html") if not args.no_report else None
+    print(
+        json.dumps(
+            {"run": str(out), "status": state["status"], "seconds": stages, "report": report}, indent=2
+        )
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mnistlab.report.build import write_report
+
+    paths = write_report(args.run_dir)
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
 
 
 def _add_search_parser(sub) -> None:
@@ -374,7 +435,9 @@ def cmd_latent(args: argparse.Namespace) -> int:
     extra = {"maps": names(args.maps)} if args.maps else {}
     cfg = LatentConfig(samplers=names(args.samplers), n_samples=args.n, components=args.components,
                        seed=args.seed, score=not args.no_score, **extra)  # fmt: skip
-    section = run_latent(args.run_dir, cfg, resolve_device(args.device), progress=not args.no_progress)
+    section = run_latent(
+        args.run_dir, cfg, resolve_device(args.device), progress=not args.no_progress, out=args.out
+    )
     print(json.dumps({"run": str(args.run_dir), "cluster_quality": section["cluster_quality"]}, indent=2))
     return 0
 
@@ -396,8 +459,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnistlab.web.app import serve
+
+    serve(args.run_dir, args.host or "127.0.0.1", args.port, explicit_host=args.host is not None,
+          threads=args.threads)  # fmt: skip
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "data": cmd_data, "probe": cmd_probe, "search": cmd_search,
-            "score": cmd_score, "reference": cmd_reference, "latent": cmd_latent, "sample": cmd_sample}  # fmt: skip
+            "score": cmd_score, "reference": cmd_reference, "latent": cmd_latent, "sample": cmd_sample,
+            "run": cmd_run, "report": cmd_report}  # fmt: skip
+COMMANDS["serve"] = cmd_serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnistlab: training diverged: {e}", file=sys.stderr)
         return EXIT_NON_FINITE
     except KeyboardInterrupt:
-        print("mnistlab: interrupted; the last finished epoch is checkpointed, rerun with --resume",
-              file=sys.stderr)  # fmt: skip
+        again = "rerun the same command to resume" if args.command == "run" else "rerun with --resume"
+        print(f"mnistlab: interrupted; the last finished epoch is checkpointed, {again}", file=sys.stderr)
         return 130
 
 

@@ -22,6 +22,7 @@ from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
 from mnistlab.noise import NoiseConfig
+from mnistlab.run_plan import RunPlan
 from mnistlab.train.gan import GANTrainConfig
 from mnistlab.train.loop import TrainConfig
 from mnistlab.train.probe_config import ProbeExperiment
@@ -71,13 +72,14 @@ class GANExperiment:
 
 
 # Task name -> experiment type. "probe" is not trained by `mnistlab train`: `mnistlab probe RUN_DIR`
-# reads its [probe.*] tables.
+# reads its [probe.*] tables; "run" is the [run] table of `mnistlab run` (which stages, how).
 TASKS: dict[str, type] = {
     "ae": AEExperiment,
     "dae": DAEExperiment,
     "probe": ProbeExperiment,
     "classifier": ClassifierExperiment,
     "gan": GANExperiment,
+    "run": RunPlan,
 }
 
 

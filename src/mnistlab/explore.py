@@ -120,10 +120,14 @@ def _maps(
 
 
 def run_latent(
-    run_dir: Path, cfg: LatentConfig, device: torch.device | None = None, progress: bool = True
+    run_dir: Path,
+    cfg: LatentConfig,
+    device: torch.device | None = None,
+    progress: bool = True,
+    out: Path | None = None,
 ) -> dict:
-    """The whole study for one run; figures and CSVs under run_dir/figures/latent; returns the
-    "latent" section added to summary.json."""
+    """The whole study for one run; figures and CSVs under `out` (default run_dir/figures/latent);
+    returns the "latent" section added to summary.json (and written to out/summary.json with `out`)."""
     from mnistlab.data import load
     from mnistlab.generation import format_table, score_floor, score_samples
     from mnistlab.reference import load_reference
@@ -135,7 +139,8 @@ def run_latent(
     task, exp, model = load_encoder_run(run_dir)
     model = model.to(device).eval()
     name = f"{task} run {run_dir.name}"
-    out = run_dir / "figures" / "latent"
+    own_folder = out is not None
+    out = Path(out) if own_folder else run_dir / "figures" / "latent"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -186,4 +191,6 @@ def run_latent(
     summary = rundir.read_summary(run_dir)
     summary["latent"] = section
     rundir.write_summary(run_dir, summary)
+    if own_folder:
+        rundir.write_summary(out, {"run": str(run_dir), "task": task, **section})
     return section

@@ -1,0 +1,341 @@
+"""`mnistlab run`: the whole study as stages into one run folder, resumable, then the report.
+
+Stages, in order (each one calls the library function behind its own command, nothing is re-done here):
+  search  `mnistlab search ae`             -> RUN/search/   (only when the preset's [run] table asks)
+  ae      `mnistlab train ae`              -> RUN/ae/       (with a search: a copy of its best trial)
+  dae     `mnistlab train dae --baseline`  -> RUN/dae/
+  probe   `mnistlab probe RUN/ae`          -> RUN/ae/probe/
+  latent  `mnistlab latent RUN/ae`         -> RUN/ae/latent/
+  gan     `mnistlab train gan`             -> RUN/gan/
+RUN/run.json records the preset, the command and each stage's status (pending / running / done /
+failed), start and end times and seconds. Running the same command again skips done stages and
+resumes an interrupted training stage from its last epoch checkpoint (probe and latent keep no
+checkpoint: they start over). Settings come from the preset: the task tables for each stage's
+training, the [run] table (run_plan.RunPlan) for what the stages do.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import resource
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mnistlab.config import load_experiment
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import write_json
+from mnistlab.run_plan import RunPlan
+
+log = logging.getLogger("mnistlab")
+
+RUN_FILE = "run.json"
+TRAINED = ("ae", "dae", "gan")  # stages whose experiment the preset's task table defines
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage gets: the run folder, the preset, per-task `--set` overrides and the plan."""
+
+    out: Path
+    preset: str
+    plan: RunPlan
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # task -> ["section.key=value", ...]
+    device: str | None = None
+    progress: bool = True
+
+    def experiment(self, task: str) -> Any:
+        return load_experiment(task, self.preset, self.overrides.get(task, []))
+
+
+def split_overrides(items: list[str], data_dir: str | None = None, device: str | None = None) -> dict:
+    """["ae.train.epochs=1", "data.train_limit=500", "run.search=false"] -> per-task override lists.
+    A `data.` item (and --data-dir) applies to every trained task and the plan; --device to the
+    trained tasks (probe and latent take it as an argument)."""
+    per: dict[str, list[str]] = {t: [] for t in (*TRAINED, "probe", "run")}
+    shared = [f"data.data_dir={data_dir}"] if data_dir else []
+    for item in items:
+        head, dot, rest = item.partition(".")
+        if head == "data":
+            shared.append(item)
+        elif dot and head in per:
+            per[head].append(rest)
+        else:
+            known = ", ".join(sorted(per))
+            raise ConfigError(
+                f"--set {item!r}: start with a stage table ({known}) or data., e.g. ae.train.epochs=2"
+            )
+    for task in (*TRAINED, "run"):
+        per[task] = shared + per[task]
+    if device:
+        for task in TRAINED:
+            per[task].append(f"train.device={device}")
+    return {k: v for k, v in per.items() if v}
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def stage_search(ctx: RunContext, resume: bool) -> None:
+    from mnistlab.search import default_workers, run_grid
+    from mnistlab.search_space import REPORT_GRID, parse_grid
+
+    plan = ctx.plan
+    grid = parse_grid(list(plan.search_grid)) if plan.search_grid else REPORT_GRID
+    workers = plan.search_workers or default_workers()
+    run_grid("ae", grid, ctx.out / "search", ctx.preset, ctx.overrides.get("ae", []), plan.search_objective,
+             workers, progress=ctx.progress)  # fmt: skip
+
+
+def best_trial(search_dir: Path) -> Path:
+    """The folder of the best trial of a finished search (rank 1 of results.csv, with a value)."""
+    path = search_dir / "results.csv"
+    if not path.is_file():
+        raise ConfigError(f"{search_dir} has no results.csv; the search stage has not finished")
+    objective = json.loads((search_dir / "search.json").read_text())["objective"]
+    with path.open() as f:
+        rows = list(csv.DictReader(f))  # sorted best first
+    ranked = [r for r in rows if r.get("status") in ("finished", "complete") and r.get(objective)]
+    if not ranked:
+        raise ConfigError(f"{search_dir}: no trial finished with a {objective}; see results.md")
+    return search_dir / "trials" / ranked[0]["trial"]
+
+
+def stage_ae(ctx: RunContext, resume: bool) -> None:
+    target = ctx.out / "ae"
+    if ctx.plan.search:
+        # Reuse the best trial: it was trained with the preset's AE settings plus its grid point.
+        from mnistlab import rundir
+
+        source = best_trial(ctx.out / "search")
+        tmp = ctx.out / ".ae.copying"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        summary = rundir.read_summary(tmp)
+        rundir.write_summary(tmp, {**summary, "search_trial": source.name})
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        log.info("ae: the search's best trial %s", source.name)
+        return
+    from mnistlab.train.autoencoder import train_autoencoder
+
+    train_autoencoder(ctx.experiment("ae"), target, resume=resume, progress=ctx.progress)
+
+
+def stage_dae(ctx: RunContext, resume: bool) -> None:
+    from mnistlab.train.denoise import train_dae
+
+    train_dae(ctx.experiment("dae"), ctx.out / "dae", resume=resume, progress=ctx.progress,
+              baseline=ctx.out / "ae")  # fmt: skip
+
+
+def stage_probe(ctx: RunContext, resume: bool) -> None:
+    from mnistlab.train.probe import parse_labels_per_class
+    from mnistlab.train.probe_run import run_probe
+
+    labels = ctx.plan.labels_per_class
+    counts = parse_labels_per_class(",".join(labels)) if labels else ()
+    run_probe(ctx.out / "ae", ctx.preset, ctx.overrides.get("probe", []), out=ctx.out / "ae" / "probe",
+              finetune=ctx.plan.finetune, labels_per_class=counts, overwrite=True, device=ctx.device,
+              progress=ctx.progress)  # fmt: skip
+
+
+def stage_latent(ctx: RunContext, resume: bool) -> None:
+    from mnistlab.explore import LatentConfig, run_latent
+    from mnistlab.latent import TSNEConfig
+    from mnistlab.train.loop import resolve_device
+
+    plan = ctx.plan
+    tsne = TSNEConfig(early_exaggeration_iter=plan.tsne_early_iter, n_iter=plan.tsne_iter)
+    cfg = LatentConfig(
+        maps=plan.latent_maps, n_samples=plan.latent_samples, score=plan.latent_score, tsne=tsne
+    )
+    out = ctx.out / "ae" / "latent"
+    shutil.rmtree(out, ignore_errors=True)  # no checkpoint to resume from: start over
+    run_latent(ctx.out / "ae", cfg, resolve_device(ctx.device or "auto"), ctx.progress, out=out)
+
+
+def stage_gan(ctx: RunContext, resume: bool) -> None:
+    from mnistlab.train.gan_run import train_gan
+
+    train_gan(ctx.experiment("gan"), ctx.out / "gan", resume=resume, progress=ctx.progress)
+
+
+# name -> (folder inside RUN, function(ctx, resume)); looked up at call time (tests swap entries).
+STAGES: dict[str, tuple[str, Callable[[RunContext, bool], None]]] = {
+    "search": ("search", stage_search),
+    "ae": ("ae", stage_ae),
+    "dae": ("dae", stage_dae),
+    "probe": ("ae/probe", stage_probe),
+    "latent": ("ae/latent", stage_latent),
+    "gan": ("gan", stage_gan),
+}
+
+
+def stage_names(plan: RunPlan) -> list[str]:
+    return (["search"] if plan.search else []) + ["ae", "dae", "probe", "latent", "gan"]
+
+
+# ---------------------------------------------------------------------------------------- run.json
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux: the high-water mark of this process and of finished child processes
+    # (search workers), whichever is larger.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    """The run.json of a run folder; a one-line error when it is not one."""
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out} is not a run folder of `mnistlab run` (no {RUN_FILE})")
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
+        raise ConfigError(f"{path}: no stage list; not written by `mnistlab run`")
+    return state
+
+
+def _new_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
+    stages = [{"name": s, "folder": STAGES[s][0], "status": "pending", "started": None, "ended": None,
+               "seconds": None, "attempts": 0, "error": None} for s in stage_names(ctx.plan)]  # fmt: skip
+    return {"kind": "mnistlab-run", "version": 1, **settings, "status": "pending", "created": _now(),
+            "updated": _now(), "plan": dataclasses.asdict(ctx.plan), "stages": stages}  # fmt: skip
+
+
+def _open_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
+    out = ctx.out
+    if (out / RUN_FILE).exists():
+        state = read_run(out)
+        for key in ("preset", "overrides", "data_dir", "device"):
+            if state.get(key) != settings[key]:
+                raise ConfigError(f"{out} was started with {key} {state.get(key)!r}, not {settings[key]!r}; "
+                                  "rerun the same command to resume it, or choose another --out")  # fmt: skip
+        if state.get("plan") is not None and state["plan"] != json.loads(
+            json.dumps(dataclasses.asdict(ctx.plan))
+        ):
+            raise ConfigError(f"{out}: the preset's [run] table has changed since this run started; "
+                              "choose another --out")  # fmt: skip
+        return state
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not a run folder of `mnistlab run`; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return _new_state(ctx, settings)
+
+
+def _save(out: Path, state: dict[str, Any]) -> None:
+    state["updated"] = _now()
+    write_json(out / RUN_FILE, state)
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def run_study(
+    out: Path,
+    preset: str = "quick",
+    overrides: list[str] | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) every stage of the study into `out`, then write the report. Returns run.json."""
+    out = Path(out)
+    overrides = list(overrides or [])
+    per_task = split_overrides(overrides, data_dir, device)
+    plan = load_experiment("run", preset, per_task.get("run", []))
+    ctx = RunContext(out, preset, plan, per_task, device, progress)
+    for task in (*TRAINED, "probe"):  # check every stage's config before any training
+        load_experiment(task, preset, per_task.get(task, []))
+    settings = {"preset": preset, "overrides": overrides, "data_dir": data_dir, "device": device,
+                "command": " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])}  # fmt: skip
+    state = _open_state(ctx, settings)
+    state["command"] = settings["command"]
+    state["status"] = "running"
+    _save(out, state)
+    n = len(state["stages"])
+    bar = tqdm(total=n, desc="mnistlab run", unit="stage", disable=not progress, position=0)
+    try:
+        for k, entry in enumerate(state["stages"], 1):
+            label = f"stage {k}/{n}: {entry['name']}"
+            bar.set_description(label)
+            if entry["status"] == "done":
+                _say(bar, progress, f"{label} (done, skipped)")
+                bar.update(1)
+                continue
+            folder, function = STAGES[entry["name"]]
+            resume = (out / folder / "config.toml").exists()
+            _say(bar, progress, label + (" (resuming)" if resume and entry["attempts"] else ""))
+            entry.update(
+                status="running", started=_now(), ended=None, error=None, attempts=entry["attempts"] + 1
+            )
+            _save(out, state)
+            t0 = (time.perf_counter(), time.process_time())
+            try:
+                function(ctx, resume)
+            except BaseException as e:
+                message = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+                _finish(entry, "failed", t0, message.splitlines()[0] if message else type(e).__name__)
+                state["status"] = "failed"
+                _save(out, state)
+                if report and isinstance(e, Exception):
+                    _report_anyway(out)
+                raise
+            _finish(entry, "done", t0)
+            _save(out, state)
+            bar.update(1)
+    finally:
+        bar.close()
+    state["status"] = "done"
+    _save(out, state)
+    if report:
+        from mnistlab.report.build import write_report
+
+        write_report(out)
+    return state
+
+
+def _report_anyway(out: Path) -> None:
+    """The report of what has run so far, after a stage failed (its own failure only logged)."""
+    from mnistlab.report.build import write_report
+
+    try:
+        write_report(out)
+    except Exception as e:  # the stage's error is the one to raise
+        log.warning("could not write the report of %s: %s", out, e)
+
+
+def _finish(entry: dict[str, Any], status: str, t0: tuple[float, float], error: str | None = None) -> None:
+    """Close a stage's entry: wall and CPU seconds (this process, all threads) summed over attempts."""
+    wall, cpu = time.perf_counter() - t0[0], time.process_time() - t0[1]
+    entry.update(status=status, ended=_now(), error=error, peak_rss_mb=_peak_rss_mb())
+    entry["seconds"] = round((entry.get("seconds") or 0.0) + wall, 2)
+    entry["cpu_seconds"] = round((entry.get("cpu_seconds") or 0.0) + cpu, 2)
+
+
+def _say(bar, progress: bool, text: str) -> None:
+    if progress:
+        bar.write(text, file=sys.stderr)
+    else:
+        log.info(text)

@@ -1,0 +1,330 @@
+"""Everything the explorer computes, loaded once from a run folder: `Explorer(run_dir)`.
+
+At start: the autoencoder and its test set (codes, the PCA map, saved t-SNE/UMAP maps), the training
+codes (for the code samplers, fitted once, and for the probe's standardization), the probe head, the
+denoising autoencoder and the GAN, each optional. A missing piece makes its panels unavailable, with
+the reason in `info()`, and its API calls answer 409 with that reason.
+
+Requests take numpy arrays that the app has already checked for type and shape; the values a model
+cannot take (codes out of range, unknown sampler or map) are checked here. Images are (28, 28) float32
+in [0, 1] in, uint8 out. Inference runs under torch.inference_mode, read-only, so the app may call
+these methods from several threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnistlab import latent
+from mnistlab.errors import ConfigError
+from mnistlab.web.errors import ApiError
+from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_runs, load_probe_head
+
+log = logging.getLogger("mnistlab")
+
+KNN = 5  # a code's place on a map that cannot embed new points: the mean of its 5 nearest test codes
+MAX_SAMPLES, MAX_STEPS, MAX_SIGMA = 64, 32, 2.0
+AE_SAMPLERS = tuple(latent.SAMPLERS)  # uniform, gaussian, gmm
+MAP_AXES = {"latent": "latent", "pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+class Explorer:
+    def __init__(self, run_dir: Path, seed: int = 0, components: int = 10):
+        t0 = time.perf_counter()
+        self.run_dir = Path(run_dir)
+        layout = find_runs(self.run_dir)
+        self.layout = layout
+        self.missing: dict[str, str] = dict(layout.missing)  # piece -> reason it is unavailable
+        self.ae = self.dae = self.head = self.pca = self.gan = None
+        self.maps: dict[str, np.ndarray] = {}
+        self.samplers: dict[str, Any] = {}
+        self.probe_accuracy = None
+        self.dae_sigma = None
+        if layout.ae is not None:
+            self._try("ae", lambda: self._load_ae(layout.ae, seed, components))
+        if layout.dae is not None:
+            self._try("dae", lambda: self._load_dae(layout.dae))
+        if layout.gan is not None:
+            self._try("gan", lambda: self._load_gan(layout.gan))
+        if self.ae is None and self.gan is None:
+            raise ApiError(409, "; ".join(f"{k}: {v}" for k, v in self.missing.items()))
+        log.info("explorer ready in %.1f s (%s)", time.perf_counter() - t0, self.run_dir)
+
+    def _try(self, piece: str, load) -> None:
+        try:
+            load()
+        except LOAD_ERRORS as e:
+            self.missing[piece] = f"{piece} run failed to load: {e}"
+            log.warning("explorer: %s", self.missing[piece])
+
+    # ------------------------------------------------------------------------------- loading
+
+    def _load_ae(self, ae_dir: Path, seed: int, components: int) -> None:
+        from mnistlab.data import load
+        from mnistlab.train.autoencoder import load_autoencoder
+
+        t0 = time.perf_counter()
+        exp, model = load_autoencoder(ae_dir)
+        data = load(exp.data)
+        self.test_images = data.test.images.numpy()  # uint8 (N, 28, 28)
+        self.test_labels = data.test.labels.numpy()  # int64 (N,)
+        with torch.inference_mode():
+            self.test_codes = latent.encode(model.encoder, data.test.images)  # (N, d)
+            train_codes = latent.encode(model.encoder, data.train.images)  # (N_train, d)
+        d = self.test_codes.shape[1]
+        log.info("explorer: %d test and %d training digits encoded (%.1f s)", len(self.test_codes),
+                 len(train_codes), time.perf_counter() - t0)  # fmt: skip
+        # Sliders span the test codes; a code may go one span further each way before it is refused.
+        self.code_low, self.code_high = self.test_codes.min(0), self.test_codes.max(0)
+        span = np.maximum(self.code_high - self.code_low, 1e-3)
+        self.limit_low, self.limit_high = self.code_low - span, self.code_high + span
+        self.ae = model
+
+        from sklearn.decomposition import PCA
+
+        # The same PCA as `mnistlab latent`'s map (latent.pca_map), kept to place and decode points.
+        self.pca = PCA(n_components=min(2, d), random_state=seed).fit(self.test_codes)
+        if d == 2:
+            self.maps["latent"] = self.test_codes
+        self.maps["pca"] = self._pca_points(self.test_codes)
+        saved, reasons = find_maps(ae_dir, self.test_labels)
+        self.maps.update(saved)
+        self.missing.update({f"map:{k}": v for k, v in reasons.items()})
+        t0 = time.perf_counter()
+        for name in AE_SAMPLERS:
+            try:  # fitted once; each request draws from it with its own seed
+                self.samplers[name] = latent.fit_sampler(name, train_codes, seed, components)
+            except (ConfigError, ValueError) as e:
+                self.missing[f"sampler:{name}"] = str(e)
+        log.info(
+            "explorer: samplers fitted to %d training codes (%.1f s)",
+            len(train_codes),
+            time.perf_counter() - t0,
+        )
+        try:
+            self.head, self.probe_accuracy = load_probe_head(ae_dir, d, train_codes)
+        except LOAD_ERRORS as e:
+            self.missing["probe"] = str(e)
+
+    def _load_dae(self, dae_dir: Path) -> None:
+        from mnistlab.train.autoencoder import load_autoencoder
+
+        exp, self.dae = load_autoencoder(dae_dir)
+        self.dae_sigma, self.dae_clip = exp.noise.sigma, exp.noise.clip
+
+    def _load_gan(self, gan_dir: Path) -> None:
+        from mnistlab.sampling import load_generator
+
+        _, self.gan = load_generator(gan_dir, torch.device("cpu"))
+
+    def _pca_points(self, codes: np.ndarray) -> np.ndarray:
+        pts = self.pca.transform(codes).astype(np.float32)
+        return pts if pts.shape[1] == 2 else np.pad(pts, ((0, 0), (0, 2 - pts.shape[1])))  # 1-D latent
+
+    # ------------------------------------------------------------------------------- checks
+
+    def need(self, piece: str) -> None:
+        """409 with the reason if `piece` (ae, dae, probe, gan) did not load."""
+        loaded = {"ae": self.ae, "dae": self.dae, "probe": self.head, "gan": self.gan}[piece]
+        if loaded is None:
+            reason = self.missing.get(piece) or self.missing.get("ae", "the autoencoder is unavailable")
+            raise ApiError(409, f"{piece} unavailable: {reason}")
+
+    @property
+    def latent_dim(self) -> int:
+        self.need("ae")
+        return self.test_codes.shape[1]
+
+    def check_codes(self, codes: np.ndarray) -> np.ndarray:
+        """(n, d) float32 within the limits, else 422 naming the first bad value."""
+        d = self.latent_dim
+        if codes.ndim != 2 or codes.shape[1] != d:
+            raise ApiError(422, f"a code has {d} numbers for this run, got {codes.shape[-1]}")
+        bad = np.argwhere((codes < self.limit_low) | (codes > self.limit_high))
+        if len(bad):
+            i, j = bad[0]
+            raise ApiError(422, f"code value {codes[i, j]:.4g} in dimension {j} is out of range "
+                                f"[{self.limit_low[j]:.4g}, {self.limit_high[j]:.4g}]")  # fmt: skip
+        return codes.astype(np.float32)
+
+    def check_index(self, index: int) -> int:
+        self.need("ae")
+        if not 0 <= index < len(self.test_labels):
+            raise ApiError(404, f"test index {index} out of range 0..{len(self.test_labels) - 1}")
+        return index
+
+    def check_map(self, name: str) -> np.ndarray:
+        self.need("ae")
+        if name not in self.maps:
+            reason = self.missing.get(f"map:{name}", f"known maps: {', '.join(self.maps)}")
+            raise ApiError(404, f"no map {name!r}: {reason}")
+        return self.maps[name]
+
+    # ------------------------------------------------------------------------------- inference
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) float in [0, 1] -> codes (n, d)."""
+        self.need("ae")
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+            return self.ae.encoder(x.unsqueeze(1)).numpy()  # (n, 1, 28, 28) -> (n, d)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes (n, d), checked -> uint8 (n, 28, 28)."""
+        codes = self.check_codes(codes)
+        with torch.inference_mode():
+            return latent.decode(self.ae.decoder, codes)
+
+    def classify(self, codes: np.ndarray) -> np.ndarray:
+        """Codes (n, d) -> the probe's class probabilities (n, 10)."""
+        self.need("probe")
+        with torch.inference_mode():
+            return torch.softmax(self.head(torch.from_numpy(codes)), 1).numpy()
+
+    def denoise(self, image: np.ndarray, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(28, 28) in [0, 1] plus N(0, sigma^2) noise (seeded; none for sigma 0) -> (noisy, denoised)
+        uint8 images; the DAE sees the noise unclipped unless it was trained on clipped noise."""
+        from mnistlab.data import add_noise
+
+        self.need("dae")
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]  # (1, 1, 28, 28)
+            if sigma > 0:
+                x = add_noise(x, sigma, self.dae_clip, torch.Generator().manual_seed(seed))
+            out = self.dae(x).recon
+        return _uint8(x[0, 0]), _uint8(out[0, 0])
+
+    def positions(self, code: np.ndarray) -> dict[str, list[float]]:
+        """Where code (d,) lands on each map: PCA / latent exactly, the others at the mean place of
+        its KNN nearest test codes (t-SNE and UMAP do not embed new points here)."""
+        out = {}
+        nearest = None
+        for name, pts in self.maps.items():
+            if name == "latent":
+                p = code
+            elif name == "pca":
+                p = self._pca_points(code[None])[0]
+            else:
+                if nearest is None:
+                    dist = ((self.test_codes - code[None]) ** 2).sum(1)
+                    nearest = np.argpartition(dist, min(KNN, len(dist) - 1))[:KNN]
+                p = pts[nearest].mean(0)
+            out[name] = [round(float(v), 4) for v in p]
+        return out
+
+    def click(self, name: str, x: float, y: float) -> dict[str, Any]:
+        """A point of map `name`: decoded on PCA and latent maps (their inverse is known), else the
+        nearest test digit."""
+        pts = self.check_map(name)
+        if name in ("pca", "latent"):
+            if name == "pca":
+                code = self.pca.inverse_transform(np.array([[x, y]])[:, : self.pca.n_components_])
+            else:
+                code = np.array([[x, y]], dtype=np.float32)
+            code = np.clip(code, self.limit_low, self.limit_high).astype(np.float32)
+            return {"kind": "decoded", "code": _floats(code[0]), "image": self.decode(code)[0].tolist()}
+        i = int((((pts - np.array([x, y], dtype=np.float32)) ** 2).sum(1)).argmin())
+        return {"kind": "nearest", **self.test_item(i)}
+
+    def test_item(self, index: int) -> dict[str, Any]:
+        i = self.check_index(index)
+        return {"index": i, "label": int(self.test_labels[i]), "image": self.test_images[i].tolist(),
+                "code": _floats(self.test_codes[i])}  # fmt: skip
+
+    def sample(self, sampler: str, n: int, seed: int) -> np.ndarray:
+        """n uint8 digits (n, 28, 28) from a code sampler (decoded) or the GAN ("gan")."""
+        from mnistlab.sampling import SampleRequest
+
+        known = (*AE_SAMPLERS, "gan")
+        if sampler not in known:
+            raise ApiError(422, f"unknown sampler {sampler!r}; choose one of {', '.join(known)}")
+        if sampler == "gan":
+            self.need("gan")
+            with torch.inference_mode():
+                return self.gan.sample(SampleRequest(self.gan.samplers[0], n, seed))
+        self.need("ae")
+        if sampler not in self.samplers:
+            raise ApiError(409, f"sampler {sampler} unavailable: {self.missing.get(f'sampler:{sampler}')}")
+        codes = self.samplers[sampler].sample(n, np.random.default_rng(seed))
+        # A gaussian or gmm draw can land past the limits `decode` enforces on requests; clip it there.
+        with torch.inference_mode():
+            return latent.decode(self.ae.decoder, np.clip(codes, self.limit_low, self.limit_high))
+
+    def interpolate(self, z0: np.ndarray, z1: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (steps, d) on the line from z0 to z1 and their decoded digits (steps, 28, 28)."""
+        codes = latent.interpolate(self.check_codes(z0[None])[0], self.check_codes(z1[None])[0], steps)
+        return codes, self.decode(codes)
+
+    def map_data(self, name: str) -> dict[str, Any]:
+        pts = self.check_map(name)
+        return {"name": name, "axis": MAP_AXES.get(name, name), "decodable": name in ("pca", "latent"),
+                "x": np.round(pts[:, 0], 4).tolist(), "y": np.round(pts[:, 1], 4).tolist(),
+                "labels": self.test_labels.tolist()}  # fmt: skip
+
+    # ------------------------------------------------------------------------------- info
+
+    def info(self) -> dict[str, Any]:
+        """What the page needs to lay itself out: which panels work, and why the others do not."""
+
+        def panel(*pieces: str) -> dict[str, Any]:
+            for p in pieces:
+                try:
+                    self.need(p)
+                except ApiError as e:
+                    return {"available": False, "reason": e.message}
+            return {"available": True, "reason": ""}
+
+        ae = self.ae is not None
+        samplers = {s: ({"available": True, "reason": ""} if s in self.samplers else
+                        {"available": False, "reason": self.missing.get(f"sampler:{s}") or panel("ae")["reason"]})
+                    for s in AE_SAMPLERS}  # fmt: skip
+        samplers["gan"] = panel("gan")
+        on = any(v["available"] for v in samplers.values())
+        sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no GAN loaded"}
+        maps = {m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
+                for m in self.maps}  # fmt: skip
+        for key, reason in self.missing.items():
+            if key.startswith("map:"):
+                maps[key[4:]] = {"available": False, "reason": reason, "axis": MAP_AXES.get(key[4:], key[4:])}
+        return {
+            "run": str(self.run_dir),
+            "runs": {
+                k: str(getattr(self.layout, k)) if getattr(self.layout, k) else None
+                for k in ("ae", "dae", "gan")
+            },  # fmt: skip
+            "panels": {
+                "draw": panel("ae"),
+                "reconstruct": panel("ae"),
+                "denoise": panel("dae"),
+                "classify": panel("ae", "probe"),
+                "map": panel("ae"),
+                "sliders": panel("ae"),
+                "interpolate": panel("ae"),
+                "samplers": sampler_panel,
+            },  # fmt: skip
+            "latent_dim": self.test_codes.shape[1] if ae else None,
+            "code_low": _floats(self.code_low) if ae else None,
+            "code_high": _floats(self.code_high) if ae else None,
+            "limit_low": _floats(self.limit_low) if ae else None,
+            "limit_high": _floats(self.limit_high) if ae else None,
+            "n_test": len(self.test_labels) if ae else 0,
+            "maps": maps,
+            "samplers": samplers,
+            "probe_accuracy": self.probe_accuracy,
+            "dae_sigma": self.dae_sigma,
+            "limits": {"max_samples": MAX_SAMPLES, "max_steps": MAX_STEPS, "max_sigma": MAX_SIGMA},
+        }
+
+
+def _uint8(x: torch.Tensor) -> np.ndarray:
+    return x.clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+
+
+def _floats(v: np.ndarray) -> list[float]:
+    return [round(float(a), 5) for a in np.asarray(v).ravel()]

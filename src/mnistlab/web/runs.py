@@ -1,0 +1,144 @@
+"""Find and load the pieces of a run folder the explorer shows, each one optional.
+
+Two layouts are accepted:
+- the study folder of `mnistlab run`: RUN/ae/ (with RUN/ae/probe/ from `mnistlab probe` and the maps
+  of `mnistlab latent` in RUN/ae/latent/ or RUN/ae/figures/latent/), RUN/dae/, RUN/gan/;
+- one training run folder: an ae run (with its probe/ and latent maps if present), a dae run (it is
+  then the autoencoder and the denoiser), or a gan run.
+A piece that is missing or fails to load is recorded with the reason; nothing here raises for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnistlab.config import load_run_config
+from mnistlab.data import DataError
+from mnistlab.errors import ConfigError
+from mnistlab.train.checkpoint import CheckpointError
+
+log = logging.getLogger("mnistlab")
+
+LOAD_ERRORS = (ConfigError, CheckpointError, DataError, OSError, ValueError, KeyError, RuntimeError)
+MAP_FOLDERS = ("latent", "figures/latent")  # where an ae run keeps `mnistlab latent`'s map_*.csv
+
+
+@dataclass(frozen=True)
+class Layout:
+    ae: Path | None  # the autoencoder run: encoder, decoder, maps, probe
+    dae: Path | None  # the denoising autoencoder run
+    gan: Path | None
+    missing: dict[str, str]  # piece -> why it is not there
+
+
+def _task(folder: Path) -> str | None:
+    try:
+        return load_run_config(folder)[0]
+    except ConfigError:
+        return None
+
+
+def find_runs(run_dir: Path) -> Layout:
+    """Which run folders make up `run_dir`; a one-line ConfigError if it holds none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(
+            f"{run_dir} is not a folder; give a run folder of `mnistlab run` or `mnistlab train`"
+        )
+    if (run_dir / "config.toml").is_file():
+        task, _ = load_run_config(run_dir)  # a bad config.toml is a one-line error
+        one = {"ae": (run_dir, None, None), "dae": (run_dir, run_dir, None), "gan": (None, None, run_dir)}
+        if task not in one:
+            raise ConfigError(
+                f"{run_dir} holds a {task!r} run; serve a study folder or an ae, dae or gan run"
+            )
+        ae, dae, gan = one[task]
+        why = f"{run_dir} is a single {task} run"
+        missing = {k: f"{why} (serve the study folder of `mnistlab run` for all panels)"
+                   for k, v in (("ae", ae), ("dae", dae), ("gan", gan)) if v is None}  # fmt: skip
+        return Layout(ae, dae, gan, missing)
+    found: dict[str, Path | None] = {}
+    missing = {}
+    for name in ("ae", "dae", "gan"):
+        sub = run_dir / name
+        task = _task(sub) if (sub / "config.toml").is_file() else None
+        if task == name:
+            found[name] = sub
+        else:
+            found[name] = None
+            missing[name] = (f"{sub} holds a {task!r} run, not {name}" if task else
+                             f"no {name} run in {run_dir} (expected {sub}/config.toml)")  # fmt: skip
+    if not any(found.values()):
+        raise ConfigError(
+            f"{run_dir} holds no run: expected config.toml, or ae/, dae/ or gan/ run folders inside it"
+        )
+    return Layout(found["ae"], found["dae"], found["gan"], missing)
+
+
+def read_map_csv(path: Path, labels: np.ndarray) -> np.ndarray:
+    """2-D coordinates (N, 2) of `mnistlab latent`'s map_<name>.csv (index,label,x,y per test image),
+    checked against the test labels the explorer loaded; ValueError if they differ."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2 or len(rows[0]) != 4 or rows[0][:2] != ["index", "label"]:
+        raise ValueError(f"{path} is not a map file of `mnistlab latent` (header {rows[:1]})")
+    body = np.asarray(rows[1:], dtype=np.float64)  # (N, 4)
+    if len(body) != len(labels) or not np.array_equal(body[:, 1].astype(np.int64), labels):
+        raise ValueError(
+            f"{path} does not match this run's test set ({len(body)} rows against {len(labels)} test "
+            f"images, or other labels); rerun `mnistlab latent`"
+        )
+    if not np.isfinite(body[:, 2:]).all():
+        raise ValueError(f"{path} holds non-finite coordinates")
+    return body[:, 2:].astype(np.float32)
+
+
+def find_maps(ae_dir: Path, labels: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Maps saved by `mnistlab latent` other than pca/latent (the explorer computes those itself):
+    name -> (N, 2) points, and name -> reason for the ones that are missing or unreadable."""
+    maps: dict[str, np.ndarray] = {}
+    reasons: dict[str, str] = {}
+    folders = [ae_dir / f for f in MAP_FOLDERS if (ae_dir / f).is_dir()]
+    for folder in folders:
+        for path in sorted(folder.glob("map_*.csv")):
+            name = path.stem[len("map_") :]
+            if name in ("pca", "latent") or name in maps:
+                continue
+            try:
+                maps[name] = read_map_csv(path, labels)
+                reasons.pop(name, None)
+            except (OSError, ValueError) as e:
+                reasons[name] = str(e)
+    if "tsne" not in maps and "tsne" not in reasons:
+        reasons["tsne"] = f"no t-SNE map in {ae_dir}: run `mnistlab latent {ae_dir}` first"
+    return maps, reasons
+
+
+def load_probe_head(ae_dir: Path, latent_dim: int, train_codes: np.ndarray):
+    """The linear probe of `mnistlab probe` (ae_dir/probe) as a torch Linear head on raw codes, and
+    its test accuracy. The probe trains on codes z-scored with the training codes' statistics, which
+    it does not save; they are recomputed here from the same training codes and folded into the head
+    (`fold_standardization`), so the head takes raw codes."""
+    from mnistlab import rundir
+    from mnistlab.models.encoder_classifier import LinearHead
+    from mnistlab.train.probe import feature_stats, fold_standardization
+
+    probe_dir = ae_dir / "probe"
+    if not (probe_dir / "config.toml").is_file():
+        raise ConfigError(f"no probe in {probe_dir}: run `mnistlab probe {ae_dir}` first")
+    task, exp = load_run_config(probe_dir)
+    if task != "probe":
+        raise ConfigError(f"{probe_dir} holds a {task!r} run, not a probe")
+    head = LinearHead(latent_dim)
+    rundir.load_weights(probe_dir / "linear", head, "model")
+    if exp.options.standardize:
+        mean, std = feature_stats(torch.from_numpy(train_codes))
+        head = fold_standardization(head, mean, std)
+    accuracy = rundir.read_summary(probe_dir).get("linear_probe", {}).get("test_acc")
+    return head.eval(), accuracy

@@ -1,0 +1,174 @@
+"""`mnistlab run`: every stage into one run folder with the agreed layout, run.json bookkeeping, resume
+after an interrupted stage (done stages skipped, the training stage continued from its checkpoint),
+and one-line errors for bad input. The tiny preset is tests/presets/tiny.toml."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from mnistlab import cli, pipeline
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import read_jsonl
+from mnistlab.train.denoise import DenoisingTask
+
+from .conftest import TINY_RUN_PRESET
+
+PRESET = str(TINY_RUN_PRESET)
+LAYOUT = ["run.json", "search/results.csv", "search/best.toml", "ae/summary.json", "ae/config.toml",
+          "ae/checkpoints/last.safetensors", "ae/probe/summary.json", "ae/latent/summary.json",
+          "ae/latent/map_tsne.csv", "dae/summary.json", "gan/summary.json", "report.html", "report.md"]  # fmt: skip
+
+
+def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
+    for rel in LAYOUT:
+        assert (tiny_study / rel).is_file(), rel
+    state = json.loads((tiny_study / "run.json").read_text())
+    assert state["status"] == "done" and state["preset"] == PRESET
+    assert [s["name"] for s in state["stages"]] == ["search", "ae", "dae", "probe", "latent", "gan"]
+    for s in state["stages"]:
+        assert s["status"] == "done" and s["attempts"] == 1 and s["seconds"] >= 0, s
+        assert s["started"] <= s["ended"] and s["peak_rss_mb"] > 0
+    ae = json.loads((tiny_study / "ae/summary.json").read_text())
+    results = (tiny_study / "search/results.csv").read_text().splitlines()
+    assert ae["search_trial"] == results[1].split(",")[1]  # the AE is the search's best trial
+    dae = json.loads((tiny_study / "dae/summary.json").read_text())
+    assert dae["baseline"]["run"] == str(tiny_study / "ae") and "ae" in dae["denoising"][0]
+    probe = json.loads((tiny_study / "ae/probe/summary.json").read_text())
+    assert "finetune" in probe and [r["labels_per_class"] for r in probe["label_efficiency"]] == ["5", "all"]
+    gan = json.loads((tiny_study / "gan/summary.json").read_text())
+    assert gan["status"] == "finished" and gan["epochs"] == 2
+
+
+def test_rerunning_a_finished_run_skips_every_stage(tiny_study, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_study, copy)
+    for name, (folder, _) in pipeline.STAGES.items():
+        monkeypatch.setitem(pipeline.STAGES, name, (folder, lambda ctx, resume: pytest.fail("stage re-ran")))
+    args = ["run", "--preset", PRESET, "--set", "run.search=true", "--out", str(copy), "--no-progress"]
+    assert cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "done" and printed["report"] == str(copy / "report.html")
+    state = json.loads((copy / "run.json").read_text())
+    assert all(s["attempts"] == 1 for s in state["stages"])
+
+
+def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
+    out = tmp_path / "run"
+    for name in ("probe", "latent", "gan"):  # covered by the end-to-end test; keep this one short
+        monkeypatch.setitem(pipeline.STAGES, name, (pipeline.STAGES[name][0], lambda ctx, resume: None))
+    real_evaluate = DenoisingTask.evaluate
+    calls = []
+
+    def evaluate_then_crash(self):
+        calls.append(1)
+        if len(calls) == 2:  # the DAE's second epoch, after epoch 1 was checkpointed
+            raise RuntimeError("power cut")
+        return real_evaluate(self)
+
+    monkeypatch.setattr(DenoisingTask, "evaluate", evaluate_then_crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        pipeline.run_study(out, PRESET, progress=False)  # the report of what ran is written anyway
+    state = json.loads((out / "run.json").read_text())
+    status = {s["name"]: s["status"] for s in state["stages"]}
+    assert status == {
+        "ae": "done",
+        "dae": "failed",
+        "probe": "pending",
+        "latent": "pending",
+        "gan": "pending",
+    }
+    assert state["status"] == "failed" and "power cut" in state["stages"][1]["error"]
+    assert "The dae stage has not run to the end (status: failed)" in (out / "report.html").read_text()
+    first_epoch = read_jsonl(out / "dae/metrics.jsonl")
+    assert [r["epoch"] for r in first_epoch] == [1]
+    ae_ckpt = (out / "ae/checkpoints/last.safetensors").stat().st_mtime_ns
+
+    monkeypatch.setattr(DenoisingTask, "evaluate", real_evaluate)
+    with caplog.at_level(logging.INFO, logger="mnistlab"):
+        state = pipeline.run_study(out, PRESET, progress=False, report=False)
+    assert state["status"] == "done"
+    stages = {s["name"]: s for s in state["stages"]}
+    assert stages["ae"]["attempts"] == 1 and stages["dae"]["attempts"] == 2
+    assert (out / "ae/checkpoints/last.safetensors").stat().st_mtime_ns == ae_ckpt  # skipped
+    assert "stage 1/5: ae (done, skipped)" in caplog.text
+    assert "resumed from" in caplog.text  # the DAE continued from its epoch-1 checkpoint
+    history = read_jsonl(out / "dae/metrics.jsonl")
+    assert [r["epoch"] for r in history] == [1, 2] and history[0] == first_epoch[0]
+
+
+def test_a_run_folder_refuses_other_settings_and_other_folders(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a run folder of `mnistlab run`"):
+        pipeline.run_study(out, PRESET, progress=False)
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "run.json").write_text(json.dumps({"preset": "quick", "overrides": [], "data_dir": None,
+                                                  "device": None, "stages": []}))  # fmt: skip
+    with pytest.raises(ConfigError, match="was started with preset 'quick'"):
+        pipeline.run_study(started, PRESET, progress=False)
+    changed = {
+        "preset": PRESET,
+        "overrides": [],
+        "data_dir": None,
+        "device": None,
+        "stages": [],
+        "plan": {"search": True},
+    }
+    (started / "run.json").write_text(json.dumps(changed))
+    with pytest.raises(ConfigError, match=r"the preset's \[run\] table has changed"):
+        pipeline.run_study(started, PRESET, progress=False)
+
+
+def test_overrides_are_split_by_stage():
+    per = pipeline.split_overrides(
+        ["ae.train.epochs=3", "data.train_limit=500", "run.search=true"], "/d", "cpu"
+    )
+    assert per["ae"] == ["data.data_dir=/d", "data.train_limit=500", "train.epochs=3", "train.device=cpu"]
+    assert per["gan"] == ["data.data_dir=/d", "data.train_limit=500", "train.device=cpu"]
+    assert per["run"] == ["data.data_dir=/d", "data.train_limit=500", "search=true"]
+    with pytest.raises(ConfigError, match="start with a stage table"):
+        pipeline.split_overrides(["train.epochs=3"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--set", "ae.train.lr=fast"], "'fast' is not a valid float"),
+        (["--set", "run.labels_per_class=ten"], "run.labels_per_class item 'ten'"),
+        (["--set", "epochs=3"], "start with a stage table"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    code = cli.main(["run", "--no-progress", "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()  # nothing written before the settings are checked
+
+
+def test_every_preset_has_a_run_plan():
+    from mnistlab.config import load_experiment
+
+    plans = {p: load_experiment("run", p) for p in ("quick", "seed", "default")}
+    assert plans["seed"].search and not plans["quick"].search and not plans["default"].search
+    assert all(p.finetune and p.labels_per_class for p in plans.values())
+
+
+def test_latent_command_writes_into_out(tiny_study, tmp_path, capsys):
+    import shutil
+
+    ae = tmp_path / "ae"
+    shutil.copytree(tiny_study / "ae", ae, ignore=shutil.ignore_patterns("probe", "latent"))
+    out = tmp_path / "lat"
+    args = ["latent", str(ae), "--out", str(out), "--maps", "pca", "--no-score", "--n", "50", "--no-progress"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert (out / "map_pca.png").is_file() and not (ae / "figures" / "latent").exists()
+    assert json.loads((out / "summary.json").read_text())["cluster_quality"]["pca"]["knn_accuracy"] >= 0
