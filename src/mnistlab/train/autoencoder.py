@@ -40,8 +40,15 @@ class AutoencoderTask:
         device: torch.device,
         corrupt: Corrupt | None = None,
         val_corrupt: Corrupt | None = None,
+        channels_last: bool | None = None,
     ):
-        self.model = model.to(device)
+        # channels_last (NHWC) activations and weights: oneDNN's convolutions run faster that way on this
+        # CPU (benchmarks/results/cpu_speed.md); gradients equal the NCHW ones to float rounding.
+        # None = on for the CPU, off elsewhere.
+        if channels_last is None:
+            channels_last = device.type == "cpu"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
         self.device = device
         self.val = val
         self.eval_batch_size = cfg.eval_batch_size
@@ -51,7 +58,7 @@ class AutoencoderTask:
         self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        x = to_float(images, self.device)  # (B, 1, 28, 28)
+        x = to_float(images, self.device).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28)
         inp = self.corrupt(x) if self.corrupt is not None else x
         recon, _ = self.model(inp)
         loss = reconstruction_loss(recon, x)
