@@ -37,10 +37,12 @@ class Variant:
     opt: torch.optim.Optimizer
     threads: int = 0
     mkldnn: bool = True
+    bf16: bool = False  # CPU autocast to bfloat16 (changes the numbers: recorded, not kept)
 
     def loss(self) -> torch.Tensor:
-        recon, _ = self.model(self.x)
-        return F.mse_loss(recon, self.x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            recon, _ = self.model(self.x)
+        return F.mse_loss(recon.float(), self.x)
 
     def step(self) -> None:
         before = torch.get_num_threads()
@@ -59,9 +61,22 @@ class Variant:
 def variants(x: torch.Tensor) -> dict[str, Callable[[ConvAutoencoder], Variant]]:
     """name -> setup(fresh model with the reference weights) -> Variant."""
 
-    def build(fast_dropout=False, cl=False, adam=None, threads=0, mkldnn=True, compile_=False):
+    def build(
+        fast_dropout=False,
+        cl=False,
+        adam=None,
+        threads=0,
+        mkldnn=True,
+        compile_=False,
+        no_dropout=False,
+        bf16=False,
+    ):
         def setup(model: ConvAutoencoder) -> Variant:
             m = model if fast_dropout else tutorial_model(model)
+            if no_dropout:  # the floor: what the step costs without any dropout layer
+                m = ConvAutoencoder(
+                    AEConfig(latent_dim=10, dropout=0.0)
+                )  # other layer indices: fresh weights
             xb = x
             if cl:
                 m = m.to(memory_format=CL)
@@ -69,7 +84,7 @@ def variants(x: torch.Tensor) -> dict[str, Callable[[ConvAutoencoder], Variant]]
             opt = torch.optim.Adam(m.parameters(), lr=1e-3, weight_decay=1e-4, **(adam or {}))
             if compile_:
                 m = torch.compile(m)
-            return Variant(m, xb, opt, threads, mkldnn)
+            return Variant(m, xb, opt, threads, mkldnn, bf16)
 
         return setup
 
@@ -83,6 +98,8 @@ def variants(x: torch.Tensor) -> dict[str, Callable[[ConvAutoencoder], Variant]]
         "fast_dropout+cl+fused": build(fast_dropout=True, cl=True, adam={"fused": True}),
         "no_mkldnn": build(mkldnn=False),
         "fast_dropout+cl+1thread": build(fast_dropout=True, cl=True, threads=1),
+        "no_dropout+cl (floor)": build(cl=True, no_dropout=True),
+        "bf16_autocast+fast_dropout+cl": build(fast_dropout=True, cl=True, bf16=True),
         "compile(nn.Dropout)+cl": build(cl=True, compile_=True),
         "compile(fast_dropout)+cl": build(fast_dropout=True, cl=True, compile_=True),
     }

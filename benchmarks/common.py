@@ -59,6 +59,15 @@ def timed(fn: Callable[[], int], repeats: int = 1) -> float:
     return best
 
 
+def timed_both(fn: Callable[[], int]) -> tuple[float, float]:
+    """(images per wall second, images per CPU second of this process) of one call of fn. With one
+    thread the CPU-time rate is the steadier number on a machine other jobs share: it leaves out the
+    time this process waited for a core (with several threads it counts their spin-waits, though)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = fn()
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
+
+
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b

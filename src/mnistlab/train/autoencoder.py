@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mnistlab import metrics, rundir
+from mnistlab.allocator import keep_freed_memory
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -127,6 +128,7 @@ def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = Tru
     `on_epoch_end(epoch, row)` is handed to `fit` (searches use it to report to a pruner)."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
+    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)
     device = resolve_device(exp.train.device)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mnistlab import metrics, rundir
+from mnistlab.allocator import keep_freed_memory
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -122,6 +123,7 @@ def train_dae(
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
     base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
+    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)
     device = resolve_device(exp.train.device)
