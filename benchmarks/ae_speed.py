@@ -1,10 +1,14 @@
 """Speed of one autoencoder training epoch: mnistlab's loop against a tutorial-style baseline (a
 Dataset returning one PIL image per item through a ToTensor-style transform, a DataLoader, the same
-model, optimizer and batch size), both in this process, plus the bare compute of the same steps on a
-pre-made batch and the limit set by the machine's fp32 matmul peak.
+network with nn.Dropout and NCHW tensors, torch's Adam, the same batch size), both in this process,
+plus the bare compute of mnistlab's step on a pre-made batch and the limit set by the machine's fp32
+matmul peak. mnistlab's side is `fit` + `AutoencoderTask` as `mnistlab train ae` runs it: uint8
+batches converted per batch, channels_last, FastDropout (models/dropout.py), and glibc told to keep
+freed memory (allocator.py; process-wide, so the baseline here gets it too).
 
-    python -m benchmarks.ae_speed [--images 12800] [--preset seed] [--repeats 2] [--json FILE]
-Prints images/s for each and the ratios; the machine is shared and noisy, so trust ratios only.
+    python -m benchmarks.ae_speed [--images 12800] [--preset seed] [--repeats 2] [--threads N] [--json FILE]
+Prints images/s for each (per wall second, and per CPU second of the process, steadier at one thread
+on a shared machine) and the ratios; trust ratios only when the machine is busy.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import tutorial_model
+from mnistlab.allocator import keep_freed_memory
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 
 CL = torch.channels_last
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated variant names (tutorial always runs)")
+    ap.add_argument("--malloc", action="store_true", help="keep freed memory (mnistlab.allocator) first")
     args = ap.parse_args(argv)
+    if args.malloc:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = AEConfig(latent_dim=10, dropout=args.dropout)
