@@ -1,6 +1,6 @@
 """Speed of the linear probe on a frozen encoder: mnistlab's way against the usual tutorial loop.
 
-    PYTHONPATH=src nice -n 5 python -m benchmarks.probe_speed [--images 12000] [--epochs 5] [--json F]
+    PYTHONPATH=src nice -n 5 python -m benchmarks.probe_speed [--images 6000] [--epochs 3] [--json F]
 
 Tutorial way (what course notebooks do): a DataLoader of one PIL image per item, and in every epoch
 every batch goes through the frozen encoder (eval mode, no_grad) before the Linear(latent -> 10) head
@@ -96,9 +96,9 @@ def measure(images: int, test_images: int, epochs: int, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=12_000, help="training images [12000]")
-    ap.add_argument("--test-images", type=int, default=10_000, help="test images [10000]")
-    ap.add_argument("--epochs", type=int, default=5, help="probe epochs [5]")
+    ap.add_argument("--images", type=int, default=6_000, help="training images [6000]")
+    ap.add_argument("--test-images", type=int, default=2_000, help="test images [2000]")
+    ap.add_argument("--epochs", type=int, default=3, help="probe epochs [3]")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json", help="also write the results to this file")
