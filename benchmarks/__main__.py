@@ -5,7 +5,8 @@
 Prints this machine's measured fp32 matmul peak first (the limit the "% of peak" column is measured
 against), then a table: baseline and mnistlab throughput, the result (ratio to the baseline unless
 the unit says otherwise), the target and pass/FAIL, mnistlab's share of the matmul peak where the
-benchmark knows its FLOPs, and each benchmark process's peak RSS. The machine may be shared: each
+benchmark knows its FLOPs (against the peak that benchmark measured in its own process, minutes
+later than the one printed first), and each benchmark process's peak RSS. The machine may be shared: each
 benchmark alternates baseline and mnistlab in its own process, so the ratios are the numbers to trust.
 """
 
