@@ -75,3 +75,11 @@ def test_autoencoder_uses_it_only_when_p_is_positive():
     assert not any(isinstance(m, nn.Dropout) for m in with_dropout.modules())
     without = ConvAutoencoder(AEConfig(dropout=0.0))
     assert not any(isinstance(m, FastDropout) for m in without.modules())
+
+
+def test_other_dtypes_use_torchs_dropout():
+    torch.manual_seed(0)
+    x = torch.ones(1000, dtype=torch.bfloat16)
+    y = fast_dropout(x, 0.5)
+    assert y.dtype == torch.bfloat16
+    assert 0.4 < (y == 0).float().mean().item() < 0.6

@@ -64,10 +64,12 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return x
     if p == 1.0:
         return x * 0.0
-    if x.device.type != "cpu":  # GPUs draw masks fast in parallel: keep torch's own dropout there
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        # GPUs draw masks fast in parallel, and bf16/fp16 (autocast) should scale as torch does:
+        # torch's own dropout there.
         return torch.nn.functional.dropout(x, p, True)
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return _Dropout.apply(x, dropout_mask(x.shape, p, channels_last=cl).to(x.dtype))
+    return _Dropout.apply(x, dropout_mask(x.shape, p, channels_last=cl))
 
 
 class FastDropout(nn.Module):
