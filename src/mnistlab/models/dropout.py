@@ -14,6 +14,7 @@ generator, so `torch.manual_seed` fixes the masks and a checkpointed torch RNG s
 exactly. What differs: which elements are dropped for a given seed (another generator), so a run is
 statistically the same as with `nn.Dropout`, not bit for bit. Masks follow the logical (N, C, H, W)
 order whatever the memory format, so channels_last gives the same masks as contiguous tensors.
+On a GPU, or for tensors that are not float32 (autocast), it is torch's own dropout.
 """
 
 from __future__ import annotations
