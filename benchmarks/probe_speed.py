@@ -9,8 +9,10 @@ takes its Adam step; the test set is scored through the encoder the same way. mn
 once, in batches of eval_batch_size, and the head trains on those feature rows through the shared
 loop (`fit`). Both train the same head with the same settings (seed preset: batch 256, Adam lr 1e-3)
 from the same initial weights on the same encoder; test accuracies are printed so a speed-up that
-changed the result would show. The encoder's weights are a seeded random initialisation (speed does
-not depend on them; accuracies are then those of random features). Time per probe is the whole job:
+changed the result would show at real sizes. The encoder's weights are a seeded random
+initialisation (speed does not depend on them), and at the benchmark's sizes (tens of head steps)
+both accuracies stay near chance: they are a smoke check here, not a result; `mnistlab probe` gives
+the real ones. Time per probe is the whole job:
 codes + training + test scoring; the ratio is tutorial seconds / mnistlab seconds.
 """
 
