@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from mnistlab import metrics, rundir
-from mnistlab.allocator import keep_freed_memory
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -46,10 +45,10 @@ class AutoencoderTask:
         # channels_last (NHWC) activations and weights: oneDNN's convolutions run faster that way on this
         # CPU (benchmarks/results/cpu_speed.md); gradients equal the NCHW ones to float rounding.
         # None = on for the CPU, off elsewhere.
-        if channels_last is None:
-            channels_last = device.type == "cpu"
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(device, memory_format=self.memory_format)
+        self.channels_last = device.type == "cpu" if channels_last is None else channels_last
+        self.model = (
+            model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
+        )
         self.device = device
         self.val = val
         self.eval_batch_size = cfg.eval_batch_size
@@ -59,7 +58,9 @@ class AutoencoderTask:
         self.optimizers = {"model": make_optimizer(self.model.parameters(), cfg)}
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        x = to_float(images, self.device).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28)
+        x = to_float(images, self.device)  # (B, 1, 28, 28)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         inp = self.corrupt(x) if self.corrupt is not None else x
         recon, _ = self.model(inp)
         loss = reconstruction_loss(recon, x)
@@ -128,6 +129,8 @@ def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = Tru
     `on_epoch_end(epoch, row)` is handed to `fit` (searches use it to report to a pruner)."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
     keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)

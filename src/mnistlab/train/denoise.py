@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from mnistlab import metrics, rundir
-from mnistlab.allocator import keep_freed_memory
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -123,6 +122,8 @@ def train_dae(
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
     base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
     keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)

@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file, save
 
 from mnistlab import rundir
-from mnistlab.allocator import keep_freed_memory
 from mnistlab.collapse import detect_collapse
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load
@@ -122,6 +121,8 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     """Train the GAN of `exp` into run folder `out`; score it and draw its figures."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
     keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)
