@@ -1,8 +1,8 @@
 """Speed of GAN training: mnistlab's loop against the usual tutorial code, one process, same networks,
 batch 200, plus the share of this machine's measured fp32 matmul peak that each reaches.
 
-    python benchmarks/gan_speed.py                      # 40 batches (8,000 images) per measurement
-    python benchmarks/gan_speed.py --batches 350 --repeats 1    # a whole 70,000-image epoch
+    python -m benchmarks.gan_speed                      # 40 batches (8,000 images) per measurement
+    python -m benchmarks.gan_speed --batches 350 --repeats 1    # a whole 70,000-image epoch
 
 The baseline is written the way course notebooks do it: a Dataset that makes a PIL image per item
 and converts it with a ToTensor-like transform, a shuffling DataLoader (batch 200, no workers),
@@ -18,7 +18,6 @@ rounding), so the speed-up costs nothing in FID-MNIST.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -26,6 +25,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import matmul_peak_gflops, write_result
+from benchmarks.common import result as common_result
+from mnistlab.allocator import keep_freed_memory
 from mnistlab.data import DataConfig, Split, load
 from mnistlab.models.gan import DISCRIMINATOR_MACS, GAN, GANConfig, train_step_flops
 from mnistlab.train.gan import GANTask, GANTrainConfig
@@ -93,27 +95,20 @@ def mnistlab_epoch(train: Split, n_batches: int, seed: int = 0) -> float:
     return result.images_per_s
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """Measured fp32 GFLOP/s of a big square matmul (best of reps)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    best = 0.0
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="GAN training speed: mnistlab's loop vs the tutorial way")
     p.add_argument("--batches", type=int, default=40, help="batches of 200 per measurement [40]")
     p.add_argument("--repeats", type=int, default=2, help="alternating measurements of each side [2]")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's allocator settings alone")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # `mnistlab train` keeps freed memory in the process (allocator.py); the setting is process-wide,
+    # so the baseline in this process gets it too and the ratio understates mnistlab's gain from it.
+    if not args.no_malloc_tuning:
+        keep_freed_memory()
 
     data = load(DataConfig(val_fraction=0.0))
     train = Split(
@@ -123,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     train = train.take(order)  # the same shuffled 70,000 images for both sides
     np_images, np_labels = train.images.numpy(), train.labels.numpy()
 
-    peak = matmul_peak()
+    peak = matmul_peak_gflops(repeats=10)
     baseline_epoch(np_images, np_labels, 2)  # warm-up of both paths (thread pools, oneDNN kernels)
     mnistlab_epoch(train, 2)
     base, ours = [], []
@@ -131,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         base.append(baseline_epoch(np_images, np_labels, args.batches, seed=r))
         ours.append(mnistlab_epoch(train, args.batches, seed=r))
         print(f"repeat {r + 1}: tutorial {base[-1]:.0f} img/s, mnistlab {ours[-1]:.0f} img/s", flush=True)
-    peak = max(peak, matmul_peak())
+    peak = max(peak, matmul_peak_gflops(repeats=10))
     flops = train_step_flops()
     b, o = max(base), max(ours)
-    result = {
+    result = common_result(
+        "gan_epoch", baseline=b, mnistlab=o, unit="images/s", flops_per_item=flops, peak_gflops=peak
+    )
+    result |= {
         "batches": args.batches,
         "batch_size": BATCH,
         "threads": torch.get_num_threads(),
@@ -157,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"phase, so it does {1 - 2 * DISCRIMINATOR_MACS / flops:.0%} of those FLOPs)"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_result(args.json, result)
     return 0
 
 

@@ -4,7 +4,7 @@ the fastest of --repeats runs: CPU time is the steadier number on a shared machi
 scikit-learn, and the quality of each map (leave-one-out 5-NN accuracy and silhouette on the digit
 labels, as `mnistlab latent` reports them), so a faster setting that hurts the map shows up.
 
-    PYTHONPATH=src nice -n 10 python -m benchmarks.tsne_speed RUN_DIR [--threads 1] [--repeats 1]
+    PYTHONPATH=src nice -n 10 python -m benchmarks.tsne_speed [RUN_DIR] [--threads 1] [--repeats 1] [--n N]
 
 Methods: sklearn (TSNE defaults: Barnes-Hut, PCA init, 250 + 750 iterations), opentsne-default
 (openTSNE defaults: PCA init, Annoy neighbours, 250 + 500 iterations, FFT gradients at this size),
@@ -24,16 +24,26 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from benchmarks.common import result
 from mnistlab import latent
 from mnistlab.data import DataConfig, load
 from mnistlab.explore import load_encoder_run
+from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 
 
-def test_codes(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (10000, d) and labels of the full MNIST test set (whatever test_limit the run used)."""
-    _, exp, model = load_encoder_run(run_dir)
-    test = load(DataConfig(dataset=exp.data.dataset, data_dir=exp.data.data_dir, val_fraction=0.0)).test
-    return latent.encode(model.encoder, test.images), test.labels.numpy()
+def test_codes(run_dir: Path | None, n: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (10000, d) and labels of the full MNIST test set (whatever test_limit the run used), or of
+    its first n images. Without a run, the codes of a seeded untrained encoder (latent 10): speed is
+    what is measured then, the map scores mean little."""
+    if run_dir is None:
+        torch.manual_seed(0)
+        encoder, data_cfg = ConvAutoencoder(AEConfig(latent_dim=10)).encoder, DataConfig(val_fraction=0.0)
+    else:
+        _, exp, model = load_encoder_run(run_dir)
+        encoder = model.encoder
+        data_cfg = DataConfig(dataset=exp.data.dataset, data_dir=exp.data.data_dir, val_fraction=0.0)
+    test = load(dataclasses.replace(data_cfg, test_limit=n)).test
+    return latent.encode(encoder, test.images), test.labels.numpy()
 
 
 def methods(seed: int, threads: int, variants: list[str]):
@@ -70,7 +80,8 @@ def methods(seed: int, threads: int, variants: list[str]):
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", type=Path, help="an ae or dae run folder")
+    p.add_argument("run_dir", type=Path, nargs="?", help="an ae or dae run folder [an untrained encoder]")
+    p.add_argument("--n", type=int, default=0, help="only the first N test images [all 10,000]")
     p.add_argument("--threads", type=int, default=1, help="threads for every method (torch, BLAS, t-SNE) [1]")
     p.add_argument("--repeats", type=int, default=1, help="runs per method; the fastest counts [1]")
     p.add_argument("--only", help="comma-separated subset of methods (name prefixes)")
@@ -80,12 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="openTSNE variants EE+N[:neighbors] to time (exact neighbours unless named) [250+500,150+200,100+150]",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="also write the results as JSON")
+    p.add_argument("--out", "--json", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    codes, labels = test_codes(args.run_dir)
+    codes, labels = test_codes(args.run_dir, args.n)
     codes = codes.astype(np.float64)
-    print(f"{len(codes)} codes of dimension {codes.shape[1]} from {args.run_dir}; {args.threads} thread(s)")
+    source = args.run_dir or "an untrained encoder"
+    print(f"{len(codes)} codes of dimension {codes.shape[1]} from {source}; {args.threads} thread(s)")
     results: dict = {"n": len(codes), "dim": int(codes.shape[1]), "threads": args.threads, "methods": {}}
     results["raw"] = latent.cluster_quality(codes, labels, 5, args.seed)
     todo = methods(args.seed, args.threads, args.variants.split(","))
@@ -121,6 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     raw = results["raw"]
     label = f"raw latent ({results['dim']}-D)"
     print(f"{label:<28}{'':>51}{raw['knn_accuracy']:>10.4f}{raw['silhouette']:>12.4f}")
+    ours = next((r for name, r in results["methods"].items() if name.endswith("(mnistlab)")), None)
+    if base and ours:  # the suite's columns (benchmarks.common.result): points per second, wall time
+        n = results["n"]
+        results |= result("tsne", baseline=n / base["seconds"], mnistlab=n / ours["seconds"], unit="points/s")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -8,6 +8,7 @@ import torch
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+from mnistlab.models.dropout import FastDropout
 
 
 def expected_params(latent: int, hidden: int = 128) -> int:
@@ -37,7 +38,7 @@ def test_encoder_layers_follow_the_report():
 
 
 def test_dropout_only_when_asked():
-    has = lambda m: any(isinstance(x, torch.nn.Dropout) for x in m.modules())  # noqa: E731
+    has = lambda m: any(isinstance(x, (torch.nn.Dropout, FastDropout)) for x in m.modules())  # noqa: E731
     assert not has(ConvAutoencoder(AEConfig(dropout=0.0)))
     assert has(ConvAutoencoder(AEConfig(dropout=0.2)))
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mnistlab.errors import check
+from mnistlab.models.dropout import FastDropout
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class AEOutput(NamedTuple):
 
 def _act(p: float) -> list[nn.Module]:
     # Dropout with p=0 is skipped entirely: its mask costs time on CPU even when it drops nothing.
-    return [nn.ReLU(inplace=True)] + ([nn.Dropout(p)] if p > 0 else [])
+    # FastDropout is nn.Dropout with masks that are ~6x cheaper to draw on CPU (models/dropout.py).
+    return [nn.ReLU(inplace=True)] + ([FastDropout(p)] if p > 0 else [])
 
 
 class Encoder(nn.Module):

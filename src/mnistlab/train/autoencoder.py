@@ -27,7 +27,6 @@ from mnistlab.train.loop import (
     autocast,
     fit,
     make_optimizer,
-    memory_format,
     resolve_device,
 )
 
@@ -49,9 +48,12 @@ class AutoencoderTask:
         corrupt: Corrupt | None = None,
         val_corrupt: Corrupt | None = None,
     ):
-        self.channels_last = cfg.channels_last
+        # channels_last (NHWC) activations and weights: always on the CPU, where oneDNN's convolutions
+        # run faster that way (benchmarks/results/cpu_speed.md), elsewhere when train.channels_last;
+        # gradients equal the NCHW ones to float rounding.
+        self.channels_last = cfg.channels_last or device.type == "cpu"
         self.model = (
-            model.to(device, memory_format=memory_format(cfg)) if cfg.channels_last else model.to(device)
+            model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         )
         self.net = self.model  # what the step calls: the model, or its DDP wrapper (distribute)
         self.autocast = autocast(cfg, device)
@@ -140,6 +142,9 @@ def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = Tru
     `on_epoch_end(epoch, row)` is handed to `fit` (searches use it to report to a pruner)."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
+    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)
     device = resolve_device(exp.train.device)

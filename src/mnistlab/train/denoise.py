@@ -122,6 +122,9 @@ def train_dae(
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
     base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
+    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)
     device = resolve_device(exp.train.device)

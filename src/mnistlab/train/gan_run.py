@@ -121,6 +121,9 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     """Train the GAN of `exp` into run folder `out`; score it and draw its figures."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
+    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     data = load(exp.data)
     train = merged(data) if exp.gan.merge_test else data.train
