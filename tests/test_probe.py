@@ -38,12 +38,7 @@ TINY = ["linear.epochs=4", "linear.batch_size=32", "finetune.epochs=2", "finetun
         "options.min_epoch_images=0", "linear.eval_batch_size=64", "finetune.eval_batch_size=64"]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -55,12 +55,7 @@ GAN = ["data.train_limit=64", "data.test_limit=16", "train.batch_size=32", "trai
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "serve"  # gitignored
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
