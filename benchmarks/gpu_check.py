@@ -27,9 +27,10 @@ from mnistlab.data import DataConfig, Split, load
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.gan import GANConfig
-from mnistlab.train.autoencoder import AutoencoderTask, seed_everything
+from mnistlab.train.autoencoder import AutoencoderTask
 from mnistlab.train.gan import GANTask, GANTrainConfig
 from mnistlab.train.loop import TrainConfig, fit, resolve_device
+from mnistlab.train.run_folder import seed_everything
 
 VARIANTS = {  # name -> TrainConfig fields
     "fp32": {},

@@ -17,9 +17,10 @@ from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise, parse_sigmas
-from mnistlab.train.autoencoder import seed_everything, train_autoencoder
+from mnistlab.train.autoencoder import train_autoencoder
 from mnistlab.train.denoise import DenoisingTask, denoising_scores, train_dae
 from mnistlab.train.loop import TrainConfig, fit
+from mnistlab.train.run_folder import seed_everything
 from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")

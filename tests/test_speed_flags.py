@@ -17,10 +17,11 @@ from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
-from mnistlab.train.autoencoder import AutoencoderTask, seed_everything
+from mnistlab.train.autoencoder import AutoencoderTask
 from mnistlab.train.classifier import ClassifierTask
 from mnistlab.train.gan import GANTask, GANTrainConfig
 from mnistlab.train.loop import TrainConfig, autocast, on_device
+from mnistlab.train.run_folder import seed_everything
 
 CPU = torch.device("cpu")
 FAST = {"amp": "bf16", "channels_last": True}

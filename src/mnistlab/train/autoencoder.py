@@ -6,28 +6,24 @@ noise for the denoising one); the loss is always MSE against the clean image.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnistlab import distributed, metrics, rundir
+from mnistlab import metrics, rundir
 from mnistlab.config import load_run_config
-from mnistlab.data import Data, Split, load, to_float
+from mnistlab.data import Data, Split, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.report.figures import image_rows, plot_curves
+from mnistlab.train import run_folder
 from mnistlab.train.loop import (
-    NonFiniteLossError,
     TrainConfig,
     autocast,
-    fit,
     make_optimizer,
-    resolve_device,
 )
 
 Corrupt = Callable[[torch.Tensor], torch.Tensor]
@@ -131,46 +127,18 @@ def evaluate_reconstruction(
 # ------------------------------------------------------------------------------- whole runs
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None) -> dict:
     """Train the autoencoder of `exp` into run folder `out`, then evaluate it on the test set.
     `on_epoch_end(epoch, row)` is handed to `fit` (searches use it to report to a pruner)."""
-    if exp.train.threads:
-        torch.set_num_threads(exp.train.threads)
-    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
-
-    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
-    seed_everything(exp.train.seed)
-    data = load(exp.data)
-    device = resolve_device(exp.train.device)
+    data, device = run_folder.start(exp)
     model = build_model("ae", exp.model)
     task = AutoencoderTask(model, exp.train, data.val, device)
-    run_dir = distributed.on_main(rundir.prepare, out, exp, "ae", resume) or Path(out)  # rank 0 writes
-    main = distributed.current().is_main
-    try:
-        result = fit(
-            task, data.train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end
-        )
-    except NonFiniteLossError as e:
-        if main:
-            rundir.write_summary(run_dir, {"task": "ae", "status": "diverged", "error": str(e)})
-        raise
-    if not main:
-        return {}  # rank 0 evaluates and writes the summary; the others wait in distributed.shutdown
+    run_dir = run_folder.prepare(out, exp, "ae", resume)
+    result = run_folder.fit_plain(task, data.train, exp, run_dir, "ae", resume, progress, on_epoch_end)
+    if result is None:
+        return {}  # not rank 0
     summary = evaluate_autoencoder(run_dir, model, data, device, exp.train.eval_batch_size)
-    summary.update(
-        status="finished",
-        epochs=len(result.history),
-        train_seconds=round(result.seconds, 2),
-        train_images_per_s=round(result.images_per_s, 1),
-        checkpoint_sha256=result.checkpoint_sha256,
-        device=str(device),
-    )
+    summary.update(run_folder.finished(result), device=str(device))
     rundir.write_summary(run_dir, summary)
     return summary
 

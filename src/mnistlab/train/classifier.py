@@ -10,22 +10,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnistlab import distributed, rundir
+from mnistlab import rundir
 from mnistlab.config import AugmentConfig, load_run_config
-from mnistlab.data import Split, load, to_float
+from mnistlab.data import Split, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.report.figures import plot_curves
-from mnistlab.train.autoencoder import seed_everything
+from mnistlab.train import run_folder
 from mnistlab.train.loop import (
-    NonFiniteLossError,
     TrainConfig,
     autocast,
-    fit,
     make_optimizer,
     memory_format,
-    resolve_device,
 )
 
 
@@ -112,25 +109,13 @@ class ClassifierTask:
 
 def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train the classifier of `exp` into run folder `out`; evaluate it on the test set."""
-    if exp.train.threads:
-        torch.set_num_threads(exp.train.threads)
-    seed_everything(exp.train.seed)
-    data = load(exp.data)
-    device = resolve_device(exp.train.device)
+    data, device = run_folder.start(exp)
     model = build_model("classifier", exp.model)
     task = ClassifierTask(model, exp.train, exp.augment, data.val, device)
-    run_dir = distributed.on_main(rundir.prepare, out, exp, "classifier", resume) or Path(
-        out
-    )  # rank 0 writes
-    main = distributed.current().is_main
-    try:
-        result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
-    except NonFiniteLossError as e:
-        if main:
-            rundir.write_summary(run_dir, {"task": "classifier", "status": "diverged", "error": str(e)})
-        raise
-    if not main:
-        return {}  # rank 0 evaluates and writes the summary
+    run_dir = run_folder.prepare(out, exp, "classifier", resume)
+    result = run_folder.fit_plain(task, data.train, exp, run_dir, "classifier", resume, progress)
+    if result is None:
+        return {}  # not rank 0
     test = evaluate_classifier(model, data.test, device, exp.train.eval_batch_size)
     history = rundir.read_history(run_dir)
     figures = Path(run_dir) / "figures"
@@ -140,16 +125,12 @@ def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True
                 "Classifier: accuracy (train on shifted digits)", ylabel="accuracy")  # fmt: skip
     summary = {
         "task": "classifier",
-        "status": "finished",
         "test": {k: round(v, 6) for k, v in test.items()},
         "data": data.source,
         "n_train": len(data.train),
         "n_val": len(data.val),
         "n_test": len(data.test),
-        "epochs": len(result.history),
-        "train_seconds": round(result.seconds, 2),
-        "train_images_per_s": round(result.images_per_s, 1),
-        "checkpoint_sha256": result.checkpoint_sha256,
+        **run_folder.finished(result),
         "device": str(device),
     }
     rundir.write_summary(run_dir, summary)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mnistlab import distributed, metrics, rundir
+from mnistlab import metrics, rundir
 from mnistlab.config import load_run_config
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
@@ -23,13 +23,13 @@ from mnistlab.models.autoencoder import ConvAutoencoder
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
 from mnistlab.report.evaluation import plot_metric_lines, triplet_grid
 from mnistlab.report.figures import plot_curves
+from mnistlab.train import run_folder
 from mnistlab.train.autoencoder import (
     AutoencoderTask,
     evaluate_reconstruction,
     load_autoencoder,
-    seed_everything,
 )
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, resolve_device
+from mnistlab.train.loop import TrainConfig, resolve_device
 
 log = logging.getLogger("mnistlab")
 QUALITY = ("mse", "psnr", "ssim")
@@ -119,36 +119,16 @@ def train_dae(
 ) -> dict:
     """Train the denoising autoencoder of `exp` into run folder `out`, then evaluate it on the test set
     (beside the plain autoencoder in run folder `baseline`, if given)."""
-    if exp.train.threads:
-        torch.set_num_threads(exp.train.threads)
     base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
-    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
-
-    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
-    seed_everything(exp.train.seed)
-    data = load(exp.data)
-    device = resolve_device(exp.train.device)
+    data, device = run_folder.start(exp)
     model = build_model("ae", exp.model)
     task = DenoisingTask(model, exp.train, data.val, device, exp.noise)
-    run_dir = distributed.on_main(rundir.prepare, out, exp, "dae", resume) or Path(out)  # rank 0 writes
-    main = distributed.current().is_main
-    try:
-        result = fit(task, data.train, exp.train, run_dir, resume=resume, progress=progress)
-    except NonFiniteLossError as e:
-        if main:
-            rundir.write_summary(run_dir, {"task": "dae", "status": "diverged", "error": str(e)})
-        raise
-    if not main:
-        return {}  # rank 0 evaluates and writes the summary
+    run_dir = run_folder.prepare(out, exp, "dae", resume)
+    result = run_folder.fit_plain(task, data.train, exp, run_dir, "dae", resume, progress)
+    if result is None:
+        return {}  # not rank 0
     summary = evaluate_dae(run_dir, model, data, device, exp.noise, exp.train.eval_batch_size, base)
-    summary.update(
-        status="finished",
-        epochs=len(result.history),
-        train_seconds=round(result.seconds, 2),
-        train_images_per_s=round(result.images_per_s, 1),
-        checkpoint_sha256=result.checkpoint_sha256,
-        device=str(device),
-    )
+    summary.update(run_folder.finished(result), device=str(device))
     rundir.write_summary(run_dir, summary)
     return summary
 

@@ -20,14 +20,14 @@ from safetensors.torch import load_file, save
 from mnistlab import distributed, rundir
 from mnistlab.collapse import detect_collapse
 from mnistlab.config import load_run_config
-from mnistlab.data import Data, Split, load
+from mnistlab.data import Data, Split
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes
 from mnistlab.models import build_model
 from mnistlab.models.gan import GAN, GANConfig
 from mnistlab.report import gan_figures
 from mnistlab.report.figures import plot_curves
-from mnistlab.train.autoencoder import seed_everything
+from mnistlab.train import run_folder
 from mnistlab.train.checkpoint import read_checkpoint
 from mnistlab.train.gan import GANDivergedError, GANTask, fixed_noise, generate
 from mnistlab.train.loop import NonFiniteLossError, fit, resolve_device
@@ -119,21 +119,14 @@ class EpochWatch:
 
 def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train the GAN of `exp` into run folder `out`; score it and draw its figures."""
-    if exp.train.threads:
-        torch.set_num_threads(exp.train.threads)
-    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
-
-    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
-    seed_everything(exp.train.seed)
-    data = load(exp.data)
+    data, device = run_folder.start(exp)
     train = merged(data) if exp.gan.merge_test else data.train
     if len(train) == 0:
         raise ConfigError("no training images (check data.train_limit)")
-    device = resolve_device(exp.train.device)
     gan = build_model("gan", exp.model)
     total = math.ceil(len(train) / exp.train.batch_size) * exp.train.epochs
     task = GANTask(gan, exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val)
-    run_dir = distributed.on_main(rundir.prepare, out, exp, "gan", resume) or Path(out)  # rank 0 writes
+    run_dir = run_folder.prepare(out, exp, "gan", resume)
     main = distributed.current().is_main
     ckpt = rundir.checkpoint_path(run_dir)
     if resume and ckpt.exists():
@@ -159,14 +152,10 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
         return {}  # rank 0 scores, draws and writes the summary
     summary = {**base, **finish(run_dir, task.sampler, exp, scorer, watch.real)}
     summary.update(
-        status="finished",
-        epochs=len(result.history),
+        run_folder.finished(result),
         diverged_at_step=task.diverged_at,
         collapse_warnings=watch.warned + [f"final: {w}" for w in summary["collapse"]["warnings"]],
         collapse_epochs=[r["epoch"] for r in result.history if r.get("collapse_warnings")],  # kept on resume
-        train_seconds=round(result.seconds, 2),
-        train_images_per_s=round(result.images_per_s, 1),
-        checkpoint_sha256=result.checkpoint_sha256,
     )
     rundir.write_summary(run_dir, summary)
     return summary

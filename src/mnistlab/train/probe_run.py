@@ -34,7 +34,7 @@ from mnistlab.models.autoencoder import AEConfig, Encoder
 from mnistlab.models.encoder_classifier import EncoderClassifier, LinearHead
 from mnistlab.report.evaluation import plot_confusion, plot_metric_lines
 from mnistlab.report.figures import plot_curves
-from mnistlab.train.autoencoder import load_autoencoder, seed_everything
+from mnistlab.train.autoencoder import load_autoencoder
 from mnistlab.train.loop import resolve_device
 from mnistlab.train.probe import (
     balanced_subset,
@@ -51,6 +51,7 @@ from mnistlab.train.probe import (
     train_classifier,
 )
 from mnistlab.train.probe_config import ProbeExperiment
+from mnistlab.train.run_folder import seed_everything
 
 log = logging.getLogger("mnistlab")
 

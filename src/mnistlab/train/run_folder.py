@@ -1,0 +1,70 @@
+"""What every `mnistlab train` command does around the shared loop: set the process up, fit into a run
+folder (rank 0 writes it), record a divergence in summary.json, and the summary fields of a finished run.
+
+The trainers (autoencoder, denoise, classifier, gan_run) keep only what is their own: the task, the
+evaluation and the figures.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnistlab import distributed, rundir
+from mnistlab.data import Data, Split, load
+from mnistlab.train.loop import FitResult, NonFiniteLossError, fit, resolve_device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def start(exp: Any) -> tuple[Data, torch.device]:
+    """Threads, allocator, seeds, then the data and the device of experiment `exp`."""
+    if exp.train.threads:
+        torch.set_num_threads(exp.train.threads)
+    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
+
+    keep_freed_memory()  # no page faults on each step's activations (allocator.py)
+    seed_everything(exp.train.seed)
+    return load(exp.data), resolve_device(exp.train.device)
+
+
+def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
+    """The run folder: created (or checked, on resume) by rank 0 only; every rank gets its path."""
+    return distributed.on_main(rundir.prepare, out, exp, task, resume) or Path(out)
+
+
+def fit_plain(
+    task, train: Split, exp: Any, run_dir: Path, kind: str, resume: bool, progress: bool, on_epoch_end=None
+) -> FitResult | None:
+    """`fit`, writing {"status": "diverged"} to summary.json on rank 0 if the loss stops being finite.
+    Returns None on the other ranks (rank 0 evaluates and writes the summary; they wait in
+    distributed.shutdown)."""
+    main = distributed.current().is_main
+    try:
+        result = fit(
+            task, train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=on_epoch_end
+        )
+    except NonFiniteLossError as e:
+        if main:
+            rundir.write_summary(run_dir, {"task": kind, "status": "diverged", "error": str(e)})
+        raise
+    return result if main else None
+
+
+def finished(result: FitResult) -> dict:
+    """The summary fields every finished training run records."""
+    return {
+        "status": "finished",
+        "epochs": len(result.history),
+        "train_seconds": round(result.seconds, 2),
+        "train_images_per_s": round(result.images_per_s, 1),
+        "checkpoint_sha256": result.checkpoint_sha256,
+    }
