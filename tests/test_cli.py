@@ -67,6 +67,15 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
         *TINY,
     ]
     assert run(*args, "--set", "train.lr=0.5") == 2
+    assert "ae.train.lr: 0.004 -> 0.5" in capsys.readouterr().err  # the changed key is named
+    # A run folder written before a config field existed (here: no train.channels_last line) resumes,
+    # since the missing field takes its default; the folder's config.toml then gains the field.
+    cfg = out / "config.toml"
+    lines = cfg.read_text().splitlines(keepends=True)
+    cfg.write_text("".join(line for line in lines if not line.startswith("channels_last")))
+    assert "channels_last" not in cfg.read_text()
+    assert run(*args) == 0
+    assert "channels_last" in cfg.read_text()
 
     # eval recomputes the same test numbers from the checkpoint.
     capsys.readouterr()

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import save_experiment, to_doc
+from mnistlab.config import load_run_config, save_experiment, to_doc
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes, read_jsonl, write_json
 
@@ -24,9 +24,11 @@ def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
             raise ConfigError(
                 f"{out} already holds a run; pass --resume to continue it or choose another --out"
             )
-        saved = tomllib.loads(cfg_path.read_text())
-        if saved != _roundtrip(to_doc(exp, task)):
-            raise ConfigError(f"{out}: --resume with a different config than the run's config.toml")
+        changed = _changed_keys(out, exp, task)
+        if changed:
+            raise ConfigError(
+                f"{out}: --resume with a different config than the run's config.toml ({', '.join(changed)})"
+            )
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)
         (out / "checkpoints").mkdir(exist_ok=True)
@@ -35,6 +37,33 @@ def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
     save_experiment(cfg_path, exp, task)
     command = " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])
     atomic_write_bytes(out / "command.txt", (command + "\n").encode())
+    return out
+
+
+def _changed_keys(out: Path, exp: Any, task: str) -> list[str]:
+    """Dotted config keys whose values differ between the run folder's config.toml and `exp`.
+
+    The saved file is parsed like any run config, so a field that did not exist when the run started
+    takes its default: a run folder from an older mnistlab resumes when nothing it set has changed.
+    """
+    saved_task, saved = load_run_config(out)
+    if saved_task != task:
+        return [f"task {saved_task} -> {task}"]
+    old, new = _flat(_roundtrip(to_doc(saved, task))), _flat(_roundtrip(to_doc(exp, task)))
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
+
+
+def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 
