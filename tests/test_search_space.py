@@ -155,6 +155,19 @@ def test_probe_accuracy_separates_separable_codes_and_not_noise():
     assert probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.3
 
 
+def test_probe_accuracy_survives_a_collapsed_code():
+    # A trial whose weight decay shrank its code to subnormal floats (seen in the report's grid: lr 1e-3,
+    # weight decay 5e-3, latent 100): the standardising scale (~1e-46) is 0 in float32, and the probe
+    # crashed on the resulting NaNs. Now it is computed in float64 and gives a number.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 600)
+    codes = np.zeros((600, 3), np.float32)
+    codes[:, 0] = 3e-14
+    codes[::7, 1] = np.float32(1.4e-45)  # the smallest subnormal float32: variance ~2e-91
+    acc = probe_accuracy(codes[:400], labels[:400], codes[400:], labels[400:])
+    assert 0.0 <= acc < 0.3  # no information: near chance
+
+
 def test_probe_accuracy_refuses_empty_validation():
     with pytest.raises(ConfigError, match="non-empty"):
         probe_accuracy(np.zeros((5, 2)), np.arange(5), np.zeros((0, 2)), np.zeros(0))

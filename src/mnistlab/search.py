@@ -92,14 +92,20 @@ def probe_accuracy(
         raise ConfigError("probe_acc needs non-empty train and validation splits (data.val_fraction > 0)")
     if len(np.unique(train_labels)) < 2:
         raise ConfigError("probe_acc needs at least two classes among the training images")
+    # float64: a collapsed code (weight decay can shrink it to subnormal floats) has a standardising
+    # scale that is 0 in float32, and dividing by it would give NaN.
+    train_codes, val_codes = np.asarray(train_codes, np.float64), np.asarray(val_codes, np.float64)
+    if not (np.isfinite(train_codes).all() and np.isfinite(val_codes).all()):
+        raise ConfigError("probe_acc: the encoder's codes are not finite (inf or NaN)")
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     clf.fit(train_codes, train_labels)
     return float((clf.predict(val_codes) == val_labels).mean())
 
 
-def probe_objective(run_dir: Path, max_train: int = PROBE_MAX_TRAIN) -> float:
+def probe_objective(run_dir: Path, max_train: int = PROBE_MAX_TRAIN) -> float | None:
     """probe_acc of a finished run: fit on the codes of (up to max_train) training images of the run's
-    own data config, scored on its validation split. Cached in the run's summary.json."""
+    own data config, scored on its validation split. Cached in the run's summary.json. None when the
+    encoder's codes are not finite."""
     from mnistlab.data import load
     from mnistlab.train.autoencoder import load_autoencoder
 
@@ -115,10 +121,11 @@ def probe_objective(run_dir: Path, max_train: int = PROBE_MAX_TRAIN) -> float:
         ) from None
     data = load(exp.data)
     train = data.train.take(slice(0, max_train))
-    acc = probe_accuracy(
-        encode_images(model, train.images), train.labels.numpy(),
-        encode_images(model, data.val.images), data.val.labels.numpy(),
-    )  # fmt: skip
+    train_codes, val_codes = encode_images(model, train.images), encode_images(model, data.val.images)
+    if not (np.isfinite(train_codes).all() and np.isfinite(val_codes).all()):
+        log.warning("%s: its codes are not finite; no probe_acc for this trial", run_dir)
+        return None
+    acc = probe_accuracy(train_codes, train.labels.numpy(), val_codes, data.val.labels.numpy())
     rundir.write_summary(run_dir, {**summary, "probe_acc": round(acc, 6), "probe_n_train": len(train)})
     return acc
 
