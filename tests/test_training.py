@@ -101,6 +101,9 @@ def test_resume_after_crash_equals_uninterrupted_bit_for_bit(tiny_exp, tmp_path)
         assert torch.equal(v, task3.model.state_dict()[k]), k
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 4
+    # time runs on across the resume: the rows' seconds never go back, the total includes epoch 1
+    seconds = [r["seconds"] for r in resumed.history]
+    assert seconds == sorted(seconds) and resumed.seconds >= seconds[-1] > seconds[0] > 0
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tiny_exp, tmp_path, monkeypatch):

@@ -172,8 +172,8 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class FitResult:
     history: list[dict[str, Any]]
     checkpoint_sha256: str
-    seconds: float
-    images_per_s: float
+    seconds: float  # training time of the whole run, over every process that resumed it
+    images_per_s: float  # of this process alone
 
 
 def fit(
@@ -219,6 +219,8 @@ def fit(
     writer = _tensorboard(run_dir) if main else None
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    # Seconds run on from the last kept epoch's, so a resumed run's rows and total count all its time.
+    earlier = float(history[-1].get("seconds", 0.0)) if history else 0.0
     seen, t0 = 0, time.perf_counter()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -262,7 +264,7 @@ def fit(
             bar.close()
             seen += n_epoch
             if main:
-                row = _end_epoch(task, epoch, step, factor * cfg.lr, sums, n_epoch, t0)
+                row = _end_epoch(task, epoch, step, factor * cfg.lr, sums, n_epoch, t0 - earlier)
                 history.append(row)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
@@ -285,7 +287,7 @@ def fit(
     seconds = time.perf_counter() - t0
     if ckpt is not None and main and not sha and ckpt.exists():
         sha = file_sha256(ckpt)
-    return FitResult(history, sha, seconds, seen / seconds if seconds > 0 else 0.0)
+    return FitResult(history, sha, earlier + seconds, seen / seconds if seconds > 0 else 0.0)
 
 
 def _end_epoch(task, epoch: int, step: int, lr: float, sums: dict, n_epoch: int, t0: float) -> dict[str, Any]:
