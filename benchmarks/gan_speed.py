@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import matmul_peak_gflops, write_result
+from benchmarks.common import matmul_peak_gflops, tutorial_loader, write_result
 from benchmarks.common import result as common_result
 from mnistlab.allocator import keep_freed_memory
 from mnistlab.data import DataConfig, Split, load
@@ -36,34 +33,14 @@ from mnistlab.train.loop import TrainConfig, fit
 BATCH = 200
 
 
-class PILDigits(Dataset):
-    """One PIL image per item, as torchvision's MNIST dataset returns them."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        img = Image.fromarray(self.images[i], mode="L")
-        return to_tensor(img), int(self.labels[i])
-
-
-def to_tensor(pic: Image.Image) -> torch.Tensor:
-    """What torchvision.transforms.ToTensor does for a mode-L PIL image: (1, 28, 28) float in [0, 1]."""
-    arr = torch.from_numpy(np.array(pic, np.uint8, copy=True))
-    return arr.view(pic.size[1], pic.size[0], 1).permute(2, 0, 1).contiguous().float().div(255)
-
-
-def baseline_epoch(images: np.ndarray, labels: np.ndarray, n_batches: int, seed: int = 0) -> float:
+def baseline_epoch(images: torch.Tensor, labels: torch.Tensor, n_batches: int, seed: int = 0) -> float:
     """Images per second of the tutorial-style loop over n_batches batches."""
     torch.manual_seed(seed)
     gan = GAN(GANConfig())
     G, D = gan.generator, gan.discriminator
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    loader = DataLoader(PILDigits(images, labels), batch_size=BATCH, shuffle=True)
+    loader = tutorial_loader(images, labels, BATCH)
     bce = torch.nn.BCELoss()
     seen, t0 = 0, time.perf_counter()
     for i, (x, _) in enumerate(loader):
@@ -116,14 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     train = train.take(order)  # the same shuffled 70,000 images for both sides
-    np_images, np_labels = train.images.numpy(), train.labels.numpy()
 
     peak = matmul_peak_gflops(repeats=10)
-    baseline_epoch(np_images, np_labels, 2)  # warm-up of both paths (thread pools, oneDNN kernels)
+    baseline_epoch(train.images, train.labels, 2)  # warm-up of both paths (thread pools, oneDNN kernels)
     mnistlab_epoch(train, 2)
     base, ours = [], []
     for r in range(args.repeats):
-        base.append(baseline_epoch(np_images, np_labels, args.batches, seed=r))
+        base.append(baseline_epoch(train.images, train.labels, args.batches, seed=r))
         ours.append(mnistlab_epoch(train, args.batches, seed=r))
         print(f"repeat {r + 1}: tutorial {base[-1]:.0f} img/s, mnistlab {ours[-1]:.0f} img/s", flush=True)
     peak = max(peak, matmul_peak_gflops(repeats=10))
