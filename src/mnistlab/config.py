@@ -8,7 +8,6 @@ A run folder's config.toml uses the same layout plus `task = "..."`, so it is it
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import tomli_w
 
 from mnistlab.data import DataConfig
 from mnistlab.errors import ConfigError, check
+from mnistlab.fsio import atomic_write_bytes, read_toml
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
@@ -178,11 +178,7 @@ def load_experiment(task: str, preset: str = "default", overrides: list[str] | N
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
     path = _preset_path(preset)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    return experiment_from_doc(doc, task, str(path), overrides or [])
+    return experiment_from_doc(read_toml(path), task, str(path), overrides or [])
 
 
 def experiment_from_doc(doc: dict[str, Any], task: str, source: str, overrides: list[str]) -> Any:
@@ -204,8 +200,6 @@ def to_doc(exp: Any, task: str) -> dict[str, Any]:
 
 
 def save_experiment(path: Path, exp: Any, task: str) -> None:
-    from mnistlab.fsio import atomic_write_bytes
-
     atomic_write_bytes(path, tomli_w.dumps(to_doc(exp, task)).encode())
 
 
@@ -214,10 +208,7 @@ def load_run_config(run_dir: Path) -> tuple[str, Any]:
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.toml)")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    doc = read_toml(path)
     task = doc.get("task")
     if task not in TASKS:
         raise ConfigError(f"{path}: unknown task {task!r}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
+
+from mnistlab.errors import ConfigError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -27,6 +30,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document in `path`; a one-line ConfigError naming the file when it does not parse."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnistlab.errors import ConfigError
+from mnistlab.fsio import read_toml
 
 # The report's grid: 2 learning rates x 2 weight decays x 3 latent sizes = 12 trials.
 REPORT_GRID: dict[str, list[str]] = {
@@ -189,11 +189,7 @@ def load_space(path: Path) -> list[Param]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search space file {path} does not exist")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    return parse_space(doc, str(path))
+    return parse_space(read_toml(path), str(path))
 
 
 def default_space_path(task: str) -> Path:
