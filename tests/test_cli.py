@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ def run(*args: str) -> int:
 
 def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run("train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY) == 0
+    argv = ["train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY]
+    assert run(*argv) == 0
     for name in ("config.toml", "command.txt", "metrics.jsonl", "summary.json",
                  "checkpoints/last.safetensors", "figures/loss_curves.png", "figures/reconstructions.png"):  # fmt: skip
         assert (out / name).is_file(), name
@@ -30,7 +32,7 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
     assert summary["status"] == "finished" and summary["epochs"] == 2
     assert set(summary["test"]) == {"mse", "psnr", "ssim"} and 0 < summary["test"]["mse"] < 1
     assert len(summary["checkpoint_sha256"]) == 64
-    assert (out / "command.txt").read_text().split()[0] == "mnistlab"  # then the process argv, as typed
+    assert (out / "command.txt").read_text() == shlex.join(["mnistlab", *argv]) + "\n"  # what was run, not pytest's argv
     printed = json.loads(capsys.readouterr().out)
     assert printed["test"] == summary["test"]
 

@@ -161,7 +161,26 @@ def test_probe_run_frozen_then_finetuned_with_label_efficiency(ae_run, tmp_path)
     ):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())["label_efficiency"] == rows
+    assert (out / "command.txt").read_text().startswith("python: ")  # not the CLI: says so
     assert load_experiment("probe", str(out / "config.toml")).data.data_dir.endswith("idx")
+
+
+def test_label_efficiency_averages_several_labelled_subsets(ae_run, tmp_path):
+    out = tmp_path / "probe"
+    summary = run_probe(ae_run, "quick", [*TINY, "options.label_subsets=2", "options.label_seed=3"], out=out,
+                        labels_per_class=(2, None), progress=False)  # fmt: skip
+    few, every = summary["label_efficiency"]
+    assert [s["label_seed"] for s in few["subsets"]] == [3, 4]
+    assert "subsets" not in every  # every label is one subset, whatever the seed
+    for key in ("probe", "finetune", "scratch", "finetune_minus_scratch"):
+        mean = sum(s[key] for s in few["subsets"]) / 2
+        assert few[key] == pytest.approx(mean, abs=1e-5)
+    for seed in (3, 4):  # each subset's classifiers keep their own folders
+        for name in ("probe", "finetune", "scratch"):
+            assert (out / "labels" / "2" / f"seed{seed}" / name / "metrics.jsonl").is_file()
+    assert (out / "figures" / "label_efficiency.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="label_subsets"):
+        run_probe(ae_run, "quick", [*TINY, "options.label_subsets=0"], out=tmp_path / "bad", progress=False)
 
 
 def test_probe_cli_and_its_one_line_errors(ae_run, tmp_path, capsys):
@@ -181,6 +200,7 @@ def test_probe_cli_and_its_one_line_errors(ae_run, tmp_path, capsys):
     args += [a for s in TINY for a in ("--set", s)]
     assert cli.main(args) == 0
     assert "linear_probe" in json.loads(capsys.readouterr().out)
+    assert (out / "command.txt").read_text().startswith(f"mnistlab -q probe {ae_run} --preset quick")
 
     no_ckpt = tmp_path / "untrained"
     no_ckpt.mkdir()

@@ -474,15 +474,18 @@ COMMANDS["serve"] = cmd_serve
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     from mnistlab.data import DataError
     from mnistlab.errors import ConfigError
+    from mnistlab.rundir import cli_command
     from mnistlab.train.checkpoint import CheckpointError
     from mnistlab.train.loop import NonFiniteLossError
 
     try:
-        return COMMANDS[args.command](args)
+        with cli_command(argv):
+            return COMMANDS[args.command](args)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"mnistlab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

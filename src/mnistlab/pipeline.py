@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import resource
-import shlex
 import shutil
 import sys
 import time
@@ -37,6 +36,7 @@ from mnistlab.config import load_experiment
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.run_plan import RunPlan
+from mnistlab.rundir import command_line
 
 log = logging.getLogger("mnistlab")
 
@@ -269,7 +269,7 @@ def run_study(
     for task in (*TRAINED, "probe"):  # check every stage's config before any training
         load_experiment(task, preset, per_task.get(task, []))
     settings = {"preset": preset, "overrides": overrides, "data_dir": data_dir, "device": device,
-                "command": " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])}  # fmt: skip
+                "command": command_line()}  # fmt: skip
     state = _open_state(ctx, settings)
     state["command"] = settings["command"]
     state["status"] = "running"

@@ -7,12 +7,35 @@ import json
 import shlex
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mnistlab.config import load_run_config, save_experiment, to_doc
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes, read_jsonl, write_json
+
+_cli_args: list[str] | None = None  # the arguments of the `mnistlab` command being run, if any
+
+
+@contextmanager
+def cli_command(args: list[str]) -> Iterator[None]:
+    """While the CLI runs `mnistlab ARGS`, the run folders it writes record that command."""
+    global _cli_args
+    outer, _cli_args = _cli_args, list(args)
+    try:
+        yield
+    finally:
+        _cli_args = outer
+
+
+def command_line() -> str:
+    """How this run was started, for command.txt and the report: `mnistlab ...` under the CLI; a run
+    started from Python (a notebook, a test) records the Python process's own command line."""
+    if _cli_args is not None:
+        return shlex.join(["mnistlab", *_cli_args])
+    return "python: " + shlex.join(sys.argv)
 
 
 def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
@@ -35,8 +58,7 @@ def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
     except OSError as e:
         raise ConfigError(f"cannot create run folder {out}: {e.strerror}") from None
     save_experiment(cfg_path, exp, task)
-    command = " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])
-    atomic_write_bytes(out / "command.txt", (command + "\n").encode())
+    atomic_write_bytes(out / "command.txt", (command_line() + "\n").encode())
     return out
 
 

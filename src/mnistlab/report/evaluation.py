@@ -22,15 +22,21 @@ def plot_metric_lines(
     title: str = "",
     log_x: bool = False,
     xticklabels: Sequence[str] | None = None,
+    bands: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]] | None = None,
 ) -> Path:
-    """One subplot per panel (e.g. "psnr", "ssim"), one line per series, all against `xs`."""
+    """One subplot per panel (e.g. "psnr", "ssim"), one line per series, all against `xs`; `bands`
+    [panel][series] = (low, high) shades a range around a line (e.g. min and max over repeats)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, (panel, series) in zip(axes[0], panels.items()):
         for label in sorted(series):
             ys = series[label]
             points = [(x, y) for x, y in zip(xs, ys) if y is not None]
-            if points:
-                ax.plot(*zip(*points), marker="o", markersize=4, label=label)
+            if not points:
+                continue
+            (line,) = ax.plot(*zip(*points), marker="o", markersize=4, label=label)
+            band = (bands or {}).get(panel, {}).get(label)
+            if band is not None:
+                ax.fill_between(xs, band[0], band[1], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel((ylabels or {}).get(panel, panel))
         if log_x:

@@ -176,10 +176,15 @@ def classification_section(run: RunFolder) -> Section:
                                 [[b["method"], b["features"], pct(b.get("test_acc"))] for b in base]))  # fmt: skip
     eff = s.get("label_efficiency", [])
     if eff:
-        sec.tables.append(Table("Label efficiency: test accuracy against labelled training images",
-                                ["labels per class", "labelled images", "frozen probe", "fine-tuned", "from scratch"],
-                                [[str(r["labels_per_class"]), num(r["n_labelled"]), pct(r["probe"]),
-                                  pct(r["finetune"]), pct(r["scratch"])] for r in eff]))  # fmt: skip
+        k = max(len(r.get("subsets", [r])) for r in eff)
+        title = "Label efficiency: test accuracy against labelled training images" + (
+            f" (mean of {k} seeded labelled subsets; worst to best in brackets)" if k > 1 else ""
+        )
+        sec.tables.append(Table(title, ["labels per class", "labelled images", "frozen probe", "fine-tuned",
+                                        "from scratch", "fine-tuned minus scratch"],
+                                [[str(r["labels_per_class"]), num(r["n_labelled"])]
+                                 + [_mean_and_range(r, key) for key in ("probe", "finetune", "scratch")]
+                                 + [_points(r.get("finetune_minus_scratch"))] for r in eff]))  # fmt: skip
     f = "ae/probe/figures/"
     sec.figures += run.figure(
         f + "linear_accuracy.png", "Frozen-encoder probe: accuracy per epoch. x: epoch; y: accuracy."
@@ -290,6 +295,17 @@ def gan_section(run: RunFolder) -> Section:
     sec.figures += run.figure(g + "d_outputs.png", "Mean discriminator output on real and generated images. "
                               "x: epoch; y: mean D output.")  # fmt: skip
     return sec
+
+
+def _mean_and_range(row: dict, key: str) -> str:
+    """'92.38%' or, for a row averaged over labelled subsets, '92.38% (91.92-92.91)'."""
+    values = [s[key] for s in row.get("subsets", [])]
+    text = pct(row.get(key))
+    return f"{text} ({100 * min(values):.2f}-{100 * max(values):.2f})" if values else text
+
+
+def _points(diff) -> str:
+    return "-" if diff is None else f"{100 * float(diff):+.1f} points"
 
 
 def comparison_section(run: RunFolder) -> Section:

@@ -26,6 +26,8 @@ class ProbeOptions:
     knn_k: int = 5  # neighbours of the kNN baseline
     logreg_c: float = 1.0  # inverse L2 strength of the logistic-regression baseline (scikit-learn's C)
     label_seed: int = 0  # seeds the balanced labelled subsets of --labels-per-class
+    label_subsets: int = 1  # subsets drawn per labels count (seeds label_seed, label_seed + 1, ...): a
+    # row reports their mean and range, since 100 images are a noisy sample of a digit's variety
 
     def __post_init__(self):
         check(
@@ -38,6 +40,7 @@ class ProbeOptions:
         )
         check(self.knn_k > 0, f"options.knn_k must be > 0, got {self.knn_k}")
         check(self.logreg_c > 0, f"options.logreg_c must be > 0, got {self.logreg_c}")
+        check(self.label_subsets >= 1, f"options.label_subsets must be >= 1, got {self.label_subsets}")
 
 
 @dataclass(frozen=True)

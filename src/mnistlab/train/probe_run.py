@@ -15,9 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from mnistlab.models.autoencoder import AEConfig, Encoder
 from mnistlab.models.encoder_classifier import EncoderClassifier, LinearHead
 from mnistlab.report.evaluation import plot_confusion, plot_metric_lines
 from mnistlab.report.figures import plot_curves
+from mnistlab.rundir import command_line
 from mnistlab.train.autoencoder import load_autoencoder
 from mnistlab.train.loop import resolve_device
 from mnistlab.train.probe import (
@@ -167,8 +166,7 @@ def _prepare_out(out: Path, exp: ProbeExperiment, overwrite: bool) -> Path:
         shutil.rmtree(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     save_experiment(out / "config.toml", exp, "probe")
-    command = " ".join(shlex.quote(a) for a in ["mnistlab", *sys.argv[1:]])
-    atomic_write_bytes(out / "command.txt", (command + "\n").encode())
+    atomic_write_bytes(out / "command.txt", (command_line() + "\n").encode())
     return out
 
 
@@ -256,35 +254,50 @@ def _baselines(
 
 def _label_efficiency(counts, codes, stats, encoder, cfg: AEConfig, data: Data, exp: ProbeExperiment, dev, ft_dev,
                       out: Path, summary: dict, main_head: LinearHead, progress: bool) -> list:  # fmt: skip
-    """Test accuracy of probe / fine-tuned / from-scratch networks on nested balanced subsets."""
+    """Test accuracy of probe / fine-tuned / from-scratch networks on nested balanced subsets: one row
+    per count, the mean over `options.label_subsets` subsets (each subset's numbers under "subsets")."""
+    opts = exp.options
     rows = []
     for n in counts:
         tag = "all" if n is None else str(n)
-        subset = None if n is None else balanced_subset(data.train.labels, n, exp.options.label_seed)
-        train = data.train if subset is None else data.train.take(subset)
-        folder = out / "labels" / tag
-        log.info("label efficiency: %s labelled images per class (%d images)", tag, len(train))
-        if n is None:
-            probe, head = summary["linear_probe"], main_head  # the probe above already used every label
-        else:
-            probe, _, head = _feature_probe(codes, data, exp, dev, folder / "probe", progress, subset)
-        if n is None and "finetune" in summary:
-            ft = summary["finetune"]
-        else:
-            ft, _ = _network(encoder, _raw_head(head, stats), cfg, train, data, exp, ft_dev,
-                             exp.options.encoder_lr_scale, folder / "finetune", progress)  # fmt: skip
-        scratch, _ = _network(None, None, cfg, train, data, exp, ft_dev, exp.options.scratch_lr_scale,
-                              folder / "scratch", progress)  # fmt: skip
-        rows.append({"labels_per_class": tag, "n_labelled": len(train), "probe": probe["test_acc"],
-                     "finetune": ft["test_acc"], "scratch": scratch["test_acc"],
-                     "finetune_minus_scratch": round(ft["test_acc"] - scratch["test_acc"], 5)})  # fmt: skip
-        log.info(
-            "  probe %.4f  finetune %.4f  scratch %.4f",
-            probe["test_acc"],
-            ft["test_acc"],
-            scratch["test_acc"],
-        )
+        seeds = [opts.label_seed] if n is None else [opts.label_seed + i for i in range(opts.label_subsets)]
+        subsets = []
+        for seed in seeds:
+            folder = out / "labels" / tag / (f"seed{seed}" if len(seeds) > 1 else "")
+            subsets.append({"label_seed": seed, **_label_subset(n, seed, codes, stats, encoder, cfg, data, exp,
+                                                                dev, ft_dev, folder, summary, main_head, progress)})  # fmt: skip
+        row = {"labels_per_class": tag, "n_labelled": subsets[0]["n_labelled"]}
+        for key in ("probe", "finetune", "scratch", "finetune_minus_scratch"):
+            row[key] = round(sum(r[key] for r in subsets) / len(subsets), 5)
+        if len(subsets) > 1:
+            row["subsets"] = subsets
+        rows.append(row)
+        log.info("  mean of %d subset(s): probe %.4f  finetune %.4f  scratch %.4f", len(subsets), row["probe"],
+                 row["finetune"], row["scratch"])  # fmt: skip
     return rows
+
+
+def _label_subset(n, seed, codes, stats, encoder, cfg: AEConfig, data: Data, exp: ProbeExperiment, dev, ft_dev,
+                  folder: Path, summary: dict, main_head: LinearHead, progress: bool) -> dict:  # fmt: skip
+    """Probe, fine-tuned and from-scratch test accuracy on `n` labelled images per class drawn with
+    `seed` (every labelled image if n is None)."""
+    subset = None if n is None else balanced_subset(data.train.labels, n, seed)
+    train = data.train if subset is None else data.train.take(subset)
+    log.info("label efficiency: %s labelled images per class (%d images, label seed %d)",
+             "all" if n is None else n, len(train), seed)  # fmt: skip
+    if n is None:
+        probe, head = summary["linear_probe"], main_head  # the probe above already used every label
+    else:
+        probe, _, head = _feature_probe(codes, data, exp, dev, folder / "probe", progress, subset)
+    if n is None and "finetune" in summary:
+        ft = summary["finetune"]
+    else:
+        ft, _ = _network(encoder, _raw_head(head, stats), cfg, train, data, exp, ft_dev,
+                         exp.options.encoder_lr_scale, folder / "finetune", progress)  # fmt: skip
+    scratch, _ = _network(None, None, cfg, train, data, exp, ft_dev, exp.options.scratch_lr_scale,
+                          folder / "scratch", progress)  # fmt: skip
+    return {"n_labelled": len(train), "probe": probe["test_acc"], "finetune": ft["test_acc"],
+            "scratch": scratch["test_acc"], "finetune_minus_scratch": round(ft["test_acc"] - scratch["test_acc"], 5)}  # fmt: skip
 
 
 def _classifier_figures(out: Path, name: str, logits, labels, result: dict, title: str) -> None:
@@ -302,11 +315,23 @@ def _classifier_figures(out: Path, name: str, logits, labels, result: dict, titl
 
 
 def _label_figure(rows: list, path: Path, latent: int) -> None:
+    """Mean test accuracy against labelled images; shaded from the worst to the best labelled subset."""
     xs = [r["n_labelled"] for r in rows]
-    series = {f"frozen encoder + linear ({latent}-d code)": [r["probe"] for r in rows],
-              "fine-tuned pretrained encoder": [r["finetune"] for r in rows],
-              "same network from scratch": [r["scratch"] for r in rows]}  # fmt: skip
+    names = {"probe": f"frozen encoder + linear ({latent}-d code)", "finetune": "fine-tuned pretrained encoder",
+             "scratch": "same network from scratch"}  # fmt: skip
+    series = {name: [r[key] for r in rows] for key, name in names.items()}
+    bands = {}
+    if any("subsets" in r for r in rows):
+        spread = {key: [[s[key] for s in r.get("subsets", [r])] for r in rows] for key in names}
+        bands = {"acc": {name: ([min(v) for v in spread[key]], [max(v) for v in spread[key]])
+                         for key, name in names.items()}}  # fmt: skip
     plot_metric_lines(xs, {"acc": series}, path, xlabel="labelled training images (balanced over 10 digits)",
                       ylabels={"acc": "test accuracy"}, log_x=True,
                       xticklabels=[f"{x}\n({r['labels_per_class']}/class)" for x, r in zip(xs, rows)],
-                      title="Label efficiency: what pretraining buys")  # fmt: skip
+                      title=_label_title(rows), bands=bands)  # fmt: skip
+
+
+def _label_title(rows: list) -> str:
+    k = max(len(r.get("subsets", [r])) for r in rows)
+    title = "Label efficiency: what pretraining buys"
+    return title if k == 1 else f"{title}\n(mean of {k} labelled subsets; shaded: worst to best subset)"
