@@ -91,6 +91,20 @@ def test_sections_of_stages_that_have_not_run_say_so(tiny_study, tmp_path):
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html
 
 
+def test_label_efficiency_over_several_subsets_shows_their_range(tiny_study, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_study, run)
+    path = run / "ae" / "probe" / "summary.json"
+    probe = json.loads(path.read_text())
+    row = probe["label_efficiency"][0]
+    subsets = [{**row, "label_seed": k, "finetune": v} for k, v in enumerate((0.9, 0.95))]
+    row.update(finetune=0.925, subsets=subsets)
+    path.write_text(json.dumps(probe))
+    section = _sections(write_report(run)["html"].read_text())["classification"]
+    assert "mean of 2 seeded labelled subsets" in section
+    assert "92.50% (90.00-95.00)" in section
+
+
 @pytest.mark.parametrize("make", [lambda p: None, lambda p: (p / "run.json").write_text("{not json")])
 def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys, make):
     folder = tmp_path / "plain"
