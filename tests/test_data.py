@@ -6,12 +6,13 @@ import gzip
 import hashlib
 import http.server
 import threading
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mnistlab import data as D
@@ -122,6 +123,74 @@ def test_random_bytes_give_data_error_or_valid_array(data):
         D.parse_idx(D._decompress(data, "f"), 1, "f")
     except DataError:
         pass
+
+
+def _parse_traced(data: bytes, ndim: int):
+    """parse_idx's array (or its DataError) and the peak memory allocated while parsing."""
+    tracemalloc.start()
+    try:
+        return D.parse_idx(data, ndim, "some/f-idx"), tracemalloc.get_traced_memory()[1]
+    except DataError as e:
+        return e, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# Dimensions small enough to match a body, or large enough to overflow a 64-bit product of three.
+DIM = st.one_of(st.integers(0, 3), st.sampled_from([28, 2**20, 2**22, 2**31, 2**32 - 1]))
+
+
+@settings(max_examples=80, deadline=None)
+@example(magic=b"\0\0\x08", dims=[2**22, 2**22, 2**20], ndim=3, body=b"")  # 2^64 bytes: int64 wraps to 0
+@example(magic=b"\0\0\x08", dims=[2**32 - 1] * 3, ndim=3, body=b"\0")
+@given(
+    magic=st.one_of(st.just(b"\0\0\x08"), st.binary(min_size=3, max_size=3)),
+    dims=st.lists(DIM, min_size=1, max_size=3),
+    ndim=st.integers(1, 3),
+    body=st.binary(max_size=64),
+)
+def test_random_idx_headers_load_or_give_a_one_line_data_error(magic, dims, ndim, body):
+    data = magic + bytes([len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + body
+    result, peak = _parse_traced(data, ndim)
+    assert peak < 1 << 20  # nothing sized from the header is allocated
+    if isinstance(result, DataError):
+        assert "some/f-idx" in str(result) and "\n" not in str(result)
+    else:
+        assert result.shape == tuple(dims) and result.tobytes() == body
+
+
+def test_huge_dimensions_report_the_exact_byte_count():
+    dims = (2**32 - 1,) * 3
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    with pytest.raises(DataError, match=f"need {(2**32 - 1) ** 3} bytes, got 5"):
+        D.parse_idx(header + bytes(5), 3, "f")
+
+
+@pytest.mark.parametrize(
+    "n_train, changes",
+    [
+        (120, {"train_limit": 1, "val_fraction": 0.9}),
+        (120, {"val_fraction": 0.999}),
+        (0, {"val_fraction": 0.0}),
+    ],
+)
+def test_an_empty_training_split_is_refused_in_one_line(tmp_path, n_train, changes):
+    folder = write_dataset(tmp_path / "d", n_train=n_train)
+    with pytest.raises(DataError, match="no training images left") as e:
+        D.load(DataConfig(data_dir=str(folder), **changes))
+    assert str(folder) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_training_on_an_empty_split_exits_2_before_writing_a_run(idx_dir, tmp_path, capsys):
+    from mnistlab import cli
+
+    out = tmp_path / "run"
+    argv = ["-q", "train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out),
+            "--set", "data.train_limit=1", "--set", "data.val_fraction=0.9", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no training images left" in err and "\n" not in err
+    assert not (out / "summary.json").exists()
 
 
 def test_unknown_dataset_and_missing_cache(tmp_path, monkeypatch):

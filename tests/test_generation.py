@@ -3,9 +3,12 @@ one line."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
+from numpy.lib import format as npy_format
 
 from mnistlab import cli
 from mnistlab.data import DataConfig, DataError, load
@@ -94,6 +97,45 @@ def test_bad_sample_files(tmp_path, writer, message):
     writer(path)
     with pytest.raises(DataError, match=message):
         load_samples(path)
+
+
+def _npy_with_header(path, shape, version=(1, 0), descr="|u1", body=b"\0" * 64):
+    """A .npy file whose header claims `shape`, followed by `body` (not the data that shape needs)."""
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    write = npy_format.write_array_header_1_0 if version == (1, 0) else npy_format.write_array_header_2_0
+    with path.open("wb") as f:
+        write(f, header)
+        f.write(body)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+@pytest.mark.parametrize("shape", [(2**40, 28, 28), (2**62, 28, 28), (1, 28, 28)])
+def test_a_header_claiming_another_size_is_refused_before_allocating(tmp_path, version, shape):
+    path = tmp_path / "s.npy"
+    _npy_with_header(path, shape, version)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"not a readable \.npy file \(its header says shape") as e:
+            load_samples(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20 and "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_header_dtype_and_trailing_bytes_and_fortran_order(tmp_path):
+    path = tmp_path / "s.npy"
+    _npy_with_header(path, (2**40, 28, 28), descr="<f8")
+    with pytest.raises(DataError, match="dtype float64, expected uint8"):
+        load_samples(path)
+    images = np.arange(3 * 28 * 28).reshape(3, 28, 28).astype(np.uint8)
+    np.save(path, images)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(DataError, match="the file holds 2353"):
+        load_samples(path)
+    np.save(path, np.asfortranarray(images))
+    loaded = load_samples(path)
+    assert np.array_equal(loaded, images) and loaded.flags.writeable
 
 
 def test_check_writable(tmp_path):

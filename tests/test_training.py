@@ -119,7 +119,8 @@ def test_interrupted_save_keeps_previous_checkpoint(tiny_exp, tmp_path, monkeypa
     with pytest.raises(OSError, match="disk full"):
         ckpt.save_checkpoint(path, task.modules, task.optimizers, epoch=2, step=10)
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == ["last.safetensors"]  # no temp file left behind
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["last.safetensors", "last.safetensors.sha256"]  # no temp file left behind
     assert ckpt.read_checkpoint(path)[1]["epoch"] == 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import urllib.error
 import urllib.request
@@ -136,7 +137,9 @@ def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{name}: header truncated ({len(data)} of {header} bytes)")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
+    # Python integers: numpy's int64 product wraps for headers such as 2^22 x 2^22 x 2^20, which then
+    # passed the size checks below and failed in reshape (or reported a wrong byte count).
+    expected = math.prod(dims)
     body = len(data) - header
     if body < expected:
         raise DataError(f"{name}: data truncated: dimensions {dims} need {expected} bytes, got {body}")
@@ -293,7 +296,19 @@ def load(cfg: DataConfig) -> Data:
         test = test.take(slice(0, cfg.test_limit))
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(cfg.split_seed))
     n_val = int(round(cfg.val_fraction * len(full)))
+    _check_not_empty(folder, cfg, len(full), n_val)
     return Data(full.take(order[n_val:]), full.take(order[:n_val]), test, str(folder))
+
+
+def _check_not_empty(folder: Path, cfg: DataConfig, n_full: int, n_val: int) -> None:
+    """Refuse a training split of 0 images: the loop would run no step and call the run finished."""
+    if n_full - n_val > 0:
+        return
+    limit = f", data.train_limit={cfg.train_limit}" if cfg.train_limit else ""
+    raise DataError(
+        f"{folder}: no training images left ({n_full} in the train split{limit}, "
+        f"{n_val} held out by data.val_fraction={cfg.val_fraction}); nothing to train on"
+    )
 
 
 def to_float(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -8,12 +8,14 @@ name the reference they were measured with. `mnistlab score SAMPLES.npy` wraps i
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 
 from mnistlab import gen_metrics
 from mnistlab.data import DataError, Split
@@ -131,36 +133,58 @@ def format_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def load_samples(path: Path) -> np.ndarray:
-    """Read a .npy file of uint8 images (N, 28, 28), N >= 1; raise DataError in one line if not."""
+    """Read a .npy file of uint8 images (N, 28, 28), N >= 1; raise DataError in one line if not.
+
+    The header is checked (dtype, shape, and that the file holds exactly that many bytes) before
+    anything is allocated, so a header claiming a huge shape is refused instead of allocated."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
         with path.open("rb") as f:
-            magic = f.read(6)
+            shape, fortran = _npy_header(f, path)
+            n = math.prod(shape)
+            size = os.fstat(f.fileno()).st_size - f.tell()
+            if size != n:
+                raise DataError(
+                    f"{path}: not a readable .npy file (its header says shape {shape}, {n} bytes of "
+                    f"data, but the file holds {size})"
+                )
+            buf = bytearray(n)
+            got = f.readinto(buf)
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from e
+    if got != n:
+        raise DataError(f"{path}: not a readable .npy file (it changed while being read)")
+    return np.frombuffer(buf, dtype=np.uint8).reshape(shape, order="F" if fortran else "C")
+
+
+def _npy_header(f, path: Path) -> tuple[tuple[int, ...], bool]:
+    """(shape, fortran_order) of the open .npy file `f`, whose header must describe uint8 images
+    (N, 28, 28) with N >= 1; leaves `f` at the start of the data."""
+    magic = f.read(6)
     if magic[:2] == b"PK":
         raise DataError(f"{path}: an .npz archive, expected one .npy array")
     if magic != b"\x93NUMPY":
         raise DataError(f"{path}: not a readable .npy file (no NumPy header)")
+    f.seek(0)
     try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise DataError(f"{path}: holds Python objects (pickle); refused, expected a uint8 array") from e
+        version = npy_format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):  # numpy writes 3.0 only for structured dtypes
+            raise ValueError(f"format version {version[0]}.{version[1]} unsupported")
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except (ValueError, TypeError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy file ({e})") from e
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npy file ({e})") from e
-    if not isinstance(arr, np.ndarray):
-        raise DataError(f"{path}: an .npz archive, expected one .npy array")
-    if arr.ndim != 3 or arr.shape[1:] != (28, 28):
-        raise DataError(f"{path}: shape {arr.shape}, expected (N, 28, 28)")
-    if arr.dtype != np.uint8:
-        raise DataError(f"{path}: dtype {arr.dtype}, expected uint8 (scale to 0-255 and cast)")
-    if len(arr) == 0:
+    if dtype.hasobject:
+        raise DataError(f"{path}: holds Python objects (pickle); refused, expected a uint8 array")
+    if len(shape) != 3 or tuple(shape[1:]) != (28, 28):
+        raise DataError(f"{path}: shape {tuple(shape)}, expected (N, 28, 28)")
+    if dtype != np.uint8:
+        raise DataError(f"{path}: dtype {dtype}, expected uint8 (scale to 0-255 and cast)")
+    if shape[0] == 0:
         raise DataError(f"{path}: holds no images")
-    return arr
+    return tuple(shape), bool(fortran)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

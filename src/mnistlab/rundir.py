@@ -112,14 +112,24 @@ def checkpoint_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.safetensors"
 
 
-def load_weights(run_dir: Path, module: Any, name: str = "model") -> Any:
-    """Load module `name` of a run's last checkpoint into `module` (safetensors only)."""
-    from mnistlab.train.checkpoint import CheckpointError, module_state, read_checkpoint
+def read_run_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, state) of a run's last checkpoint, verified against the run's records: the hash
+    written next to it, and summary.json's checkpoint_sha256 once the run finished. Every loader of a
+    run's checkpoint goes through here (load_weights, a resumed fit)."""
+    from mnistlab.train.checkpoint import read_checkpoint
 
     path = checkpoint_path(run_dir)
     if not path.exists():
         raise ConfigError(f"{run_dir} has no checkpoint ({path}); train it first")
-    tensors, _ = read_checkpoint(path)
+    return read_checkpoint(path, expected_sha256=read_summary(run_dir).get("checkpoint_sha256"))
+
+
+def load_weights(run_dir: Path, module: Any, name: str = "model") -> Any:
+    """Load module `name` of a run's last checkpoint into `module` (safetensors only, verified)."""
+    from mnistlab.train.checkpoint import CheckpointError, module_state
+
+    path = checkpoint_path(run_dir)
+    tensors, _ = read_run_checkpoint(run_dir)
     try:
         module.load_state_dict(module_state(tensors, name))
     except RuntimeError as e:

@@ -2,8 +2,13 @@
 all non-tensor state as JSON in the file's metadata. Written atomically; never unpickled.
 
 Key layout: "module/<name>/<param>", "optim/<name>/<param id>/<key>", "rng/torch", "rng/numpy",
-"rng/cuda/<i>". Metadata "state" holds {"epoch", "step", "optim": {<name>: param_groups and
-non-tensor state}, "rng_python", "rng_numpy", **extra}.
+"rng/cuda/<i>". Metadata "state" holds {"format", "epoch", "step", "optim": {<name>: param_groups
+and non-tensor state}, "rng_python", "rng_numpy", **extra} (files written before the format moved
+into "state" carry it as a second metadata key).
+
+Integrity: `<name>.sha256` next to each checkpoint records the SHA-256 of what was written, and every
+read verifies the file against it (and against an expected hash the caller has, such as the run's
+summary.json), so a checkpoint changed on disk is refused instead of silently loaded.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from torch import nn
 
 from mnistlab.fsio import atomic_write_bytes
 
+FORMAT = "mnistlab-checkpoint-1"
+
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be used: missing, not safetensors (e.g. a pickle), or not matching."""
+    """A checkpoint cannot be used: missing, not safetensors (e.g. a pickle), changed since it was
+    written, or not matching."""
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -87,18 +95,72 @@ def save_checkpoint(
         optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     rng_tensors, rng_meta = _rng_state()
     tensors.update(rng_tensors)
-    state = {"epoch": epoch, "step": step, "optim": optim_meta, **rng_meta, **(extra or {})}
-    data = st_save(tensors, metadata={"format": "mnistlab-checkpoint-1", "state": json.dumps(state)})
+    state = {"epoch": epoch, "step": step, "optim": optim_meta, **rng_meta, **(extra or {}), "format": FORMAT}
+    # One metadata key of sorted JSON: safetensors writes several metadata keys in a random order (a
+    # Rust HashMap), so the same state saved by two processes would differ in bytes and SHA-256.
+    data = st_save(tensors, metadata={"state": json.dumps(state, sort_keys=True)})
+    sha = hashlib.sha256(data).hexdigest()
+    _record(Path(path), sha)
     atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return sha
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (tensors, state) from a checkpoint, refusing anything that is not safetensors."""
+def sidecar_path(path: Path) -> Path:
+    """Where the SHA-256 of checkpoint `path` is recorded as it is written: `<name>.sha256`."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def _record(path: Path, sha: str) -> None:
+    """Record `sha` before `path` is replaced by the file it hashes, keeping the hash of the file being
+    replaced: a crash between the two writes leaves either file verifiable, never a refused resume.
+    The cost: the previous epoch's checkpoint, put back byte for byte, also verifies; any other
+    change, a single flipped byte included, is still caught."""
+    before = recorded_sha256(path)
+    if before is None:  # a checkpoint from before the records: the file it is about to replace
+        before = [file_sha256(path)] if path.exists() else []
+    atomic_write_bytes(sidecar_path(path), "".join(f"{h}\n" for h in [sha, *before[:1]]).encode())
+
+
+def recorded_sha256(path: Path) -> list[str] | None:
+    """The hashes recorded for checkpoint `path` (newest first), or None when it has no record."""
+    side = sidecar_path(path)
+    try:
+        return side.read_text().split()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{side}: cannot read the checkpoint's recorded SHA-256 ({e})") from e
+
+
+def verify(path: Path, raw: bytes, expected_sha256: str | None = None) -> None:
+    """Refuse checkpoint bytes `raw` (read from `path`) unless they hash to what was recorded when the
+    file was written: its sidecar, and `expected_sha256` (a run's summary.json) when given. A file with
+    neither record is accepted, as every checkpoint was before the records existed."""
+    actual = hashlib.sha256(raw).hexdigest()
+    recorded = recorded_sha256(path)  # read after the bytes, so a save meanwhile still lists them
+    if recorded is not None and actual not in recorded:
+        _changed(path, actual, recorded[0] if recorded else "(none)", sidecar_path(path).name)
+    if expected_sha256 and actual != expected_sha256:
+        _changed(path, actual, expected_sha256, "the run's summary.json")
+
+
+def _changed(path: Path, actual: str, expected: str, where: str) -> None:
+    raise CheckpointError(
+        f"{path}: changed since it was written (SHA-256 {actual[:16]}..., {where} recorded "
+        f"{expected[:16]}...); refusing to load it"
+    )
+
+
+def read_checkpoint(
+    path: Path, expected_sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (tensors, state) from a checkpoint, refusing anything that is not safetensors or that
+    changed since it was written (see `verify`)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from e
+    verify(Path(path), raw, expected_sha256)
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")

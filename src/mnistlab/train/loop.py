@@ -22,7 +22,7 @@ from mnistlab import distributed
 from mnistlab.data import Split, batches
 from mnistlab.errors import ConfigError, check
 from mnistlab.fsio import read_jsonl
-from mnistlab.train.checkpoint import file_sha256, read_checkpoint, restore, save_checkpoint
+from mnistlab.train.checkpoint import file_sha256, restore, save_checkpoint
 
 log = logging.getLogger("mnistlab")
 
@@ -200,7 +200,9 @@ def fit(
     history: list[dict[str, Any]] = []
     start_epoch, step, sha = 0, 0, ""
     if resume and ckpt is not None and ckpt.exists():
-        tensors, state = read_checkpoint(ckpt)
+        from mnistlab import rundir  # here: rundir imports config, which imports this module
+
+        tensors, state = rundir.read_run_checkpoint(run_dir)
         restore(tensors, state, task.modules, task.optimizers)
         start_epoch, step = state["epoch"], state["step"]
         history = _read_history(metrics_path, upto=start_epoch)
