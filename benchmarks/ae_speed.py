@@ -29,9 +29,9 @@ from benchmarks.common import (
     write_result,
 )
 from mnistlab.allocator import keep_freed_memory
-from mnistlab.config import load_experiment
 from mnistlab.data import DataConfig, load, to_float
 from mnistlab.models import build_model
+from mnistlab.tasks import load_experiment
 from mnistlab.train.autoencoder import AutoencoderTask
 from mnistlab.train.loop import fit
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     def baseline() -> int:
-        model = tutorial_model(build_model("ae", exp.model))  # nn.Dropout, contiguous tensors
+        model = tutorial_model(build_model("conv_autoencoder", exp.model))  # nn.Dropout, contiguous tensors
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n = 0
         for x, _ in tutorial_loader(train.images, train.labels, cfg.batch_size):
@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
         return n
 
     def mnistlab_loop() -> int:
-        task = AutoencoderTask(build_model("ae", exp.model), cfg, data.val, cpu)
+        task = AutoencoderTask(build_model("conv_autoencoder", exp.model), cfg, data.val, cpu)
         fit(task, train, cfg, run_dir=None, progress=False)
         return len(train)
 
     # The same steps on one pre-made batch: what the loop would reach with free data handling.
-    task = AutoencoderTask(build_model("ae", exp.model), cfg, data.val, cpu)
+    task = AutoencoderTask(build_model("conv_autoencoder", exp.model), cfg, data.val, cpu)
     images, labels = train.images[: cfg.batch_size], train.labels[: cfg.batch_size]
 
     def bare() -> int:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
             task.train_step(images, labels)
         return steps * cfg.batch_size
 
-    model = tutorial_model(build_model("ae", exp.model))
+    model = tutorial_model(build_model("conv_autoencoder", exp.model))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step(x: torch.Tensor) -> None:

@@ -79,10 +79,10 @@ def train_one(name: str, overrides: list[str], out: Path, device: str, preset: s
 def probe_accuracy(run_dir: Path, device: str) -> float:
     """Logistic regression on standardised frozen codes: fit on train, score on test."""
     from mnistlab.data import load, to_float
-    from mnistlab.train.autoencoder import load_autoencoder
+    from mnistlab.tasks import load_run
 
-    exp, model = load_autoencoder(run_dir)
-    model.to(device)
+    run = load_run(run_dir)
+    exp, model = run.exp, run.model.to(device)
     data = load(exp.data)
 
     @torch.no_grad()

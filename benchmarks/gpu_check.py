@@ -55,10 +55,10 @@ def make_task(kind: str, cfg: TrainConfig, device: torch.device, n: int):
     seed_everything(cfg.seed)
     empty = Split(torch.empty(0, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
     if kind == "ae":
-        return AutoencoderTask(build_model("ae", AEConfig(latent_dim=10)), cfg, empty, device)
+        return AutoencoderTask(build_model("conv_autoencoder", AEConfig(latent_dim=10)), cfg, empty, device)
     steps = -(-n // cfg.batch_size)
     gcfg = GANTrainConfig(loss="bce_logits", channels_last=False)  # train.channels_last decides
-    return GANTask(build_model("gan", GANConfig()), cfg, gcfg, device, steps)
+    return GANTask(build_model("report_gan", GANConfig()), cfg, gcfg, device, steps)
 
 
 def epoch_time(kind: str, train: Split, cfg: TrainConfig, device: torch.device, warmup: int) -> float:

@@ -32,8 +32,8 @@ def build_study(root: Path) -> Path:
     """ae (+ probe, pca/t-SNE maps), dae, gan: one epoch each on a training slice, full test set."""
     import torch
 
-    from mnistlab.config import load_experiment
     from mnistlab.explore import LatentConfig, run_latent
+    from mnistlab.tasks import load_experiment
     from mnistlab.train.autoencoder import train_autoencoder
     from mnistlab.train.denoise import train_dae
     from mnistlab.train.gan_run import train_gan

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab.config import AEExperiment
 from mnistlab.data import DataConfig
 from mnistlab.models.autoencoder import AEConfig
+from mnistlab.train.autoencoder import AEExperiment
 from mnistlab.train.loop import TrainConfig
 
 

@@ -25,11 +25,10 @@ def run_rank(
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
-    from mnistlab import cli, distributed
-    from mnistlab.config import load_experiment
+    from mnistlab import distributed, tasks
+    from mnistlab.tasks import load_experiment
 
-    module, function = cli.TRAINERS[task]
-    trainer = getattr(importlib.import_module(module), function)
+    trainer = tasks.get(task).train
     if crash_at:
         task_cls = getattr(importlib.import_module(STEPS[task][0]), STEPS[task][1])
         step, calls = task_cls.train_step, [0]

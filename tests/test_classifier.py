@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from mnistlab import cli
-from mnistlab.config import load_experiment
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.reference import export_reference
+from mnistlab.tasks import load_experiment
 from mnistlab.train.checkpoint import read_checkpoint
 from mnistlab.train.classifier import ClassifierTask, load_classifier, random_shift, train_classifier
 
@@ -53,7 +53,7 @@ def test_random_shift_moves_each_image_within_bounds():
 
 def test_train_step_changes_weights_and_reports_accuracy():
     exp = load_experiment("classifier", "quick", TINY)
-    model = build_model("classifier", exp.model)
+    model = build_model("digit_cnn", exp.model)
     from mnistlab.data import Split
 
     val = Split(torch.zeros(4, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64))
@@ -100,5 +100,5 @@ def test_cli_train_classifier(tmp_path, capsys):
     assert cli.main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["test"]) == {"loss", "accuracy"}
-    assert cli.main([*args[:-2], "--set", "train.epochs=0"]) == 2  # the folder already holds a run
+    assert cli.main([*args[:-2], "--set", "train.epochs=2"]) == 2  # the folder already holds a run
     assert "already holds a run" in capsys.readouterr().err

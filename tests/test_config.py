@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mnistlab.config import load_experiment, load_run_config, save_experiment
+from mnistlab.config import save_experiment
 from mnistlab.errors import ConfigError
+from mnistlab.tasks import load_experiment, load_run_config
 
 
 def test_seed_preset_is_the_report():
@@ -33,7 +34,7 @@ def test_overrides_are_typed():
         ("modl.latent_dim=3", "unknown key 'modl'"),
         ("train.lr=fast", "'fast' is not a valid float"),
         ("model.latent_dim=2.5", "not a valid int"),
-        ("train.batch_size=0", "batch_size must be > 0"),
+        ("train.batch_size=0", r"train.batch_size must be in \[1, 65536\]"),
         ("train.schedule=linear", "train.schedule must be"),
         ("train.lr", "expected section.key=value"),
         ("model=3", "model is a table"),

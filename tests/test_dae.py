@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from mnistlab import cli
-from mnistlab.config import AEExperiment, DAEExperiment, load_experiment
 from mnistlab.data import DataConfig, load, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise, parse_sigmas
-from mnistlab.train.autoencoder import train_autoencoder
-from mnistlab.train.denoise import DenoisingTask, denoising_scores, train_dae
+from mnistlab.tasks import load_experiment
+from mnistlab.tasks.dae import train as train_dae
+from mnistlab.train.autoencoder import AEExperiment, train_autoencoder
+from mnistlab.train.denoise import DAEExperiment, DenoisingTask, denoising_scores
 from mnistlab.train.loop import TrainConfig, fit
 from mnistlab.train.run_folder import seed_everything
 from tests.tiny_idx import write_blocks
@@ -100,7 +101,7 @@ def test_step_feeds_noisy_input_and_targets_the_clean_image(idx_dir):
     exp = tiny(idx_dir)
     data = load(exp.data)
     seed_everything(0)
-    task = DenoisingTask(build_model("ae", exp.model), exp.train, data.val, CPU, exp.noise)
+    task = DenoisingTask(build_model("conv_autoencoder", exp.model), exp.train, data.val, CPU, exp.noise)
     seen = []
     task.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
@@ -138,7 +139,7 @@ def test_resume_equals_an_uninterrupted_run_with_fresh_noise(idx_dir, tmp_path):
 
     def make():
         seed_everything(exp.train.seed)
-        return DenoisingTask(build_model("ae", exp.model), exp.train, data.val, CPU, exp.noise)
+        return DenoisingTask(build_model("conv_autoencoder", exp.model), exp.train, data.val, CPU, exp.noise)
 
     full = make()
     fit(full, data.train, exp.train, tmp_path / "full", progress=False)
@@ -155,7 +156,7 @@ def test_resume_equals_an_uninterrupted_run_with_fresh_noise(idx_dir, tmp_path):
 def test_scores_of_the_noisy_input_follow_sigma(idx_dir):
     data = load(tiny(idx_dir).data)
     eps = fixed_noise(len(data.test), 0, "test")
-    model = build_model("ae", AEConfig(latent_dim=4))
+    model = build_model("conv_autoencoder", AEConfig(latent_dim=4))
     for sigma in (0.25, 0.5, 1.0):
         s = denoising_scores({"dae": model}, data.test, eps, sigma, False, CPU, 16)
         assert abs(s["noisy"]["psnr"] + 20 * math.log10(sigma)) < 0.3  # PSNR of x + N(0, s^2) = -20 log10 s

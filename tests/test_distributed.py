@@ -30,8 +30,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mnistlab import distributed, rundir
-from mnistlab.config import load_experiment
 from mnistlab.errors import ConfigError
+from mnistlab.tasks import load_experiment
 from mnistlab.train.autoencoder import train_autoencoder
 from mnistlab.train.checkpoint import read_checkpoint
 from mnistlab.train.gan_run import train_gan

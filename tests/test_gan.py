@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from mnistlab import cli, rundir
-from mnistlab.config import load_experiment
 from mnistlab.data import Split
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.gan import GANConfig, train_step_flops
+from mnistlab.tasks import load_experiment
 from mnistlab.train import gan_run
 from mnistlab.train.checkpoint import read_checkpoint
 from mnistlab.train.gan import (
@@ -51,7 +51,7 @@ def fake_batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def make_task(**gan_kwargs) -> GANTask:
     torch.manual_seed(0)
-    gan = build_model("gan", GANConfig())
+    gan = build_model("report_gan", GANConfig())
     cfg = TrainConfig(lr=2e-4, batch_size=8, device="cpu")
     return GANTask(gan, cfg, GANTrainConfig(**gan_kwargs), torch.device("cpu"), total_steps=10)
 
@@ -61,7 +61,7 @@ def make_task(**gan_kwargs) -> GANTask:
 
 @pytest.mark.parametrize("scale", [1.0, 100.0])
 def test_generator_output_shape_and_range(scale):
-    gan = build_model("gan", GANConfig())
+    gan = build_model("report_gan", GANConfig())
     with torch.no_grad():
         x = gan.generator(scale * torch.randn(5, 100))
     assert x.shape == (5, 1, 28, 28)
@@ -69,7 +69,7 @@ def test_generator_output_shape_and_range(scale):
 
 
 def test_discriminator_is_sigmoid_of_logits_and_shapes():
-    gan = build_model("gan", GANConfig())
+    gan = build_model("report_gan", GANConfig())
     x = torch.rand(3, 1, 28, 28)
     assert gan.discriminator.logits(x).shape == (3,)
     assert torch.allclose(gan.discriminator(x), torch.sigmoid(gan.discriminator.logits(x)))
@@ -155,7 +155,7 @@ def test_step_matches_a_tutorial_step(loss):
     on in the G phase), so the speed-ups change nothing but float rounding."""
     task = make_task(loss=loss)
     torch.manual_seed(1)
-    ref = build_model("gan", GANConfig())
+    ref = build_model("report_gan", GANConfig())
     ref.load_state_dict(task.gan.state_dict())
     # Plain SGD on both sides: Adam would amplify the rounding of near-zero gradients to a full step.
     task.optimizers = {"generator": torch.optim.SGD(task.G.parameters(), lr=0.5),

@@ -27,7 +27,7 @@ def test_read_configs_and_reject_bad_tables(tmp_path):
 
 
 def test_shipped_candidates_are_valid_configs():
-    from mnistlab.config import load_experiment
+    from mnistlab.tasks import load_experiment
 
     configs = gan_sweep.read_configs(gan_sweep.HERE / "gan_sweep_configs.toml")
     assert "seed" in configs and len(configs) >= 6

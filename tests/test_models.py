@@ -21,7 +21,7 @@ def expected_params(latent: int, hidden: int = 128) -> int:
 
 @pytest.mark.parametrize("latent", [2, 10, 100])
 def test_shapes_range_and_parameter_count(latent):
-    model = build_model("ae", AEConfig(latent_dim=latent, dropout=0.1))
+    model = build_model("conv_autoencoder", AEConfig(latent_dim=latent, dropout=0.1))
     out = model(torch.rand(5, 1, 28, 28))
     assert out.recon.shape == (5, 1, 28, 28) and out.z.shape == (5, latent)
     assert out.recon.min() >= 0 and out.recon.max() <= 1

@@ -4,6 +4,7 @@ recorded as failed, and the same study on a real PostgreSQL server started here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shutil
@@ -21,7 +22,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mnistlab import cli, rundir
+from mnistlab import cli, rundir, tasks
 from mnistlab.optuna_search import StudySpec, TrialObjective, open_study, run_optuna
 from mnistlab.search_space import parse_space
 
@@ -91,7 +92,8 @@ def fake_diverging_trainer(exp, out, resume=False, progress=True, on_epoch_end=N
 
 
 def test_diverging_trials_are_failed_not_a_crash(tmp_path, monkeypatch):
-    monkeypatch.setitem(cli.TRAINERS, "ae", ("tests.test_optuna_search", "fake_diverging_trainer"))
+    spec = tasks.get("ae")
+    monkeypatch.setitem(tasks._TASKS, "ae", dataclasses.replace(spec, train=fake_diverging_trainer))
     spec = spec_for(tmp_path, n_trials=2)
     rows = run_optuna(spec, workers=1)  # returns normally
     trials = optuna.load_study(study_name=spec.name, storage=spec.url).get_trials()
@@ -100,50 +102,146 @@ def test_diverging_trials_are_failed_not_a_crash(tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["diverged", "diverged"]
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_killed_workers_trial_is_retried_and_resumes(tmp_path):
-    out = tmp_path / "study"
-    space = tmp_path / "space.toml"
-    space.write_text('[train.lr]\ntype = "float"\nlow = 1e-3\nhigh = 1e-2\nlog = true\n')
-    overrides = [*TINY, "train.epochs=20"]
-    cmd = [sys.executable, "-m", "mnistlab", "-q", "search", "ae", "--optuna", "--trials", "1", "--preset", "quick",
-           "--space", str(space), "--out", str(out), "--heartbeat", "1", "--workers", "1", "--no-progress"]  # fmt: skip
+def search_command(out: Path, space: Path, overrides: list[str], *extra: str) -> list[str]:
+    """`mnistlab search` arguments of a 1-trial study of 20 tiny epochs: long enough to be killed in."""
+    args = ["-q", "search", "ae", "--optuna", "--trials", "1", "--preset", "quick", "--space", str(space),
+            "--out", str(out), "--no-progress", *extra]  # fmt: skip
     for o in overrides:
-        cmd += ["--set", o]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics = out / "trials" / "trial-0000" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    try:
-        while len(rundir.read_history(metrics.parent)) < 2:
-            assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the worker never finished an epoch"
-            time.sleep(0.1)
-    finally:
-        worker.send_signal(signal.SIGKILL)  # no clean-up: its trial stays RUNNING with no heartbeat
-        worker.wait()
-    first_rows = rundir.read_history(metrics.parent)
-    assert (metrics.parent / "checkpoints" / "last.safetensors").exists() and len(first_rows) < 20
+        args += ["--set", o]
+    return args
 
-    spec = StudySpec(task="ae", out=out, space=tuple(parse_space({"train": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}})),  # fmt: skip
-                     n_trials=1, preset="quick", overrides=tuple(overrides), heartbeat_s=1, progress=False)  # fmt: skip
+
+def kill_after_an_epoch(process: subprocess.Popen, trials: Path, pid_of=None) -> Path:
+    """Wait until some trial has logged an epoch, then SIGKILL `process`, or the worker process that
+    `pid_of(run_dir)` names; returns the trial's run folder. No clean-up runs: its trial stays RUNNING."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no trial finished an epoch"
+        started = [p.parent for p in sorted(trials.glob("*/metrics.jsonl")) if rundir.read_history(p.parent)]
+        if started:
+            break
+        time.sleep(0.05)
+    run_dir = started[0]
+    pid = process.pid if pid_of is None else pid_of(run_dir)
+    os.kill(pid, signal.SIGKILL)
+    if pid == process.pid:
+        process.wait()
+    return run_dir
+
+
+SPACE_TOML = '[train.lr]\ntype = "float"\nlow = 1e-3\nhigh = 1e-2\nlog = true\n'
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("where", ["this machine", "another machine"])
+def test_killed_workers_trial_is_retried_and_resumes(tmp_path, monkeypatch, where):
+    """A search killed mid-trial: the same command, rerun, fails the trial, re-queues it and resumes it
+    from its last checkpoint. On this machine at once, with the default heartbeat (the trial names its
+    dead process); a trial of another machine once its heartbeat is stale."""
+    out, space = tmp_path / "study", tmp_path / "space.toml"
+    space.write_text(SPACE_TOML)
+    overrides = [*TINY, "train.epochs=20"]
+    heartbeat = ["--heartbeat", "1"] if where == "another machine" else []  # else the default, 60 s
+    args = search_command(out, space, overrides, "--workers", "1", *heartbeat)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    search = subprocess.Popen([sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    run_dir = kill_after_an_epoch(search, out / "trials")
+    first_rows = rundir.read_history(run_dir)
+    assert (run_dir / "checkpoints" / "last.safetensors").exists() and len(first_rows) < 20
+
+    spec = spec_for(out, n_trials=1)
     study = optuna.load_study(study_name=spec.name, storage=spec.url)
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
-    # Past the grace period (2 x heartbeat = 2 s) by a margin: SQLite keeps heartbeats in whole seconds,
-    # so 2.5 s after a heartbeat can still read as 2 s, which is not stale.
-    time.sleep(4.5)
-    run_optuna(spec, workers=1)
+    if where == "another machine":
+        monkeypatch.setattr(socket, "gethostname", lambda: "another-machine")
+        # Past the grace period (2 x heartbeat = 2 s) by a margin: SQLite keeps heartbeats in whole
+        # seconds, so 2.5 s after a heartbeat can still read as 2 s, which is not stale.
+        time.sleep(4.5)
+    assert cli.main(args) == 0  # the same command, right after
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = trials[1]
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
     assert retry.params == trials[0].params
-    assert retry.user_attrs["run_dir"] == str(metrics.parent)  # the same run folder ...
-    history = rundir.read_history(metrics.parent)
+    assert retry.user_attrs["run_dir"] == str(run_dir)  # the same run folder ...
+    history = rundir.read_history(run_dir)
     assert [r["epoch"] for r in history] == list(range(1, 21))
     # ... resumed: the epochs finished before the kill were kept, not retrained.
-    kept = history[0]
-    assert kept == first_rows[0]
+    assert history[0] == first_rows[0]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_killed_worker_is_noticed_by_its_launcher(tmp_path):
+    """One of two worker processes killed mid-trial, default heartbeat (60 s): the launcher sees its
+    worker gone, re-queues the trial and runs it before reporting, rather than report the search done
+    with the trial still "running" (the other worker counts it as taken and stops)."""
+    out, space = tmp_path / "study", tmp_path / "space.toml"
+    space.write_text(SPACE_TOML)
+    args = search_command(out, space, [*TINY, "train.epochs=20"], "--workers", "2")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    launcher = subprocess.Popen([sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)  # fmt: skip
+    spec = spec_for(out, n_trials=1)
+    killed = []
+
+    def worker_of(run_dir: Path) -> int:
+        study = optuna.load_study(study_name=spec.name, storage=spec.url)
+        trial = next(t for t in study.get_trials() if t.user_attrs.get("run_dir") == str(run_dir))
+        killed.append(trial.number)
+        assert trial.state == TrialState.RUNNING and trial.user_attrs["worker_pid"] != launcher.pid
+        return trial.user_attrs["worker_pid"]
+
+    try:
+        run_dir = kill_after_an_epoch(launcher, out / "trials", worker_of)
+        first_rows = rundir.read_history(run_dir)
+        stdout, stderr = launcher.communicate(timeout=300)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, stderr.decode()[-2000:]
+    assert "re-queued" in stderr.decode()
+    trials = optuna.load_study(study_name=spec.name, storage=spec.url).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert trials[killed[0]].state == TrialState.FAIL
+    retry = next(t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed[0])
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"] == str(run_dir)
+    history = rundir.read_history(run_dir)
+    assert [r["epoch"] for r in history] == list(range(1, 21)) and history[0] == first_rows[0]
+    results = (out / "results.csv").read_text()
+    assert "running" not in results and "stale, retried" in results
+    assert (out / "best.toml").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_requeue_dead_takes_only_trials_whose_local_process_is_gone(tmp_path):
+    """A trial of a process of this machine that is gone is failed and re-queued, without that
+    process's identity; trials of a live process, or of another machine, are left running."""
+    from mnistlab.optuna_search import requeue_dead
+
+    spec = spec_for(tmp_path)
+    study = open_study(spec)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    here = socket.gethostname()
+    owners = {"gone": (here, int(gone.stdout)), "alive": (here, os.getpid()), "elsewhere": ("elsewhere", 1)}
+    for name, (host, pid) in owners.items():
+        trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2)})
+        trial.set_user_attr("worker_host", host)
+        trial.set_user_attr("worker_pid", pid)
+        trial.set_user_attr("owner", name)
+    assert requeue_dead(spec, study) == 1
+    state = {t.user_attrs["owner"]: t for t in study.get_trials() if t.state != TrialState.WAITING}
+    assert {k: t.state for k, t in state.items()} == {
+        "gone": TrialState.FAIL, "alive": TrialState.RUNNING, "elsewhere": TrialState.RUNNING
+    }  # fmt: skip
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(queued) == state["gone"].number
+    assert queued.params == state["gone"].params and queued.user_attrs["owner"] == "gone"
+    assert "worker_pid" not in queued.user_attrs  # until a worker takes it, nobody may think it dead
+    assert requeue_dead(spec, study) == 0  # failed once, re-queued once
 
 
 # ---------------------------------------------------------------------------------- PostgreSQL

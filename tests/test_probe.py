@@ -8,15 +8,15 @@ import json
 import pytest
 import torch
 
-from mnistlab import cli
-from mnistlab.config import AEExperiment, load_experiment
+from mnistlab import cli, tasks
 from mnistlab.data import DataConfig, Split
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.encoder_classifier import LinearHead
 from mnistlab.rundir import checkpoint_path
-from mnistlab.train.autoencoder import load_autoencoder, train_autoencoder
+from mnistlab.tasks import load_experiment
+from mnistlab.train.autoencoder import AEExperiment, train_autoencoder
 from mnistlab.train.checkpoint import file_sha256, module_state, read_checkpoint
 from mnistlab.train.loop import TrainConfig
 from mnistlab.train.probe import (
@@ -122,7 +122,7 @@ def test_presets_hold_probe_settings():
 
 def test_probe_run_frozen_then_finetuned_with_label_efficiency(ae_run, tmp_path):
     sha = file_sha256(checkpoint_path(ae_run))
-    _, ae = load_autoencoder(ae_run)
+    ae = tasks.load_run(ae_run).model
     encoder_before = {k: v.clone() for k, v in ae.encoder.state_dict().items()}
     out = tmp_path / "probe"
     summary = run_probe(
@@ -131,7 +131,7 @@ def test_probe_run_frozen_then_finetuned_with_label_efficiency(ae_run, tmp_path)
 
     # The probed run is untouched: same checkpoint bytes, same encoder.
     assert file_sha256(checkpoint_path(ae_run)) == sha
-    _, ae_after = load_autoencoder(ae_run)
+    ae_after = tasks.load_run(ae_run).model
     for k, v in ae_after.encoder.state_dict().items():
         assert torch.equal(v, encoder_before[k])
     # The frozen probe's checkpoint holds only the head; the fine-tuned one holds a changed encoder.
@@ -227,9 +227,9 @@ def test_scratch_network_is_the_autoencoders_encoder_plus_a_head():
 
 
 def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
-    from mnistlab.config import DAEExperiment, load_run_config
     from mnistlab.noise import NoiseConfig
-    from mnistlab.train.denoise import train_dae
+    from mnistlab.tasks import load_run_config
+    from mnistlab.train.denoise import DAEExperiment, train_dae
 
     _, ae_exp = load_run_config(ae_run)
     exp = DAEExperiment(

@@ -4,12 +4,13 @@ interrupted ones, the probe objective, and a diverging trial recorded rather tha
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
 
-from mnistlab import cli, rundir, search
-from mnistlab.config import load_experiment, load_run_config
+from mnistlab import rundir, search, tasks
+from mnistlab.tasks import load_experiment, load_run_config
 from mnistlab.train.loop import NonFiniteLossError
 
 TINY = ["data.train_limit=200", "data.test_limit=100", "train.epochs=1", "train.batch_size=32",
@@ -92,7 +93,8 @@ def fake_diverging_trainer(exp, out, resume=False, progress=True, on_epoch_end=N
 
 
 def test_diverging_trial_is_recorded_not_raised(tmp_path, monkeypatch):
-    monkeypatch.setitem(cli.TRAINERS, "ae", ("tests.test_search", "fake_diverging_trainer"))
+    spec = tasks.get("ae")
+    monkeypatch.setitem(tasks._TASKS, "ae", dataclasses.replace(spec, train=fake_diverging_trainer))
     out = tmp_path / "search"
     rows = search.run_grid("ae", {"train.lr": ["2e-2"]}, out, "quick", TINY, progress=False)
     assert rows[0]["status"] == "diverged" and rows[0]["val_loss"] is None

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mnistlab import cli, latent
-from mnistlab.config import load_experiment
 from mnistlab.errors import ConfigError
 from mnistlab.explore import LatentConfig, run_latent
+from mnistlab.tasks import load_experiment
 from mnistlab.train.autoencoder import train_autoencoder
 from mnistlab.train.denoise import train_dae
 from mnistlab.train.gan_run import train_gan

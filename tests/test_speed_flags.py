@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from mnistlab import cli
-from mnistlab.config import AugmentConfig
 from mnistlab.data import Split, load, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
@@ -18,7 +17,7 @@ from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
 from mnistlab.train.autoencoder import AutoencoderTask
-from mnistlab.train.classifier import ClassifierTask
+from mnistlab.train.classifier import AugmentConfig, ClassifierTask
 from mnistlab.train.gan import GANTask, GANTrainConfig
 from mnistlab.train.loop import TrainConfig, autocast, on_device
 from mnistlab.train.run_folder import seed_everything
@@ -45,7 +44,7 @@ def test_autoencoder_step_with_flags_trains_fp32_weights(tiny_exp, flags):
     seed_everything(0)
     data = load(tiny_exp.data)
     cfg = TrainConfig(batch_size=16, lr=2e-3, device="cpu", **flags)
-    task = AutoencoderTask(build_model("ae", tiny_exp.model), cfg, data.val, CPU)
+    task = AutoencoderTask(build_model("conv_autoencoder", tiny_exp.model), cfg, data.val, CPU)
     if cfg.channels_last:
         conv = task.model.encoder.net[2].weight  # (48, 24, 3, 3)
         assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
@@ -58,7 +57,7 @@ def test_autoencoder_step_with_flags_trains_fp32_weights(tiny_exp, flags):
 
 def test_channels_last_computes_the_same_and_bf16_nearly_the_same():
     seed_everything(0)
-    model = build_model("ae", AEConfig(latent_dim=4)).eval()
+    model = build_model("conv_autoencoder", AEConfig(latent_dim=4)).eval()
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x = to_float(batch()[0])  # (16, 1, 28, 28)
     with torch.no_grad():
@@ -72,7 +71,7 @@ def test_channels_last_computes_the_same_and_bf16_nearly_the_same():
 
 def test_gan_step_with_bf16_and_channels_last_updates_both_networks():
     torch.manual_seed(0)
-    gan = build_model("gan", GANConfig())
+    gan = build_model("report_gan", GANConfig())
     cfg = TrainConfig(lr=2e-4, batch_size=8, device="cpu", **FAST)
     task = GANTask(
         gan, cfg, GANTrainConfig(channels_last=False, r1=1.0, loss="bce_logits"), CPU, total_steps=4
@@ -87,7 +86,7 @@ def test_gan_step_with_bf16_and_channels_last_updates_both_networks():
 
 def test_classifier_step_with_bf16_and_channels_last():
     torch.manual_seed(0)
-    model = build_model("classifier", ClassifierConfig())
+    model = build_model("digit_cnn", ClassifierConfig())
     images, labels = batch(16)
     task = ClassifierTask(model, TrainConfig(lr=1e-3, **FAST), AugmentConfig(), Split(images, labels), CPU)
     before = snapshot(task.model)

@@ -22,7 +22,7 @@ from tests.conftest import with_train
 def make_task(exp):
     seed_everything(exp.train.seed)
     data = load(exp.data)
-    model = build_model("ae", exp.model)
+    model = build_model("conv_autoencoder", exp.model)
     return AutoencoderTask(model, exp.train, data.val, torch.device("cpu")), data
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mnistlab.errors import check
+from mnistlab.errors import check, check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,17 @@ class CollapseConfig:
     max_samples: int = 1000  # pairwise distances on at most this many samples (O(n^2) memory)
 
     def __post_init__(self):
-        check(0 <= self.min_diversity_ratio < 1, "gan.collapse.min_diversity_ratio must be in [0, 1)")
-        check(self.min_diversity >= 0, "gan.collapse.min_diversity must be >= 0")
-        check(0 < self.max_class_share <= 1, "gan.collapse.max_class_share must be in (0, 1]")
-        check(0 <= self.d_loss_floor < self.d_loss_ceiling, "gan.collapse: need 0 <= d_loss_floor < ceiling")
-        check(self.window >= 1, "gan.collapse.window must be >= 1")
-        check(self.max_samples >= 2, "gan.collapse.max_samples must be >= 2")
+        check_float(self.min_diversity_ratio, "gan.collapse.min_diversity_ratio", 0, 1, high_open=True)
+        # The largest distance between two [0, 1] images of 784 pixels is sqrt(784) = 28.
+        check_float(self.min_diversity, "gan.collapse.min_diversity", 0, 28)
+        check_float(self.max_class_share, "gan.collapse.max_class_share", 0, 1, low_open=True)
+        check_float(self.d_loss_floor, "gan.collapse.d_loss_floor", 0, 1e4)
+        check_float(self.d_loss_ceiling, "gan.collapse.d_loss_ceiling", 0, 1e4)
+        check(self.d_loss_floor < self.d_loss_ceiling, "gan.collapse: need d_loss_floor < d_loss_ceiling")
+        check_int(self.window, "gan.collapse.window", 1, 100_000)
+        # Pairwise distances are an n x n matrix: 10,000 samples take 400 MB.
+        why = "the pairwise distances take n^2 floats"
+        check_int(self.max_samples, "gan.collapse.max_samples", 2, 10_000, why)
 
 
 @dataclass(frozen=True)

@@ -1,86 +1,25 @@
-"""Experiment configs: frozen dataclasses composed per task, read from TOML presets, with dotted
-`--set section.key=value` overrides that are type-checked; unknown keys are errors, never ignored.
+"""Experiment configs: frozen dataclasses read from TOML presets, with dotted `--set section.key=value`
+overrides that are type-checked; unknown keys are errors, never ignored.
 
-A preset file holds a shared [data] table and one table per task, e.g. [ae.model] and [ae.train].
-A run folder's config.toml uses the same layout plus `task = "..."`, so it is itself a valid preset.
+This module knows no task: it builds any config dataclass from a preset's tables. Which dataclass a
+task name means, and a task's own preset tables, come from the task registry (`mnistlab.tasks`), which
+calls in here. A preset file holds a shared [data] table and one table per task, e.g. [ae.model] and
+[ae.train]; a run folder's config.toml uses the same layout plus `task = "..."`, so it is itself a
+valid preset. The [probe.*] and [run] tables belong to no task (`mnistlab.tasks.TABLES`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from mnistlab.data import DataConfig
-from mnistlab.errors import ConfigError, check
-from mnistlab.fsio import atomic_write_bytes, read_toml
-from mnistlab.models.autoencoder import AEConfig
-from mnistlab.models.classifier import ClassifierConfig
-from mnistlab.models.gan import GANConfig
-from mnistlab.noise import NoiseConfig
-from mnistlab.run_plan import RunPlan
-from mnistlab.train.gan import GANTrainConfig
-from mnistlab.train.loop import TrainConfig
-from mnistlab.train.probe_config import ProbeExperiment
-
-
-@dataclass(frozen=True)
-class AEExperiment:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: AEConfig = field(default_factory=AEConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass(frozen=True)
-class DAEExperiment:
-    """The autoencoder trained on noisy inputs against clean targets."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: AEConfig = field(default_factory=AEConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    max_shift: int = 2  # each training digit moves by a random whole number of pixels in [-s, s]
-
-    def __post_init__(self):
-        check(0 <= self.max_shift <= 8, f"augment.max_shift must be in [0, 8], got {self.max_shift}")
-
-
-@dataclass(frozen=True)
-class ClassifierExperiment:
-    """The reference digit classifier (reference.py) that the generation metrics measure against."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ClassifierConfig = field(default_factory=ClassifierConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-
-@dataclass(frozen=True)
-class GANExperiment:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: GANConfig = field(default_factory=GANConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)  # train.lr is the generator's
-    gan: GANTrainConfig = field(default_factory=GANTrainConfig)
-
-
-# Task name -> experiment type. "probe" is not trained by `mnistlab train`: `mnistlab probe RUN_DIR`
-# reads its [probe.*] tables; "run" is the [run] table of `mnistlab run` (which stages, how).
-TASKS: dict[str, type] = {
-    "ae": AEExperiment,
-    "dae": DAEExperiment,
-    "probe": ProbeExperiment,
-    "classifier": ClassifierExperiment,
-    "gan": GANExperiment,
-    "run": RunPlan,
-}
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import atomic_write_bytes
 
 
 def presets_dir() -> Path:
@@ -92,18 +31,30 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.toml"))
 
 
-def _preset_path(preset: str) -> Path:
+def preset_path(preset: str) -> Path:
+    """The file of a preset name (quick, seed, default) or of a .toml path; a one-line error otherwise."""
     path = Path(preset)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"preset {path} is a folder; give a .toml file or a preset name")
         if not path.is_file():
             raise ConfigError(f"preset file {path} does not exist")
         return path
     candidate = presets_dir() / f"{preset}.toml"
     if not candidate.is_file():
+        names = preset_names()
+        close = difflib.get_close_matches(preset, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(
-            f"unknown preset {preset!r}; choose one of {', '.join(preset_names())} or a .toml path"
+            f"unknown preset {preset!r}; {hint}choose one of {', '.join(names)} or a .toml path"
         )
     return candidate
+
+
+def preset_name(preset: str) -> str | None:
+    """The name of a built-in preset (for a task's own preset tables), None for a file given by path."""
+    path = preset_path(preset)
+    return path.stem if path.resolve().parent == presets_dir().resolve() else None
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -145,11 +96,14 @@ def _apply(obj: Any, updates: dict[str, Any], where: str) -> Any:
     for key, value in updates.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown key {path!r}; known keys here: {', '.join(sorted(names))}")
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown key {path!r}; {hint}known keys here: {', '.join(sorted(names))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{path} is a table, set its keys (e.g. {path}.{next(iter(hints))})")
+                first = dataclasses.fields(current)[0].name
+                raise ConfigError(f"{path} is a table, set its keys (e.g. {path}.{first}=...)")
             changes[key] = _apply(current, value, path)
         else:
             changes[key] = _coerce(value, hints[key], path)
@@ -173,22 +127,25 @@ def _nest(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
-def load_experiment(task: str, preset: str = "default", overrides: list[str] | None = None) -> Any:
-    """Build the frozen experiment config for `task` from a preset and `--set` overrides."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
-    path = _preset_path(preset)
-    return experiment_from_doc(read_toml(path), task, str(path), overrides or [])
-
-
-def experiment_from_doc(doc: dict[str, Any], task: str, source: str, overrides: list[str]) -> Any:
-    unknown = set(doc) - set(TASKS) - {"data", "task"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown table(s) {', '.join(sorted(unknown))}")
-    exp = TASKS[task]()
-    if "data" in doc:
+def build(
+    exp_type: type,
+    name: str,
+    doc: dict[str, Any],
+    source: str,
+    overrides: list[str],
+    base: dict[str, Any] | None = None,
+) -> Any:
+    """`exp_type` built from: its defaults, the preset's shared [data], `base` (a task's own table for
+    this preset), the preset's [`name`] tables, then the `--set` overrides (dotted strings)."""
+    exp = exp_type()
+    if "data" in doc and any(f.name == "data" for f in dataclasses.fields(exp)):
         exp = _apply(exp, {"data": doc["data"]}, "")
-    exp = _apply(exp, doc.get(task, {}), "")
+    if base:
+        exp = _apply(exp, base, "")
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: {name} must be a table, not {type(table).__name__}")
+    exp = _apply(exp, table, "")
     return _apply(exp, _nest(overrides), "")
 
 
@@ -201,15 +158,3 @@ def to_doc(exp: Any, task: str) -> dict[str, Any]:
 
 def save_experiment(path: Path, exp: Any, task: str) -> None:
     atomic_write_bytes(path, tomli_w.dumps(to_doc(exp, task)).encode())
-
-
-def load_run_config(run_dir: Path) -> tuple[str, Any]:
-    """(task, experiment) of a run folder, from its config.toml."""
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.toml)")
-    doc = read_toml(path)
-    task = doc.get("task")
-    if task not in TASKS:
-        raise ConfigError(f"{path}: unknown task {task!r}")
-    return task, experiment_from_doc(doc, task, str(path), [])

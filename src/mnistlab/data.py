@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlab.errors import check
+from mnistlab.errors import check, check_float, check_int, check_seed
 from mnistlab.fsio import atomic_write_bytes
 
 IDX_UBYTE = 0x08
@@ -42,8 +42,14 @@ class DataConfig:
     test_limit: int = 0  # likewise for the test set
 
     def __post_init__(self):
-        check(0 <= self.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        check(self.train_limit >= 0 and self.test_limit >= 0, "data.train_limit/test_limit must be >= 0")
+        check(isinstance(self.dataset, str), f"data.dataset must be a name, got {self.dataset!r}")
+        # A NUL byte makes every file call raise ValueError ("embedded null byte") instead of OSError.
+        ok = isinstance(self.data_dir, str) and "\0" not in self.data_dir
+        check(ok, f"data.data_dir must be a folder path, got {self.data_dir!r}")
+        check_float(self.val_fraction, "data.val_fraction", 0, 1, high_open=True)
+        check_seed(self.split_seed, "data.split_seed")
+        check_int(self.train_limit, "data.train_limit", 0, 2**31 - 1, "0 = all")
+        check_int(self.test_limit, "data.test_limit", 0, 2**31 - 1, "0 = all")
 
 
 @dataclass(frozen=True)

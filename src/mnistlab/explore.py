@@ -22,19 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab import latent, rundir
-from mnistlab.config import load_run_config
+from mnistlab import latent, rundir, tasks
 from mnistlab.errors import ConfigError, check
 from mnistlab.fsio import atomic_write_bytes
 
 log = logging.getLogger("mnistlab")
-
-# Tasks whose runs have an encoder: task -> (module, function) returning (experiment, model), where
-# the model has .encoder and .decoder modules.
-ENCODERS: dict[str, tuple[str, str]] = {
-    "ae": ("mnistlab.train.autoencoder", "load_autoencoder"),
-    "dae": ("mnistlab.train.autoencoder", "load_autoencoder"),
-}
 
 
 @dataclass(frozen=True)
@@ -60,19 +52,11 @@ class LatentConfig:
         check(self.knn_k >= 1 and self.pairs >= 1 and self.steps >= 2, "knn_k, pairs >= 1 and steps >= 2")
 
 
-def load_encoder_run(run_dir: Path):
-    """(task, experiment, model) of a run with an encoder; other runs give a one-line error."""
-    import importlib
-
-    task, _ = load_run_config(run_dir)
-    if task not in ENCODERS:
-        raise ConfigError(
-            f"{run_dir} holds a {task!r} run, which has no encoder; latent maps need a run of: "
-            f"{', '.join(sorted(ENCODERS))}"
-        )
-    module, function = ENCODERS[task]
-    exp, model = getattr(importlib.import_module(module), function)(run_dir)
-    return task, exp, model
+def load_encoder_run(run_dir: Path, device: torch.device | None = None):
+    """The TrainedRun of a run with an encoder and a decoder; other runs give a one-line error."""
+    run = tasks.load_run(run_dir, device or torch.device("cpu"), role="encoder")
+    run.require("decoder")
+    return run
 
 
 def write_csv(path: Path, labels: np.ndarray, points: np.ndarray, names: tuple[str, str]) -> Path:
@@ -86,7 +70,7 @@ def write_csv(path: Path, labels: np.ndarray, points: np.ndarray, names: tuple[s
 
 
 def _maps(
-    cfg: LatentConfig, codes: np.ndarray, labels: np.ndarray, model, device, out: Path, name: str
+    cfg: LatentConfig, codes: np.ndarray, labels: np.ndarray, decoder, device, out: Path, name: str
 ) -> dict:
     from mnistlab.report.latent_figures import manifold_figure, scatter_map
 
@@ -114,7 +98,7 @@ def _maps(
         results[m] = q
     if codes.shape[1] == 2:
         grid = latent.manifold_grid(codes)
-        imgs = latent.decode(model.decoder, grid, device)
+        imgs = latent.decode(decoder, grid, device)
         manifold_figure(imgs, grid, 15, out / "manifold.png", f"{name}: decoded 2-D latent (15 x 15 grid)")
     return results
 
@@ -132,12 +116,12 @@ def run_latent(
     from mnistlab.generation import format_table, score_floor, score_samples
     from mnistlab.reference import load_reference
     from mnistlab.report.latent_figures import evidence_figure, image_grid, interpolation_figure
-    from mnistlab.sampling import AutoencoderGenerator, SampleRequest
 
     run_dir = Path(run_dir)
     device = device or torch.device("cpu")
-    task, exp, model = load_encoder_run(run_dir)
-    model = model.to(device).eval()
+    run = load_encoder_run(run_dir, device)
+    task, exp = run.task, run.exp
+    encoder, decoder = run.modules("encoder").to(device).eval(), run.modules("decoder").to(device).eval()
     name = f"{task} run {run_dir.name}"
     own_folder = out is not None
     out = Path(out) if own_folder else run_dir / "figures" / "latent"
@@ -147,28 +131,28 @@ def run_latent(
         raise ConfigError(f"cannot write {out}: {e.strerror}") from None
     data = load(exp.data)
     test = data.test
-    codes = latent.encode(model.encoder, test.images, device)  # (N_test, d)
+    codes = latent.encode(encoder, test.images, device)  # (N_test, d)
     labels = test.labels.numpy()
     section: dict[str, Any] = {"config": asdict(cfg), "n_test": len(test)}
-    section["cluster_quality"] = _maps(cfg, codes, labels, model, device, out, name)
+    section["cluster_quality"] = _maps(cfg, codes, labels, decoder, device, out, name)
 
-    gen = AutoencoderGenerator(model, data.train.images, device)
+    gen = latent.AutoencoderGenerator(encoder, decoder, data.train.images, device)
     n = cfg.n_samples or len(test)
     samples = {}
     for s in cfg.samplers:
-        samples[s] = gen.sample(SampleRequest(s, n, cfg.seed, cfg.components))
+        samples[s] = gen.sample(latent.SampleRequest(s, n, cfg.seed, cfg.components))
         image_grid(samples[s][:100], out / f"samples_{s}.png", f"{name}: {s} sampler (100 of {n})")
     pairs = latent.pick_pairs(labels, cfg.pairs, cfg.seed)
     rows = []
     for i, j in pairs:
-        line = latent.decode(model.decoder, latent.interpolate(codes[i], codes[j], cfg.steps), device)
+        line = latent.decode(decoder, latent.interpolate(codes[i], codes[j], cfg.steps), device)
         rows.append(np.concatenate([test.images[i : i + 1].numpy(), line, test.images[j : j + 1].numpy()]))
     if rows:
         interpolation_figure(rows, out / "interpolation.png", f"{name}: straight lines between test codes")
 
     if cfg.score:
         ref = load_reference(exp.data, device, progress=progress)
-        recon = latent.decode(model.decoder, codes, device)  # what the decoder makes of real codes
+        recon = latent.decode(decoder, codes, device)  # what the decoder makes of real codes
         table = {"test (floor)": score_floor(ref, test, data.train, cfg.seed),
                  "reconstruction": score_samples(recon, ref, test, data.train, seed=cfg.seed)}  # fmt: skip
         # How far to trust class coverage on decoder output: the reference's accuracy on the

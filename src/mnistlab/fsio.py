@@ -52,7 +52,9 @@ def write_json(path: Path, obj: Any) -> None:
 def read_toml(path: Path) -> dict[str, Any]:
     """The TOML document in `path`; a one-line ConfigError naming the file when it does not parse."""
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:  # TOML is UTF-8 by definition; a Latin-1 or binary file is no preset
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from mnistlab.data import to_float
-from mnistlab.errors import ConfigError, check
+from mnistlab.errors import ConfigError, check, check_int, check_seed
 
 # ------------------------------------------------------------------------- encode / decode
 
@@ -261,3 +262,66 @@ def manifold_grid(codes: np.ndarray, size: int = 15, quantile: float = 0.02) -> 
     ys = np.linspace(hi[1], lo[1], size)
     gx, gy = np.meshgrid(xs, ys)
     return np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+
+
+# ------------------------------------------------------------------ decoded code samplers
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    sampler: str  # a name from the generator's `samplers`
+    n: int
+    seed: int = 0
+    components: int = 10  # for the gmm sampler
+    digit: int | None = None  # conditional generators only: the class to draw (None = equal shares)
+
+    def __post_init__(self):
+        if self.digit is not None:
+            check_int(self.digit, "--digit", 0, 9)
+        check_int(self.n, "--n", 1, 1_000_000)
+        # Checked here, before any work: scikit-learn's GaussianMixture raised a traceback for a seed
+        # outside [0, 2^32 - 1], after the run's codes had been computed.
+        check_seed(self.seed, "--seed")
+        check_int(self.components, "--components", 1, 1000)
+
+
+def check_sampler(name: str, known: tuple[str, ...], what: str) -> None:
+    if name not in known:
+        raise ConfigError(f"unknown sampler {name!r} for a {what} run; choose one of {', '.join(known)}")
+
+
+class AutoencoderGenerator:
+    """Codes drawn from a distribution fitted to the run's training codes, then decoded: the generator
+    of any run with an encoder and a decoder. The fitted samplers are kept, so several requests reuse
+    one fit. `encoder` maps (B, 1, 28, 28) -> (B, d), `decoder` (B, d) -> (B, 1, 28, 28)."""
+
+    samplers = ("gmm", "gaussian", "uniform")
+
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, train_images: torch.Tensor, device: torch.device,
+        batch_size: int = 1000,
+    ):  # fmt: skip
+        self.encoder, self.decoder = encoder.to(device).eval(), decoder.to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.train_images = train_images  # encoded on first use, after the request is checked
+        self._train_codes: np.ndarray | None = None
+        self._fitted: dict[tuple[str, int, int], Any] = {}
+
+    @property
+    def train_codes(self) -> np.ndarray:
+        if self._train_codes is None:
+            self._train_codes = encode(self.encoder, self.train_images, self.device, self.batch_size)
+        return self._train_codes  # (N_train, d)
+
+    def codes(self, request: SampleRequest) -> np.ndarray:
+        check_sampler(request.sampler, self.samplers, "code-sampling")
+        key = (request.sampler, request.seed, request.components)
+        if key not in self._fitted:
+            self._fitted[key] = fit_sampler(
+                request.sampler, self.train_codes, request.seed, request.components
+            )
+        return self._fitted[key].sample(request.n, np.random.default_rng(request.seed))
+
+    def sample(self, request: SampleRequest) -> np.ndarray:
+        return decode(self.decoder, self.codes(request), self.device, self.batch_size)

@@ -19,7 +19,7 @@ from torch import nn
 
 from mnistlab import distributed
 from mnistlab.data import add_noise
-from mnistlab.errors import ConfigError, check
+from mnistlab.errors import ConfigError, check, check_bool, check_float, check_seed
 
 # Stream ids keep the training, validation and test draws independent of each other.
 STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -59,11 +59,14 @@ class NoiseConfig:
     eval_sigmas: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # test-set table rows
 
     def __post_init__(self):
-        check_sigma(self.sigma, "noise.sigma")
-        check(len(self.eval_sigmas) > 0, "noise.eval_sigmas must list at least one noise level")
+        check_float(self.sigma, "noise.sigma", 0, MAX_SIGMA, low_open=True)
+        check_bool(self.clip, "noise.clip")
+        check_seed(self.seed, "noise.seed")
+        check(isinstance(self.eval_sigmas, tuple), "noise.eval_sigmas must be a list of noise levels")
+        # One test-set evaluation per level: a hundred is already a long table.
+        check(0 < len(self.eval_sigmas) <= 100, "noise.eval_sigmas must list 1 to 100 noise levels")
         for s in self.eval_sigmas:
-            check_sigma(s, "noise.eval_sigmas")
-        check(self.seed >= 0, f"noise.seed must be >= 0, got {self.seed}")
+            check_float(s, "noise.eval_sigmas", 0, MAX_SIGMA, low_open=True)
 
 
 def _generator(seed: int, stream: str, step: int, device: torch.device | str = "cpu") -> torch.Generator:

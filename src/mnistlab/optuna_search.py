@@ -3,19 +3,24 @@ epoch's validation loss, and a study in an RDB storage (a SQLite file in the sea
 default; any SQLAlchemy URL such as PostgreSQL via --storage) shared by any number of workers, local
 (`--workers K` processes) or on other machines running the same command.
 
-Reliability: workers send heartbeats; a trial whose worker died (no heartbeat for the grace period)
-is failed by the next worker that looks and re-queued once per retry by
-RetryHeartbeatStaleTrialCallback (Optuna 5's name for RetryFailedTrialCallback). The retry reuses
-the original trial's run folder, so it resumes from that trial's last epoch checkpoint. A diverging
-trial (non-finite loss) is recorded as FAIL with its message, never a crash of the worker.
+Reliability: a trial whose worker died is failed and re-queued (once per retry, up to max_retry) by
+RetryHeartbeatStaleTrialCallback (Optuna 5's name for RetryFailedTrialCallback). Each trial records
+its worker's host and process id, so a dead worker on this machine is noticed at once: by the launcher
+when its worker processes exit (it then runs the re-queued trials before it reports), by any worker
+between trials, and by a rerun of the same command. A worker on another machine is noticed by its
+missing heartbeats after the grace period. The retry reuses the original trial's run folder, so it
+resumes from that trial's last epoch checkpoint. A diverging trial (non-finite loss) is recorded as
+FAIL with its message, never a crash of the worker.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -28,7 +33,6 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from mnistlab import rundir
-from mnistlab.config import load_experiment
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.search import (
@@ -41,6 +45,7 @@ from mnistlab.search import (
     worker_threads,
 )
 from mnistlab.search_space import Param, overrides_of, suggest
+from mnistlab.tasks import load_experiment
 
 log = logging.getLogger("mnistlab")
 
@@ -55,6 +60,28 @@ def _stable(fn, *args, **kwargs):
 
 class TrialDiverged(RuntimeError):
     """The trial's training hit a non-finite loss; Optuna records it as FAIL and the worker goes on."""
+
+
+class WorkersDied(RuntimeError):
+    """Local workers died and the study is still short of its trials: the search did not finish."""
+
+
+# User attributes naming the process that runs a trial, so that its death can be noticed at once.
+WORKER_ATTRS = ("worker_host", "worker_pid")
+
+
+class _Retry(RetryHeartbeatStaleTrialCallback):
+    """Re-queues a failed trial without the dead worker's identity: until the next worker marks the
+    retry as its own, nothing should mistake it for a trial of the dead process."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in WORKER_ATTRS}
+        super().__call__(study, trial)
+
+
+def _retry(spec: StudySpec) -> _Retry:
+    return _stable(_Retry, spec.max_retry, inherit_intermediate_values=True)
 
 
 @dataclass(frozen=True)
@@ -107,7 +134,7 @@ def open_study(spec: StudySpec, worker: int = 0) -> optuna.Study:
             RDBStorage,
             spec.url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_s,
             grace_period=spec.grace_s or 2 * spec.heartbeat_s,
-            heartbeat_stale_trial_callback=_stable(RetryHeartbeatStaleTrialCallback, spec.max_retry, inherit_intermediate_values=True),
+            heartbeat_stale_trial_callback=_retry(spec),
         )  # fmt: skip
     except Exception as e:  # bad URL, missing driver, server down: one line, not a traceback
         raise ConfigError(f"cannot open storage {public_url(spec.url)}: {str(e).splitlines()[0]}") from None
@@ -147,11 +174,13 @@ class TrialObjective:
         return Path(self.spec.out) / "trials" / f"trial-{number:04d}"
 
     def __call__(self, trial: Any) -> float:
+        # Marked first: until then, only the heartbeat could tell that this trial's worker died.
+        trial.set_user_attr("worker_host", socket.gethostname())
+        trial.set_user_attr("worker_pid", os.getpid())
         point = suggest(trial, list(self.spec.space))
         exp = load_experiment(self.spec.task, self.spec.preset, [*self.spec.overrides, *overrides_of(point)])
         run_dir = self.run_dir(root_number(trial))
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("worker_pid", os.getpid())
         metric = self.objective.name
 
         def report(epoch: int, row: dict[str, Any]) -> None:
@@ -194,6 +223,51 @@ def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
 
 
+def _worker_gone(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's worker ran on this machine and its process no longer exists. A trial of
+    another machine, or one not marked yet, is left to the heartbeat."""
+    pid = trial.user_attrs.get("worker_pid")
+    if trial.user_attrs.get("worker_host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, as another user's process
+        return False
+    return False
+
+
+def requeue_dead(spec: StudySpec, study: optuna.Study) -> int:
+    """Fail the RUNNING trials whose worker process on this machine is gone and re-queue them (within
+    max_retry), as the heartbeat does after its grace period. Returns how many trials it failed."""
+    failed = 0
+    for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
+        if not _worker_gone(trial):
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process failed (and re-queued) it first
+        _retry(spec)(study, trial)
+        failed += 1
+    if failed:
+        log.warning("%d trial(s) of worker processes that died were failed and re-queued", failed)
+    return failed
+
+
+def _budget_met(spec: StudySpec, study: optuna.Study) -> bool:
+    trials = study.get_trials(deepcopy=False)
+    return not any(t.state == TrialState.WAITING for t in trials) and _counted(trials) >= spec.n_trials
+
+
+def _needed(spec: StudySpec, study: optuna.Study) -> int:
+    """Trials still to run: the queued ones plus what the budget lacks."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+    return waiting + max(0, spec.n_trials - _counted(trials))
+
+
 def work(spec: StudySpec, worker: int = 0, threads: int = 0) -> int:
     """Run trials of the study until it holds spec.n_trials (queued retries always run). Returns how
     many trials this worker ran."""
@@ -203,7 +277,10 @@ def work(spec: StudySpec, worker: int = 0, threads: int = 0) -> int:
     objective = TrialObjective(spec)
     ran = 0
     while True:
-        _stable(optuna.storages.fail_stale_trials, study)  # re-queue trials of dead workers before counting
+        # Re-queue trials of dead workers before counting: at once for this machine's, after the
+        # heartbeat's grace period for other machines'.
+        requeue_dead(spec, study)
+        _stable(optuna.storages.fail_stale_trials, study)
         trials = study.get_trials(deepcopy=False)
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and _counted(trials) >= spec.n_trials:
@@ -241,22 +318,53 @@ def run_optuna(spec: StudySpec, workers: int = 1) -> list[dict[str, Any]]:
     })  # fmt: skip
     if objective_of(spec.objective).per_epoch and spec.prune and not TrialObjective(spec).prune:
         log.warning("the %s trainer takes no on_epoch_end callback: trials run without pruning", spec.task)
+    # Trials a killed earlier run of this command left RUNNING are re-queued now: waiting for the
+    # heartbeat's grace period would have this run count them as taken and do nothing.
+    requeue_dead(spec, study)
+    # A worker that dies (killed, out of memory) leaves its trial RUNNING. The other workers may count
+    # it and stop before its heartbeat goes stale, and the results would then show a trial "running"
+    # as if the search were done. The launcher knows its workers have exited, so it re-queues their
+    # trials and runs another round; max_retry bounds how often a trial that kills its worker reruns.
+    finished = _finished(study)
+    processes = workers
+    while True:
+        codes = _run_workers(spec, processes, workers)
+        requeued = requeue_dead(spec, study)
+        if _budget_met(spec, study):
+            break
+        died = [c for c in codes if c != 0]
+        if died and not requeued and _finished(study) == finished:  # they died finishing nothing
+            raise WorkersDied(
+                f"{len(died)} worker(s) exited with codes {died} before the study held its "
+                f"{spec.n_trials} trials; rerun the same command to finish it"
+            )
+        finished = _finished(study)
+        processes = min(workers, _needed(spec, study))
+    return study_results(spec, study)
+
+
+def _finished(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+
+
+def _run_workers(spec: StudySpec, processes: int, workers: int) -> list[int]:
+    """Run `work` in `processes` spawned processes (in this process when the search has one worker)
+    and return their exit codes; each gets the torch threads of one of `workers`."""
     if workers == 1:
         work(spec, 0, 0)
-    else:
-        ctx = get_context("spawn")
-        threads = worker_threads(workers)
-        quiet = dataclasses.replace(spec, progress=False)
-        procs = [ctx.Process(target=_worker_main, args=(quiet, k, threads)) for k in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        bad = [p.exitcode for p in procs if p.exitcode != 0]
-        if bad:
-            log.warning("%d worker(s) exited with codes %s; rerun the same command to finish (stale trials "
-                        "are retried after the heartbeat grace period)", len(bad), bad)  # fmt: skip
-    return study_results(spec, study)
+        return [0]
+    ctx = get_context("spawn")
+    threads = worker_threads(workers)
+    quiet = dataclasses.replace(spec, progress=False)
+    procs = [ctx.Process(target=_worker_main, args=(quiet, k, threads)) for k in range(processes)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        log.warning("%d worker(s) exited with codes %s", len(bad), bad)
+    return [p.exitcode for p in procs]
 
 
 def study_results(spec: StudySpec, study: optuna.Study) -> list[dict[str, Any]]:

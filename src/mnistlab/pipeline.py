@@ -1,12 +1,12 @@
 """`mnistlab run`: the whole study as stages into one run folder, resumable, then the report.
 
-Stages, in order (each one calls the library function behind its own command, nothing is re-done here):
-  search  `mnistlab search ae`             -> RUN/search/   (only when the preset's [run] table asks)
-  ae      `mnistlab train ae`              -> RUN/ae/       (with a search: a copy of its best trial)
-  dae     `mnistlab train dae --baseline`  -> RUN/dae/
-  probe   `mnistlab probe RUN/ae`          -> RUN/ae/probe/
-  latent  `mnistlab latent RUN/ae`         -> RUN/ae/latent/
-  gan     `mnistlab train gan`             -> RUN/gan/
+The stages are the registered tasks marked `study` (their order from the registry: ae, dae, vae, gan,
+cgan and any plug-in that asks to be one), trained into RUN/<task>/ exactly as `mnistlab train <task>`
+would, plus the consumers of the study's encoder stage (the first study task with an encoder and a
+decoder, chosen by role):
+  search  `mnistlab search <encoder>`          -> RUN/search/   (only when the preset's [run] table asks)
+  probe   `mnistlab probe RUN/<encoder>`       -> RUN/<encoder>/probe/
+  latent  `mnistlab latent RUN/<encoder>`      -> RUN/<encoder>/latent/
 RUN/run.json records the preset, the command and each stage's status (pending / running / done /
 failed), start and end times and seconds. Running the same command again skips done stages and
 resumes an interrupted training stage from its last epoch checkpoint (probe and latent keep no
@@ -32,16 +32,30 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mnistlab.config import load_experiment
+from mnistlab import tasks
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.run_plan import RunPlan
-from mnistlab.rundir import command_line
+from mnistlab.rundir import RUN_FILE, command_line, read_run
+from mnistlab.tasks import load_experiment, load_table
 
 log = logging.getLogger("mnistlab")
 
-RUN_FILE = "run.json"
-TRAINED = ("ae", "dae", "gan")  # stages whose experiment the preset's task table defines
+COMMAND_STAGES = ("search", "probe", "latent")  # stages that train no task of their own
+PROBE_ORDER, LATENT_ORDER = 35, 36  # after the autoencoder stages (order < 35), before the GANs
+
+
+def encoder_task() -> str | None:
+    """The study's encoder stage: the first study task whose runs encode and decode."""
+    return next((s.name for s in tasks.all_tasks() if s.study and {"encoder", "decoder"} <= s.roles), None)
+
+
+def study_tasks(plan: RunPlan) -> list[str]:
+    """The tasks trained by `mnistlab run` under `plan`, in stage order."""
+    known = [s.name for s in tasks.all_tasks() if s.study]
+    for name in plan.tasks:
+        tasks.get(name)  # an unknown name is a one-line error listing the known tasks
+    return [n for n in known if not plan.tasks or n in plan.tasks]
 
 
 @dataclass(frozen=True)
@@ -58,12 +72,20 @@ class RunContext:
     def experiment(self, task: str) -> Any:
         return load_experiment(task, self.preset, self.overrides.get(task, []))
 
+    @property
+    def encoder(self) -> str:
+        name = encoder_task()
+        if name is None:
+            raise ConfigError("no registered study task has an encoder and a decoder to probe and map")
+        return name
+
 
 def split_overrides(items: list[str], data_dir: str | None = None, device: str | None = None) -> dict:
     """["ae.train.epochs=1", "data.train_limit=500", "run.search=false"] -> per-task override lists.
     A `data.` item (and --data-dir) applies to every trained task and the plan; --device to the
     trained tasks (probe and latent take it as an argument)."""
-    per: dict[str, list[str]] = {t: [] for t in (*TRAINED, "probe", "run")}
+    trained = [s.name for s in tasks.all_tasks()]
+    per: dict[str, list[str]] = {t: [] for t in (*trained, "probe", "run")}
     shared = [f"data.data_dir={data_dir}"] if data_dir else []
     for item in items:
         head, dot, rest = item.partition(".")
@@ -76,10 +98,10 @@ def split_overrides(items: list[str], data_dir: str | None = None, device: str |
             raise ConfigError(
                 f"--set {item!r}: start with a stage table ({known}) or data., e.g. ae.train.epochs=2"
             )
-    for task in (*TRAINED, "run"):
+    for task in (*trained, "run"):
         per[task] = shared + per[task]
     if device:
-        for task in TRAINED:
+        for task in trained:
             per[task].append(f"train.device={device}")
     return {k: v for k, v in per.items() if v}
 
@@ -91,10 +113,10 @@ def stage_search(ctx: RunContext, resume: bool) -> None:
     from mnistlab.search import default_workers, run_grid
     from mnistlab.search_space import REPORT_GRID, parse_grid
 
-    plan = ctx.plan
+    plan, task = ctx.plan, ctx.encoder
     grid = parse_grid(list(plan.search_grid)) if plan.search_grid else REPORT_GRID
     workers = plan.search_workers or default_workers()
-    run_grid("ae", grid, ctx.out / "search", ctx.preset, ctx.overrides.get("ae", []), plan.search_objective,
+    run_grid(task, grid, ctx.out / "search", ctx.preset, ctx.overrides.get(task, []), plan.search_objective,
              workers, progress=ctx.progress)  # fmt: skip
 
 
@@ -112,32 +134,30 @@ def best_trial(search_dir: Path) -> Path:
     return search_dir / "trials" / ranked[0]["trial"]
 
 
-def stage_ae(ctx: RunContext, resume: bool) -> None:
-    target = ctx.out / "ae"
-    if ctx.plan.search:
-        # Reuse the best trial: it was trained with the preset's AE settings plus its grid point.
-        from mnistlab import rundir
+def _copy_best_trial(ctx: RunContext, target: Path) -> None:
+    """The encoder stage after a search: its best trial, trained with the preset's settings plus its
+    grid point, copied into place (through a temporary folder, so a crash leaves no half copy)."""
+    from mnistlab import rundir
 
-        source = best_trial(ctx.out / "search")
-        tmp = ctx.out / ".ae.copying"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        summary = rundir.read_summary(tmp)
-        rundir.write_summary(tmp, {**summary, "search_trial": source.name})
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        log.info("ae: the search's best trial %s", source.name)
-        return
-    from mnistlab.train.autoencoder import train_autoencoder
-
-    train_autoencoder(ctx.experiment("ae"), target, resume=resume, progress=ctx.progress)
+    source = best_trial(ctx.out / "search")
+    tmp = ctx.out / f".{target.name}.copying"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    summary = rundir.read_summary(tmp)
+    rundir.write_summary(tmp, {**summary, "search_trial": source.name})
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("%s: the search's best trial %s", target.name, source.name)
 
 
-def stage_dae(ctx: RunContext, resume: bool) -> None:
-    from mnistlab.train.denoise import train_dae
-
-    train_dae(ctx.experiment("dae"), ctx.out / "dae", resume=resume, progress=ctx.progress,
-              baseline=ctx.out / "ae")  # fmt: skip
+def stage_task(ctx: RunContext, name: str, resume: bool) -> None:
+    """Train task `name` into RUN/<name>, as `mnistlab train <name>` would (with its study options)."""
+    target = ctx.out / name
+    if ctx.plan.search and name == ctx.encoder:
+        return _copy_best_trial(ctx, target)
+    spec = tasks.get(name)
+    options = spec.stage_options(ctx.out) if spec.stage_options else {}
+    spec.train(ctx.experiment(name), target, resume=resume, progress=ctx.progress, **options)
 
 
 def stage_probe(ctx: RunContext, resume: bool) -> None:
@@ -146,9 +166,9 @@ def stage_probe(ctx: RunContext, resume: bool) -> None:
 
     labels = ctx.plan.labels_per_class
     counts = parse_labels_per_class(",".join(labels)) if labels else ()
-    run_probe(ctx.out / "ae", ctx.preset, ctx.overrides.get("probe", []), out=ctx.out / "ae" / "probe",
-              finetune=ctx.plan.finetune, labels_per_class=counts, overwrite=True, device=ctx.device,
-              progress=ctx.progress)  # fmt: skip
+    enc = ctx.out / ctx.encoder
+    run_probe(enc, ctx.preset, ctx.overrides.get("probe", []), out=enc / "probe", finetune=ctx.plan.finetune,
+              labels_per_class=counts, overwrite=True, device=ctx.device, progress=ctx.progress)  # fmt: skip
 
 
 def stage_latent(ctx: RunContext, resume: bool) -> None:
@@ -161,30 +181,38 @@ def stage_latent(ctx: RunContext, resume: bool) -> None:
     cfg = LatentConfig(
         maps=plan.latent_maps, n_samples=plan.latent_samples, score=plan.latent_score, tsne=tsne
     )
-    out = ctx.out / "ae" / "latent"
-    shutil.rmtree(out, ignore_errors=True)  # no checkpoint to resume from: start over
-    run_latent(ctx.out / "ae", cfg, resolve_device(ctx.device or "auto"), ctx.progress, out=out)
+    enc = ctx.out / ctx.encoder
+    shutil.rmtree(enc / "latent", ignore_errors=True)  # no checkpoint to resume from: start over
+    run_latent(enc, cfg, resolve_device(ctx.device or "auto"), ctx.progress, out=enc / "latent")
 
 
-def stage_gan(ctx: RunContext, resume: bool) -> None:
-    from mnistlab.train.gan_run import train_gan
-
-    train_gan(ctx.experiment("gan"), ctx.out / "gan", resume=resume, progress=ctx.progress)
-
-
-# name -> (folder inside RUN, function(ctx, resume)); looked up at call time (tests swap entries).
-STAGES: dict[str, tuple[str, Callable[[RunContext, bool], None]]] = {
-    "search": ("search", stage_search),
-    "ae": ("ae", stage_ae),
-    "dae": ("dae", stage_dae),
-    "probe": ("ae/probe", stage_probe),
-    "latent": ("ae/latent", stage_latent),
-    "gan": ("gan", stage_gan),
+# Stages that train no task: name -> function(ctx, resume); looked up at call time (tests swap them).
+STAGES: dict[str, Callable[[RunContext, bool], None]] = {
+    "search": stage_search,
+    "probe": stage_probe,
+    "latent": stage_latent,
 }
 
 
-def stage_names(plan: RunPlan) -> list[str]:
-    return (["search"] if plan.search else []) + ["ae", "dae", "probe", "latent", "gan"]
+def stage_list(plan: RunPlan) -> list[tuple[str, str]]:
+    """(name, folder inside RUN) of every stage of `plan`, in order."""
+    enc = encoder_task()
+    order = {s.name: s.order for s in tasks.all_tasks()}
+    trained = study_tasks(plan)
+    stages = [(order[n], n, n) for n in trained]
+    if enc in trained:
+        stages += [(PROBE_ORDER, "probe", f"{enc}/probe"), (LATENT_ORDER, "latent", f"{enc}/latent")]
+    stages.sort(key=lambda s: s[0])
+    head = [("search", "search")] if plan.search and enc in trained else []
+    return head + [(name, folder) for _, name, folder in stages]
+
+
+def run_stage(ctx: RunContext, name: str, resume: bool) -> None:
+    """Run one stage: a command stage from STAGES, else the registered task of that name."""
+    if name in STAGES:
+        STAGES[name](ctx, resume)
+    else:
+        stage_task(ctx, name, resume)
 
 
 # ---------------------------------------------------------------------------------------- run.json
@@ -202,23 +230,9 @@ def _peak_rss_mb() -> float:
     return round(max(own, children) / 1024, 1)
 
 
-def read_run(out: Path) -> dict[str, Any]:
-    """The run.json of a run folder; a one-line error when it is not one."""
-    path = Path(out) / RUN_FILE
-    if not path.is_file():
-        raise ConfigError(f"{out} is not a run folder of `mnistlab run` (no {RUN_FILE})")
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
-        raise ConfigError(f"{path}: no stage list; not written by `mnistlab run`")
-    return state
-
-
 def _new_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
-    stages = [{"name": s, "folder": STAGES[s][0], "status": "pending", "started": None, "ended": None,
-               "seconds": None, "attempts": 0, "error": None} for s in stage_names(ctx.plan)]  # fmt: skip
+    stages = [{"name": s, "folder": folder, "status": "pending", "started": None, "ended": None,
+               "seconds": None, "attempts": 0, "error": None} for s, folder in stage_list(ctx.plan)]  # fmt: skip
     return {"kind": "mnistlab-run", "version": 1, **settings, "status": "pending", "created": _now(),
             "updated": _now(), "plan": dataclasses.asdict(ctx.plan), "stages": stages}  # fmt: skip
 
@@ -231,9 +245,9 @@ def _open_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
             if state.get(key) != settings[key]:
                 raise ConfigError(f"{out} was started with {key} {state.get(key)!r}, not {settings[key]!r}; "
                                   "rerun the same command to resume it, or choose another --out")  # fmt: skip
-        if state.get("plan") is not None and state["plan"] != json.loads(
-            json.dumps(dataclasses.asdict(ctx.plan))
-        ):
+        # Fields added to the plan since the folder was written read as their defaults.
+        saved = {**json.loads(json.dumps(dataclasses.asdict(RunPlan()))), **(state.get("plan") or {})}
+        if state.get("plan") is not None and saved != json.loads(json.dumps(dataclasses.asdict(ctx.plan))):
             raise ConfigError(f"{out}: the preset's [run] table has changed since this run started; "
                               "choose another --out")  # fmt: skip
         return state
@@ -264,10 +278,11 @@ def run_study(
     out = Path(out)
     overrides = list(overrides or [])
     per_task = split_overrides(overrides, data_dir, device)
-    plan = load_experiment("run", preset, per_task.get("run", []))
+    plan = load_table("run", preset, per_task.get("run", []))
     ctx = RunContext(out, preset, plan, per_task, device, progress)
-    for task in (*TRAINED, "probe"):  # check every stage's config before any training
+    for task in study_tasks(plan):  # check every stage's config before any training
         load_experiment(task, preset, per_task.get(task, []))
+    load_table("probe", preset, per_task.get("probe", []))
     settings = {"preset": preset, "overrides": overrides, "data_dir": data_dir, "device": device,
                 "command": command_line()}  # fmt: skip
     state = _open_state(ctx, settings)
@@ -284,7 +299,7 @@ def run_study(
                 _say(bar, progress, f"{label} (done, skipped)")
                 bar.update(1)
                 continue
-            folder, function = STAGES[entry["name"]]
+            folder = entry["folder"]
             resume = (out / folder / "config.toml").exists()
             _say(bar, progress, label + (" (resuming)" if resume and entry["attempts"] else ""))
             entry.update(
@@ -293,7 +308,7 @@ def run_study(
             _save(out, state)
             t0 = (time.perf_counter(), time.process_time())
             try:
-                function(ctx, resume)
+                run_stage(ctx, entry["name"], resume)
             except BaseException as e:
                 message = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
                 _finish(entry, "failed", t0, message.splitlines()[0] if message else type(e).__name__)

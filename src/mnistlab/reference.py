@@ -184,11 +184,15 @@ def load_reference(
     label, sums = dataset_fingerprint(data_cfg)
     if sums == MNIST_SHA256:
         return shipped_reference(device)
-    from mnistlab.config import load_experiment, to_doc
+    from mnistlab.config import build, preset_path, to_doc
+    from mnistlab.fsio import read_toml
+    from mnistlab.train.classifier import ClassifierExperiment
 
     data_overrides = [f"data.data_dir={data_cfg.data_dir}", f"data.dataset={data_cfg.dataset}",
                       "data.train_limit=0", "data.test_limit=0"]  # fmt: skip
-    exp = load_experiment("classifier", preset, [*overrides, *data_overrides])
+    # The classifier's tables of the preset (no task registry here: the scorers below the tasks use it).
+    path = preset_path(preset)
+    exp = build(ClassifierExperiment, "classifier", read_toml(path), str(path), [*overrides, *data_overrides])
     doc = to_doc(exp, "classifier")
     doc["data"] = {k: v for k, v in doc["data"].items() if k not in ("data_dir", "dataset")}
     key = hashlib.sha256(json.dumps({"files": sums, "config": doc}, sort_keys=True).encode()).hexdigest()

@@ -9,15 +9,22 @@ A leaf module (no imports from the training code) so that `config.TASKS` can reg
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from mnistlab.data import DataConfig
-from mnistlab.errors import check
+from mnistlab.errors import check, check_bool, check_int
+
+# The names of latent.MAPS, which this leaf module cannot import; tests/test_config_ranges.py checks
+# that they agree. Checked here so that a typo fails before the autoencoder trains, not after.
+LATENT_MAPS = ("pca", "tsne", "umap")
 
 
 @dataclass(frozen=True)
 class RunPlan:
     data: DataConfig = field(default_factory=DataConfig)  # the preset's [data] (each stage reads its own)
+    # The registered study tasks to train, by name; empty = every task that asks to be a stage.
+    tasks: tuple[str, ...] = ()
     # Grid search of the autoencoder before the AE stage; the best trial becomes RUN/ae.
     search: bool = False
     search_grid: tuple[str, ...] = ()  # "key=v1,v2" items; empty = the report's 12-point grid
@@ -34,13 +41,37 @@ class RunPlan:
     tsne_early_iter: int = 150
 
     def __post_init__(self):
-        check(self.search_workers >= 0, f"run.search_workers must be >= 0, got {self.search_workers}")
-        check(self.latent_samples >= 0, f"run.latent_samples must be >= 0, got {self.latent_samples}")
+        for name in ("search", "finetune", "latent_score"):
+            check_bool(getattr(self, name), f"run.{name}")
+        cores = os.cpu_count() or 1  # every worker holds its own copy of torch and of the data
+        why = f"at most 4 x this machine's {cores} cores; 0 = one per core"
+        check_int(self.search_workers, "run.search_workers", 0, 4 * cores, why)
+        objective = self.search_objective
+        ok = isinstance(objective, str) and (objective == "probe_acc" or objective.startswith("val_"))
         check(
-            self.tsne_iter > 0 and self.tsne_early_iter >= 0, "run.tsne_iter > 0 and run.tsne_early_iter >= 0"
+            ok,
+            f"run.search_objective must be val_loss (or another val_* metric) or probe_acc, not {objective!r}",
         )
+        # Generated digits are decoded and scored in memory, as `mnistlab sample --n` allows.
+        check_int(self.latent_samples, "run.latent_samples", 0, 1_000_000, "0 = as many as test images")
+        check_int(self.tsne_iter, "run.tsne_iter", 1, 100_000)
+        check_int(self.tsne_early_iter, "run.tsne_early_iter", 0, 100_000)
+        for name in ("search_grid", "labels_per_class", "latent_maps"):
+            items = getattr(self, name)
+            ok = isinstance(items, tuple) and all(isinstance(i, str) for i in items)
+            check(ok, f"run.{name} must be a list of strings")
         for item in self.search_grid:
             check("=" in item, f"run.search_grid item {item!r}: expected key=v1,v2,...")
         for item in self.labels_per_class:
-            ok = item.strip().lower() == "all" or (item.strip().isdigit() and int(item) > 0)
-            check(ok, f"run.labels_per_class item {item!r}: a positive whole number or 'all'")
+            text = item.strip()
+            # isascii: str.isdigit accepts digits such as "²" that int() refuses; 7 digits bound int().
+            number = text.isascii() and text.isdigit() and len(text) <= 7 and int(text) > 0
+            check(
+                text.lower() == "all" or number,
+                f"run.labels_per_class item {item!r}: a positive whole number or 'all'",
+            )
+        for name in self.latent_maps:
+            check(
+                name in LATENT_MAPS,
+                f"run.latent_maps: unknown map {name!r}; choose from {', '.join(LATENT_MAPS)}",
+            )

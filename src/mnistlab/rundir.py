@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import load_run_config, save_experiment, to_doc
+from mnistlab.config import build, save_experiment, to_doc
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes, read_jsonl, write_json
 
@@ -68,7 +68,7 @@ def _changed_keys(out: Path, exp: Any, task: str) -> list[str]:
     The saved file is parsed like any run config, so a field that did not exist when the run started
     takes its default: a run folder from an older mnistlab resumes when nothing it set has changed.
     """
-    saved_task, saved = load_run_config(out)
+    saved_task, saved = load_config(out, type(exp))
     if saved_task != task:
         return [f"task {saved_task} -> {task}"]
     old, new = _flat(_roundtrip(to_doc(saved, task))), _flat(_roundtrip(to_doc(exp, task)))
@@ -77,6 +77,24 @@ def _changed_keys(out: Path, exp: Any, task: str) -> list[str]:
         for k in sorted(old.keys() | new.keys())
         if old.get(k) != new.get(k)
     ]
+
+
+def load_config(run_dir: Path, exp_type: type, expect: str | None = None) -> tuple[str, Any]:
+    """(task, config) of a run folder, its config.toml read as `exp_type` (for loaders that know the
+    type; `mnistlab.tasks.load_run_config` finds the type from the task name); `expect` names the
+    only task accepted."""
+    from mnistlab.fsio import read_toml
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.toml)")
+    doc = read_toml(path)
+    task = doc.get("task")
+    if not isinstance(task, str):
+        raise ConfigError(f'{path}: no task name (task = "...")')
+    if expect is not None and task != expect:
+        raise ConfigError(f"{run_dir} holds a {task!r} run, not a {expect} run")
+    return task, build(exp_type, task, doc, str(path), [])
 
 
 def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -135,3 +153,22 @@ def load_weights(run_dir: Path, module: Any, name: str = "model") -> Any:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the run's config ({e})") from e
     return module
+
+
+# ----------------------------------------------------------------------- study folders (`mnistlab run`)
+
+RUN_FILE = "run.json"
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    """The run.json of a `mnistlab run` study folder; a one-line error when it is not one."""
+    path = Path(out) / RUN_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out} is not a run folder of `mnistlab run` (no {RUN_FILE})")
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
+        raise ConfigError(f"{path}: no stage list; not written by `mnistlab run`")
+    return state

@@ -10,7 +10,6 @@ Optuna searches (optuna_search.py) reuse `run_trial` and the objective functions
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
@@ -26,10 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mnistlab import rundir
-from mnistlab.config import load_experiment, load_run_config
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.search_space import grid_points, overrides_of, trial_name
+from mnistlab.tasks import get, load_experiment, load_run, load_run_config
 from mnistlab.train.loop import NonFiniteLossError
 
 log = logging.getLogger("mnistlab")
@@ -65,17 +64,6 @@ def objective_of(name: str) -> Objective:
     )
 
 
-@torch.no_grad()
-def encode_images(model: Any, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """Codes (N, latent_dim) of uint8 images (N, 28, 28) from a model with `.encode` (eval mode)."""
-    from mnistlab.data import to_float
-
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = [model.encode(to_float(images[s : s + batch_size], device)).cpu() for s in range(0, len(images), batch_size)]  # fmt: skip
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
-
-
 def probe_accuracy(
     train_codes: np.ndarray,
     train_labels: np.ndarray,
@@ -107,21 +95,14 @@ def probe_objective(run_dir: Path, max_train: int = PROBE_MAX_TRAIN) -> float | 
     own data config, scored on its validation split. Cached in the run's summary.json. None when the
     encoder's codes are not finite."""
     from mnistlab.data import load
-    from mnistlab.train.autoencoder import load_autoencoder
 
     summary = rundir.read_summary(run_dir)
     if "probe_acc" in summary:
         return float(summary["probe_acc"])
-    task, _ = load_run_config(run_dir)
-    try:
-        exp, model = load_autoencoder(run_dir)
-    except ConfigError:
-        raise ConfigError(
-            f"--objective probe_acc needs a model with an encoder; task {task!r} has none"
-        ) from None
-    data = load(exp.data)
+    run = load_run(run_dir, role="encoder")  # a task without an encoder: a one-line error
+    data = load(run.exp.data)
     train = data.train.take(slice(0, max_train))
-    train_codes, val_codes = encode_images(model, train.images), encode_images(model, data.val.images)
+    train_codes, val_codes = run.encode(train.images).numpy(), run.encode(data.val.images).numpy()
     if not (np.isfinite(train_codes).all() and np.isfinite(val_codes).all()):
         log.warning("%s: its codes are not finite; no probe_acc for this trial", run_dir)
         return None
@@ -145,12 +126,8 @@ def objective_value(run_dir: Path, objective: Objective) -> float | None:
 
 
 def trainer_for(task: str) -> Callable[..., dict]:
-    from mnistlab.cli import TRAINERS
-
-    if task not in TRAINERS:
-        raise ConfigError(f"no trainer for task {task!r}; known: {', '.join(sorted(TRAINERS))}")
-    module, function = TRAINERS[task]
-    return getattr(importlib.import_module(module), function)
+    """The registered task's train function (an unknown task is a one-line error)."""
+    return get(task).train
 
 
 def accepts_epoch_callback(trainer: Callable[..., Any]) -> bool:

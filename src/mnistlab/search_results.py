@@ -17,8 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mnistlab import rundir  # noqa: E402
-from mnistlab.config import load_run_config, save_experiment  # noqa: E402
+from mnistlab.config import save_experiment  # noqa: E402
 from mnistlab.fsio import atomic_write_bytes  # noqa: E402
+from mnistlab.tasks import load_run_config  # noqa: E402
 
 _STATUS_ORDER = {"finished": 0, "complete": 0, "pruned": 1}  # anything else (diverged, failed) after
 

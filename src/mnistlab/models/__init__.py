@@ -13,10 +13,10 @@ from mnistlab.models.encoder_classifier import encoder_classifier
 from mnistlab.models.gan import GAN, GANConfig
 
 MODELS: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {
-    "ae": (AEConfig, ConvAutoencoder),
+    "conv_autoencoder": (AEConfig, ConvAutoencoder),
     "encoder_classifier": (AEConfig, encoder_classifier),  # the autoencoder's encoder + a linear head
-    "classifier": (ClassifierConfig, DigitCNN),
-    "gan": (GANConfig, GAN),
+    "digit_cnn": (ClassifierConfig, DigitCNN),
+    "report_gan": (GANConfig, GAN),
 }
 
 

@@ -13,8 +13,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mnistlab.errors import check
+from mnistlab.errors import check_float, check_int
 from mnistlab.models.dropout import FastDropout
+
+MAX_WIDTH = 4096  # widest latent code and hidden layer
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,13 @@ class AEConfig:
     hidden: int = 128  # width of the linear layer between the conv stack and the code
 
     def __post_init__(self):
-        check(self.latent_dim > 0, f"model.latent_dim must be > 0, got {self.latent_dim}")
-        check(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
-        check(self.hidden > 0, f"model.hidden must be > 0, got {self.hidden}")
+        # Bounded so that a typo fails here, not in a multi-GB allocation: the linear layers hold
+        # hidden x latent_dim and 864 x hidden weights (x4 with Adam's state; 10^8 asked for 51 GB).
+        # 4,096 is already five times the 784 pixels a code encodes.
+        memory = "the weights grow with it"
+        check_int(self.latent_dim, "model.latent_dim", 1, MAX_WIDTH, memory)
+        check_int(self.hidden, "model.hidden", 1, MAX_WIDTH, memory)
+        check_float(self.dropout, "model.dropout", 0, 1, high_open=True)
 
 
 class AEOutput(NamedTuple):

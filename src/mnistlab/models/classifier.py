@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mnistlab.errors import check
+from mnistlab.errors import check, check_int
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,15 @@ class ClassifierConfig:
     n_classes: int = 10
 
     def __post_init__(self):
+        check(isinstance(self.channels, tuple), "model.channels must be a list of channel counts")
         check(len(self.channels) >= 1, "model.channels needs at least one conv block")
-        check(all(c > 0 for c in self.channels), f"model.channels must be > 0, got {self.channels}")
         check(len(self.channels) <= 4, "model.channels: at most 4 blocks fit a 28x28 image")
-        check(self.feature_dim > 0, f"model.feature_dim must be > 0, got {self.feature_dim}")
-        check(self.n_classes >= 2, f"model.n_classes must be >= 2, got {self.n_classes}")
+        # The first block keeps channels x 28 x 28 floats per image: at 512, 400 MB for a batch of 256.
+        memory = "activations and weights grow with it"
+        for c in self.channels:
+            check_int(c, "model.channels", 1, 512, memory)
+        check_int(self.feature_dim, "model.feature_dim", 1, 4096, memory)
+        check_int(self.n_classes, "model.n_classes", 2, 256, "IDX labels are bytes")
 
 
 class ClassifierOutput(NamedTuple):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mnistlab.errors import check
+from mnistlab.errors import check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,9 @@ class GANConfig:
     leak: float = 0.2  # negative slope of the discriminator's LeakyReLUs
 
     def __post_init__(self):
-        check(self.noise_dim > 0, f"model.noise_dim must be > 0, got {self.noise_dim}")
-        check(0 <= self.leak < 1, f"model.leak must be in [0, 1), got {self.leak}")
+        # noise_dim x 1152 weights in the first layer: a typo such as 10^8 would ask for 460 GB.
+        check_int(self.noise_dim, "model.noise_dim", 1, 4096, "the first layer's weights grow with it")
+        check_float(self.leak, "model.leak", 0, 1, high_open=True)
 
 
 class Generator(nn.Module):

@@ -79,7 +79,7 @@ def render(run_dir: Path, state: dict, sections: list[Section]) -> tuple[str, st
 
 def write_report(run_dir: Path) -> dict[str, Path]:
     """Write RUN_DIR/report.html and RUN_DIR/report.md; a one-line error for a folder that is not a run."""
-    from mnistlab.pipeline import read_run
+    from mnistlab.rundir import read_run
 
     run_dir = Path(run_dir)
     state = read_run(run_dir)

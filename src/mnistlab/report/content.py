@@ -67,9 +67,28 @@ def pct(value: Any) -> str:
 class RunFolder:
     """A run folder's stages and files, for the section builders."""
 
-    def __init__(self, root: Path, state: dict[str, Any]):
+    def __init__(self, root: Path, state: dict[str, Any], roles: dict[str, frozenset[str]] | None = None):
+        """`roles`: task name -> its roles (from the task registry), to find the study's encoder and
+        generator stages; without it, the encoder is the folder the probe stage wrote into."""
         self.root, self.state = Path(root), state
         self.stages = {s["name"]: s for s in state.get("stages", [])}
+        self.folders = {n: s.get("folder") or n for n, s in self.stages.items()}
+        # A task stage trains into RUN/<its name>; the search, probe and latent stages do not.
+        self.trained = [n for n, f in self.folders.items() if f == n and n != "search"]
+        roles = roles or {}
+        probed = Path(self.folders["probe"]).parent.name if "probe" in self.folders else None
+        encoders = [n for n in self.trained if "encoder" in roles.get(n, ())]
+        self.encoder = probed or (encoders[0] if encoders else None)
+        generators = [
+            n
+            for n in self.trained
+            if roles.get(n, frozenset()) & {"generator"} and "encoder" not in roles.get(n, ())
+        ]
+        self.generator = generators[0] if generators else None
+
+    def folder(self, stage: str) -> str:
+        """The folder (relative to the run) a stage wrote into."""
+        return self.folders.get(stage, stage)
 
     def done(self, stage: str) -> bool:
         return self.stages.get(stage, {}).get("status") == "done"

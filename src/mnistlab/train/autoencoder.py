@@ -7,15 +7,14 @@ noise for the denoising one); the loss is always MSE against the clean image.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from mnistlab import metrics, rundir
-from mnistlab.config import load_run_config
-from mnistlab.data import Data, Split, to_float
-from mnistlab.errors import ConfigError
+from mnistlab.data import Data, DataConfig, Split, to_float
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.report.figures import image_rows, plot_curves
@@ -27,6 +26,13 @@ from mnistlab.train.loop import (
 )
 
 Corrupt = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AEExperiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AEConfig = field(default_factory=AEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,7 +137,7 @@ def train_autoencoder(exp, out: Path, resume: bool = False, progress: bool = Tru
     """Train the autoencoder of `exp` into run folder `out`, then evaluate it on the test set.
     `on_epoch_end(epoch, row)` is handed to `fit` (searches use it to report to a pruner)."""
     data, device = run_folder.start(exp)
-    model = build_model("ae", exp.model)
+    model = build_model("conv_autoencoder", exp.model)
     task = AutoencoderTask(model, exp.train, data.val, device)
     run_dir = run_folder.prepare(out, exp, "ae", resume)
     result = run_folder.fit_plain(task, data.train, exp, run_dir, "ae", resume, progress, on_epoch_end)
@@ -166,11 +172,8 @@ def evaluate_autoencoder(
     }
 
 
-def load_autoencoder(run_dir: Path) -> tuple[object, ConvAutoencoder]:
-    """(experiment, model with trained weights, in eval mode) of an autoencoder run folder."""
-    task, exp = load_run_config(run_dir)
-    if not hasattr(exp, "model") or not isinstance(exp.model, AEConfig):
-        raise ConfigError(f"{run_dir} holds a {task!r} run, not an autoencoder")
-    model = build_model("ae", exp.model)
+def load_autoencoder(run_dir: Path, exp) -> ConvAutoencoder:
+    """The trained autoencoder (eval mode) of an ae or dae run folder whose config is `exp`."""
+    model = build_model("conv_autoencoder", exp.model)
     rundir.load_weights(run_dir, model)
-    return exp, model.eval()
+    return model.eval()

@@ -5,15 +5,15 @@ generation metrics (FID-MNIST, precision/recall, class coverage) measure against
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from mnistlab import rundir
-from mnistlab.config import AugmentConfig, load_run_config
-from mnistlab.data import Split, to_float
-from mnistlab.errors import ConfigError
+from mnistlab.data import DataConfig, Split, to_float
+from mnistlab.errors import check
 from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.report.figures import plot_curves
@@ -24,6 +24,24 @@ from mnistlab.train.loop import (
     make_optimizer,
     memory_format,
 )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    max_shift: int = 2  # each training digit moves by a random whole number of pixels in [-s, s]
+
+    def __post_init__(self):
+        check(0 <= self.max_shift <= 8, f"augment.max_shift must be in [0, 8], got {self.max_shift}")
+
+
+@dataclass(frozen=True)
+class ClassifierExperiment:
+    """The reference digit classifier (reference.py) that the generation metrics measure against."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -110,7 +128,7 @@ class ClassifierTask:
 def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train the classifier of `exp` into run folder `out`; evaluate it on the test set."""
     data, device = run_folder.start(exp)
-    model = build_model("classifier", exp.model)
+    model = build_model("digit_cnn", exp.model)
     task = ClassifierTask(model, exp.train, exp.augment, data.val, device)
     run_dir = run_folder.prepare(out, exp, "classifier", resume)
     result = run_folder.fit_plain(task, data.train, exp, run_dir, "classifier", resume, progress)
@@ -139,9 +157,7 @@ def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True
 
 def load_classifier(run_dir: Path) -> tuple[object, DigitCNN]:
     """(experiment, trained classifier in eval mode) of a classifier run folder."""
-    task, exp = load_run_config(run_dir)
-    if not isinstance(getattr(exp, "model", None), ClassifierConfig):
-        raise ConfigError(f"{run_dir} holds a {task!r} run, not a classifier")
-    model = build_model("classifier", exp.model)
+    _, exp = rundir.load_config(run_dir, ClassifierExperiment, expect="classifier")
+    model = build_model("digit_cnn", exp.model)
     rundir.load_weights(run_dir, model)
     return exp, model.eval()

@@ -9,30 +9,41 @@ noise are fixed draws from the noise seed, so numbers compare between runs and b
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from mnistlab import metrics, rundir
-from mnistlab.config import load_run_config
-from mnistlab.data import Data, Split, load, to_float
-from mnistlab.errors import ConfigError
+from mnistlab.data import Data, DataConfig, Split, to_float
 from mnistlab.models import build_model
-from mnistlab.models.autoencoder import ConvAutoencoder
+from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
 from mnistlab.report.evaluation import plot_metric_lines, triplet_grid
 from mnistlab.report.figures import plot_curves
 from mnistlab.train import run_folder
-from mnistlab.train.autoencoder import (
-    AutoencoderTask,
-    evaluate_reconstruction,
-    load_autoencoder,
-)
-from mnistlab.train.loop import TrainConfig, resolve_device
+from mnistlab.train.autoencoder import AutoencoderTask, evaluate_reconstruction
+from mnistlab.train.loop import TrainConfig
 
 log = logging.getLogger("mnistlab")
 QUALITY = ("mse", "psnr", "ssim")
+# Keys of the models in the denoising table of summary.json: the denoiser itself and the plain
+# autoencoder it is compared with (fixed strings: the report reads run folders of every version).
+OWN, BASELINE = "dae", "ae"
+
+
+@dataclass(frozen=True)
+class DAEExperiment:
+    """The autoencoder trained on noisy inputs against clean targets."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AEConfig = field(default_factory=AEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+# A plain autoencoder to compare against: (its folder, its task name, the model).
+Baseline = tuple[Path, str, ConvAutoencoder]
 
 
 class DenoisingTask(AutoencoderTask):
@@ -51,10 +62,10 @@ class DenoisingTask(AutoencoderTask):
         if len(self.val) == 0:
             return {}
         scores = denoising_scores(
-            {"dae": self.model}, self.val, self.val_eps, self.noise.sigma, self.noise.clip,
+            {OWN: self.model}, self.val, self.val_eps, self.noise.sigma, self.noise.clip,
             self.device, self.eval_batch_size,
         )  # fmt: skip
-        return {"loss": scores["dae"]["mse"], "noisy_mse": scores["noisy"]["mse"]}
+        return {"loss": scores[OWN]["mse"], "noisy_mse": scores["noisy"]["mse"]}
 
 
 @torch.no_grad()
@@ -115,13 +126,12 @@ def denoising_table(
 
 
 def train_dae(
-    exp, out: Path, resume: bool = False, progress: bool = True, baseline: Path | None = None
+    exp, out: Path, resume: bool = False, progress: bool = True, base: Baseline | None = None
 ) -> dict:
     """Train the denoising autoencoder of `exp` into run folder `out`, then evaluate it on the test set
-    (beside the plain autoencoder in run folder `baseline`, if given)."""
-    base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
+    (beside the plain autoencoder `base`, if given: loaded by the caller before training)."""
     data, device = run_folder.start(exp)
-    model = build_model("ae", exp.model)
+    model = build_model("conv_autoencoder", exp.model)
     task = DenoisingTask(model, exp.train, data.val, device, exp.noise)
     run_dir = run_folder.prepare(out, exp, "dae", resume)
     result = run_folder.fit_plain(task, data.train, exp, run_dir, "dae", resume, progress)
@@ -133,18 +143,6 @@ def train_dae(
     return summary
 
 
-def load_baseline(run_dir: Path) -> tuple[Path, str, ConvAutoencoder]:
-    """(folder, task, model) of the autoencoder run to compare against."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise ConfigError(
-            f"--baseline {run_dir}: not a run folder; give a folder written by `mnistlab train ae`"
-        )
-    task, _ = load_run_config(run_dir)
-    _, model = load_autoencoder(run_dir)
-    return run_dir, task, model
-
-
 def evaluate_dae(
     run_dir: Path,
     model: ConvAutoencoder,
@@ -152,19 +150,19 @@ def evaluate_dae(
     device: torch.device,
     noise: NoiseConfig,
     batch_size: int = 1000,
-    baseline: tuple[Path, str, ConvAutoencoder] | None = None,
+    baseline: Baseline | None = None,
     sigmas: tuple[float, ...] | None = None,
 ) -> dict:
     """The denoising table on the test set at `sigmas` (default: noise.eval_sigmas), its plot, the
     noisy / denoised / original figure and the loss curves; returns the summary's evaluation part."""
     sigmas = tuple(sigmas or noise.eval_sigmas)
-    models = {"dae": model.to(device)}
+    models = {OWN: model.to(device)}
     if baseline is not None:
-        models["ae"] = baseline[2].to(device)
+        models[BASELINE] = baseline[2].to(device)
         if baseline[2].cfg != model.cfg:
             log.warning("baseline %s has model %s, the DAE has %s", baseline[0], baseline[2].cfg, model.cfg)
     table = denoising_table(models, data.test, noise, sigmas, device, batch_size)
-    at_train = denoising_table({"dae": model}, data.test, noise, (noise.sigma,), device, batch_size)[0]
+    at_train = denoising_table({OWN: model}, data.test, noise, (noise.sigma,), device, batch_size)[0]
     clean = evaluate_reconstruction(model, data.test, device, batch_size)
 
     figures = Path(run_dir) / "figures"
@@ -174,7 +172,7 @@ def evaluate_dae(
                 f"Denoising autoencoder (sigma {noise.sigma:g}): MSE against the clean image"
                 + (f"\n(the noisy validation input itself: MSE {noisy_val:.3f})" if noisy_val is not None else ""),
                 ylabel="MSE", log_y=True)  # fmt: skip
-    labels = {"noisy": "noisy input", "dae": "denoising AE output", "ae": "plain AE output"}
+    labels = {"noisy": "noisy input", OWN: "denoising AE output", BASELINE: "plain AE output"}
     plot_metric_lines(
         [r["sigma"] for r in table],
         {metric: {labels[n]: [r[n][metric] for r in table] for n in models.keys() | {"noisy"}}
@@ -187,7 +185,7 @@ def evaluate_dae(
     summary = {
         "task": "dae",
         "noise": asdict(noise),
-        "test": at_train["dae"],  # denoised output vs clean at the training sigma
+        "test": at_train[OWN],  # denoised output vs clean at the training sigma
         "test_noisy_input": at_train["noisy"],
         "test_clean_input": {k: round(v, 6) for k, v in clean.items()},
         "denoising": table,
@@ -210,27 +208,9 @@ def _example_figure(models, test: Split, noise: NoiseConfig, sigmas, device, pat
     for sigma in sigmas:
         noisy = apply_noise(x, eps, sigma, noise.clip)
         rows.append([noisy.clamp(0, 1)] + [m.eval()(noisy).recon for m in models.values()] + [x])
-    names = ["noisy", *("DAE" if k == "dae" else "plain AE" for k in models), "original"]
+    names = ["noisy", *("DAE" if k == OWN else "plain AE" for k in models), "original"]
     return triplet_grid(
         rows, names, [f"sigma {s:g}" for s in sigmas], path,
         title="Test digits: noisy input, denoising autoencoder (DAE) output"
         + (", plain autoencoder output" if len(models) > 1 else "") + ", original (noisy shown clipped to [0, 1])",
     )  # fmt: skip
-
-
-def eval_dae_run(run_dir: Path, device_name: str = "auto", baseline: Path | None = None,
-                 sigmas: tuple[float, ...] | None = None) -> dict:  # fmt: skip
-    """Re-evaluate a DAE run folder (for `mnistlab eval`); updates its summary.json."""
-    task, exp = load_run_config(run_dir)
-    if task != "dae":
-        raise ConfigError(f"{run_dir} holds a {task!r} run; --baseline and --sigmas apply to dae runs")
-    base = load_baseline(baseline) if baseline is not None else None
-    _, model = load_autoencoder(run_dir)
-    device = resolve_device(device_name)
-    result = evaluate_dae(
-        run_dir, model, load(exp.data), device, exp.noise, exp.train.eval_batch_size, base, sigmas
-    )
-    previous = rundir.read_summary(run_dir)
-    previous.pop("baseline", None)  # a comparison from an earlier evaluation no longer in the table
-    rundir.write_summary(run_dir, {**previous, **result})
-    return result

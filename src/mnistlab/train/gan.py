@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from mnistlab import distributed
 from mnistlab.collapse import CollapseConfig
 from mnistlab.data import Split, to_float
-from mnistlab.errors import check
+from mnistlab.errors import check, check_bool, check_float, check_int
 from mnistlab.models.gan import GAN
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig, autocast, make_optimizer
+from mnistlab.train.loop import MAX_EPOCHS, NonFiniteLossError, TrainConfig, autocast, make_optimizer
 
 log = logging.getLogger("mnistlab")
 
 LOSSES = ("bce_probs", "bce_logits")
+MAX_SAMPLES = 1_000_000  # generated digits scored at once, as `mnistlab sample --n` allows
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,27 @@ class GANTrainConfig:
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
 
     def __post_init__(self):
-        check(self.d_lr >= 0, f"gan.d_lr must be >= 0, got {self.d_lr}")
-        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "gan.beta1 and gan.beta2 must be in [0, 1)")
+        check_float(self.d_lr, "gan.d_lr", 0, 10, why="0 = train.lr")
+        check_float(self.beta1, "gan.beta1", 0, 1, high_open=True)
+        check_float(self.beta2, "gan.beta2", 0, 1, high_open=True)
         check(self.loss in LOSSES, f"gan.loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
-        check(0.5 < self.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {self.real_label}")
-        check(self.d_noise >= 0, f"gan.d_noise must be >= 0, got {self.d_noise}")
-        check(self.r1 >= 0, f"gan.r1 must be >= 0, got {self.r1}")
-        check(self.r1_every >= 1, f"gan.r1_every must be >= 1, got {self.r1_every}")
-        check(0 <= self.g_ema < 1, f"gan.g_ema must be in [0, 1), got {self.g_ema}")
-        check(all(e >= 1 for e in self.grid_epochs), "gan.grid_epochs must be epoch numbers >= 1")
-        check(1 <= self.grid_size <= 32, f"gan.grid_size must be in [1, 32], got {self.grid_size}")
-        check(self.eval_samples >= 0, "gan.eval_samples must be >= 0 (0 = no scores during training)")
-        check(self.final_samples >= 0, "gan.final_samples must be >= 0 (0 = no final scores)")
-        check(self.pinned_loss > 0, f"gan.pinned_loss must be > 0, got {self.pinned_loss}")
-        check(self.pinned_steps >= 1, f"gan.pinned_steps must be >= 1, got {self.pinned_steps}")
+        check_float(self.real_label, "gan.real_label", 0.5, 1, low_open=True)
+        check_float(self.d_noise, "gan.d_noise", 0, 10, why="a std on [0, 1] images")
+        check_float(self.r1, "gan.r1", 0, 1e4)
+        check_int(self.r1_every, "gan.r1_every", 1, 1_000_000)
+        check_float(self.g_ema, "gan.g_ema", 0, 1, high_open=True)
+        for name in ("channels_last", "merge_test", "stop_on_divergence"):
+            check_bool(getattr(self, name), f"gan.{name}")
+        check(isinstance(self.grid_epochs, tuple), "gan.grid_epochs must be a list of epoch numbers")
+        for epoch in self.grid_epochs:
+            check_int(epoch, "gan.grid_epochs", 1, MAX_EPOCHS)
+        check_int(self.grid_size, "gan.grid_size", 1, 32)
+        # Samples are generated and scored in memory (784 bytes each, plus the classifier's features).
+        check_int(self.eval_samples, "gan.eval_samples", 0, MAX_SAMPLES, "0 = no scores during training")
+        check_int(self.final_samples, "gan.final_samples", 0, MAX_SAMPLES, "0 = no final scores")
+        check_float(self.pinned_loss, "gan.pinned_loss", 0, 1e4, low_open=True)
+        check_int(self.pinned_steps, "gan.pinned_steps", 1, 1_000_000_000)
+        check(isinstance(self.collapse, CollapseConfig), "gan.collapse must be a table")
 
 
 class GANDivergedError(NonFiniteLossError):

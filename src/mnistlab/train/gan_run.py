@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,7 @@ from safetensors.torch import load_file, save
 
 from mnistlab import distributed, rundir
 from mnistlab.collapse import detect_collapse
-from mnistlab.config import load_run_config
-from mnistlab.data import Data, Split
+from mnistlab.data import Data, DataConfig, Split
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes
 from mnistlab.models import build_model
@@ -29,13 +29,21 @@ from mnistlab.report import gan_figures
 from mnistlab.report.figures import plot_curves
 from mnistlab.train import run_folder
 from mnistlab.train.checkpoint import read_checkpoint
-from mnistlab.train.gan import GANDivergedError, GANTask, fixed_noise, generate
-from mnistlab.train.loop import NonFiniteLossError, fit, resolve_device
+from mnistlab.train.gan import GANDivergedError, GANTask, GANTrainConfig, fixed_noise, generate
+from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, resolve_device
 
 log = logging.getLogger("mnistlab")
 
 # Seed offsets of the noise streams, so that grid, per-epoch scores and final scores never share noise.
 GRID_STREAM, EVAL_STREAM, FINAL_STREAM = 0, 10_007, 20_011
+
+
+@dataclass(frozen=True)
+class GANExperiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GANConfig = field(default_factory=GANConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # train.lr is the generator's
+    gan: GANTrainConfig = field(default_factory=GANTrainConfig)
 
 
 def merged(data: Data) -> Split:
@@ -123,7 +131,7 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     train = merged(data) if exp.gan.merge_test else data.train
     if len(train) == 0:
         raise ConfigError("no training images (check data.train_limit)")
-    gan = build_model("gan", exp.model)
+    gan = build_model("report_gan", exp.model)
     total = math.ceil(len(train) / exp.train.batch_size) * exp.train.epochs
     task = GANTask(gan, exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val)
     run_dir = run_folder.prepare(out, exp, "gan", resume)
@@ -231,13 +239,13 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def load_gan(run_dir: Path) -> tuple[Any, GAN]:
-    """(experiment, GAN with trained weights, in eval mode) of a GAN run folder. With gan.g_ema the
-    generator holds the averaged weights, the ones the run sampled and scored with."""
-    task, exp = load_run_config(run_dir)
-    if not isinstance(getattr(exp, "model", None), GANConfig):
-        raise ConfigError(f"{run_dir} holds a {task!r} run, not a GAN")
-    gan = build_model("gan", exp.model)
+def load_gan(run_dir: Path, exp: Any = None) -> tuple[Any, GAN]:
+    """(experiment, GAN with trained weights, in eval mode) of a GAN run folder (`exp`: its config, read
+    from config.toml when not given). With gan.g_ema the generator holds the averaged weights, the ones
+    the run sampled and scored with."""
+    if exp is None:
+        exp = rundir.load_config(run_dir, GANExperiment)[1]
+    gan = build_model("report_gan", exp.model)
     rundir.load_weights(run_dir, gan.generator, "generator_ema" if exp.gan.g_ema > 0 else "generator")
     rundir.load_weights(run_dir, gan.discriminator, "discriminator")
     return exp, gan.eval()
@@ -245,7 +253,8 @@ def load_gan(run_dir: Path) -> tuple[Any, GAN]:
 
 def sample_gan(run_dir: Path, n: int, seed: int = 0, device: str = "auto") -> torch.Tensor:
     """n uint8 samples (n, 28, 28) from a trained GAN run, from noise seeded by `seed`."""
-    return gan_generator(Path(run_dir), resolve_device(device)).draw(n, seed)
+    exp, gan = load_gan(run_dir)
+    return GANSampler(exp, gan, resolve_device(device)).draw(n, seed)
 
 
 class GANSampler:
@@ -262,13 +271,7 @@ class GANSampler:
         return generate(self.generator, fixed_noise(n, self.noise_dim, seed, self.device), self.batch_size)
 
     def sample(self, request: Any) -> np.ndarray:
-        from mnistlab.sampling import check_sampler
+        from mnistlab.latent import check_sampler
 
-        check_sampler(request.sampler, self.samplers, "gan")
+        check_sampler(request.sampler, self.samplers, "GAN")
         return self.draw(request.n, request.seed).numpy()
-
-
-def gan_generator(run_dir: Path, device: torch.device) -> GANSampler:
-    """The sampling.GENERATORS entry for GAN runs."""
-    exp, gan = load_gan(run_dir)
-    return GANSampler(exp, gan, device)

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mnistlab import distributed
 from mnistlab.data import Split, batches
-from mnistlab.errors import ConfigError, check
+from mnistlab.errors import ConfigError, check, check_bool, check_float, check_int, check_seed
 from mnistlab.fsio import read_jsonl
 from mnistlab.train.checkpoint import file_sha256, restore, save_checkpoint
 
@@ -28,6 +29,10 @@ log = logging.getLogger("mnistlab")
 
 
 AMP_MODES = ("off", "bf16")
+# Images per batch at most. The activations kept for the backward pass grow with the batch: at this
+# size the autoencoder's already take several GB and the GAN's (three discriminator passes) tens of GB.
+MAX_BATCH = 65_536
+MAX_EPOCHS = 100_000
 DEVICE_DATA_LIMIT = 2 << 30  # bytes of uint8 images kept on the GPU at most (MNIST's 60k: 47 MB)
 
 
@@ -52,13 +57,22 @@ class TrainConfig:
     data_on_device: bool = True
 
     def __post_init__(self):
-        check(self.epochs >= 0, f"train.epochs must be >= 0, got {self.epochs}")
-        check(self.batch_size > 0, f"train.batch_size must be > 0, got {self.batch_size}")
-        check(self.eval_batch_size > 0, f"train.eval_batch_size must be > 0, got {self.eval_batch_size}")
-        check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
-        check(0 <= self.warmup < 1, f"train.warmup must be in [0, 1), got {self.warmup}")
-        check(self.threads >= 0, f"train.threads must be >= 0, got {self.threads}")
+        # Every field is checked here, before anything is allocated: a huge thread count crashes
+        # torch's thread pool (a segfault, not an exception), a huge batch asks for gigabytes.
+        # epochs >= 1: a run of 0 epochs trains nothing, yet would be recorded as finished.
+        check_int(self.epochs, "train.epochs", 1, MAX_EPOCHS)
+        memory = "a batch's activations must fit in memory"
+        check_int(self.batch_size, "train.batch_size", 1, MAX_BATCH, memory)
+        check_int(self.eval_batch_size, "train.eval_batch_size", 1, MAX_BATCH, memory)
+        check_float(self.lr, "train.lr", 0, 10, low_open=True)
+        check_float(self.weight_decay, "train.weight_decay", 0, 10)
+        check_float(self.warmup, "train.warmup", 0, 1, high_open=True)
+        check_seed(self.seed, "train.seed")
+        cores = os.cpu_count() or 1
+        why = f"at most 4 x this machine's {cores} cores; 0 = torch's default"
+        check_int(self.threads, "train.threads", 0, 4 * cores, why)
+        check_bool(self.channels_last, "train.channels_last")
+        check_bool(self.data_on_device, "train.data_on_device")
         check(
             self.optimizer in ("adam", "adamw"),
             f"train.optimizer must be adam or adamw, not {self.optimizer!r}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnistlab.data import DataConfig
-from mnistlab.errors import check
+from mnistlab.errors import SEED_MAX, check, check_bool, check_float, check_int, check_seed
 from mnistlab.train.loop import TrainConfig
 
 
@@ -30,17 +30,21 @@ class ProbeOptions:
     # row reports their mean and range, since 100 images are a noisy sample of a digit's variety
 
     def __post_init__(self):
+        check_bool(self.standardize, "options.standardize")
+        # The scaled rates are finetune.lr (at most 10) times these; a factor of 100 is already extreme.
+        check_float(self.encoder_lr_scale, "options.encoder_lr_scale", 0, 100, why="0 = a frozen encoder")
+        check_float(self.scratch_lr_scale, "options.scratch_lr_scale", 0, 100, low_open=True)
+        check_int(self.shift, "options.shift", 0, 8, "pixels of a 28x28 image")
+        check_int(self.min_epoch_images, "options.min_epoch_images", 0, 10_000_000)
+        check_int(self.knn_k, "options.knn_k", 1, 1000)
+        check_float(self.logreg_c, "options.logreg_c", 0, 1e6, low_open=True)
+        check_seed(self.label_seed, "options.label_seed")
+        # Each subset is a probe trained anew; subset i is drawn with seed label_seed + i.
+        check_int(self.label_subsets, "options.label_subsets", 1, 100)
         check(
-            self.encoder_lr_scale >= 0, f"options.encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}"
+            self.label_seed + self.label_subsets - 1 <= SEED_MAX,
+            f"options.label_seed + label_subsets - 1 must be <= {SEED_MAX} (subset i uses label_seed + i)",
         )
-        check(self.scratch_lr_scale > 0, f"options.scratch_lr_scale must be > 0, got {self.scratch_lr_scale}")
-        check(0 <= self.shift <= 8, f"options.shift must be in [0, 8] pixels, got {self.shift}")
-        check(
-            self.min_epoch_images >= 0, f"options.min_epoch_images must be >= 0, got {self.min_epoch_images}"
-        )
-        check(self.knn_k > 0, f"options.knn_k must be > 0, got {self.knn_k}")
-        check(self.logreg_c > 0, f"options.logreg_c must be > 0, got {self.logreg_c}")
-        check(self.label_subsets >= 1, f"options.label_subsets must be >= 1, got {self.label_subsets}")
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,24 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from mnistlab.config import load_experiment, load_run_config, save_experiment
+from mnistlab import tasks
+from mnistlab.config import save_experiment
 from mnistlab.data import Data, Split, load, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes, write_json
-from mnistlab.models.autoencoder import AEConfig, Encoder
 from mnistlab.models.encoder_classifier import EncoderClassifier, LinearHead
 from mnistlab.report.evaluation import plot_confusion, plot_metric_lines
 from mnistlab.report.figures import plot_curves
 from mnistlab.rundir import command_line
-from mnistlab.train.autoencoder import load_autoencoder
 from mnistlab.train.loop import resolve_device
 from mnistlab.train.probe import (
     balanced_subset,
@@ -55,6 +56,14 @@ from mnistlab.train.run_folder import seed_everything
 log = logging.getLogger("mnistlab")
 
 
+class EncoderArch(NamedTuple):
+    """What the fine-tuned and from-scratch networks are built from: an untrained encoder of the
+    probed run's architecture, (B, 1, 28, 28) -> (B, latent_dim), and that code size."""
+
+    fresh: Callable[[], torch.nn.Module]
+    latent_dim: int
+
+
 def run_probe(
     run_dir: Path,
     preset: str = "default",
@@ -68,8 +77,9 @@ def run_probe(
 ) -> dict:
     """Probe the encoder of autoencoder run `run_dir`; returns (and writes) the summary."""
     run_dir = Path(run_dir)
-    run_task, run_exp, ae = _load_encoder_run(run_dir)
-    exp: ProbeExperiment = load_experiment("probe", preset, overrides)
+    run = _load_encoder_run(run_dir)
+    run_task, run_exp, encoder = run.task, run.exp, run.modules("encoder")
+    exp: ProbeExperiment = tasks.load_table("probe", preset, overrides)
     exp = dataclasses.replace(exp, data=run_exp.data)  # the encoder's own train / val / test split
     if device:
         exp = dataclasses.replace(exp, linear=dataclasses.replace(exp.linear, device=device),
@@ -84,14 +94,14 @@ def run_probe(
     dev = resolve_device(exp.linear.device)
     ft_dev = resolve_device(exp.finetune.device)
     opts = exp.options
-    latent = run_exp.model.latent_dim
     t0 = time.perf_counter()
 
     # The frozen encoder's codes, computed once: (N, latent) per split.
     codes = [
-        encode(ae.encoder, s.images, dev, exp.linear.eval_batch_size)
-        for s in (data.train, data.val, data.test)
+        encode(encoder, s.images, dev, exp.linear.eval_batch_size) for s in (data.train, data.val, data.test)
     ]
+    latent = codes[0].shape[1]
+    arch = EncoderArch(run.fresh_encoder, latent)
     stats = feature_stats(codes[0]) if opts.standardize else None
     if stats is not None:
         codes = standardize(*codes)
@@ -108,7 +118,7 @@ def run_probe(
 
     if finetune:
         log.info("fine-tuning encoder + head on all %d labelled training images", len(data.train))
-        ft, ft_logits = _network(ae.encoder, _raw_head(head, stats), run_exp.model, data.train, data, exp,
+        ft, ft_logits = _network(encoder, _raw_head(head, stats), arch, data.train, data, exp,
                                  ft_dev, opts.encoder_lr_scale, out / "finetune", progress)  # fmt: skip
         summary["finetune"] = ft
         _classifier_figures(
@@ -120,8 +130,8 @@ def run_probe(
             labels_per_class,
             codes,
             stats,
-            ae.encoder,
-            run_exp.model,
+            encoder,
+            arch,
             data,
             exp,
             dev,
@@ -137,26 +147,18 @@ def run_probe(
     return summary
 
 
-def _load_encoder_run(run_dir: Path):
+def _load_encoder_run(run_dir: Path) -> tasks.TrainedRun:
     if not (run_dir / "config.toml").is_file():
-        raise ConfigError(
-            f"{run_dir} is not a run folder; give one written by `mnistlab train ae` or `train dae`"
-        )
-    task, exp = load_run_config(run_dir)
-    if not isinstance(getattr(exp, "model", None), AEConfig):
-        raise ConfigError(
-            f"{run_dir} holds a {task!r} run, which has no autoencoder encoder to probe; "
-            f"give a run of `mnistlab train ae` or `train dae`"
-        )
-    exp, model = load_autoencoder(run_dir)
-    return task, exp, model
+        raise ConfigError(f"{run_dir} is not a run folder; give a run of a task with an encoder "
+                          f"({', '.join(s.name for s in tasks.with_role('encoder'))})")  # fmt: skip
+    return tasks.load_run(run_dir, role="encoder")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or choose --out")
-        if not (out / "config.toml").is_file() or load_run_config(out)[0] != "probe":
+        if not (out / "config.toml").is_file() or tasks.load_run_config(out)[0] != "probe":
             raise ConfigError(f"{out} is not a probe folder; refusing to overwrite it, choose another --out")
 
 
@@ -202,12 +204,12 @@ def _raw_head(head: LinearHead, stats) -> LinearHead:
     return fold_standardization(head, *stats) if stats is not None else copy.deepcopy(head)
 
 
-def _network(encoder: Encoder | None, head: LinearHead | None, cfg: AEConfig, train: Split, data: Data,
+def _network(encoder: torch.nn.Module | None, head: LinearHead | None, cfg: EncoderArch, train: Split, data: Data,
              exp: ProbeExperiment, dev, encoder_lr_scale: float, out: Path | None, progress: bool):  # fmt: skip
     """Encoder + head trained on images: fine-tuning copies of `encoder` and `head` (the linear probe
     trained on its frozen code), or the same network from scratch if both are None."""
     seed_everything(exp.finetune.seed)
-    encoder = copy.deepcopy(encoder) if encoder is not None else Encoder(cfg)
+    encoder = copy.deepcopy(encoder) if encoder is not None else cfg.fresh()
     model = EncoderClassifier(encoder, cfg.latent_dim, head=copy.deepcopy(head) if head is not None else None)
     lr = exp.finetune.lr
     groups = [{"params": model.encoder.parameters(), "lr": lr * encoder_lr_scale},
@@ -252,7 +254,7 @@ def _baselines(
     return rows
 
 
-def _label_efficiency(counts, codes, stats, encoder, cfg: AEConfig, data: Data, exp: ProbeExperiment, dev, ft_dev,
+def _label_efficiency(counts, codes, stats, encoder, cfg: EncoderArch, data: Data, exp: ProbeExperiment, dev, ft_dev,
                       out: Path, summary: dict, main_head: LinearHead, progress: bool) -> list:  # fmt: skip
     """Test accuracy of probe / fine-tuned / from-scratch networks on nested balanced subsets: one row
     per count, the mean over `options.label_subsets` subsets (each subset's numbers under "subsets")."""
@@ -277,7 +279,7 @@ def _label_efficiency(counts, codes, stats, encoder, cfg: AEConfig, data: Data, 
     return rows
 
 
-def _label_subset(n, seed, codes, stats, encoder, cfg: AEConfig, data: Data, exp: ProbeExperiment, dev, ft_dev,
+def _label_subset(n, seed, codes, stats, encoder, cfg: EncoderArch, data: Data, exp: ProbeExperiment, dev, ft_dev,
                   folder: Path, summary: dict, main_head: LinearHead, progress: bool) -> dict:  # fmt: skip
     """Probe, fine-tuned and from-scratch test accuracy on `n` labelled images per class drawn with
     `seed` (every labelled image if n is None)."""

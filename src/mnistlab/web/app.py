@@ -16,47 +16,67 @@ API (JSON in and out; images are 28x28 arrays of 0..255; errors are {"error": "o
   GET  /api/test/{index}                          -> {index, label, image, code}
 Status codes: 400 malformed JSON or wrong type, 404 unknown map / index / route, 405 wrong method,
 409 the run folder lacks the model, 413 too large, 415 not an image, 422 a value out of range.
+
+Every request is checked before it is routed (`Guard`): a POST body is sent as Content-Type
+application/json (analyze: image/*, the file itself), else 415; an Origin header other than this
+server's own origin is a 403; a server on a loopback address answers only Host names that are
+loopback names or addresses (DNS rebinding), else 400. Bodies, numbers, lists and path segments are
+bounded before they are converted (`parse`), and at most HEAVY_SLOTS requests decode or run a model
+at once, so a flood of uploads costs bounded memory and /api/info keeps answering.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mnistlab.errors import ConfigError
 from mnistlab.web import parse
-from mnistlab.web.errors import ApiError
+from mnistlab.web.errors import ApiError, one_line
 from mnistlab.web.explorer import MAX_SAMPLES, MAX_SIGMA, MAX_STEPS, Explorer
-from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, preprocess_bytes
+from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, bound_decoder, preprocess_bytes
 
 log = logging.getLogger("mnistlab")
 STATIC = Path(__file__).parent / "static"
 SEED_MAX = 2**31 - 1
+MAX_SEGMENT = 64  # characters of a path segment or query value read as a number or a name
 # The page loads nothing from elsewhere; the browser enforces it.
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
 )
+# Requests that decode an image or run a model, at once. Each costs up to ~130 MB while it decodes a
+# 2048x2048 upload (its RGBA pixels as float32 and their gray copies), and more than one per core only
+# makes each slower; the rest wait in line without a thread. Cheap requests (info, maps, test digits,
+# the page) never take a slot, so they answer while heavy ones queue.
+HEAVY_SLOTS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+UPLOAD_PATHS = frozenset({"/api/analyze"})  # their body is the image file itself (the page sends image/png)
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"request too large: {length} bytes, at most {limit}")
+    length = request.headers.get("content-length", "")
+    # A long or non-ASCII "digit" string would make int() raise (or take time): check the text first.
+    if length.isascii() and length.isdigit() and (len(length) > 15 or int(length) > limit):
+        raise ApiError(413, f"request too large: {length[:20]} bytes, at most {limit}")
     size, chunks = 0, []
     async for chunk in request.stream():
         size += len(chunk)
@@ -64,10 +84,6 @@ async def _body(request: Request, limit: int) -> bytes:
             raise ApiError(413, f"request too large: more than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    return parse.json_body(await _body(request, parse.MAX_BODY_BYTES))
 
 
 def _code_of(ex: Explorer, spec: Any, key: str) -> np.ndarray:
@@ -87,8 +103,33 @@ def _code_of(ex: Explorer, spec: Any, key: str) -> np.ndarray:
     return ex.encode(image[None])[0]
 
 
-def build_routes(ex: Explorer) -> list:
-    """The routes; each handler checks its input, then runs the model in a worker thread."""
+def _query_number(request: Request, key: str, default: str, convert: Callable[[str], Any]) -> Any:
+    text = request.query_params.get(key, default)
+    if len(text) > MAX_SEGMENT:
+        raise ApiError(400, f"?{key} has {len(text)} characters; at most {MAX_SEGMENT}")
+    try:
+        return convert(text)
+    except ValueError:
+        raise ApiError(400, "?sigma must be a number and ?seed a whole number") from None
+
+
+def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
+    """The routes. Cheap ones answer on the event loop; a heavy one (it parses a JSON body, decodes an
+    image or runs a model) reads its body there, then does the rest, down to encoding the response, in
+    a worker thread holding one of `heavy_slots` slots."""
+    limiter = anyio.CapacityLimiter(heavy_slots)
+
+    async def heavy(fn: Callable[[], Response]) -> Response:
+        return await anyio.to_thread.run_sync(fn, limiter=limiter)
+
+    def json_route(run: Callable[[dict[str, Any]], dict[str, Any]]):
+        """An endpoint: its body, parsed and bounded (parse.json_body), passed to `run` in a slot."""
+
+        async def endpoint(request: Request) -> Response:
+            raw = await _body(request, parse.MAX_BODY_BYTES)
+            return await heavy(lambda: JSONResponse(run(parse.json_body(raw))))
+
+        return endpoint
 
     def analyze_sync(data: bytes, sigma: float, seed: int) -> dict[str, Any]:
         x = preprocess_bytes(data)  # (28, 28)
@@ -117,103 +158,92 @@ def build_routes(ex: Explorer) -> list:
             out["unavailable"]["denoise"] = e.message
         return out
 
-    async def analyze(request: Request) -> JSONResponse:
-        q = request.query_params
-        try:
-            sigma = float(q.get("sigma", "0"))
-            seed = int(q.get("seed", "0"))
-        except ValueError:
-            raise ApiError(400, "?sigma must be a number and ?seed a whole number") from None
+    async def analyze(request: Request) -> Response:
+        sigma = _query_number(request, "sigma", "0", float)
+        seed = _query_number(request, "seed", "0", int)
         parse.get_float({"sigma": sigma}, "sigma", 0.0, 0.0, MAX_SIGMA)
         parse.get_int({"seed": seed}, "seed", 0, 0, SEED_MAX)
         data = await _body(request, MAX_UPLOAD_BYTES)
-        return JSONResponse(await run_in_threadpool(analyze_sync, data, sigma, seed))
+        return await heavy(lambda: JSONResponse(analyze_sync(data, sigma, seed)))
 
     async def info(request: Request) -> JSONResponse:
         return JSONResponse(ex.info())
 
-    async def encode(request: Request) -> JSONResponse:
-        body = await _json(request)
+    def encode(body: dict[str, Any]) -> dict[str, Any]:
+        x = parse.get_image(body)
+        return {"input": parse.to_uint8_list(np.round(x * 255)), "code": [round(float(v), 5) for v in ex.encode(x[None])[0]]}  # fmt: skip
 
-        def run():
-            x = parse.get_image(body)
-            return {"input": parse.to_uint8_list(np.round(x * 255)), "code": [round(float(v), 5) for v in ex.encode(x[None])[0]]}  # fmt: skip
+    def decode(body: dict[str, Any]) -> dict[str, Any]:
+        return {"image": parse.to_uint8_list(ex.decode(parse.get_code(body.get("code")))[0])}
 
-        return JSONResponse(await run_in_threadpool(run))
-
-    async def decode(request: Request) -> JSONResponse:
-        code = parse.get_code((await _json(request)).get("code"))
-        images = await run_in_threadpool(ex.decode, code)
-        return JSONResponse({"image": parse.to_uint8_list(images[0])})
-
-    async def denoise(request: Request) -> JSONResponse:
-        body = await _json(request)
+    def denoise(body: dict[str, Any]) -> dict[str, Any]:
         sigma = parse.get_float(body, "sigma", 0.0, 0.0, MAX_SIGMA)
         seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
+        x = parse.get_image(body)
+        noisy, clean = ex.denoise(x, sigma, seed)
+        return {"input": parse.to_uint8_list(np.round(x * 255)), "noisy": parse.to_uint8_list(noisy),
+                "denoised": parse.to_uint8_list(clean)}  # fmt: skip
 
-        def run():
-            x = parse.get_image(body)
-            noisy, clean = ex.denoise(x, sigma, seed)
-            return {"input": parse.to_uint8_list(np.round(x * 255)), "noisy": parse.to_uint8_list(noisy),
-                    "denoised": parse.to_uint8_list(clean)}  # fmt: skip
+    def classify(body: dict[str, Any]) -> dict[str, Any]:
+        ex.need("probe")
+        if "code" in body:
+            code = ex.check_codes(parse.get_code(body["code"]))
+        else:
+            code = ex.encode(parse.get_image(body)[None])
+        probs = ex.classify(code)[0]
+        return {"digit": int(probs.argmax()), "probs": [round(float(p), 5) for p in probs]}
 
-        return JSONResponse(await run_in_threadpool(run))
-
-    async def classify(request: Request) -> JSONResponse:
-        body = await _json(request)
-
-        def run():
-            ex.need("probe")
-            if "code" in body:
-                code = ex.check_codes(parse.get_code(body["code"]))
-            else:
-                code = ex.encode(parse.get_image(body)[None])
-            probs = ex.classify(code)[0]
-            return {"digit": int(probs.argmax()), "probs": [round(float(p), 5) for p in probs]}
-
-        return JSONResponse(await run_in_threadpool(run))
-
-    async def sample(request: Request) -> JSONResponse:
-        body = await _json(request)
+    def sample(body: dict[str, Any]) -> dict[str, Any]:
         sampler = parse.get_str(body, "sampler")
         n = parse.get_int(body, "n", 16, 1, MAX_SAMPLES)
         seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
-        images = await run_in_threadpool(ex.sample, sampler, n, seed)
-        return JSONResponse({"sampler": sampler, "seed": seed, "images": parse.to_uint8_list(images)})
+        images = ex.sample(sampler, n, seed)
+        return {"sampler": sampler, "seed": seed, "images": parse.to_uint8_list(images)}
 
-    async def interpolate(request: Request) -> JSONResponse:
-        body = await _json(request)
+    def interpolate(body: dict[str, Any]) -> dict[str, Any]:
         steps = parse.get_int(body, "steps", 10, 2, MAX_STEPS)
-
-        def run():
-            ex.need("ae")
-            z0, z1 = _code_of(ex, body.get("a"), "a"), _code_of(ex, body.get("b"), "b")
-            codes, images = ex.interpolate(z0, z1, steps)
-            return {
-                "codes": np.round(codes.astype(np.float64), 5).tolist(),
-                "images": parse.to_uint8_list(images),
-            }
-
-        return JSONResponse(await run_in_threadpool(run))
+        ex.need("ae")
+        z0, z1 = _code_of(ex, body.get("a"), "a"), _code_of(ex, body.get("b"), "b")
+        codes, images = ex.interpolate(z0, z1, steps)
+        return {
+            "codes": np.round(codes.astype(np.float64), 5).tolist(),
+            "images": parse.to_uint8_list(images),
+        }
 
     map_cache: dict[str, bytes] = {}  # a map never changes: encode its ~400 KB of JSON once
 
-    async def map_data(request: Request) -> Response:
+    def map_name(request: Request) -> str:
         name = request.path_params["name"]
+        if len(name) > MAX_SEGMENT:
+            raise ApiError(
+                404, f"no map named that ({len(name)} characters); known maps: {', '.join(ex.maps)}"
+            )
+        ex.check_map(name)
+        return name
+
+    async def map_data(request: Request) -> Response:
+        name = map_name(request)
         if name not in map_cache:
             map_cache[name] = JSONResponse(ex.map_data(name)).body
         return Response(map_cache[name], media_type="application/json")
 
-    async def map_click(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        ex.check_map(name)
-        body = await _json(request)
-        x = parse.get_float(body, "x", None, -1e6, 1e6)
-        y = parse.get_float(body, "y", None, -1e6, 1e6)
-        return JSONResponse(await run_in_threadpool(ex.click, name, x, y))
+    async def map_click(request: Request) -> Response:
+        name = map_name(request)  # before the body: an unknown map is a 404 whatever the body holds
+
+        def click(body: dict[str, Any]) -> dict[str, Any]:
+            x = parse.get_float(body, "x", None, -1e6, 1e6)
+            y = parse.get_float(body, "y", None, -1e6, 1e6)
+            return ex.click(name, x, y)
+
+        return await json_route(click)(request)
 
     async def test_item(request: Request) -> JSONResponse:
-        return JSONResponse(ex.test_item(request.path_params["index"]))
+        # A str segment checked here, not Starlette's int convertor: that one calls int() on any run of
+        # digits, and 5,000 of them raise past Python's int-conversion limit (a 500).
+        text = request.path_params["index"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            raise ApiError(404, f"no test digit {text[:20]!r}: the index is a whole number from 0")
+        return JSONResponse(ex.test_item(int(text)))
 
     async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CSP})
@@ -222,15 +252,15 @@ def build_routes(ex: Explorer) -> list:
         Route("/", index),
         Route("/api/info", info),
         Route("/api/analyze", analyze, methods=["POST"]),
-        Route("/api/encode", encode, methods=["POST"]),
-        Route("/api/decode", decode, methods=["POST"]),
-        Route("/api/denoise", denoise, methods=["POST"]),
-        Route("/api/classify", classify, methods=["POST"]),
-        Route("/api/sample", sample, methods=["POST"]),
-        Route("/api/interpolate", interpolate, methods=["POST"]),
+        Route("/api/encode", json_route(encode), methods=["POST"]),
+        Route("/api/decode", json_route(decode), methods=["POST"]),
+        Route("/api/denoise", json_route(denoise), methods=["POST"]),
+        Route("/api/classify", json_route(classify), methods=["POST"]),
+        Route("/api/sample", json_route(sample), methods=["POST"]),
+        Route("/api/interpolate", json_route(interpolate), methods=["POST"]),
         Route("/api/map/{name:str}", map_data),
         Route("/api/map/{name:str}/click", map_click, methods=["POST"]),
-        Route("/api/test/{index:int}", test_item),
+        Route("/api/test/{index:str}", test_item),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
@@ -242,7 +272,14 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     message = {404: f"no such page or endpoint: {request.url.path}",
                405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))  # fmt: skip
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": one_line(message)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    # The client closed the connection before its body arrived (a cancelled upload, a closed tab):
+    # nobody is there to read an answer, and it is not the server's fault, so no traceback either.
+    log.debug("explorer: client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -252,24 +289,137 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Starlette:
-    """The ASGI app over a loaded explorer. `allowed_hosts` (Host header names) guards a loopback
-    server against DNS rebinding; None accepts any host."""
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
-    return Starlette(
-        routes=build_routes(explorer),
-        middleware=middleware,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
-    )
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """A Host header or an Origin's authority -> (lower-case host, port or None), or None when it is
+    malformed. IPv6 addresses come in brackets ("[::1]:8000"); the brackets are dropped."""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    elif value.count(":") > 1:  # an IPv6 address without brackets is not a valid Host
+        return None
+    else:
+        host, _, port = value.partition(":")
+    if not host or (port and not _PORT.fullmatch(port)):
+        return None
+    return host.lower(), int(port) if port else None
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(origin: str, host: str, scheme: str) -> bool:
+    """Whether an Origin header ("http://127.0.0.1:8000") names the scheme, host and port that this
+    request was sent to (its Host header). "null" (a sandboxed or privacy-stripped origin) never does."""
+    o_scheme, sep, authority = origin.partition("://")
+    o_scheme = o_scheme.lower()
+    if not sep or o_scheme not in DEFAULT_PORTS or o_scheme != scheme or "/" in authority:
+        return False
+    theirs, ours = split_host(authority), split_host(host)
+    if theirs is None or ours is None:
+        return False
+    default = DEFAULT_PORTS[scheme]
+    return (theirs[0], theirs[1] or default) == (ours[0], ours[1] or default)
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class Guard:
+    """Checks every HTTP request before routing it:
+
+    - Host (DNS rebinding: a page on evil.com whose name now resolves to 127.0.0.1 reaches this server
+      with `Host: evil.com`): `host_ok(host, port, server_port)` must accept the Host header; 400.
+    - Origin (a page on another site posting here): when the browser sends one, it must be this
+      server's own origin; 403. Browsers send Origin on every cross-origin request and on every POST.
+    - Content-Type of a request with a body: application/json, or an image/* type on the upload
+      routes; 415. Cross-origin "simple" requests (no CORS preflight) can only carry text/plain,
+      form or multipart types, so these never run a handler even in a browser that sends no Origin.
+      A request without Content-Type is let through: a browser sends none only for a fetch() of an
+      untyped body, and that carries Origin; curl and scripts may omit it.
+    """
+
+    def __init__(self, app: ASGIApp, host_ok: Callable[[str, int | None, int | None], bool] | None,
+                 describe: str = "") -> None:  # fmt: skip
+        self.app, self.host_ok, self.describe = app, host_ok, describe
+
+    def refuse(self, scope: Scope) -> tuple[int, str] | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if self.host_ok is not None:
+            parsed = split_host(host)
+            server_port = (scope.get("server") or (None, None))[1]
+            if parsed is None or not self.host_ok(parsed[0], parsed[1], server_port):
+                return 400, f"Host {host[:60]!r} refused: this server answers only {self.describe}"
+        origin = headers.get("origin")
+        if origin is not None and not same_origin(origin, host, scope.get("scheme", "http")):
+            return (
+                403,
+                f"cross-origin request from {origin[:60]!r} refused: the explorer answers its own page only",
+            )
+        if scope["method"] not in ("GET", "HEAD") and "content-type" in headers:
+            media = headers["content-type"].partition(";")[0].strip().lower()
+            if scope["path"] in UPLOAD_PATHS:
+                if not media.startswith("image/"):
+                    return 415, f"{scope['path']} takes the image file itself: send Content-Type: image/png, not {media[:40]!r}"  # fmt: skip
+            elif media != "application/json":
+                return 415, f"send the body as JSON with Content-Type: application/json, not {media[:40]!r}"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (refused := self.refuse(scope)) is not None:
+            status, message = refused
+            await JSONResponse({"error": one_line(message)}, status_code=status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def host_policy(bind_host: str | None, port: int | None = None):
+    """For a loopback bind (127.0.0.0/8, ::1, localhost): a Host check that accepts loopback names and
+    addresses only, with the server's port (`port`, else the one the request came in on) or none.
+    Any other bind (named with --host) answers every Host: None."""
+    if bind_host is None or not is_loopback(bind_host):
+        return None
+
+    def ok(host: str, host_port: int | None, server_port: int | None) -> bool:
+        return is_loopback(host) and host_port in (None, port if port is not None else server_port)
+
+    return ok
+
+
+def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None, *, bind_host: str | None = None,
+               port: int | None = None, heavy_slots: int = HEAVY_SLOTS) -> Starlette:  # fmt: skip
+    """The ASGI app over a loaded explorer. The Host check that guards against DNS rebinding:
+    `bind_host` a loopback address -> loopback Host names only (see `host_policy`); else
+    `allowed_hosts` (Host names, any port); neither accepts any Host. Origin and Content-Type are
+    always checked (`Guard`). At most `heavy_slots` requests decode or run a model at once."""
+    if bind_host is not None:
+        host_ok, describe = host_policy(bind_host, port), "requests addressed to a loopback name or address"
+    elif allowed_hosts:
+        names = {h.lower() for h in allowed_hosts}
+        host_ok, describe = (
+            (lambda h, p, s: h in names),
+            "requests addressed to " + " or ".join(allowed_hosts),
+        )
+    else:
+        host_ok, describe = None, ""
+    return Starlette(
+        routes=build_routes(explorer, heavy_slots),
+        middleware=[Middleware(Guard, host_ok=host_ok, describe=describe)],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
+            Exception: _server_error,
+        },  # fmt: skip
+    )
 
 
 def check_host(host: str, explicit: bool) -> None:
@@ -318,9 +468,9 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, explicit_hos
         except ApiError as e:
             raise ConfigError(f"{run_dir}: nothing to serve ({e.message})") from None
         torch.set_num_threads(threads)  # requests are single images: one thread each answers fastest
-        allowed = ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else None
-        app = create_app(explorer, allowed)
+        bound_decoder()
         actual = sock.getsockname()[1]
+        app = create_app(explorer, bind_host=host, port=actual)
         log.info(
             "mnistlab explorer: http://%s:%d/ (Ctrl-C stops it)",
             host if ":" not in host else f"[{host}]",

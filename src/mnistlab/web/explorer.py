@@ -1,8 +1,8 @@
 """Everything the explorer computes, loaded once from a run folder: `Explorer(run_dir)`.
 
-At start: the autoencoder and its test set (codes, the PCA map, saved t-SNE/UMAP maps), the training
+At start: the encoder run and its test set (codes, the PCA map, saved t-SNE/UMAP maps), the training
 codes (for the code samplers, fitted once, and for the probe's standardization), the probe head, the
-denoising autoencoder and the GAN, each optional. A missing piece makes its panels unavailable, with
+denoiser and every generator run (GAN, VAE prior, ...), each optional and each found by its role. A missing piece makes its panels unavailable, with
 the reason in `info()`, and its API calls answer 409 with that reason.
 
 Requests take numpy arrays that the app has already checked for type and shape; the values a model
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab import latent
+from mnistlab import latent, tasks
 from mnistlab.errors import ConfigError
 from mnistlab.web.errors import ApiError
 from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_runs, load_probe_head
@@ -41,18 +41,19 @@ class Explorer:
         layout = find_runs(self.run_dir)
         self.layout = layout
         self.missing: dict[str, str] = dict(layout.missing)  # piece -> reason it is unavailable
-        self.ae = self.dae = self.head = self.pca = self.gan = None
+        self.ae = self.dae = self.head = self.pca = None
+        self.generators: dict[str, Any] = {}  # task name -> its generator (samplers + sample(request))
         self.maps: dict[str, np.ndarray] = {}
         self.samplers: dict[str, Any] = {}
         self.probe_accuracy = None
         self.dae_sigma = None
-        if layout.ae is not None:
-            self._try("ae", lambda: self._load_ae(layout.ae, seed, components))
-        if layout.dae is not None:
-            self._try("dae", lambda: self._load_dae(layout.dae))
-        if layout.gan is not None:
-            self._try("gan", lambda: self._load_gan(layout.gan))
-        if self.ae is None and self.gan is None:
+        if layout.encoder is not None:
+            self._try("encoder", lambda: self._load_ae(layout.encoder, seed, components))
+        if layout.denoiser is not None:
+            self._try("denoiser", lambda: self._load_dae(layout.denoiser))
+        for name, folder in layout.generators.items():
+            self._try(f"generator:{name}", lambda f=folder: self._load_generator(f))
+        if self.ae is None and not self.generators:
             raise ApiError(409, "; ".join(f"{k}: {v}" for k, v in self.missing.items()))
         log.info("explorer ready in %.1f s (%s)", time.perf_counter() - t0, self.run_dir)
 
@@ -67,11 +68,12 @@ class Explorer:
 
     def _load_ae(self, ae_dir: Path, seed: int, components: int) -> None:
         from mnistlab.data import load
-        from mnistlab.train.autoencoder import load_autoencoder
 
         t0 = time.perf_counter()
-        exp, model = load_autoencoder(ae_dir)
-        data = load(exp.data)
+        run = tasks.load_run(ae_dir, role="encoder")
+        run.require("decoder")
+        data = load(run.exp.data)
+        model = _Coder(run.modules("encoder"), run.modules("decoder"))
         self.test_images = data.test.images.numpy()  # uint8 (N, 28, 28)
         self.test_labels = data.test.labels.numpy()  # int64 (N,)
         with torch.inference_mode():
@@ -113,15 +115,13 @@ class Explorer:
             self.missing["probe"] = str(e)
 
     def _load_dae(self, dae_dir: Path) -> None:
-        from mnistlab.train.autoencoder import load_autoencoder
+        self.dae = tasks.load_run(dae_dir, role="denoiser")
+        noise = getattr(self.dae, "noise", None)  # the noise it trained with, if the task says
+        self.dae_sigma, self.dae_clip = (noise.sigma, noise.clip) if noise is not None else (1.0, False)
 
-        exp, self.dae = load_autoencoder(dae_dir)
-        self.dae_sigma, self.dae_clip = exp.noise.sigma, exp.noise.clip
-
-    def _load_gan(self, gan_dir: Path) -> None:
-        from mnistlab.sampling import load_generator
-
-        _, self.gan = load_generator(gan_dir, torch.device("cpu"))
+    def _load_generator(self, folder: Path) -> None:
+        run = tasks.load_run(folder, role="generator")
+        self.generators[run.task] = run.generator()
 
     def _pca_points(self, codes: np.ndarray) -> np.ndarray:
         pts = self.pca.transform(codes).astype(np.float32)
@@ -130,15 +130,19 @@ class Explorer:
     # ------------------------------------------------------------------------------- checks
 
     def need(self, piece: str) -> None:
-        """409 with the reason if `piece` (ae, dae, probe, gan) did not load."""
-        loaded = {"ae": self.ae, "dae": self.dae, "probe": self.head, "gan": self.gan}[piece]
+        """409 with the reason if `piece` (encoder, denoiser, probe, generator:NAME) did not load."""
+        if piece.startswith("generator:"):
+            loaded = self.generators.get(piece.split(":", 1)[1])
+        else:
+            loaded = {"encoder": self.ae, "denoiser": self.dae, "probe": self.head}[piece]
         if loaded is None:
-            reason = self.missing.get(piece) or self.missing.get("ae", "the autoencoder is unavailable")
+            reason = (self.missing.get(piece) or self.missing.get("generator" if piece.startswith("generator:") else piece)
+                      or self.missing.get("encoder", "the autoencoder is unavailable"))  # fmt: skip
             raise ApiError(409, f"{piece} unavailable: {reason}")
 
     @property
     def latent_dim(self) -> int:
-        self.need("ae")
+        self.need("encoder")
         return self.test_codes.shape[1]
 
     def check_codes(self, codes: np.ndarray) -> np.ndarray:
@@ -154,13 +158,13 @@ class Explorer:
         return codes.astype(np.float32)
 
     def check_index(self, index: int) -> int:
-        self.need("ae")
+        self.need("encoder")
         if not 0 <= index < len(self.test_labels):
             raise ApiError(404, f"test index {index} out of range 0..{len(self.test_labels) - 1}")
         return index
 
     def check_map(self, name: str) -> np.ndarray:
-        self.need("ae")
+        self.need("encoder")
         if name not in self.maps:
             reason = self.missing.get(f"map:{name}", f"known maps: {', '.join(self.maps)}")
             raise ApiError(404, f"no map {name!r}: {reason}")
@@ -170,7 +174,7 @@ class Explorer:
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(n, 28, 28) float in [0, 1] -> codes (n, d)."""
-        self.need("ae")
+        self.need("encoder")
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
             return self.ae.encoder(x.unsqueeze(1)).numpy()  # (n, 1, 28, 28) -> (n, d)
@@ -192,13 +196,13 @@ class Explorer:
         uint8 images; the DAE sees the noise unclipped unless it was trained on clipped noise."""
         from mnistlab.data import add_noise
 
-        self.need("dae")
+        self.need("denoiser")
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]  # (1, 1, 28, 28)
             if sigma > 0:
                 x = add_noise(x, sigma, self.dae_clip, torch.Generator().manual_seed(seed))
-            out = self.dae(x).recon
-        return _uint8(x[0, 0]), _uint8(out[0, 0])
+            out = self.dae.denoise(x)  # (1, 28, 28)
+        return _uint8(x[0, 0]), _uint8(out[0])
 
     def positions(self, code: np.ndarray) -> dict[str, list[float]]:
         """Where code (d,) lands on each map: PCA / latent exactly, the others at the mean place of
@@ -238,17 +242,17 @@ class Explorer:
                 "code": _floats(self.test_codes[i])}  # fmt: skip
 
     def sample(self, sampler: str, n: int, seed: int) -> np.ndarray:
-        """n uint8 digits (n, 28, 28) from a code sampler (decoded) or the GAN ("gan")."""
-        from mnistlab.sampling import SampleRequest
+        """n uint8 digits (n, 28, 28) from a code sampler (decoded) or a generator run (by task name)."""
+        from mnistlab.latent import SampleRequest
 
-        known = (*AE_SAMPLERS, "gan")
+        known = (*AE_SAMPLERS, *self.generators)
         if sampler not in known:
             raise ApiError(422, f"unknown sampler {sampler!r}; choose one of {', '.join(known)}")
-        if sampler == "gan":
-            self.need("gan")
+        if sampler in self.generators:
+            gen = self.generators[sampler]
             with torch.inference_mode():
-                return self.gan.sample(SampleRequest(self.gan.samplers[0], n, seed))
-        self.need("ae")
+                return gen.sample(SampleRequest(gen.samplers[0], n, seed))
+        self.need("encoder")
         if sampler not in self.samplers:
             raise ApiError(409, f"sampler {sampler} unavailable: {self.missing.get(f'sampler:{sampler}')}")
         codes = self.samplers[sampler].sample(n, np.random.default_rng(seed))
@@ -281,12 +285,18 @@ class Explorer:
             return {"available": True, "reason": ""}
 
         ae = self.ae is not None
-        samplers = {s: ({"available": True, "reason": ""} if s in self.samplers else
-                        {"available": False, "reason": self.missing.get(f"sampler:{s}") or panel("ae")["reason"]})
+        samplers = {s: ({"available": True, "reason": "", "label": f"{s} codes, decoded"} if s in self.samplers else
+                        {"available": False, "label": f"{s} codes, decoded",
+                         "reason": self.missing.get(f"sampler:{s}") or panel("encoder")["reason"]})
                     for s in AE_SAMPLERS}  # fmt: skip
-        samplers["gan"] = panel("gan")
+        for name, folder in self.layout.generators.items():
+            samplers[name] = {
+                **panel(f"generator:{name}"),
+                "label": f"{name} (its prior)",
+                "run": str(folder),
+            }
         on = any(v["available"] for v in samplers.values())
-        sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no GAN loaded"}
+        sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no generator loaded"}
         maps = {m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
                 for m in self.maps}  # fmt: skip
         for key, reason in self.missing.items():
@@ -295,17 +305,18 @@ class Explorer:
         return {
             "run": str(self.run_dir),
             "runs": {
-                k: str(getattr(self.layout, k)) if getattr(self.layout, k) else None
-                for k in ("ae", "dae", "gan")
-            },  # fmt: skip
+                "encoder": str(self.layout.encoder) if self.layout.encoder else None,
+                "denoiser": str(self.layout.denoiser) if self.layout.denoiser else None,
+                "generators": {k: str(v) for k, v in self.layout.generators.items()},
+            },
             "panels": {
-                "draw": panel("ae"),
-                "reconstruct": panel("ae"),
-                "denoise": panel("dae"),
-                "classify": panel("ae", "probe"),
-                "map": panel("ae"),
-                "sliders": panel("ae"),
-                "interpolate": panel("ae"),
+                "draw": panel("encoder"),
+                "reconstruct": panel("encoder"),
+                "denoise": panel("denoiser"),
+                "classify": panel("encoder", "probe"),
+                "map": panel("encoder"),
+                "sliders": panel("encoder"),
+                "interpolate": panel("encoder"),
                 "samplers": sampler_panel,
             },  # fmt: skip
             "latent_dim": self.test_codes.shape[1] if ae else None,
@@ -320,6 +331,15 @@ class Explorer:
             "dae_sigma": self.dae_sigma,
             "limits": {"max_samples": MAX_SAMPLES, "max_steps": MAX_STEPS, "max_sigma": MAX_SIGMA},
         }
+
+
+class _Coder(torch.nn.Module):
+    """The encoder and decoder of a run as one module with `.encoder` / `.decoder` (what the maps,
+    sliders and samplers call)."""
+
+    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module):
+        super().__init__()
+        self.encoder, self.decoder = encoder.eval(), decoder.eval()
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:

@@ -2,6 +2,10 @@
 line naming the field (400 malformed JSON or a wrong type, 422 a value out of range or of the wrong
 size, 413 too many bytes). Pure functions of the parsed body, so the tests can call them directly.
 
+A body is bounded before it is trusted: its size (413) before parsing, each number's length while
+parsing (a 5,000-digit integer would otherwise hit Python's int-conversion limit, a ValueError), and
+the length of each list, the keys of each object and the nesting depth right after (422).
+
 Images travel as 28x28 arrays of numbers in 0..255 (what the page draws and what the API returns),
 or as `png`: a base64 image file of any size, centred and scaled the MNIST way by `preprocess`.
 """
@@ -20,19 +24,64 @@ from mnistlab.web.errors import ApiError
 from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, preprocess_bytes
 
 MAX_BODY_BYTES = 2 * MAX_UPLOAD_BYTES  # a JSON body: a base64 image (4/3 of its bytes) and a little more
+# A double in shortest round-trip form (what JSON.stringify and json.dumps write) has at most 24
+# characters and a seed 10 digits; 40 leaves room for hand-written numbers such as 0.50000000000000000.
+MAX_NUMBER_CHARS = 40
+MAX_LIST = 4096  # the longest list a request needs: a latent code (get_code's bound); an image is 28x28
+MAX_KEYS = 32  # the widest object a request needs has 3 keys (denoise: image|png, sigma, seed)
+MAX_DEPTH = 6  # the deepest body a request needs: {"a": {"image": [[...]]}}, 4 levels
+
+
+def _bounded(convert):
+    """A json.loads number hook that refuses a number longer than MAX_NUMBER_CHARS before converting it."""
+
+    def hook(text: str):
+        if len(text) > MAX_NUMBER_CHARS:
+            raise ApiError(
+                422, f"a number in the body has {len(text)} characters; at most {MAX_NUMBER_CHARS}"
+            )
+        return convert(text)
+
+    return hook
+
+
+_parse_int, _parse_float = _bounded(int), _bounded(float)
+
+
+def _check_shape(body: Any) -> None:
+    """422 for a list longer than MAX_LIST, an object with more than MAX_KEYS keys, or nesting deeper
+    than MAX_DEPTH. Iterative, so a deep body cannot exhaust the stack here."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items = list(value.values())
+            if len(items) > MAX_KEYS:
+                raise ApiError(422, f"an object in the body has {len(items)} keys; at most {MAX_KEYS}")
+        elif isinstance(value, list):
+            items = value
+            if len(items) > MAX_LIST:
+                raise ApiError(422, f"a list in the body has {len(items)} items; at most {MAX_LIST}")
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise ApiError(422, f"the body is nested more than {MAX_DEPTH} levels deep")
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))
 
 
 def json_body(raw: bytes) -> dict[str, Any]:
+    """The body's JSON object, bounded (see the module docstring), or a 4xx ApiError."""
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, f"request body too large: {len(raw)} bytes, at most {MAX_BODY_BYTES}")
     try:
-        body = json.loads(raw or b"{}")
+        body = json.loads(raw or b"{}", parse_int=_parse_int, parse_float=_parse_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON: {e}") from None
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the JSON body must be an object, got {type(body).__name__}")
+    _check_shape(body)
     return body
 
 

@@ -6,7 +6,8 @@ Digits are light ink on a dark background; a dark digit on light paper is invert
 
 Checks, each a one-line ApiError: too many bytes (413), not a PNG/JPEG/GIF/BMP (415), too small or
 too large in pixels, or no ink at all (422). Pillow reads the header before decoding any pixel, so an
-oversized image (a "decompression bomb") is refused before it costs memory.
+oversized image (a "decompression bomb") is refused before it costs memory: `decode_image` checks the
+sides from the header, and `bound_decoder` (called by the server) lowers Pillow's own bound too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ FORMATS = ("PNG", "JPEG", "GIF", "BMP")
 BOX = 20  # the digit's bounding box is scaled to fit BOX x BOX
 SIZE = 28
 INK_THRESHOLD = 0.1  # ink (0..1) below this is background when finding the bounding box
+
+
+def bound_decoder() -> None:
+    """Lower Pillow's decompression-bomb bound (default 89 megapixels) to the largest upload accepted,
+    for the whole process: Image.open then raises for more than twice that many pixels before
+    reading one, for any image the process opens, even on a path that forgets the side check below.
+    The server calls it; a library import does not, as other code in the process may open large images."""
+    Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE  # Pillow warns above this and raises above twice it
 
 
 def decode_image(data: bytes) -> np.ndarray:

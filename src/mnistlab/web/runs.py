@@ -1,11 +1,13 @@
-"""Find and load the pieces of a run folder the explorer shows, each one optional.
+"""Find and load the pieces of a run folder the explorer shows, each one optional, chosen by role.
 
 Two layouts are accepted:
-- the study folder of `mnistlab run`: RUN/ae/ (with RUN/ae/probe/ from `mnistlab probe` and the maps
-  of `mnistlab latent` in RUN/ae/latent/ or RUN/ae/figures/latent/), RUN/dae/, RUN/gan/;
-- one training run folder: an ae run (with its probe/ and latent maps if present), a dae run (it is
-  then the autoencoder and the denoiser), or a gan run.
-A piece that is missing or fails to load is recorded with the reason; nothing here raises for it.
+- the study folder of `mnistlab run`: one sub-folder per trained task (RUN/ae/ with RUN/ae/probe/ from
+  `mnistlab probe` and the maps of `mnistlab latent` in RUN/ae/latent/ or RUN/ae/figures/latent/,
+  RUN/dae/, RUN/gan/, ...);
+- one training run folder of any task.
+The pieces: the encoder (the first run, in stage order, that encodes and decodes and is not a
+denoiser, else the first that encodes and decodes), the denoiser, and every generator. A piece that is
+missing or fails to load is recorded with the reason; nothing here raises for it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlab.config import load_run_config
+from mnistlab import tasks
 from mnistlab.data import DataError
 from mnistlab.errors import ConfigError
+from mnistlab.tasks import load_run_config
 from mnistlab.train.checkpoint import CheckpointError
 
 log = logging.getLogger("mnistlab")
@@ -31,9 +34,9 @@ MAP_FOLDERS = ("latent", "figures/latent")  # where an ae run keeps `mnistlab la
 
 @dataclass(frozen=True)
 class Layout:
-    ae: Path | None  # the autoencoder run: encoder, decoder, maps, probe
-    dae: Path | None  # the denoising autoencoder run
-    gan: Path | None
+    encoder: Path | None  # the autoencoder run: encoder, decoder, maps, probe
+    denoiser: Path | None
+    generators: dict[str, Path]  # task name -> run folder, in stage order
     missing: dict[str, str]  # piece -> why it is not there
 
 
@@ -42,6 +45,23 @@ def _task(folder: Path) -> str | None:
         return load_run_config(folder)[0]
     except ConfigError:
         return None
+
+
+def _roles(task: str) -> frozenset[str]:
+    try:
+        return tasks.get(task).roles
+    except ConfigError:
+        return frozenset()
+
+
+def _pick(runs: list[tuple[str, Path]]) -> Layout:
+    """The pieces among (task, folder) pairs, in stage order."""
+    coders = [(t, p) for t, p in runs if {"encoder", "decoder"} <= _roles(t)]
+    plain = [(t, p) for t, p in coders if "denoiser" not in _roles(t)]
+    encoder = (plain or coders or [(None, None)])[0][1]
+    denoiser = next((p for t, p in runs if "denoiser" in _roles(t)), None)
+    generators = {t: p for t, p in runs if "generator" in _roles(t) and "encoder" not in _roles(t)}
+    return Layout(encoder, denoiser, generators, {})
 
 
 def find_runs(run_dir: Path) -> Layout:
@@ -53,32 +73,36 @@ def find_runs(run_dir: Path) -> Layout:
         )
     if (run_dir / "config.toml").is_file():
         task, _ = load_run_config(run_dir)  # a bad config.toml is a one-line error
-        one = {"ae": (run_dir, None, None), "dae": (run_dir, run_dir, None), "gan": (None, None, run_dir)}
-        if task not in one:
-            raise ConfigError(
-                f"{run_dir} holds a {task!r} run; serve a study folder or an ae, dae or gan run"
-            )
-        ae, dae, gan = one[task]
-        why = f"{run_dir} is a single {task} run"
-        missing = {k: f"{why} (serve the study folder of `mnistlab run` for all panels)"
-                   for k, v in (("ae", ae), ("dae", dae), ("gan", gan)) if v is None}  # fmt: skip
-        return Layout(ae, dae, gan, missing)
-    found: dict[str, Path | None] = {}
-    missing = {}
-    for name in ("ae", "dae", "gan"):
-        sub = run_dir / name
-        task = _task(sub) if (sub / "config.toml").is_file() else None
-        if task == name:
-            found[name] = sub
-        else:
-            found[name] = None
-            missing[name] = (f"{sub} holds a {task!r} run, not {name}" if task else
-                             f"no {name} run in {run_dir} (expected {sub}/config.toml)")  # fmt: skip
-    if not any(found.values()):
+        layout = _pick([(task, run_dir)])
+        if layout.encoder is None and not layout.generators:
+            usable = ", ".join(s.name for s in tasks.all_tasks() if s.roles & {"encoder", "generator"})
+            raise ConfigError(f"{run_dir} holds a {task!r} run; serve a study folder or a run of: {usable}")
+        why = f"{run_dir} is a single {task} run (serve the study folder of `mnistlab run` for all panels)"
+        missing = {
+            k: why for k, v in (("encoder", layout.encoder), ("denoiser", layout.denoiser)) if v is None
+        }
+        if not layout.generators:
+            missing["generator"] = why
+        return Layout(layout.encoder, layout.denoiser, layout.generators, missing)
+    order = {s.name: i for i, s in enumerate(tasks.all_tasks())}
+    runs = []
+    for sub in sorted(p for p in run_dir.iterdir() if (p / "config.toml").is_file()):
+        task = _task(sub)
+        if task is not None and task in order:
+            runs.append((task, sub))
+    runs.sort(key=lambda r: order[r[0]])
+    layout = _pick(runs)
+    if layout.encoder is None and not layout.generators:
         raise ConfigError(
-            f"{run_dir} holds no run: expected config.toml, or ae/, dae/ or gan/ run folders inside it"
+            f"{run_dir} holds no run: expected config.toml, or run folders (ae/, dae/, gan/, ...) inside it"
         )
-    return Layout(found["ae"], found["dae"], found["gan"], missing)
+    missing = {}
+    for piece, found in (("encoder", layout.encoder), ("denoiser", layout.denoiser)):
+        if found is None:
+            missing[piece] = f"no run in {run_dir} has a {piece}"
+    if not layout.generators:
+        missing["generator"] = f"no generator run (GAN) in {run_dir}"
+    return Layout(layout.encoder, layout.denoiser, layout.generators, missing)
 
 
 def read_map_csv(path: Path, labels: np.ndarray) -> np.ndarray:

@@ -333,7 +333,7 @@ function setupSamplers() {
   const box = $("samplers");
   for (const [name, s] of Object.entries(state.info.samplers)) {
     const div = document.createElement("div"); div.className = "sampler"; div.id = `sampler-${name}`;
-    const h = document.createElement("h3"); h.textContent = name === "gan" ? "GAN (its prior)" : `${name} codes, decoded`;
+    const h = document.createElement("h3"); h.textContent = s.label || name;
     const grid = document.createElement("div"); grid.className = "grid";
     div.append(h, grid);
     if (!s.available) { const p = document.createElement("p"); p.className = "unavailable-reason"; p.textContent = `Unavailable: ${s.reason}`; div.appendChild(p); }

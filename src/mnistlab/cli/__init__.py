@@ -1,0 +1,73 @@
+"""Command line: parse, build the config, call one function per subcommand. Nothing else lives here:
+each command group is a module of this package (train, explore, study, data) that adds its parsers
+and holds its thin command functions.
+
+Exit codes: 0 done, 2 bad input (one-line message), 3 training stopped on a non-finite loss,
+130 interrupted (the last epoch's checkpoint is kept; rerun with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mnistlab import __version__
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mnistlab.cli import data, explore, study, train
+
+    parser = argparse.ArgumentParser(
+        prog="mnistlab",
+        description="Train, evaluate, compare and explore autoencoders, VAEs and GANs on MNIST-like digits.",
+    )
+    parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in (train, explore, study, data):
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from mnistlab.data import DataError
+    from mnistlab.errors import ConfigError
+    from mnistlab.rundir import cli_command
+    from mnistlab.train.checkpoint import CheckpointError
+    from mnistlab.train.loop import NonFiniteLossError
+
+    try:
+        parser = build_parser()  # lists the registered tasks: a broken plug-in is named here
+    except ConfigError as e:
+        print(f"mnistlab: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `mnistlab`: the help, not an error
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        with cli_command(argv):
+            return args.func(args)
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"mnistlab: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as e:
+        print(f"mnistlab: training diverged: {e}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    except KeyboardInterrupt:
+        if args.command == "serve":
+            print("mnistlab: server stopped", file=sys.stderr)
+        else:
+            again = "rerun the same command to resume" if args.command == "run" else "rerun with --resume"
+            print(f"mnistlab: interrupted; the last finished epoch is checkpointed, {again}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""`mnistlab probe`, `latent`, `sample`, `score` and `serve`: the commands that use a trained run's
+roles (its encoder, decoder or generator), chosen through the task registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mnistlab.cli.common import names
+
+
+def add_parsers(sub) -> None:
+    probe = sub.add_parser("probe", help="train classifiers on a trained encoder (linear probe, fine-tuning)",
+                           description="Frozen encoder + one linear layer (with kNN, logistic-regression, pixel "
+                           "and PCA baselines); --finetune trains the whole encoder too; --labels-per-class "
+                           "measures accuracy against the number of labels, pretrained against from scratch.")  # fmt: skip
+    probe.add_argument("run_dir", type=Path, help="a run folder of `mnistlab train ae` or `train dae`")
+    probe.add_argument("--finetune", action="store_true", help="also fine-tune encoder + head on all labels")
+    probe.add_argument("--labels-per-class", metavar="N1,N2,...",
+                       help="label efficiency: e.g. 10,100,1000,all (seeded, balanced labelled subsets)")  # fmt: skip
+    probe.add_argument("--preset", default="default",
+                       help="preset whose [probe.*] tables set the probe training (quick, seed, default or a .toml)")  # fmt: skip
+    probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a probe setting, e.g. --set linear.lr=0.01 or options.shift=2")  # fmt: skip
+    probe.add_argument("--out", type=Path, help="output folder [RUN_DIR/probe]")
+    probe.add_argument("--overwrite", action="store_true", help="replace an existing probe output folder")
+    probe.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train [config: auto]")
+    probe.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    probe.set_defaults(func=cmd_probe)
+    sc = sub.add_parser("score", help="score a .npy file of generated digits (FID-MNIST, precision, ...)",
+                        description="Score uint8 images (N, 28, 28) in a .npy file against the test set: "
+                        "FID-MNIST (reference-classifier features; not comparable with Inception FID), "
+                        "precision/recall (k-NN manifolds), class coverage, nearest-training-image distance.")  # fmt: skip
+    sc.add_argument("samples", type=Path, help="a .npy file holding uint8 images (N, 28, 28)")
+    sc.add_argument("--data-dir", help="dataset folder (the real images and the reference's dataset)")
+    sc.add_argument("--dataset", default="mnist", help="a known dataset name [mnist]")
+    sc.add_argument("--k", type=int, default=3, help="neighbours for precision/recall [3]")
+    sc.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sc.set_defaults(func=cmd_score)
+    lat = sub.add_parser("latent", help="latent maps, samplers, interpolation and their metrics for a run",
+                         description="Encode the test set of an autoencoder run: PCA / t-SNE (/ UMAP) maps "
+                         "with cluster quality, samples from each code sampler, interpolations, and "
+                         "FID-MNIST / precision / recall / class coverage per sampler beside the floor "
+                         "(test set vs train set). Writes figures/latent/ and summary.json['latent'].")  # fmt: skip
+    lat.add_argument("run_dir", type=Path, help="an ae or dae run folder")
+    lat.add_argument("--maps", help="comma-separated maps: pca,tsne,umap [pca,tsne (+umap if installed)]")
+    lat.add_argument(
+        "--samplers", default="uniform,gaussian,gmm", help="comma-separated [uniform,gaussian,gmm]"
+    )
+    lat.add_argument(
+        "--n", type=int, default=0, help="digits per sampler for the metrics [0 = test-set size]"
+    )
+    lat.add_argument("--components", type=int, default=10, help="gmm components [10]")
+    lat.add_argument("--seed", type=int, default=0)
+    lat.add_argument(
+        "--out", type=Path, help="folder for the figures, CSVs and summary.json [RUN_DIR/figures/latent]"
+    )
+    lat.add_argument("--no-score", action="store_true", help="skip the generation metrics")
+    lat.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    lat.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sam = sub.add_parser("sample", help="draw N digits from a run into a .npy file and a PNG grid",
+                         description="Draw N digits from a trained run (ae, dae: codes from a fitted sampler, "
+                         "decoded; gan: noise from its prior, decoded) into OUT (.npy, uint8 (N, 28, 28)) and a PNG grid beside it.")  # fmt: skip
+    sam.add_argument("run_dir", type=Path, help="a run folder that can generate (ae, dae, gan)")
+    sam.add_argument("--sampler", help="ae/dae: gmm, gaussian or uniform [gmm]; gan: prior [prior]")
+    sam.add_argument("--n", type=int, required=True, help="how many digits")
+    sam.add_argument("--out", type=Path, required=True, help="the .npy file to write")
+    sam.add_argument("--components", type=int, default=10, help="gmm components [10]")
+    sam.add_argument("--seed", type=int, default=0)
+    sam.add_argument("--score", action="store_true", help="also print the generation metrics of the digits")
+    sam.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    lat.set_defaults(func=cmd_latent)
+    sam.set_defaults(func=cmd_sample)
+    srv = sub.add_parser("serve", help="a local web page to explore a trained run (draw, maps, samplers)",
+                         description="Serve the explorer of a run folder (a `mnistlab run` study folder, or one ae, "
+                         "dae or gan run): draw or upload a digit, latent maps, sliders, samplers, interpolation, "
+                         "and the JSON API the page uses. Listens on 127.0.0.1 unless --host names another address.")  # fmt: skip
+    srv.add_argument(
+        "run_dir", type=Path, help="a run folder of `mnistlab run` or `mnistlab train ae|dae|gan`"
+    )
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (0 = any free port) [8000]")
+    srv.add_argument("--host", help="address to listen on; anything but loopback must be named here, and "
+                     "anyone who can reach it can use the page [127.0.0.1]")  # fmt: skip
+    srv.add_argument("--threads", type=int, default=1, help="torch threads for inference [1]")
+
+    srv.set_defaults(func=cmd_serve)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from mnistlab.train.probe import parse_labels_per_class
+    from mnistlab.train.probe_run import run_probe
+
+    labels = parse_labels_per_class(args.labels_per_class) if args.labels_per_class else ()
+    summary = run_probe(args.run_dir, args.preset, args.overrides, out=args.out, finetune=args.finetune,
+                        labels_per_class=labels, overwrite=args.overwrite, device=args.device,
+                        progress=not args.no_progress)  # fmt: skip
+    print(json.dumps({k: summary[k] for k in ("out", "linear_probe", "finetune", "baselines",
+                                              "label_efficiency") if k in summary}, indent=2))  # fmt: skip
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from mnistlab.data import DataConfig
+    from mnistlab.fsio import write_json
+    from mnistlab.generation import format_table, score_file
+    from mnistlab.train.loop import resolve_device
+
+    cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
+    scores = score_file(args.samples, cfg, resolve_device(args.device), args.k, progress=not args.no_progress)
+    print(format_table({args.samples.name[:16]: scores}))
+    if args.json:
+        write_json(args.json, scores)
+    return 0
+
+
+def cmd_latent(args: argparse.Namespace) -> int:
+    from mnistlab.explore import LatentConfig, run_latent
+    from mnistlab.train.loop import resolve_device
+
+    extra = {"maps": names(args.maps)} if args.maps else {}
+    cfg = LatentConfig(samplers=names(args.samplers), n_samples=args.n, components=args.components,
+                       seed=args.seed, score=not args.no_score, **extra)  # fmt: skip
+    section = run_latent(
+        args.run_dir, cfg, resolve_device(args.device), progress=not args.no_progress, out=args.out
+    )
+    print(json.dumps({"run": str(args.run_dir), "cluster_quality": section["cluster_quality"]}, indent=2))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from mnistlab.sampling import sample_to_file
+    from mnistlab.train.loop import resolve_device
+
+    result = sample_to_file(args.run_dir, args.out, args.sampler, args.n, args.seed, args.components,
+                            resolve_device(args.device))  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if args.score:
+        from mnistlab.generation import format_table, score_file
+        from mnistlab.tasks import load_run_config
+
+        _, exp = load_run_config(args.run_dir)
+        scores = score_file(args.out, exp.data, resolve_device(args.device), seed=args.seed)
+        print(format_table({result["sampler"]: scores}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnistlab.web.app import serve
+
+    serve(args.run_dir, args.host or "127.0.0.1", args.port, explicit_host=args.host is not None,
+          threads=args.threads)  # fmt: skip
+    return 0

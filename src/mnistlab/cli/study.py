@@ -1,0 +1,53 @@
+"""`mnistlab run` (the whole study into one folder, resumable) and `mnistlab report`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser("run", help="the whole study: AE (+ search), DAE, probes, latent, GAN, then the report",
+                       description="Run every stage into one run folder (search/, ae/, ae/probe/, ae/latent/, "
+                       "dae/, gan/, run.json) and write report.html and report.md. The same command again "
+                       "skips finished stages and resumes an interrupted one from its checkpoint.")  # fmt: skip
+    r.add_argument("--preset", default="quick", help="quick, seed, default or a .toml preset [quick]")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="override a stage's setting, e.g. --set ae.train.epochs=2, --set gan.gan.final_samples=500, "
+                   "--set run.search=false, --set data.train_limit=5000 (every stage) (repeatable)")  # fmt: skip
+    r.add_argument("--data-dir", help="folder with the four IDX files (gzip or raw) to use instead of MNIST")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train [config: auto]")
+    r.add_argument("--out", type=Path, help="run folder [runs/run-<preset>]")
+    r.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep = sub.add_parser("report", help="write report.html and report.md of a `mnistlab run` folder",
+                         description="Rebuild the self-contained HTML report (figures embedded) and the Markdown "
+                         "report from a run folder's JSON and PNG files, without training.")  # fmt: skip
+    rep.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab run`")
+    r.set_defaults(func=cmd_run)
+    rep.set_defaults(func=cmd_report)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mnistlab.pipeline import run_study
+
+    out = args.out or Path("runs") / f"run-{Path(args.preset).stem}"
+    state = run_study(out, args.preset, args.overrides, args.data_dir, args.device,
+                      progress=not args.no_progress, report=not args.no_report)  # fmt: skip
+    stages = {s["name"]: s["seconds"] for s in state["stages"]}
+    report = str(out / "report.html") if not args.no_report else None
+    print(
+        json.dumps(
+            {"run": str(out), "status": state["status"], "seconds": stages, "report": report}, indent=2
+        )
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mnistlab.report.build import write_report
+
+    paths = write_report(args.run_dir)
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0

@@ -1,0 +1,127 @@
+"""The task `dae`: the report's autoencoder trained on noisy inputs against the clean image
+(train/denoise.py). Roles: those of the autoencoder, plus denoiser. Its `baseline` option names a
+plain autoencoder run fed the same noisy test images; in `mnistlab run` that is the study's encoder
+stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistlab import rundir
+from mnistlab.data import load
+from mnistlab.errors import ConfigError
+from mnistlab.report.content import RunFolder, Section, Table, num
+from mnistlab.tasks import TaskSpec, all_tasks, register
+from mnistlab.tasks import load_run as load_run_folder
+from mnistlab.tasks.ae import AutoencoderRun
+from mnistlab.train.autoencoder import load_autoencoder
+from mnistlab.train.denoise import BASELINE, OWN, DAEExperiment, evaluate_dae, train_dae
+
+
+def load_baseline(run_dir: Path) -> tuple[Path, str, torch.nn.Module]:
+    """(folder, task, model) of the autoencoder run to compare against: a run of any autoencoder task."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(
+            f"--baseline {run_dir}: not a run folder; give a folder written by `mnistlab train ae`"
+        )
+    run = load_run_folder(run_dir, role="decoder")
+    if not isinstance(run, AutoencoderRun):
+        raise ConfigError(f"--baseline {run_dir} holds a {run.task} run; give an autoencoder run")
+    return run_dir, run.task, run.model
+
+
+def train(
+    exp: Any, out: Path, resume: bool = False, progress: bool = True, baseline: Path | None = None
+) -> dict:
+    base = load_baseline(baseline) if baseline is not None else None  # fail before training, not after
+    return train_dae(exp, out, resume=resume, progress=progress, base=base)
+
+
+def evaluate(run_dir: Path, exp: Any, device: torch.device, baseline: Path | None = None,
+             sigmas: tuple[float, ...] | None = None) -> dict:  # fmt: skip
+    """Re-evaluate at `sigmas` (default: the config's), beside `baseline`; summary.json updated."""
+    base = load_baseline(baseline) if baseline is not None else None
+    model = load_autoencoder(run_dir, exp)
+    result = evaluate_dae(
+        run_dir, model, load(exp.data), device, exp.noise, exp.train.eval_batch_size, base, sigmas
+    )
+    previous = rundir.read_summary(run_dir)
+    previous.pop("baseline", None)  # a comparison from an earlier evaluation no longer in the table
+    rundir.write_summary(run_dir, {**previous, **result})
+    return result
+
+
+class DenoisingRun(AutoencoderRun):
+    """An autoencoder run that also denoises; `noise` is the NoiseConfig it trained with."""
+
+    @property
+    def noise(self):
+        return self.exp.noise
+
+
+def load_run(run_dir: Path, exp: Any, device: torch.device) -> DenoisingRun:
+    return DenoisingRun(SPEC, run_dir, exp, device, load_autoencoder(run_dir, exp))
+
+
+def stage_options(study_dir: Path) -> dict:
+    """In `mnistlab run`: compare with the study's first autoencoder stage that is not a denoiser."""
+    for spec in all_tasks():
+        if spec.study and {"encoder", "decoder"} <= spec.roles and "denoiser" not in spec.roles:
+            return {"baseline": Path(study_dir) / spec.name}
+    return {}
+
+
+def report_section(run: RunFolder, stage: str) -> Section:
+    """The denoising autoencoder's part of the study report."""
+    sec = Section(stage, "Denoising autoencoder")
+    sec.missing = run.not_run(stage, "denoising result")
+    if sec.missing:
+        return sec
+    s = run.json(f"{stage}/summary.json")
+    noise = s.get("noise", {})
+    sec.intro = (f"The same network trained on inputs plus Gaussian noise (sigma {num(noise.get('sigma'))}, "
+                 f"clip {noise.get('clip')}) against the clean image, {num(s.get('epochs'))} epochs; tested on "
+                 "fixed, seeded noise beside the plain autoencoder of section 2 fed the same noisy images.")  # fmt: skip
+    has_ae = any(BASELINE in r for r in s.get("denoising", []))
+    cols = ["sigma", "noisy PSNR", "noisy SSIM", "DAE PSNR", "DAE SSIM"]
+    cols += ["plain AE PSNR", "plain AE SSIM"] if has_ae else []
+    rows = []
+    for r in s.get("denoising", []):
+        row = [num(r.get("sigma")), num(r["noisy"]["psnr"]), num(r["noisy"]["ssim"]),
+               num(r[OWN]["psnr"]), num(r[OWN]["ssim"])]  # fmt: skip
+        if has_ae:
+            row += [num(r.get(BASELINE, {}).get("psnr")), num(r.get(BASELINE, {}).get("ssim"))]
+        rows.append(row)
+    sec.tables.append(Table(f"Test set ({num(s.get('n_test'))} images): PSNR (dB) and SSIM against the clean "
+                            "image, of the noisy input and of each model's output", cols, rows))  # fmt: skip
+    sec.figures += run.figure(f"{stage}/figures/denoising_examples.png", "Triplets per noise level (one row per "
+                              "sigma): noisy input, DAE output" + (", plain AE output" if has_ae else "")
+                              + ", original (image grid, no axes).")  # fmt: skip
+    sec.figures += run.figure(f"{stage}/figures/denoising_metrics.png", "PSNR and SSIM against the noise level. "
+                              "x: noise sigma; y: PSNR (dB) / SSIM against the clean image.")  # fmt: skip
+    sec.figures += run.figure(f"{stage}/figures/loss_curves.png", "DAE training and validation MSE per epoch. "
+                              "x: epoch; y: MSE against the clean image (log scale).")  # fmt: skip
+    return sec
+
+
+SPEC = register(
+    TaskSpec(
+        name="dae",
+        description="the denoising autoencoder (noisy input, MSE against the clean image)",
+        experiment=DAEExperiment,
+        train=train,
+        load=load_run,
+        roles=frozenset({"encoder", "decoder", "generator", "denoiser"}),
+        evaluate=evaluate,
+        report=report_section,
+        study=True,
+        order=20,
+        stage_options=stage_options,
+        options=("baseline",),
+    )
+)

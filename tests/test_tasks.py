@@ -1,0 +1,150 @@
+"""The task registry: names, roles, preset tables, a plug-in through an entry point driven through the
+CLI, the Python API, and the dependency rules of the package layout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistlab import cli, tasks
+from mnistlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = Path(__file__).parent / "plugin"
+TINY = ["--set", "data.train_limit=300", "--set", "data.test_limit=100", "--set", "train.device=cpu"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_unknown_task_names_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown task 'vea'; did you mean 'vae'.*known tasks: ae, dae"):
+        tasks.get("vea")
+    with pytest.raises(ConfigError, match="unknown task"):
+        tasks.load_experiment("nope", "quick")
+
+
+def test_roles_select_tasks_and_builtins_register_themselves():
+    assert {"ae", "dae", "vae", "gan", "classifier"} <= set(tasks.names())
+    assert [s.name for s in tasks.with_role("denoiser")] == ["dae"]
+    assert {"ae", "dae", "vae"} <= {s.name for s in tasks.with_role("encoder")}
+    with pytest.raises(ValueError, match="unknown role"):
+        tasks.with_role("painter")
+    with pytest.raises(ValueError, match="unknown roles"):
+        tasks.TaskSpec("x", "", object, print, print, roles=frozenset({"painter"}))
+
+
+def test_a_task_module_carries_its_preset_tables_and_a_file_overrides_them(tmp_path):
+    # The VAE's tables live in tasks/vae.py, not in configs/*.toml.
+    assert (
+        tasks.load_experiment("vae", "default").train.epochs
+        == tasks.get("vae").presets["default"]["train"]["epochs"]
+    )
+    assert tasks.load_experiment("vae", "seed").train.batch_size == 256
+    preset = tmp_path / "mine.toml"
+    preset.write_text("[vae.train]\nepochs = 3\n[mistake.train]\nepochs = 1\n")
+    with pytest.raises(ConfigError, match="unknown table.*mistake"):
+        tasks.load_experiment("vae", str(preset))
+    preset.write_text("[vae.train]\nepochs = 3\n")
+    assert tasks.load_experiment("vae", str(preset)).train.epochs == 3
+
+
+@pytest.fixture
+def plugin_installed(tmp_path, monkeypatch):
+    """The plug-in of tests/plugin as pip would install it: its package on sys.path and a dist-info
+    folder with its entry point (what `pip install tests/plugin` writes), then the registry reloaded."""
+    site = tmp_path / "site"
+    info = site / "toy_mnistlab-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mnistlab\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[mnistlab.tasks]\nlinae = toy_mnistlab:SPEC\n")
+    paths = [str(site), str(PLUGIN / "src")]
+    monkeypatch.setattr(sys, "path", [*paths, *sys.path])
+    monkeypatch.setattr(tasks, "_loaded", False)
+    yield paths
+    tasks.unregister("linae")
+    monkeypatch.setattr(tasks, "_loaded", False)
+
+
+def test_a_plugin_task_trains_samples_probes_and_maps_through_the_cli(plugin_installed, tmp_path, capsys):
+    assert "linae" in tasks.names()
+    run = tmp_path / "linae"
+    assert cli.main(["train", "linae", "--preset", "quick", "--out", str(run), "--no-progress", *TINY]) == 0
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    out = tmp_path / "s.npy"
+    assert cli.main(["sample", str(run), "--n", "7", "--sampler", "gaussian", "--out", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".png").is_file()
+    args = ["probe", str(run), "--preset", "quick", "--no-progress", "--set", "linear.device=cpu",
+            "--set", "linear.epochs=1", "--finetune", "--set", "finetune.epochs=1", "--set", "finetune.device=cpu"]  # fmt: skip
+    assert cli.main(args) == 0
+    probe = json.loads((run / "probe" / "summary.json").read_text())
+    assert probe["run_task"] == "linae" and probe["linear_probe"]["test_acc"] > 0.2 and "finetune" in probe
+    assert cli.main(["latent", str(run), "--no-score", "--maps", "pca", "--no-progress"]) == 0
+    assert (run / "figures" / "latent" / "map_pca.png").is_file()
+    loaded = tasks.load_run(run)
+    assert loaded.encode(torch.zeros(3, 28, 28, dtype=torch.uint8)).shape == (3, 8)
+
+
+def test_a_broken_plugin_is_named_and_does_not_hide_the_builtins(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    info = site / "broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mnistlab.tasks]\nbroken = no_such_module:SPEC\n")
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    monkeypatch.setattr(tasks, "_loaded", False)
+    monkeypatch.setattr(tasks, "_BROKEN", {})
+    assert "ae" in tasks.names()
+    with pytest.raises(ConfigError, match="plug-in task 'broken'.*failed to load"):
+        tasks.get("broken")
+    monkeypatch.setattr(tasks, "_loaded", False)
+
+
+def test_a_role_the_run_lacks_is_a_one_line_error(tmp_path, capsys):
+    classifier = tmp_path / "clf"
+    assert cli.main(["train", "classifier", "--preset", "quick", "--out", str(classifier), "--no-progress",
+                     "--set", "train.epochs=1", *TINY]) == 0  # fmt: skip
+    run = tasks.load_run(classifier)
+    assert run.classify(torch.zeros(2, 28, 28)).shape == (2, 10)
+    with pytest.raises(tasks.RoleError, match="has no encoder; tasks with one: ae, dae, vae"):
+        run.encode(torch.zeros(1, 28, 28))
+    assert cli.main(["probe", str(classifier), "--preset", "quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no encoder" in err and "\n" not in err
+
+
+def test_python_api_trains_and_loads_a_run(tmp_path):
+    import mnistlab
+
+    summary = mnistlab.train("ae", preset="quick", out=tmp_path / "ae", progress=False,
+                             overrides=["data.train_limit=300", "data.test_limit=100", "train.epochs=1"])  # fmt: skip
+    assert summary["status"] == "finished"
+    run = mnistlab.load_run(tmp_path / "ae")
+    codes = run.encode(torch.rand(10, 1, 28, 28))
+    assert codes.shape == (10, 10)
+    walk = run.decode(torch.stack([codes[0] + t * (codes[1] - codes[0]) for t in torch.linspace(0, 1, 5)]))
+    assert walk.shape == (5, 28, 28) and 0 <= walk.min() and walk.max() <= 1
+    assert run.generate(4, seed=1).dtype == torch.uint8
+    with pytest.raises(ConfigError, match="cannot be asked for a digit"):
+        run.generate(4, digit=3)
+    with pytest.raises(ConfigError, match="takes no option"):
+        mnistlab.train("ae", preset="quick", out=tmp_path / "x", baseline=tmp_path)
+
+
+def test_the_layout_has_no_cycles_and_nothing_imports_the_cli():
+    tool = ROOT.parent / "shared" / "tools" / "structure.py"
+    if not tool.is_file():
+        pytest.skip(f"{tool} is not here (it lives beside the repository)")
+    done = subprocess.run(
+        [sys.executable, str(tool), str(ROOT / "src" / "mnistlab")], capture_output=True, text=True
+    )
+    figures = json.loads(done.stdout)
+    assert figures["cycles"] == [] and figures["library_modules_importing_cli"] == []
+    assert (
+        figures["task_name_comparisons_outside_tasks"] == [] and figures["task_name_keys_outside_tasks"] == 0
+    )
+    assert figures["longest_module"]["lines"] <= 400, figures["longest_module"]
