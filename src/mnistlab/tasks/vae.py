@@ -1,0 +1,354 @@
+"""The task `vae`: a variational autoencoder on the report's shapes (models/vae.py), the principled
+answer to the report's unreadable decoded random codes: its prior N(0, I) is the distribution the
+decoder is trained to decode, so prior samples need no sampler fitted after the fact.
+
+Loss per image: reconstruction negative log-likelihood (Bernoulli: BCE from logits summed over the
+784 pixels; or "mse": the summed squared error, a Gaussian of variance 1/2 up to a constant) plus
+beta x KL(q(z|x) || N(0, I)), beta ramped linearly from 0 over the first `vae.kl_warmup` share of the
+steps (KL annealing, Bowman et al. 2016). Validation reports the reconstruction MSE of the mean code
+as val_loss, so runs with different betas compare on reconstruction, not on their weighted losses.
+Roles: encoder (the mean of q(z|x)), decoder, generator (the prior, or samplers fitted to the codes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab import distributed, metrics, rundir
+from mnistlab.data import Data, DataConfig, Split, load, to_float
+from mnistlab.errors import check
+from mnistlab.latent import AutoencoderGenerator, SampleRequest, check_sampler, decode
+from mnistlab.models.vae import VAE, GaussianEncoder, VAEConfig
+from mnistlab.report.content import RunFolder, Section, Table, num, pct
+from mnistlab.report.figures import image_rows, plot_curves
+from mnistlab.tasks import TaskSpec, register
+from mnistlab.tasks.ae import AutoencoderRun
+from mnistlab.train import run_folder
+from mnistlab.train.loop import TrainConfig, make_optimizer
+
+LIKELIHOODS = ("bernoulli", "mse")
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    beta: float = 1.0  # weight of the KL term (1: the ELBO)
+    kl_warmup: float = 0.0  # share of the training steps over which beta ramps up from 0
+    likelihood: str = "bernoulli"  # "bernoulli" (BCE) or "mse"
+    eval_samples: int = 10_000  # prior samples scored at the end (FID-MNIST, coverage); 0 = none
+    sample_seed: int = 0
+
+    def __post_init__(self):
+        check(isinstance(self.beta, float | int) and math.isfinite(self.beta) and 0 <= self.beta <= 1000,
+              f"vae.beta must be in [0, 1000], got {self.beta}")  # fmt: skip
+        check(isinstance(self.kl_warmup, float | int) and 0 <= self.kl_warmup <= 1,
+              f"vae.kl_warmup must be in [0, 1], got {self.kl_warmup}")  # fmt: skip
+        check(self.likelihood in LIKELIHOODS, f"vae.likelihood must be one of {', '.join(LIKELIHOODS)}")
+        check(isinstance(self.eval_samples, int) and 0 <= self.eval_samples <= 100_000,
+              f"vae.eval_samples must be in [0, 100000], got {self.eval_samples}")  # fmt: skip
+        check(isinstance(self.sample_seed, int) and 0 <= self.sample_seed < 2**32,
+              f"vae.sample_seed must be in [0, 2^32 - 1], got {self.sample_seed}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VAEExperiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: VAEConfig = field(default_factory=VAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+
+
+# --------------------------------------------------------------------------- losses (pure)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row: (B, d) -> (B,)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+
+
+def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Negative log-likelihood of images x (B, 1, 28, 28) in [0, 1] under the decoder's logits, per
+    image (B,), summed over pixels (constants dropped)."""
+    if likelihood == "bernoulli":
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
+
+
+def beta_at(step: int, total: int, beta: float, warmup: float) -> float:
+    """beta, ramped linearly from 0 over the first `warmup` share of `total` steps."""
+    ramp = warmup * total
+    return beta if ramp <= 0 else beta * min(1.0, step / ramp)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class _Steps(nn.Module):
+    """A step counter the checkpoint saves (a buffer), so the KL warm-up resumes where it was."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+
+class VAETask:
+    def __init__(self, model: VAE, exp: VAEExperiment, val: Split, device: torch.device, total_steps: int):
+        self.model, self.net = model.to(device), model  # net: the model or its DDP wrapper
+        self.cfg, self.device, self.val, self.total = exp.vae, device, val, total_steps
+        self.eval_batch_size = exp.train.eval_batch_size
+        self.steps = _Steps()
+        self.modules = {"model": self.model, "steps": self.steps}
+        self.optimizers = {"model": make_optimizer(self.model.parameters(), exp.train)}
+
+    def distribute(self, wrap) -> None:
+        self.net = wrap(self.model)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        x = to_float(images, self.device)  # (B, 1, 28, 28)
+        # The global batch's noise, this rank's rows: torchrun draws what one process would.
+        eps = distributed.randn_rows(len(x), self.model.cfg.latent_dim, device=self.device)
+        out = self.net(x, eps)
+        recon = reconstruction_nll(out.logits, x, self.cfg.likelihood)  # (B,)
+        kl = kl_divergence(out.mu, out.logvar)  # (B,)
+        beta = beta_at(int(self.steps.step), self.total, self.cfg.beta, self.cfg.kl_warmup)
+        loss = (recon + beta * kl).mean()
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.steps.step += 1
+        return {"loss": loss.item(), "recon": recon.mean().item(), "kl": kl.mean().item(), "beta": beta}
+
+    def evaluate(self) -> dict[str, float]:
+        if len(self.val) == 0:
+            return {}
+        s = evaluate_vae(self.model, self.val, self.device, self.cfg.likelihood, self.eval_batch_size)
+        return {"loss": s["mse"], "recon_nll": s["recon_nll"], "kl": s["kl"]}
+
+
+@torch.no_grad()
+def evaluate_vae(
+    model: VAE, split: Split, device, likelihood: str, batch_size: int = 1000
+) -> dict[str, float]:
+    """Means over `split`: MSE / PSNR / SSIM of the mean code's reconstruction, its NLL, and the KL;
+    `active_units`: code dimensions whose mean KL exceeds 0.01 nats (the others carry nothing)."""
+    was = model.training
+    model.eval()
+    sums = dict.fromkeys(("mse", "psnr", "ssim", "recon_nll", "kl"), 0.0)
+    kl_dims = None
+    for start in range(0, len(split), batch_size):
+        x = to_float(split.images[start : start + batch_size], device)
+        out = model(x)
+        sums["mse"] += metrics.mse(out.recon, x).sum().item()
+        sums["psnr"] += metrics.psnr(out.recon, x).sum().item()
+        sums["ssim"] += metrics.ssim(out.recon, x).sum().item()
+        sums["recon_nll"] += reconstruction_nll(out.logits, x, likelihood).sum().item()
+        per_dim = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())  # (B, d)
+        sums["kl"] += per_dim.sum().item()
+        kl_dims = per_dim.sum(0) if kl_dims is None else kl_dims + per_dim.sum(0)
+    model.train(was)
+    n = max(len(split), 1)
+    result = {k: v / n for k, v in sums.items()}
+    result["active_units"] = int(((kl_dims / n) > 0.01).sum()) if kl_dims is not None else 0
+    return result
+
+
+def train(
+    exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None
+) -> dict:
+    """Train the VAE of `exp` into run folder `out`; evaluate it and score its prior samples."""
+    data, device = run_folder.start(exp)
+    model = VAE(exp.model)
+    total = math.ceil(len(data.train) / exp.train.batch_size) * exp.train.epochs
+    task = VAETask(model, exp, data.val, device, total)
+    run_dir = run_folder.prepare(out, exp, SPEC.name, resume)
+    result = run_folder.fit_plain(task, data.train, exp, run_dir, SPEC.name, resume, progress, on_epoch_end)
+    if result is None:
+        return {}  # not rank 0
+    summary = evaluate(run_dir, exp, device, model=model, data=data, write=False)
+    summary.update(run_folder.finished(result), device=str(device))
+    rundir.write_summary(run_dir, summary)
+    return summary
+
+
+def prior_samples(model: VAE, n: int, seed: int, device, batch_size: int = 1000) -> np.ndarray:
+    """n uint8 digits (n, 28, 28): z ~ N(0, I) from a generator seeded by `seed`, decoded."""
+    z = torch.randn((n, model.cfg.latent_dim), generator=torch.Generator().manual_seed(seed))
+    return decode(model.decoder, z.numpy(), device, batch_size)
+
+
+def evaluate(run_dir: Path, exp: VAEExperiment, device, model: VAE | None = None, data: Data | None = None,
+             write: bool = True) -> dict:  # fmt: skip
+    """Test numbers, figures and the prior samples' scores of a VAE run (`mnistlab eval` too)."""
+    model = (model or _load_model(run_dir, exp)).to(device).eval()
+    data = data or load(exp.data)
+    test = evaluate_vae(model, data.test, device, exp.vae.likelihood, exp.train.eval_batch_size)
+    figures = Path(run_dir) / "figures"
+    history = rundir.read_history(run_dir)
+    plot_curves(history, ("train_recon", "train_kl"), figures / "loss_curves.png",
+                "VAE: reconstruction NLL and KL per image (training)", ylabel="nats", log_y=True)  # fmt: skip
+    plot_curves(history, ("val_loss",), figures / "val_mse.png", "VAE: validation MSE of the mean code",
+                ylabel="MSE", log_y=True)  # fmt: skip
+    x = to_float(data.test.images[:12], device)
+    with torch.no_grad():
+        image_rows([x, model(x).recon], ["original", "reconstruction"], figures / "reconstructions.png",
+                   "Test images and their reconstructions (mean code)")  # fmt: skip
+    summary: dict[str, Any] = {
+        "task": SPEC.name, "test": {k: round(v, 6) for k, v in test.items()}, "vae": asdict(exp.vae),
+        "best_val_loss": min((r["val_loss"] for r in history if "val_loss" in r), default=None),
+        "data": data.source, "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+    }  # fmt: skip
+    n = exp.vae.eval_samples
+    samples = prior_samples(model, max(n, 100), exp.vae.sample_seed, device)
+    from mnistlab.report.latent_figures import image_grid
+
+    image_grid(samples[:100], figures / "samples_prior.png", "VAE: decoded draws from the prior N(0, I)")
+    if n:
+        from mnistlab.generation import score_samples
+        from mnistlab.reference import load_reference
+
+        ref = load_reference(exp.data, device)
+        scores = score_samples(samples[:n], ref, data.test, data.train, seed=exp.vae.sample_seed)
+        summary["generation"] = {"reference": ref.name, "n_samples": n, "prior": scores}
+    if write:
+        rundir.write_summary(run_dir, {**rundir.read_summary(run_dir), **summary})
+    return summary
+
+
+# ---------------------------------------------------------------------------- trained runs
+
+
+def _load_model(run_dir: Path, exp: VAEExperiment) -> VAE:
+    return rundir.load_weights(run_dir, VAE(exp.model)).eval()
+
+
+class VAEGenerator:
+    """The prior N(0, I) decoded (the default), or the code samplers of any autoencoder."""
+
+    samplers = ("prior", *AutoencoderGenerator.samplers)
+
+    def __init__(self, model: VAE, codes: AutoencoderGenerator, device):
+        self.model, self.codes, self.device = model, codes, device
+
+    def sample(self, request: SampleRequest) -> np.ndarray:
+        check_sampler(request.sampler, self.samplers, "VAE")
+        if request.sampler == "prior":
+            return prior_samples(self.model, request.n, request.seed, self.device)
+        return self.codes.sample(request)
+
+
+class VAERun(AutoencoderRun):
+    def fresh_encoder(self) -> nn.Module:
+        return GaussianEncoder(self.exp.model)
+
+    def generator(self) -> VAEGenerator:
+        self.require("generator")
+        if self._generator is None:
+            codes = AutoencoderGenerator(self.model.encoder, self.model.decoder, load(self.exp.data).train.images,
+                                         self.device, self.batch_size)  # fmt: skip
+            self._generator = VAEGenerator(self.model, codes, self.device)
+        return self._generator
+
+
+def load_run(run_dir: Path, exp: VAEExperiment, device: torch.device) -> VAERun:
+    return VAERun(SPEC, run_dir, exp, device, _load_model(run_dir, exp))
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def report_section(run: RunFolder, stage: str) -> Section:
+    sec = Section(stage, "Variational autoencoder")
+    sec.missing = run.not_run(stage, "trained VAE")
+    if sec.missing:
+        return sec
+    s = run.json(f"{stage}/summary.json")
+    test, v = s.get("test", {}), s.get("vae", {})
+    sec.intro = (f"The report's encoder and decoder as a VAE (beta {num(v.get('beta'))}, KL warm-up over "
+                 f"{pct(v.get('kl_warmup'))} of the steps, {v.get('likelihood')} likelihood), trained "
+                 f"{num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in {num(s.get('train_seconds'))} s. "
+                 f"Its prior N(0, I) is what the decoder learnt to decode: random codes need no fitted sampler.")  # fmt: skip
+    sec.tables.append(Table(f"Test set ({num(s.get('n_test'))} images), mean code", ["MSE", "PSNR (dB)", "SSIM",
+                            "KL (nats)", "active code dimensions"],
+                            [[num(test.get("mse")), num(test.get("psnr")), num(test.get("ssim")), num(test.get("kl")),
+                              num(test.get("active_units"))]]))  # fmt: skip
+    gen = s.get("generation")
+    if gen:
+        p = gen.get("prior", {})
+        hist = p.get("class_hist") or []
+        sec.tables.append(Table(f"{num(gen.get('n_samples'))} prior samples scored with {gen.get('reference')} "
+                                "(compare with the autoencoder's samplers in the latent-space section)",
+                                ["FID-MNIST", "precision", "recall", "rarest digit", "commonest digit"],
+                                [[num(p.get("fid_mnist")), num(p.get("precision")), num(p.get("recall")),
+                                  pct(min(hist)) if hist else "-", pct(max(hist)) if hist else "-"]]))  # fmt: skip
+    f = f"{stage}/figures/"
+    sec.figures += run.figure(f + "samples_prior.png", "Decoded draws from the prior N(0, I) (image grid).")
+    sec.figures += run.figure(
+        f + "reconstructions.png", "Top: test images; bottom: reconstructions of the mean code."
+    )
+    sec.figures += run.figure(
+        f + "loss_curves.png", "Training reconstruction NLL and KL per image. x: epoch; y: nats."
+    )
+    sec.figures += run.figure(f + "val_mse.png", "Validation MSE of the mean code. x: epoch; y: MSE.")
+    return sec
+
+
+# ---------------------------------------------------------------------------------- presets
+
+_DEFAULT = {
+    "model": {"latent_dim": 10},
+    "train": {
+        "epochs": 30,
+        "batch_size": 64,
+        "lr": 2e-3,
+        "weight_decay": 0.0,
+        "optimizer": "adamw",
+        "schedule": "onecycle",
+    },  # fmt: skip
+    "vae": {"beta": 1.0, "kl_warmup": 0.3, "likelihood": "bernoulli"},
+}
+PRESETS = {
+    # The report's training settings (Adam lr 1e-3, weight decay 1e-4, batch 256, 20 epochs), as a VAE.
+    "seed": {
+        "model": {"latent_dim": 10},
+        "train": {
+            "epochs": 20,
+            "batch_size": 256,
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "optimizer": "adam",
+            "schedule": "constant",
+        },
+        "vae": {"beta": 1.0, "kl_warmup": 0.0, "likelihood": "bernoulli"},
+    },  # fmt: skip
+    "default": _DEFAULT,
+    "quick": {
+        **_DEFAULT,
+        "train": {**_DEFAULT["train"], "epochs": 6},
+        "vae": {**_DEFAULT["vae"], "eval_samples": 2000},
+    },
+}
+
+SPEC = register(
+    TaskSpec(
+        name="vae",
+        description="a variational autoencoder on the report's shapes (prior samples, mean code)",
+        experiment=VAEExperiment,
+        train=train,
+        load=load_run,
+        roles=frozenset({"encoder", "decoder", "generator"}),
+        presets=PRESETS,
+        evaluate=evaluate,
+        report=report_section,
+        study=True,
+        order=30,
+        prunable=True,
+    )
+)

@@ -1,0 +1,134 @@
+"""The VAE task: shapes, the losses as pure functions, a step changes the weights, exact resume, two
+gloo processes equal one, and its roles (mean code, prior samples) through the registry."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mnistlab import rundir, tasks
+from mnistlab.data import load
+from mnistlab.models.vae import VAE, VAEConfig
+from mnistlab.tasks.vae import VAETask, beta_at, kl_divergence, reconstruction_nll
+from mnistlab.train.checkpoint import read_checkpoint
+from mnistlab.train.loop import fit
+from mnistlab.train.run_folder import seed_everything
+from tests.dist_worker import run_rank
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# 160 images, 32 held out: 128 = 4 global batches of 32 (16 per rank under two processes).
+TINY = ["data.train_limit=160", "data.test_limit=32", "train.batch_size=32", "train.epochs=3", "train.device=cpu",
+        "train.lr=2e-3", "vae.kl_warmup=0.5", "vae.eval_samples=0", "model.latent_dim=4"]  # fmt: skip
+
+
+def test_shapes_and_the_mean_code():
+    vae = VAE(VAEConfig(latent_dim=6)).eval()
+    x = torch.rand(5, 1, 28, 28)
+    out = vae(x)
+    assert out.recon.shape == out.logits.shape == (5, 1, 28, 28) and out.mu.shape == out.logvar.shape == (
+        5,
+        6,
+    )
+    assert torch.equal(out.z, out.mu) and torch.equal(vae.encoder(x), out.mu)  # the encoder role: the mean
+    assert vae.decoder(out.mu).shape == (5, 1, 28, 28) and 0 <= out.recon.min() and out.recon.max() <= 1
+    noisy = vae(x, torch.randn(5, 6))
+    assert not torch.equal(noisy.recon, out.recon)  # eps moves the decoded sample
+
+
+def test_kl_is_zero_for_a_standard_normal_posterior_and_positive_otherwise():
+    zeros = torch.zeros(3, 4)
+    assert torch.equal(kl_divergence(zeros, zeros), torch.zeros(3))
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    expected = 0.5 * (1.0 + (torch.e - 1.0 - 1.0))  # 0.5 * sum(mu^2 + var - 1 - logvar)
+    assert kl_divergence(mu, logvar).item() == pytest.approx(expected)
+
+
+def test_reconstruction_losses_and_the_warmup_schedule():
+    x = torch.rand(2, 1, 28, 28)
+    perfect = torch.logit(x.clamp(1e-4, 1 - 1e-4))
+    assert reconstruction_nll(perfect, x, "mse").max() < 1e-4
+    assert reconstruction_nll(torch.zeros_like(x), x, "bernoulli").shape == (2,)
+    assert [beta_at(s, 100, 2.0, 0.5) for s in (0, 25, 50, 90)] == [0.0, 1.0, 2.0, 2.0]
+    assert beta_at(0, 100, 1.0, 0.0) == 1.0
+
+
+def _task(exp):
+    seed_everything(exp.train.seed)
+    data = load(exp.data)
+    return VAETask(VAE(exp.model), exp, data.val, torch.device("cpu"), total_steps=12), data
+
+
+def test_a_step_changes_every_weight():
+    exp = tasks.load_experiment("vae", "quick", TINY)
+    task, data = _task(exp)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    out = task.train_step(data.train.images[:16], data.train.labels[:16])
+    assert out["loss"] > 0 and out["beta"] == 0.0 and int(task.steps.step) == 1
+    assert all(not torch.equal(before[k], v) for k, v in task.model.state_dict().items())
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path):
+    exp = tasks.load_experiment("vae", "quick", TINY)
+    task, data = _task(exp)
+    fit(task, data.train, exp.train, tmp_path / "a", progress=False)
+
+    class CrashAt:  # stops at the 7th step, in epoch 2 (epoch 1 is checkpointed)
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+            self.modules, self.optimizers = inner.modules, inner.optimizers
+
+        def train_step(self, images, labels):
+            self.calls += 1
+            if self.calls == 7:
+                raise KeyboardInterrupt
+            return self.inner.train_step(images, labels)
+
+        def evaluate(self):
+            return self.inner.evaluate()
+
+    task2, data2 = _task(exp)
+    with pytest.raises(KeyboardInterrupt):
+        fit(CrashAt(task2), data2.train, exp.train, tmp_path / "b", progress=False)
+    torch.manual_seed(123)  # a new process: another RNG state until the checkpoint restores it
+    task3, data3 = _task(exp)
+    fit(task3, data3.train, exp.train, tmp_path / "b", resume=True, progress=False)
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, task3.model.state_dict()[k]), k
+    assert int(task3.steps.step) == int(task.steps.step) == 12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+def test_two_gloo_processes_match_one(tmp_path):
+    """The reparameterisation noise of each rank is its rows of the global batch's draw, so two
+    processes take the steps one process takes (to float rounding: see test_distributed's bound)."""
+    one = tmp_path / "one"
+    tasks.get("vae").train(tasks.load_experiment("vae", "seed", TINY), one, progress=False)
+    mp.start_processes(run_rank, args=(2, _free_port(), "vae", TINY, str(tmp_path / "two"), 0), nprocs=2,
+                       start_method="spawn")  # fmt: skip
+    wa, wb = (read_checkpoint(rundir.checkpoint_path(p))[0] for p in (one, tmp_path / "two"))
+    keys = [k for k in wa if k.startswith("module/model/")]
+    sq = sum(((wa[k].double() - wb[k].double()) ** 2).sum().item() for k in keys)
+    rms = (sq / sum(wa[k].numel() for k in keys)) ** 0.5
+    assert rms < 0.01 * 1e-3 * 12, rms  # 1% of lr x steps (seed preset: lr 1e-3, 12 steps)
+
+
+def test_the_run_encodes_with_its_mean_and_generates_from_its_prior(tmp_path):
+    out = tmp_path / "vae"
+    summary = tasks.train("vae", "quick", [*TINY, "vae.eval_samples=0"], out=out, progress=False)
+    assert summary["status"] == "finished" and "active_units" in summary["test"]
+    run = tasks.load_run(out)
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    assert torch.allclose(run.encode(images), run.model(images.float()[:, None] / 255).mu, atol=1e-6)
+    assert run.generate(6, seed=2).shape == (6, 28, 28)
+    assert torch.equal(run.generate(6, seed=2), run.generate(6, seed=2))
+    assert run.generator().samplers[0] == "prior"
