@@ -22,7 +22,7 @@ def _show(value: object) -> str:
     """A bad value for a message, kept to one short line: str() of an int over 4,300 digits raises."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value).bit_length() > 64:
         return f"a {int(value).bit_length()}-bit number"
-    text = repr(value)
+    text = " ".join(repr(value).split())  # some reprs span lines (numpy arrays)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
