@@ -32,8 +32,8 @@ from mnistlab.allocator import keep_freed_memory
 from mnistlab.data import DataConfig, load, to_float
 from mnistlab.models import build_model
 from mnistlab.tasks import load_experiment
-from mnistlab.train.autoencoder import AutoencoderTask
-from mnistlab.train.loop import fit
+from mnistlab.training.autoencoder import AutoencoderTask
+from mnistlab.training.loop import fit
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -7,7 +7,7 @@ batch 200, plus the share of this machine's measured fp32 matmul peak that each 
 The baseline is written the way course notebooks do it: a Dataset that makes a PIL image per item
 and converts it with a ToTensor-like transform, a shuffling DataLoader (batch 200, no workers),
 BCELoss on D's probabilities, D called on real and fake separately, and D's gradients left on while
-G trains. mnistlab's side is `train.loop.fit` with `GANTask` (uint8 batches in memory, real and fake
+G trains. mnistlab's side is `training.loop.fit` with `GANTask` (uint8 batches in memory, real and fake
 through D as one batch, D frozen in the G phase, channels_last). Both run the same number of batches
 from the same 70,000 images; the epoch is limited to --batches batches for time, and the two sides
 alternate --repeats times so that a busy machine slows both alike; the best of each is reported.
@@ -27,8 +27,8 @@ from benchmarks.common import result as common_result
 from mnistlab.allocator import keep_freed_memory
 from mnistlab.data import DataConfig, Split, load
 from mnistlab.models.gan import DISCRIMINATOR_MACS, GAN, GANConfig, train_step_flops
-from mnistlab.train.gan import GANTask, GANTrainConfig
-from mnistlab.train.loop import TrainConfig, fit
+from mnistlab.training.gan import GANTask, GANTrainConfig
+from mnistlab.training.loop import TrainConfig, fit
 
 BATCH = 200
 

@@ -1,5 +1,5 @@
 """One short check of the GPU path: an autoencoder epoch and a GAN epoch through mnistlab's own loop
-(`train.loop.fit`), in fp32, bf16 autocast, channels_last and bf16 + channels_last, with a table
+(`training.loop.fit`), in fp32, bf16 autocast, channels_last and bf16 + channels_last, with a table
 that names the device it ran on.
 
     python benchmarks/gpu_check.py                                   # CUDA if present: 60k AE, 70k GAN
@@ -27,10 +27,10 @@ from mnistlab.data import DataConfig, Split, load
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.gan import GANConfig
-from mnistlab.train.autoencoder import AutoencoderTask
-from mnistlab.train.gan import GANTask, GANTrainConfig
-from mnistlab.train.loop import TrainConfig, fit, resolve_device
-from mnistlab.train.run_folder import seed_everything
+from mnistlab.training.autoencoder import AutoencoderTask
+from mnistlab.training.gan import GANTask, GANTrainConfig
+from mnistlab.training.loop import TrainConfig, fit, resolve_device
+from mnistlab.training.run_folder import seed_everything
 
 VARIANTS = {  # name -> TrainConfig fields
     "fp32": {},

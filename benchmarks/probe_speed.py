@@ -5,7 +5,7 @@
 Tutorial way (what course notebooks do): a DataLoader of one PIL image per item, and in every epoch
 every batch goes through the frozen encoder (eval mode, no_grad) before the Linear(latent -> 10) head
 takes its Adam step; the test set is scored through the encoder the same way. mnistlab's way
-(`train/probe.py`, as `mnistlab probe` runs it): the codes of train and test images are computed
+(`training/probe.py`, as `mnistlab probe` runs it): the codes of train and test images are computed
 once, in batches of eval_batch_size, and the head trains on those feature rows through the shared
 loop (`fit`). Both train the same head with the same settings (seed preset: batch 256, Adam lr 1e-3)
 from the same initial weights on the same encoder; test accuracies are printed so a speed-up that
@@ -29,8 +29,8 @@ from benchmarks.common import result, tutorial_loader, write_result
 from mnistlab.data import DataConfig, Split, load
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.models.encoder_classifier import LinearHead
-from mnistlab.train.loop import TrainConfig
-from mnistlab.train.probe import encode, features_to, predict, train_classifier
+from mnistlab.training.loop import TrainConfig
+from mnistlab.training.probe import encode, features_to, predict, train_classifier
 
 
 def tutorial_probe(encoder, head, train: Split, test: Split, cfg: TrainConfig) -> float:

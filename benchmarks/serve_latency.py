@@ -34,10 +34,10 @@ def build_study(root: Path) -> Path:
 
     from mnistlab.explore import LatentConfig, run_latent
     from mnistlab.tasks import load_experiment
-    from mnistlab.train.autoencoder import train_autoencoder
-    from mnistlab.train.denoise import train_dae
-    from mnistlab.train.gan_run import train_gan
-    from mnistlab.train.probe_run import run_probe
+    from mnistlab.training.autoencoder import train_autoencoder
+    from mnistlab.training.denoise import train_dae
+    from mnistlab.training.gan_run import train_gan
+    from mnistlab.training.probe_run import run_probe
 
     torch.set_num_threads(1)
     data = ["data.train_limit=6000", "data.test_limit=0", "train.epochs=1", "train.device=cpu"]

@@ -12,8 +12,8 @@ import torch
 
 from mnistlab.data import DataConfig
 from mnistlab.models.autoencoder import AEConfig
-from mnistlab.train.autoencoder import AEExperiment
-from mnistlab.train.loop import TrainConfig
+from mnistlab.training.autoencoder import AEExperiment
+from mnistlab.training.loop import TrainConfig
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -10,7 +10,10 @@ from pathlib import Path
 import torch
 
 # Task -> (module, class) of the step that a crash is injected into.
-STEPS = {"ae": ("mnistlab.train.autoencoder", "AutoencoderTask"), "gan": ("mnistlab.train.gan", "GANTask")}
+STEPS = {
+    "ae": ("mnistlab.training.autoencoder", "AutoencoderTask"),
+    "gan": ("mnistlab.training.gan", "GANTask"),
+}
 
 
 class Crash(Exception):

@@ -20,9 +20,9 @@ from safetensors.torch import save as st_save
 import mnistlab
 from mnistlab import cli, rundir
 from mnistlab.data import Split
-from mnistlab.train import checkpoint as ckpt
-from mnistlab.train.checkpoint import CheckpointError
-from mnistlab.train.loop import TrainConfig, fit
+from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.checkpoint import CheckpointError
+from mnistlab.training.loop import TrainConfig, fit
 from tests.conftest import write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,7 +35,7 @@ TINY = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "mod
 SAVE_SCRIPT = """
 import random, sys
 import numpy as np, torch
-from mnistlab.train.checkpoint import save_checkpoint
+from mnistlab.training.checkpoint import save_checkpoint
 
 def seed():
     random.seed(1); np.random.seed(1); torch.manual_seed(1)

@@ -13,8 +13,8 @@ from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.reference import export_reference
 from mnistlab.tasks import load_experiment
-from mnistlab.train.checkpoint import read_checkpoint
-from mnistlab.train.classifier import ClassifierTask, load_classifier, random_shift, train_classifier
+from mnistlab.training.checkpoint import read_checkpoint
+from mnistlab.training.classifier import ClassifierTask, load_classifier, random_shift, train_classifier
 
 TINY = ["data.train_limit=300", "data.test_limit=100", "train.epochs=1", "train.batch_size=64"]
 

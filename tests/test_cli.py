@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from mnistlab import cli
-from mnistlab.train import autoencoder
+from mnistlab.training import autoencoder
 
 TINY = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "model.latent_dim=3",
         "--device", "cpu", "--no-progress"]  # fmt: skip
@@ -124,9 +124,20 @@ def test_diverging_training_exits_3_and_says_so(idx_dir, tmp_path, monkeypatch, 
 
 
 def test_data_info(idx_dir, capsys):
-    assert run("data", "info", "--data-dir", str(idx_dir)) == 0
+    assert run("data", "info", "--data-dir", str(idx_dir), "--json") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["train"] == 120 and info["test"] == 40 and sum(info["train_class_counts"]) == 120
+    assert run("data", "info", "--data-dir", str(idx_dir)) == 0
+    table = capsys.readouterr().out
+    assert "train   120 images" in table and "test    40 images" in table
+
+
+def test_bare_command_prints_help_and_version_is_known(capsys):
+    assert run() == 0
+    assert "usage: mnistlab" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        run("--version")
+    assert e.value.code == 0 and "mnistlab 0.1.0" in capsys.readouterr().out
 
 
 def test_python_dash_m_and_help_on_every_command():

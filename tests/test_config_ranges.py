@@ -26,9 +26,9 @@ from mnistlab.models.gan import GANConfig
 from mnistlab.noise import NoiseConfig
 from mnistlab.run_plan import LATENT_MAPS, RunPlan
 from mnistlab.sampling import SampleRequest
-from mnistlab.train.gan import GANTrainConfig
-from mnistlab.train.loop import TrainConfig
-from mnistlab.train.probe_config import ProbeOptions
+from mnistlab.training.gan import GANTrainConfig
+from mnistlab.training.loop import TrainConfig
+from mnistlab.training.probe_config import ProbeOptions
 
 CONFIGS = [TrainConfig, AEConfig, GANConfig, ClassifierConfig, GANTrainConfig, CollapseConfig, NoiseConfig,
            DataConfig, ProbeOptions, RunPlan, SampleRequest]  # fmt: skip

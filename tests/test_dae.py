@@ -18,10 +18,10 @@ from mnistlab.models.autoencoder import AEConfig
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise, parse_sigmas
 from mnistlab.tasks import load_experiment
 from mnistlab.tasks.dae import train as train_dae
-from mnistlab.train.autoencoder import AEExperiment, train_autoencoder
-from mnistlab.train.denoise import DAEExperiment, DenoisingTask, denoising_scores
-from mnistlab.train.loop import TrainConfig, fit
-from mnistlab.train.run_folder import seed_everything
+from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
+from mnistlab.training.denoise import DAEExperiment, DenoisingTask, denoising_scores
+from mnistlab.training.loop import TrainConfig, fit
+from mnistlab.training.run_folder import seed_everything
 from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")

@@ -32,9 +32,9 @@ import torch.multiprocessing as mp
 from mnistlab import distributed, rundir
 from mnistlab.errors import ConfigError
 from mnistlab.tasks import load_experiment
-from mnistlab.train.autoencoder import train_autoencoder
-from mnistlab.train.checkpoint import read_checkpoint
-from mnistlab.train.gan_run import train_gan
+from mnistlab.training.autoencoder import train_autoencoder
+from mnistlab.training.checkpoint import read_checkpoint
+from mnistlab.training.gan_run import train_gan
 from tests.dist_worker import run_rank
 
 RMS_SHARE = 0.01  # of lr x steps: see the module docstring

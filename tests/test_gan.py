@@ -15,9 +15,9 @@ from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.gan import GANConfig, train_step_flops
 from mnistlab.tasks import load_experiment
-from mnistlab.train import gan_run
-from mnistlab.train.checkpoint import read_checkpoint
-from mnistlab.train.gan import (
+from mnistlab.training import gan_run
+from mnistlab.training.checkpoint import read_checkpoint
+from mnistlab.training.gan import (
     GANDivergedError,
     GANTask,
     GANTrainConfig,
@@ -27,7 +27,7 @@ from mnistlab.train.gan import (
     generate,
     r1_penalty,
 )
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig
 
 # A run small enough for seconds: 24 train images + 6 test, merged = 30 (val_fraction 0.2 moves
 # 5 of the train images to val, merged back in), batch 15 -> 2 steps per epoch; no scoring.

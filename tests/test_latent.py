@@ -14,7 +14,7 @@ from mnistlab.errors import ConfigError
 from mnistlab.explore import LatentConfig, run_latent
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.tasks import load_experiment
-from mnistlab.train.autoencoder import train_autoencoder
+from mnistlab.training.autoencoder import train_autoencoder
 
 TINY = ["data.train_limit=400", "data.test_limit=150", "train.epochs=1", "train.batch_size=64"]
 FAST_TSNE = latent.TSNEConfig(early_exaggeration_iter=50, n_iter=50)  # tiny sets need few iterations

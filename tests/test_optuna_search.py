@@ -85,7 +85,7 @@ def test_median_pruner_stops_a_bad_trial_early(tmp_path):
 
 
 def fake_diverging_trainer(exp, out, resume=False, progress=True, on_epoch_end=None):
-    from mnistlab.train.loop import NonFiniteLossError
+    from mnistlab.training.loop import NonFiniteLossError
 
     rundir.prepare(out, exp, "ae", resume)
     raise NonFiniteLossError("non-finite loss=nan at epoch 1, step 3; training stopped")

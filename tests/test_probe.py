@@ -16,10 +16,10 @@ from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.encoder_classifier import LinearHead
 from mnistlab.rundir import checkpoint_path
 from mnistlab.tasks import load_experiment
-from mnistlab.train.autoencoder import AEExperiment, train_autoencoder
-from mnistlab.train.checkpoint import file_sha256, module_state, read_checkpoint
-from mnistlab.train.loop import TrainConfig
-from mnistlab.train.probe import (
+from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
+from mnistlab.training.checkpoint import file_sha256, module_state, read_checkpoint
+from mnistlab.training.loop import TrainConfig
+from mnistlab.training.probe import (
     ProbeTask,
     balanced_subset,
     features_to,
@@ -29,7 +29,7 @@ from mnistlab.train.probe import (
     repeat_to,
     standardize,
 )
-from mnistlab.train.probe_run import run_probe
+from mnistlab.training.probe_run import run_probe
 from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")
@@ -229,7 +229,7 @@ def test_scratch_network_is_the_autoencoders_encoder_plus_a_head():
 def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
     from mnistlab.noise import NoiseConfig
     from mnistlab.tasks import load_run_config
-    from mnistlab.train.denoise import DAEExperiment, train_dae
+    from mnistlab.training.denoise import DAEExperiment, train_dae
 
     _, ae_exp = load_run_config(ae_run)
     exp = DAEExperiment(

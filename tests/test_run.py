@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 
 from mnistlab import cli, pipeline
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import read_jsonl
-from mnistlab.train.denoise import DenoisingTask
+from mnistlab.training.denoise import DenoisingTask
 
 from .conftest import TINY_RUN_PRESET
 
 PRESET = str(TINY_RUN_PRESET)
 LAYOUT = ["run.json", "search/results.csv", "search/best.toml", "ae/summary.json", "ae/config.toml",
           "ae/checkpoints/last.safetensors", "ae/probe/summary.json", "ae/latent/summary.json",
-          "ae/latent/map_tsne.csv", "dae/summary.json", "gan/summary.json", "report.html", "report.md"]  # fmt: skip
+          "ae/latent/map_tsne.csv", "dae/summary.json", "vae/summary.json", "gan/summary.json", "report.html",
+          "report.md"]  # fmt: skip
 
 
 def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
@@ -27,7 +29,7 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
         assert (tiny_study / rel).is_file(), rel
     state = json.loads((tiny_study / "run.json").read_text())
     assert state["status"] == "done" and state["preset"] == PRESET
-    assert [s["name"] for s in state["stages"]] == ["search", "ae", "dae", "probe", "latent", "gan"]
+    assert [s["name"] for s in state["stages"]] == ["search", "ae", "dae", "vae", "probe", "latent", "gan"]
     for s in state["stages"]:
         assert s["status"] == "done" and s["attempts"] == 1 and s["seconds"] >= 0, s
         assert s["started"] <= s["ended"] and s["peak_rss_mb"] > 0
@@ -99,35 +101,51 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
     stages = {s["name"]: s for s in state["stages"]}
     assert stages["ae"]["attempts"] == 1 and stages["dae"]["attempts"] == 2
     assert (out / "ae/checkpoints/last.safetensors").stat().st_mtime_ns == ae_ckpt  # skipped
-    assert "stage 1/5: ae (done, skipped)" in caplog.text
+    assert "stage 1/6: ae (done, skipped)" in caplog.text
     assert "resumed from" in caplog.text  # the DAE continued from its epoch-1 checkpoint
     history = read_jsonl(out / "dae/metrics.jsonl")
     assert [r["epoch"] for r in history] == [1, 2] and history[0] == first_epoch[0]
 
 
-def test_a_run_folder_refuses_other_settings_and_other_folders(tmp_path):
+def test_a_run_folder_refuses_other_folders_and_an_impossible_plan(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a run folder of `mnistlab run`"):
         pipeline.run_study(out, PRESET, progress=False)
-    started = tmp_path / "started"
-    started.mkdir()
-    (started / "run.json").write_text(json.dumps({"preset": "quick", "overrides": [], "data_dir": None,
-                                                  "device": None, "stages": []}))  # fmt: skip
-    with pytest.raises(ConfigError, match="was started with preset 'quick'"):
-        pipeline.run_study(started, PRESET, progress=False)
-    changed = {
-        "preset": PRESET,
-        "overrides": [],
-        "data_dir": None,
-        "device": None,
-        "stages": [],
-        "plan": {"search": True},
-    }
-    (started / "run.json").write_text(json.dumps(changed))
-    with pytest.raises(ConfigError, match=r"the preset's \[run\] table has changed"):
-        pipeline.run_study(started, PRESET, progress=False)
+    # 320 training images: 1000 labels per class cannot be drawn; said before any stage runs.
+    fresh = tmp_path / "fresh"
+    with pytest.raises(
+        ConfigError, match=r"run.labels_per_class: --labels-per-class 1000: the training split"
+    ):
+        pipeline.run_study(fresh, PRESET, ["run.labels_per_class=1000"], progress=False)
+    assert not (fresh / "run.json").exists()
+
+
+@pytest.mark.parametrize(
+    "override, rerun",
+    [
+        ("probe.linear.epochs=1", ["probe"]),  # only the probe reads it
+        ("dae.train.epochs=1", ["dae"]),
+        (
+            "ae.train.lr=5e-3",
+            ["search", "ae", "dae", "probe", "latent"],
+        ),  # the search trains the AE; the rest read it
+        ("run.latent_samples=50", ["latent"]),
+    ],
+)
+def test_a_changed_setting_reruns_the_stages_that_read_it_and_keeps_the_rest(
+    tiny_study, tmp_path, monkeypatch, override, rerun
+):
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_study, copy)
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda ctx, name, resume: ran.append(name))
+    state = pipeline.run_study(copy, PRESET, ["run.search=true", override], progress=False, report=False)
+    assert ran == rerun and state["status"] == "done"
+    assert state["overrides"] == ["run.search=true", override]
+    if "ae" in rerun:
+        assert not (copy / "ae" / "summary.json").exists()  # removed: it was trained with other settings
 
 
 def test_overrides_are_split_by_stage():

@@ -11,7 +11,7 @@ import pytest
 
 from mnistlab import rundir, search, tasks
 from mnistlab.tasks import load_experiment, load_run_config
-from mnistlab.train.loop import NonFiniteLossError
+from mnistlab.training.loop import NonFiniteLossError
 
 TINY = ["data.train_limit=200", "data.test_limit=100", "train.epochs=1", "train.batch_size=32",
         "train.eval_batch_size=200", "train.threads=1"]  # fmt: skip

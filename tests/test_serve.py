@@ -30,10 +30,10 @@ from mnistlab import cli, latent
 from mnistlab.errors import ConfigError
 from mnistlab.explore import LatentConfig, run_latent
 from mnistlab.tasks import load_experiment
-from mnistlab.train.autoencoder import train_autoencoder
-from mnistlab.train.denoise import train_dae
-from mnistlab.train.gan_run import train_gan
-from mnistlab.train.probe_run import run_probe
+from mnistlab.training.autoencoder import train_autoencoder
+from mnistlab.training.denoise import train_dae
+from mnistlab.training.gan_run import train_gan
+from mnistlab.training.probe_run import run_probe
 from mnistlab.web import preprocess
 from mnistlab.web.app import bind, check_host, create_app
 from mnistlab.web.errors import ApiError

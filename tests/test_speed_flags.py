@@ -16,11 +16,11 @@ from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
-from mnistlab.train.autoencoder import AutoencoderTask
-from mnistlab.train.classifier import AugmentConfig, ClassifierTask
-from mnistlab.train.gan import GANTask, GANTrainConfig
-from mnistlab.train.loop import TrainConfig, autocast, on_device
-from mnistlab.train.run_folder import seed_everything
+from mnistlab.training.autoencoder import AutoencoderTask
+from mnistlab.training.classifier import AugmentConfig, ClassifierTask
+from mnistlab.training.gan import GANTask, GANTrainConfig
+from mnistlab.training.loop import TrainConfig, autocast, on_device
+from mnistlab.training.run_folder import seed_everything
 
 CPU = torch.device("cpu")
 FAST = {"amp": "bf16", "channels_last": True}

@@ -12,10 +12,10 @@ import torch
 
 from mnistlab.data import load
 from mnistlab.models import build_model
-from mnistlab.train import checkpoint as ckpt
-from mnistlab.train.autoencoder import AutoencoderTask
-from mnistlab.train.loop import NonFiniteLossError, fit, lr_factor
-from mnistlab.train.run_folder import seed_everything
+from mnistlab.training import checkpoint as ckpt
+from mnistlab.training.autoencoder import AutoencoderTask
+from mnistlab.training.loop import NonFiniteLossError, fit, lr_factor
+from mnistlab.training.run_folder import seed_everything
 from tests.conftest import with_train
 
 

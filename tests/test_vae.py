@@ -14,9 +14,9 @@ from mnistlab import rundir, tasks
 from mnistlab.data import load
 from mnistlab.models.vae import VAE, VAEConfig
 from mnistlab.tasks.vae import VAETask, beta_at, kl_divergence, reconstruction_nll
-from mnistlab.train.checkpoint import read_checkpoint
-from mnistlab.train.loop import fit
-from mnistlab.train.run_folder import seed_everything
+from mnistlab.training.checkpoint import read_checkpoint
+from mnistlab.training.loop import fit
+from mnistlab.training.run_folder import seed_everything
 from tests.dist_worker import run_rank
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

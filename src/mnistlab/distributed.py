@@ -2,7 +2,7 @@
 environment, the rank's share of each batch, averaged step metrics, and "rank 0 writes" helpers.
 
 Under `torchrun --nproc-per-node K -m mnistlab train ...` every process runs the same trainer. The
-training loop (`train.loop.fit`) asks `current()` who it is: with a world of one process nothing here
+training loop (`training.loop.fit`) asks `current()` who it is: with a world of one process nothing here
 does anything and a run is exactly the single-process one. With K > 1:
   - every rank draws the same global permutation each epoch and cuts each global batch of
     train.batch_size images into K contiguous equal slices; rank r trains on slice r;

@@ -32,7 +32,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mnistlab import tasks
+from mnistlab import run_inputs, tasks
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.run_plan import RunPlan
@@ -161,8 +161,8 @@ def stage_task(ctx: RunContext, name: str, resume: bool) -> None:
 
 
 def stage_probe(ctx: RunContext, resume: bool) -> None:
-    from mnistlab.train.probe import parse_labels_per_class
-    from mnistlab.train.probe_run import run_probe
+    from mnistlab.training.probe import parse_labels_per_class
+    from mnistlab.training.probe_run import run_probe
 
     labels = ctx.plan.labels_per_class
     counts = parse_labels_per_class(",".join(labels)) if labels else ()
@@ -174,7 +174,7 @@ def stage_probe(ctx: RunContext, resume: bool) -> None:
 def stage_latent(ctx: RunContext, resume: bool) -> None:
     from mnistlab.explore import LatentConfig, run_latent
     from mnistlab.latent import TSNEConfig
-    from mnistlab.train.loop import resolve_device
+    from mnistlab.training.loop import resolve_device
 
     plan = ctx.plan
     tsne = TSNEConfig(early_exaggeration_iter=plan.tsne_early_iter, n_iter=plan.tsne_iter)
@@ -230,31 +230,37 @@ def _peak_rss_mb() -> float:
     return round(max(own, children) / 1024, 1)
 
 
-def _new_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
-    stages = [{"name": s, "folder": folder, "status": "pending", "started": None, "ended": None,
-               "seconds": None, "attempts": 0, "error": None} for s, folder in stage_list(ctx.plan)]  # fmt: skip
-    return {"kind": "mnistlab-run", "version": 1, **settings, "status": "pending", "created": _now(),
-            "updated": _now(), "plan": dataclasses.asdict(ctx.plan), "stages": stages}  # fmt: skip
+def _entry(name: str, folder: str) -> dict[str, Any]:
+    return {"name": name, "folder": folder, "status": "pending", "started": None, "ended": None,
+            "seconds": None, "attempts": 0, "error": None}  # fmt: skip
 
 
-def _open_state(ctx: RunContext, settings: dict[str, Any]) -> dict[str, Any]:
-    out = ctx.out
-    if (out / RUN_FILE).exists():
-        state = read_run(out)
-        for key in ("preset", "overrides", "data_dir", "device"):
-            if state.get(key) != settings[key]:
-                raise ConfigError(f"{out} was started with {key} {state.get(key)!r}, not {settings[key]!r}; "
-                                  "rerun the same command to resume it, or choose another --out")  # fmt: skip
-        # Fields added to the plan since the folder was written read as their defaults.
-        saved = {**json.loads(json.dumps(dataclasses.asdict(RunPlan()))), **(state.get("plan") or {})}
-        if state.get("plan") is not None and saved != json.loads(json.dumps(dataclasses.asdict(ctx.plan))):
-            raise ConfigError(f"{out}: the preset's [run] table has changed since this run started; "
-                              "choose another --out")  # fmt: skip
-        return state
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not a run folder of `mnistlab run`; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    return _new_state(ctx, settings)
+def _open_state(ctx: RunContext, settings: dict[str, Any], prints: dict[str, str]) -> dict[str, Any]:
+    """run.json of `ctx.out`: new, or the existing one with the stages whose inputs changed since they
+    ran reset to pending (their folders removed) and stages the plan added appended."""
+    out, stages = ctx.out, stage_list(ctx.plan)
+    if not (out / RUN_FILE).exists():
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(f"{out} exists and is not a run folder of `mnistlab run`; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        return {"kind": "mnistlab-run", "version": 1, **settings, "status": "pending", "created": _now(),
+                "updated": _now(), "plan": dataclasses.asdict(ctx.plan),
+                "stages": [_entry(n, f) for n, f in stages]}  # fmt: skip
+    state = read_run(out)
+    same = all(state.get(k) == settings[k] for k in ("preset", "overrides", "data_dir", "device"))
+    old = {e["name"]: e for e in state["stages"]}
+    entries = [old.get(n) or _entry(n, f) for n, f in stages]
+    rerun = run_inputs.stages_to_rerun(entries, prints, same)
+    for entry in entries:
+        if entry["name"] in rerun:
+            shutil.rmtree(out / entry["folder"], ignore_errors=True)  # trained with other inputs
+            entry.update(_entry(entry["name"], entry["folder"]))
+    kept = [e["name"] for e in entries if e["status"] == "done"]
+    if rerun:
+        log.warning("%s: the inputs of %s changed since they ran: rerunning them; keeping %s", out,
+                    ", ".join(rerun), ", ".join(kept) or "nothing")  # fmt: skip
+    state.update(settings, plan=dataclasses.asdict(ctx.plan), stages=entries)
+    return state
 
 
 def _save(out: Path, state: dict[str, Any]) -> None:
@@ -283,9 +289,12 @@ def run_study(
     for task in study_tasks(plan):  # check every stage's config before any training
         load_experiment(task, preset, per_task.get(task, []))
     load_table("probe", preset, per_task.get("probe", []))
+    enc = encoder_task()
+    run_inputs.check_plan(ctx, enc, study_tasks(plan))
+    prints = run_inputs.fingerprints(ctx, stage_list(plan), enc)
     settings = {"preset": preset, "overrides": overrides, "data_dir": data_dir, "device": device,
                 "command": command_line()}  # fmt: skip
-    state = _open_state(ctx, settings)
+    state = _open_state(ctx, settings, prints)
     state["command"] = settings["command"]
     state["status"] = "running"
     _save(out, state)
@@ -318,6 +327,7 @@ def run_study(
                     _report_anyway(out)
                 raise
             _finish(entry, "done", t0)
+            entry["inputs"] = prints[entry["name"]]
             _save(out, state)
             bar.update(1)
     finally:

@@ -27,7 +27,7 @@ from safetensors.torch import save as st_save
 from mnistlab.data import MNIST_SHA256, SPLIT_FILES, DataConfig, DataError, cache_dir, resolve_dir, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
-from mnistlab.train.checkpoint import CheckpointError
+from mnistlab.training.checkpoint import CheckpointError
 
 log = logging.getLogger("mnistlab")
 
@@ -93,7 +93,7 @@ def export_reference(run_dir: Path, dest: Path) -> str:
     """Write the classifier of run `run_dir` as a weights-only safetensors file; return its SHA-256."""
     from mnistlab import rundir
     from mnistlab.fsio import atomic_write_bytes
-    from mnistlab.train.classifier import load_classifier
+    from mnistlab.training.classifier import load_classifier
 
     exp, model = load_classifier(run_dir)
     summary = rundir.read_summary(run_dir)
@@ -186,7 +186,7 @@ def load_reference(
         return shipped_reference(device)
     from mnistlab.config import build, preset_path, to_doc
     from mnistlab.fsio import read_toml
-    from mnistlab.train.classifier import ClassifierExperiment
+    from mnistlab.training.classifier import ClassifierExperiment
 
     data_overrides = [f"data.data_dir={data_cfg.data_dir}", f"data.dataset={data_cfg.dataset}",
                       "data.train_limit=0", "data.test_limit=0"]  # fmt: skip
@@ -207,7 +207,7 @@ def load_reference(
 def _train_cached(exp, folder: Path, label: str, progress: bool) -> None:
     """Train a reference into a temporary run folder, export it, then move the folder into place."""
     from mnistlab.fsio import write_json
-    from mnistlab.train.classifier import train_classifier
+    from mnistlab.training.classifier import train_classifier
 
     log.info("training the reference classifier for %s once; it is cached in %s", label, folder)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"

@@ -134,7 +134,7 @@ def read_run_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(tensors, state) of a run's last checkpoint, verified against the run's records: the hash
     written next to it, and summary.json's checkpoint_sha256 once the run finished. Every loader of a
     run's checkpoint goes through here (load_weights, a resumed fit)."""
-    from mnistlab.train.checkpoint import read_checkpoint
+    from mnistlab.training.checkpoint import read_checkpoint
 
     path = checkpoint_path(run_dir)
     if not path.exists():
@@ -144,7 +144,7 @@ def read_run_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def load_weights(run_dir: Path, module: Any, name: str = "model") -> Any:
     """Load module `name` of a run's last checkpoint into `module` (safetensors only, verified)."""
-    from mnistlab.train.checkpoint import CheckpointError, module_state
+    from mnistlab.training.checkpoint import CheckpointError, module_state
 
     path = checkpoint_path(run_dir)
     tensors, _ = read_run_checkpoint(run_dir)

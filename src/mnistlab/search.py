@@ -29,7 +29,7 @@ from mnistlab.errors import ConfigError
 from mnistlab.fsio import write_json
 from mnistlab.search_space import grid_points, overrides_of, trial_name
 from mnistlab.tasks import get, load_experiment, load_run, load_run_config
-from mnistlab.train.loop import NonFiniteLossError
+from mnistlab.training.loop import NonFiniteLossError
 
 log = logging.getLogger("mnistlab")
 

@@ -19,7 +19,7 @@ EXIT_NON_FINITE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnistlab.cli import data, explore, study, train
+    from mnistlab.cli import compare, data, explore, study, train
 
     parser = argparse.ArgumentParser(
         prog="mnistlab",
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (train, explore, study, data):
+    for group in (train, explore, study, data, compare):
         group.add_parsers(sub)
     return parser
 
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from mnistlab.data import DataError
     from mnistlab.errors import ConfigError
     from mnistlab.rundir import cli_command
-    from mnistlab.train.checkpoint import CheckpointError
-    from mnistlab.train.loop import NonFiniteLossError
+    from mnistlab.training.checkpoint import CheckpointError
+    from mnistlab.training.loop import NonFiniteLossError
 
     try:
         parser = build_parser()  # lists the registered tasks: a broken plug-in is named here

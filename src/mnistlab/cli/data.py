@@ -16,6 +16,7 @@ def add_parsers(sub) -> None:
                            description="Load a dataset (verifying checksums) and print its sizes.")  # fmt: skip
     info.add_argument("--data-dir", help="a folder with the four IDX files")
     info.add_argument("--dataset", default="mnist", help="a known dataset name [mnist]")
+    info.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     dl = dsub.add_parser("download", help="download a known dataset into the cache, verifying checksums",
                          description="Download a known dataset (mnist, fashion-mnist, kmnist) into the cache.")  # fmt: skip
     dl.add_argument("name", help="dataset name")
@@ -30,6 +31,7 @@ def add_parsers(sub) -> None:
     ri.add_argument("--data-dir", help="a folder with the four IDX files")
     ri.add_argument("--dataset", default="mnist", help="a known dataset name [mnist]")
     ri.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ri.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     rx = rsub.add_parser("export", help="write a classifier run's weights as a reference .safetensors")
     rx.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab train classifier`")
     rx.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
@@ -45,7 +47,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     data = load(DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0))
     info = {"source": data.source, "train": len(data.train), "test": len(data.test),
             "train_class_counts": data.train.labels.bincount(minlength=10).tolist()}  # fmt: skip
-    print(json.dumps(info, indent=2))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        counts = "  ".join(f"{c}: {n:,}" for c, n in enumerate(info["train_class_counts"]))
+        print(f"source  {info['source']}\ntrain   {info['train']:,} images\ntest    {info['test']:,} images\n"
+              f"train images per class  {counts}")  # fmt: skip
     return 0
 
 
@@ -59,5 +66,10 @@ def cmd_reference(args: argparse.Namespace) -> int:
         return 0
     cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
     ref = load_reference(cfg, progress=not args.no_progress)
-    print(json.dumps({"name": ref.name, "file": ref.source, "test_accuracy": ref.test_accuracy}, indent=2))
+    info = {"name": ref.name, "file": ref.source, "test_accuracy": ref.test_accuracy}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        acc = "-" if ref.test_accuracy is None else f"{100 * ref.test_accuracy:.2f}%"
+        print(f"name           {ref.name}\nfile           {ref.source}\ntest accuracy  {acc}")
     return 0

@@ -91,8 +91,8 @@ def add_parsers(sub) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from mnistlab.train.probe import parse_labels_per_class
-    from mnistlab.train.probe_run import run_probe
+    from mnistlab.training.probe import parse_labels_per_class
+    from mnistlab.training.probe_run import run_probe
 
     labels = parse_labels_per_class(args.labels_per_class) if args.labels_per_class else ()
     summary = run_probe(args.run_dir, args.preset, args.overrides, out=args.out, finetune=args.finetune,
@@ -107,7 +107,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from mnistlab.data import DataConfig
     from mnistlab.fsio import write_json
     from mnistlab.generation import format_table, score_file
-    from mnistlab.train.loop import resolve_device
+    from mnistlab.training.loop import resolve_device
 
     cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
     scores = score_file(args.samples, cfg, resolve_device(args.device), args.k, progress=not args.no_progress)
@@ -119,7 +119,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_latent(args: argparse.Namespace) -> int:
     from mnistlab.explore import LatentConfig, run_latent
-    from mnistlab.train.loop import resolve_device
+    from mnistlab.training.loop import resolve_device
 
     extra = {"maps": names(args.maps)} if args.maps else {}
     cfg = LatentConfig(samplers=names(args.samplers), n_samples=args.n, components=args.components,
@@ -133,7 +133,7 @@ def cmd_latent(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from mnistlab.sampling import sample_to_file
-    from mnistlab.train.loop import resolve_device
+    from mnistlab.training.loop import resolve_device
 
     result = sample_to_file(args.run_dir, args.out, args.sampler, args.n, args.seed, args.components,
                             resolve_device(args.device))  # fmt: skip

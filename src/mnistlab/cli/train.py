@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mnistlab.train.loop import resolve_device
+    from mnistlab.training.loop import resolve_device
 
     task, exp = tasks.load_run_config(args.run_dir)
     spec = tasks.get(task)

@@ -30,7 +30,7 @@ from mnistlab import config
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import read_toml
 from mnistlab.run_plan import RunPlan
-from mnistlab.train.probe_config import ProbeExperiment
+from mnistlab.training.probe_config import ProbeExperiment
 
 log = logging.getLogger("mnistlab")
 
@@ -287,7 +287,7 @@ class TrainedRun:
 def load_run(run_dir: Path | str, device: str | torch.device = "cpu", role: str | None = None) -> TrainedRun:
     """The finished run in `run_dir` as a TrainedRun; with `role`, a run without it is a one-line
     error. A run that has not finished (no checkpoint) is a one-line error too."""
-    from mnistlab.train.loop import resolve_device
+    from mnistlab.training.loop import resolve_device
 
     run_dir = Path(run_dir)
     task, exp = load_run_config(run_dir)

@@ -1,5 +1,5 @@
 """The task `ae`: the report's convolutional autoencoder (models/autoencoder.py) trained to reconstruct
-its input (train/autoencoder.py). Roles: encoder, decoder, generator (codes drawn from a sampler fitted
+its input (training/autoencoder.py). Roles: encoder, decoder, generator (codes drawn from a sampler fitted
 to the training codes, then decoded). `AutoencoderRun` is reused by the other autoencoder tasks.
 """
 
@@ -16,7 +16,12 @@ from mnistlab.latent import AutoencoderGenerator, SampleRequest
 from mnistlab.models.autoencoder import ConvAutoencoder, Encoder
 from mnistlab.report.content import Figure, RunFolder, Section, Table, num
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, as_images, register
-from mnistlab.train.autoencoder import AEExperiment, evaluate_autoencoder, load_autoencoder, train_autoencoder
+from mnistlab.training.autoencoder import (
+    AEExperiment,
+    evaluate_autoencoder,
+    load_autoencoder,
+    train_autoencoder,
+)
 
 
 class AutoencoderRun(TrainedRun):

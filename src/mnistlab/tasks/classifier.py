@@ -1,4 +1,4 @@
-"""The task `classifier`: the reference digit classifier (models/classifier.py, train/classifier.py)
+"""The task `classifier`: the reference digit classifier (models/classifier.py, training/classifier.py)
 that the generation metrics measure with (reference.py). Role: classifier. Not a stage of the study:
 the shipped reference is used unless a dataset needs its own.
 """
@@ -13,7 +13,7 @@ import torch
 from mnistlab import rundir
 from mnistlab.models import build_model
 from mnistlab.tasks import TaskSpec, TrainedRun, as_images, register
-from mnistlab.train.classifier import ClassifierExperiment, train_classifier
+from mnistlab.training.classifier import ClassifierExperiment, train_classifier
 
 
 class ClassifierRun(TrainedRun):

@@ -1,5 +1,5 @@
 """The task `dae`: the report's autoencoder trained on noisy inputs against the clean image
-(train/denoise.py). Roles: those of the autoencoder, plus denoiser. Its `baseline` option names a
+(training/denoise.py). Roles: those of the autoencoder, plus denoiser. Its `baseline` option names a
 plain autoencoder run fed the same noisy test images; in `mnistlab run` that is the study's encoder
 stage.
 """
@@ -18,8 +18,8 @@ from mnistlab.report.content import RunFolder, Section, Table, num
 from mnistlab.tasks import TaskSpec, all_tasks, register
 from mnistlab.tasks import load_run as load_run_folder
 from mnistlab.tasks.ae import AutoencoderRun
-from mnistlab.train.autoencoder import load_autoencoder
-from mnistlab.train.denoise import BASELINE, OWN, DAEExperiment, evaluate_dae, train_dae
+from mnistlab.training.autoencoder import load_autoencoder
+from mnistlab.training.denoise import BASELINE, OWN, DAEExperiment, evaluate_dae, train_dae
 
 
 def load_baseline(run_dir: Path) -> tuple[Path, str, torch.nn.Module]:

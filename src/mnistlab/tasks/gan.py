@@ -1,4 +1,4 @@
-"""The task `gan`: the report's GAN (models/gan.py) trained by train/gan.py and train/gan_run.py.
+"""The task `gan`: the report's GAN (models/gan.py) trained by training/gan.py and training/gan_run.py.
 Role: generator (noise from the prior N(0, I), through the generator; with gan.g_ema its averaged
 weights).
 """
@@ -13,7 +13,7 @@ import torch
 from mnistlab.latent import SampleRequest
 from mnistlab.report.content import RunFolder, Section, Table, num, pct, read_toml
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, register
-from mnistlab.train.gan_run import GANExperiment, GANSampler, load_gan, train_gan
+from mnistlab.training.gan_run import GANExperiment, GANSampler, load_gan, train_gan
 
 
 class GANRun(TrainedRun):

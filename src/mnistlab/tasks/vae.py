@@ -31,8 +31,8 @@ from mnistlab.report.content import RunFolder, Section, Table, num, pct
 from mnistlab.report.figures import image_rows, plot_curves
 from mnistlab.tasks import TaskSpec, register
 from mnistlab.tasks.ae import AutoencoderRun
-from mnistlab.train import run_folder
-from mnistlab.train.loop import TrainConfig, make_optimizer
+from mnistlab.training import run_folder
+from mnistlab.training.loop import TrainConfig, make_optimizer
 
 LIKELIHOODS = ("bernoulli", "mse")
 

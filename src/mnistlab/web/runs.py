@@ -24,7 +24,7 @@ from mnistlab import tasks
 from mnistlab.data import DataError
 from mnistlab.errors import ConfigError
 from mnistlab.tasks import load_run_config
-from mnistlab.train.checkpoint import CheckpointError
+from mnistlab.training.checkpoint import CheckpointError
 
 log = logging.getLogger("mnistlab")
 
@@ -151,7 +151,7 @@ def load_probe_head(ae_dir: Path, latent_dim: int, train_codes: np.ndarray):
     (`fold_standardization`), so the head takes raw codes."""
     from mnistlab import rundir
     from mnistlab.models.encoder_classifier import LinearHead
-    from mnistlab.train.probe import feature_stats, fold_standardization
+    from mnistlab.training.probe import feature_stats, fold_standardization
 
     probe_dir = ae_dir / "probe"
     if not (probe_dir / "config.toml").is_file():

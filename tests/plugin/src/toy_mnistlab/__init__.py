@@ -17,8 +17,8 @@ from mnistlab import rundir
 from mnistlab.data import DataConfig, to_float
 from mnistlab.tasks import TaskSpec
 from mnistlab.tasks.ae import AutoencoderRun
-from mnistlab.train import run_folder
-from mnistlab.train.loop import TrainConfig, make_optimizer
+from mnistlab.training import run_folder
+from mnistlab.training.loop import TrainConfig, make_optimizer
 
 
 @dataclass(frozen=True)

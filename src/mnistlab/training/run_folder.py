@@ -16,7 +16,7 @@ import torch
 
 from mnistlab import distributed, rundir
 from mnistlab.data import Data, Split, load
-from mnistlab.train.loop import FitResult, NonFiniteLossError, fit, resolve_device
+from mnistlab.training.loop import FitResult, NonFiniteLossError, fit, resolve_device
 
 
 def seed_everything(seed: int) -> None:

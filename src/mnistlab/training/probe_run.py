@@ -35,8 +35,8 @@ from mnistlab.models.encoder_classifier import EncoderClassifier, LinearHead
 from mnistlab.report.evaluation import plot_confusion, plot_metric_lines
 from mnistlab.report.figures import plot_curves
 from mnistlab.rundir import command_line
-from mnistlab.train.loop import resolve_device
-from mnistlab.train.probe import (
+from mnistlab.training.loop import resolve_device
+from mnistlab.training.probe import (
     balanced_subset,
     check_labels_per_class,
     classification_scores,
@@ -50,8 +50,8 @@ from mnistlab.train.probe import (
     standardize,
     train_classifier,
 )
-from mnistlab.train.probe_config import ProbeExperiment
-from mnistlab.train.run_folder import seed_everything
+from mnistlab.training.probe_config import ProbeExperiment
+from mnistlab.training.run_folder import seed_everything
 
 log = logging.getLogger("mnistlab")
 

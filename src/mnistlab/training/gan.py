@@ -1,5 +1,5 @@
 """The GAN's part of training: its settings, the losses, and the two-phase step that the shared loop
-(`train.loop.fit`) drives. Whole runs (grids, scores, figures, summary) live in `train/gan_run.py`.
+(`training.loop.fit`) drives. Whole runs (grids, scores, figures, summary) live in `training/gan_run.py`.
 
 One step on a real batch x (B, 1, 28, 28):
   1. discriminator phase: fake = G(z), D scores x and fake.detach() (so D's loss never reaches G),
@@ -26,7 +26,7 @@ from mnistlab.collapse import CollapseConfig
 from mnistlab.data import Split, to_float
 from mnistlab.errors import check, check_bool, check_float, check_int
 from mnistlab.models.gan import GAN
-from mnistlab.train.loop import MAX_EPOCHS, NonFiniteLossError, TrainConfig, autocast, make_optimizer
+from mnistlab.training.loop import MAX_EPOCHS, NonFiniteLossError, TrainConfig, autocast, make_optimizer
 
 log = logging.getLogger("mnistlab")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from mnistlab.data import DataConfig
 from mnistlab.errors import SEED_MAX, check, check_bool, check_float, check_int, check_seed
-from mnistlab.train.loop import TrainConfig
+from mnistlab.training.loop import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Classifiers on a trained encoder, trained by the shared loop: the pieces `mnistlab probe` is made of.
 
-- `ProbeTask`: cross-entropy training of any classifier, plugged into `train.loop.fit`.
+- `ProbeTask`: cross-entropy training of any classifier, plugged into `training.loop.fit`.
 - Features: the frozen encoder's codes are computed once (`encode`) and the linear probe trains on
   them; `fit` only indexes rows of a Split, so a Split whose "images" are feature rows (N, D) works
   as well as one of uint8 images (N, 28, 28) and makes a frozen-probe epoch cost microseconds.
@@ -20,7 +20,7 @@ from torch import nn
 from mnistlab.data import Split, to_float
 from mnistlab.errors import ConfigError
 from mnistlab.models.encoder_classifier import N_CLASSES, LinearHead
-from mnistlab.train.loop import FitResult, TrainConfig, fit, make_optimizer
+from mnistlab.training.loop import FitResult, TrainConfig, fit, make_optimizer
 
 Prepare = Callable[[torch.Tensor, torch.device], torch.Tensor]
 

@@ -27,10 +27,10 @@ from mnistlab.models import build_model
 from mnistlab.models.gan import GAN, GANConfig
 from mnistlab.report import gan_figures
 from mnistlab.report.figures import plot_curves
-from mnistlab.train import run_folder
-from mnistlab.train.checkpoint import read_checkpoint
-from mnistlab.train.gan import GANDivergedError, GANTask, GANTrainConfig, fixed_noise, generate
-from mnistlab.train.loop import NonFiniteLossError, TrainConfig, fit, resolve_device
+from mnistlab.training import run_folder
+from mnistlab.training.checkpoint import read_checkpoint
+from mnistlab.training.gan import GANDivergedError, GANTask, GANTrainConfig, fixed_noise, generate
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit, resolve_device
 
 log = logging.getLogger("mnistlab")
 

@@ -21,9 +21,9 @@ from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
 from mnistlab.report.evaluation import plot_metric_lines, triplet_grid
 from mnistlab.report.figures import plot_curves
-from mnistlab.train import run_folder
-from mnistlab.train.autoencoder import AutoencoderTask, evaluate_reconstruction
-from mnistlab.train.loop import TrainConfig
+from mnistlab.training import run_folder
+from mnistlab.training.autoencoder import AutoencoderTask, evaluate_reconstruction
+from mnistlab.training.loop import TrainConfig
 
 log = logging.getLogger("mnistlab")
 QUALITY = ("mse", "psnr", "ssim")

@@ -18,8 +18,8 @@ from mnistlab.data import Data, DataConfig, Split, to_float
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.report.figures import image_rows, plot_curves
-from mnistlab.train import run_folder
-from mnistlab.train.loop import (
+from mnistlab.training import run_folder
+from mnistlab.training.loop import (
     TrainConfig,
     autocast,
     make_optimizer,

@@ -23,7 +23,7 @@ from mnistlab import distributed
 from mnistlab.data import Split, batches
 from mnistlab.errors import ConfigError, check, check_bool, check_float, check_int, check_seed
 from mnistlab.fsio import read_jsonl
-from mnistlab.train.checkpoint import file_sha256, restore, save_checkpoint
+from mnistlab.training.checkpoint import file_sha256, restore, save_checkpoint
 
 log = logging.getLogger("mnistlab")
 

@@ -17,8 +17,8 @@ from mnistlab.errors import check
 from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.report.figures import plot_curves
-from mnistlab.train import run_folder
-from mnistlab.train.loop import (
+from mnistlab.training import run_folder
+from mnistlab.training.loop import (
     TrainConfig,
     autocast,
     make_optimizer,
