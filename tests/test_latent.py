@@ -216,3 +216,39 @@ def test_cli_sample_bad_output_and_runs(ae_run, tmp_path, capsys):
     run = _fake_run(tmp_path, "classifier")
     assert cli.main(["sample", str(run), "--n", "5", "--out", str(tmp_path / "y.npy")]) == 2
     assert "has no generator" in capsys.readouterr().err
+
+
+def test_sample_records_where_its_digits_came_from_and_score_uses_it(ae_run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "d.npy"
+    assert cli.main(["sample", str(ae_run), "--n", "20", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["run"] == str(ae_run) and record["sampler"] == "gmm" and record["seed"] == 0
+    assert record["data"]["train_limit"] > 0  # the run's own data config
+    seen = {}
+
+    def fake_score_file(path, cfg, device, k, progress=True):
+        seen["cfg"] = cfg
+        return {"fid_mnist": 1.0, "class_hist": [0.1] * 10}
+
+    monkeypatch.setattr("mnistlab.generation.score_file", fake_score_file)
+    capsys.readouterr()
+    assert cli.main(["score", str(out)]) == 0
+    assert seen["cfg"].dataset == record["data"]["dataset"] and "digits 0-9" in capsys.readouterr().out
+    assert cli.main(["score", str(out), "--dataset", "fashion-mnist"]) == 0
+    assert "was drawn from a run trained on mnist" in capsys.readouterr().err
+
+
+def test_sample_on_a_study_folder_names_its_generators(tmp_path, capsys):
+    study = tmp_path / "study"
+    (study / "gan").mkdir(parents=True)
+    (study / "run.json").write_text('{"stages": []}')
+    (study / "gan" / "config.toml").write_text('task = "gan"\n')
+    assert cli.main(["sample", str(study), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "study folder" in err and str(study / "gan") in err
+
+
+def test_search_objective_is_checked_before_any_work(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["search", "ae", "--objective", "val loss"])
+    assert e.value.code == 2 and "use val_loss" in capsys.readouterr().err

@@ -84,6 +84,7 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
     assert status == {
         "ae": "done",
         "dae": "failed",
+        "vae": "pending",
         "probe": "pending",
         "latent": "pending",
         "gan": "pending",

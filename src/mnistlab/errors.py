@@ -68,3 +68,7 @@ def check_bool(value: object, name: str) -> None:
 
 def check_seed(value: object, name: str) -> None:
     check_int(value, name, 0, SEED_MAX, "numpy and scikit-learn take seeds up to 2^32 - 1")
+
+
+class WorkersDied(RuntimeError):
+    """Local search workers died and the study is still short of its trials: the search did not finish."""

@@ -122,7 +122,8 @@ def run_latent(
     run = load_encoder_run(run_dir, device)
     task, exp = run.task, run.exp
     encoder, decoder = run.modules("encoder").to(device).eval(), run.modules("decoder").to(device).eval()
-    name = f"{task} run {run_dir.name}"
+    # "ae run ae" says nothing twice: name the folder only when it is not just the task's name
+    name = f"{task} run" if run_dir.name == task else f"{task} run {run_dir.name}"
     own_folder = out is not None
     out = Path(out) if own_folder else run_dir / "figures" / "latent"
     try:

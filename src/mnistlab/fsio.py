@@ -71,3 +71,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; a one-line ConfigError naming the file for anything else."""
+    from mnistlab.errors import ConfigError
+
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(
+            f"{path}: not a readable JSON file ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj

@@ -116,9 +116,10 @@ def score_floor(reference: Reference, test: Split, train: Split, seed: int = 0) 
     return score_samples(test.images, reference, real, train, seed=seed)
 
 
-def format_table(rows: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table: one row per scored set, the COLUMNS plus the share of each digit."""
-    head = f"{'':<16}" + "".join(f"{h:>14}" for _, h, _ in COLUMNS) + "   digits 0-9 (%)"
+def format_table(rows: dict[str, dict[str, Any]], kind: str = "digits") -> str:
+    """A plain-text table: one row per scored set, the COLUMNS plus the share of each class
+    (`kind`: "digits" for MNIST, "classes" for a dataset that is not digits)."""
+    head = f"{'':<16}" + "".join(f"{h:>14}" for _, h, _ in COLUMNS) + f"   {kind} 0-9 (%)"
     lines = [head]
     for name, s in rows.items():
         cells = "".join(f"{fmt.format(s[k]) if k in s else '-':>14}" for k, _, fmt in COLUMNS)

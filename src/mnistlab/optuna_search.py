@@ -33,7 +33,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from mnistlab import rundir
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, WorkersDied
 from mnistlab.fsio import write_json
 from mnistlab.search import (
     accepts_epoch_callback,
@@ -60,10 +60,6 @@ def _stable(fn, *args, **kwargs):
 
 class TrialDiverged(RuntimeError):
     """The trial's training hit a non-finite loss; Optuna records it as FAIL and the worker goes on."""
-
-
-class WorkersDied(RuntimeError):
-    """Local workers died and the study is still short of its trials: the search did not finish."""
 
 
 # User attributes naming the process that runs a trial, so that its death can be noticed at once.

@@ -8,6 +8,7 @@ conditional task's generator also takes the digit to draw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ import torch
 
 from mnistlab import tasks
 from mnistlab.errors import ConfigError
+from mnistlab.fsio import write_json
 from mnistlab.latent import SampleRequest, check_sampler
 
 __all__ = ["Generator", "SampleRequest", "check_sampler", "load_generator", "sample_to_file"]
@@ -53,6 +55,7 @@ def sample_to_file(
 
     request = SampleRequest(sampler or "", n, seed, components, digit)  # checks n before any work
     out = check_writable(out, ".npy")
+    _refuse_study_folder(Path(run_dir))
     run = tasks.load_run(run_dir, device or torch.device("cpu"), role="generator")
     if digit is not None and not run.spec.conditional:
         conditional = ", ".join(s.name for s in tasks.with_role("generator") if s.conditional) or "none"
@@ -69,6 +72,24 @@ def sample_to_file(
     png = image_grid(images[:100], out.with_suffix(".png"),
                      f"{task} run {Path(run_dir).name}: {request.sampler} sampler"
                      + ("" if digit is None else f", digit {digit}") + f", {min(n, 100)} of {n}")  # fmt: skip
+    record = {"run": str(run_dir), "task": task, "sampler": request.sampler, "n": n, "seed": seed,
+              "digit": digit, "data": dataclasses.asdict(run.exp.data), "out": str(out), "png": str(png)}  # fmt: skip
+    write_json(provenance_path(out), record)  # what `mnistlab score` reads to score against the same data
     log.info("wrote %d samples to %s and %s", n, out, png)
-    return {"run": str(run_dir), "task": task, "sampler": request.sampler, "n": n, "seed": seed,
-            "digit": digit, "out": str(out), "png": str(png)}  # fmt: skip
+    return record
+
+
+def provenance_path(samples: Path) -> Path:
+    """The JSON beside a .npy of samples recording where they came from (run, data, sampler, seed)."""
+    return Path(samples).with_suffix(".json")
+
+
+def _refuse_study_folder(run_dir: Path) -> None:
+    """A `mnistlab run` study folder holds several runs: name the ones that can generate."""
+    if (run_dir / "config.toml").is_file() or not (run_dir / "run.json").is_file():
+        return
+    names = [s.name for s in tasks.with_role("generator") if (run_dir / s.name / "config.toml").is_file()]
+    if not names:
+        raise ConfigError(f"{run_dir} is a study folder with no finished run that can generate")
+    options = ", ".join(str(run_dir / n) for n in names)
+    raise ConfigError(f"{run_dir} is a study folder of several runs; name the one to sample from: {options}")

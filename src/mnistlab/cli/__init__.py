@@ -16,6 +16,7 @@ from mnistlab import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
+EXIT_WORKERS_DIED = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from mnistlab.data import DataError
-    from mnistlab.errors import ConfigError
+    from mnistlab.errors import ConfigError, WorkersDied
     from mnistlab.rundir import cli_command
     from mnistlab.training.checkpoint import CheckpointError
     from mnistlab.training.loop import NonFiniteLossError
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"mnistlab: training diverged: {e}", file=sys.stderr)
         return EXIT_NON_FINITE
+    except WorkersDied as e:
+        print(f"mnistlab: search incomplete: {e}; rerun the same command to finish it", file=sys.stderr)
+        return EXIT_WORKERS_DIED
     except KeyboardInterrupt:
         if args.command == "serve":
             print("mnistlab: server stopped", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mnistlab.cli.common import names
@@ -35,7 +36,7 @@ def add_parsers(sub) -> None:
                         "precision/recall (k-NN manifolds), class coverage, nearest-training-image distance.")  # fmt: skip
     sc.add_argument("samples", type=Path, help="a .npy file holding uint8 images (N, 28, 28)")
     sc.add_argument("--data-dir", help="dataset folder (the real images and the reference's dataset)")
-    sc.add_argument("--dataset", default="mnist", help="a known dataset name [mnist]")
+    sc.add_argument("--dataset", help="a known dataset name [the one the samples' run used, else mnist]")
     sc.add_argument("--k", type=int, default=3, help="neighbours for precision/recall [3]")
     sc.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     sc.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -107,11 +108,29 @@ def cmd_score(args: argparse.Namespace) -> int:
     from mnistlab.data import DataConfig
     from mnistlab.fsio import write_json
     from mnistlab.generation import format_table, score_file
+    from mnistlab.sampling import provenance_path
     from mnistlab.training.loop import resolve_device
 
-    cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir or "", val_fraction=0.0)
+    given = DataConfig(dataset=args.dataset or "mnist", data_dir=args.data_dir or "", val_fraction=0.0)
+    cfg, note = given, ""
+    record = provenance_path(args.samples)
+    if record.is_file():  # written by `mnistlab sample`: score against the data the run trained on
+        from mnistlab.fsio import read_json_file
+
+        data = read_json_file(record).get("data") or {}
+        made = DataConfig(
+            dataset=data.get("dataset", "mnist"), data_dir=data.get("data_dir", ""), val_fraction=0.0
+        )
+        if args.dataset is None and args.data_dir is None:
+            cfg = made
+        elif (made.dataset, made.data_dir) != (given.dataset, given.data_dir):
+            note = (f"note: {args.samples.name} was drawn from a run trained on {made.data_dir or made.dataset}; "
+                    f"scoring it against {given.data_dir or given.dataset} as asked")  # fmt: skip
+    if note:
+        print(note, file=sys.stderr)
     scores = score_file(args.samples, cfg, resolve_device(args.device), args.k, progress=not args.no_progress)
-    print(format_table({args.samples.name[:16]: scores}))
+    digits = (cfg.dataset == "mnist") and not cfg.data_dir
+    print(format_table({args.samples.name[:16]: scores}, "digits" if digits else "classes"))
     if args.json:
         write_json(args.json, scores)
     return 0

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from mnistlab import tasks
 from mnistlab.cli.common import add_config_args, add_device, experiment_overrides
 from mnistlab.errors import ConfigError
+
+
+def objective(text: str) -> str:
+    """--objective, checked by argparse before any work: probe_acc or a val_* metric name."""
+    if text == "probe_acc" or re.fullmatch(r"val_[a-z0-9_]+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use val_loss (or another val_* metric) or probe_acc")
 
 
 def _task_list() -> str:
@@ -56,7 +64,7 @@ def _add_search_parser(sub) -> None:
     add_config_args(s)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a config field and its values, e.g. --grid train.lr=1e-3,2e-2 (repeatable)")  # fmt: skip
-    s.add_argument("--objective", default="val_loss", metavar="OBJECTIVE",
+    s.add_argument("--objective", default="val_loss", metavar="OBJECTIVE", type=objective,
                    help="val_loss: best validation loss (minimised; any val_* metric the task logs works, e.g. "
                    "val_recon for a VAE); probe_acc: logistic regression on the frozen codes, fit on train, "
                    "scored on validation (maximised; tasks with an encoder)")  # fmt: skip

@@ -35,6 +35,7 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    banner: str = ""  # what a reader must know before the numbers (e.g. a smoke-sized preset)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -51,17 +52,21 @@ def read_toml(path: Path) -> dict[str, Any]:
         return {}
 
 
-def num(value: Any, digits: int = 4) -> str:
-    """A number for a table cell: 4 significant digits, '-' when absent."""
+def num(value: Any, digits: int = 3) -> str:
+    """A number for a table cell, one format for every table: whole numbers and values of 1,000 or
+    more with thousands separators, others to 3 significant digits; '-' when absent."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    if isinstance(value, int) or abs(value) >= 1000:
+        return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
 
 def pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * float(value):.2f}%"
+    """A share as a percentage with one decimal ('-' when absent)."""
+    return "-" if value is None else f"{100 * float(value):.1f}%"
 
 
 class RunFolder:

@@ -10,9 +10,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -39,6 +40,7 @@ def plot_curves(
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", markersize=3, label=key.replace("_", " "))
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers, even for 3 of them
     ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")

@@ -16,7 +16,9 @@ def mosaic(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
     n = len(images)
     nrows = max(1, -(-n // ncols))
     side = 28 + pad
-    canvas = np.zeros((nrows * side - pad, ncols * side - pad), dtype=np.float32)  # 0 = white (gray_r)
+    canvas = np.zeros(
+        (nrows * side - pad, ncols * side - pad), dtype=np.float32
+    )  # 0 = black: white digits on black, as every digit figure
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
         canvas[r * side : r * side + 28, c * side : c * side + 28] = img / 255.0
@@ -29,7 +31,7 @@ def image_grid(images: np.ndarray, path: Path, title: str, ncols: int = 10) -> P
     canvas = mosaic(images, ncols)
     h, w = canvas.shape
     fig, ax = plt.subplots(figsize=(max(3.0, w / 40), max(1.2, h / 40) + 0.5))
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
@@ -64,9 +66,7 @@ def manifold_figure(images: np.ndarray, grid: np.ndarray, size: int, path: Path,
     dx = (x1 - x0) / max(size - 1, 1) / 2
     dy = (y1 - y0) / max(size - 1, 1) / 2
     fig, ax = plt.subplots(figsize=(6.4, 6.4))
-    ax.imshow(
-        canvas, cmap="gray_r", vmin=0, vmax=1, extent=(x0 - dx, x1 + dx, y0 - dy, y1 + dy), aspect="auto"
-    )
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, extent=(x0 - dx, x1 + dx, y0 - dy, y1 + dy), aspect="auto")
     ax.set_xlabel("latent 1")
     ax.set_ylabel("latent 2")
     ax.set_title(title, fontsize=10)
@@ -78,7 +78,7 @@ def interpolation_figure(rows: list[np.ndarray], path: Path, title: str) -> Path
     ncols = len(rows[0])
     canvas = mosaic(np.concatenate(rows), ncols)
     fig, ax = plt.subplots(figsize=(ncols * 0.55, len(rows) * 0.55 + 0.6))
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_xticks([14 + 30 * i for i in (0, 1, ncols - 2, ncols - 1)])  # 28 px + 2 px gap per column
     ax.set_xticklabels(["a", "code a", "code b", "b"], fontsize=7)
     ax.set_yticks([])

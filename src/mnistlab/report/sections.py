@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab import tasks
+from mnistlab.report.bench_section import bench_section
 from mnistlab.report.content import RunFolder, Section, Table, num, pct, read_toml
+from mnistlab.report.key_results import key_results_section
 
 # The original study's own numbers (its written report), shown beside this run's measured ones.
 ORIGINAL = {
@@ -173,7 +175,7 @@ def _mean_and_range(row: dict, key: str) -> str:
     """'92.38%' or, for a row averaged over labelled subsets, '92.38% (91.92-92.91)'."""
     values = [s[key] for s in row.get("subsets", [])]
     text = pct(row.get(key))
-    return f"{text} ({100 * min(values):.2f}-{100 * max(values):.2f})" if values else text
+    return f"{text} ({100 * min(values):.1f}-{100 * max(values):.1f})" if values else text
 
 
 def _points(diff) -> str:
@@ -222,13 +224,14 @@ def build_sections(root: Path, state: dict[str, Any]) -> list[Section]:
     probe and latent stages from here), then the comparison with the original report; numbered."""
     known = {s.name: s.roles for s in tasks.all_tasks()}
     run = RunFolder(root, state, known)
-    sections = [settings_section(run)]
+    sections = [key_results_section(run, known), settings_section(run)]
     consumers = {"probe": classification_section, "latent": latent_section}
     for name in run.stages:
         if name in consumers:
             sections.append(consumers[name](run))
         elif name in run.trained and tasks.get(name).report is not None:
             sections.append(tasks.get(name).report(run, name))
+    sections.append(bench_section(run))
     sections.append(comparison_section(run))
     for i, sec in enumerate(sections, 1):
         sec.title = f"{i}. {sec.title}"

@@ -84,9 +84,10 @@ def report_section(run: RunFolder, stage: str) -> Section:
         return sec
     s = run.json(f"{stage}/summary.json")
     noise = s.get("noise", {})
+    clipped = "clipped to [0, 1]" if noise.get("clip") else "not clipped"
     sec.intro = (f"The same network trained on inputs plus Gaussian noise (sigma {num(noise.get('sigma'))}, "
-                 f"clip {noise.get('clip')}) against the clean image, {num(s.get('epochs'))} epochs; tested on "
-                 "fixed, seeded noise beside the plain autoencoder of section 2 fed the same noisy images.")  # fmt: skip
+                 f"{clipped}) against the clean image, {num(s.get('epochs'))} epochs; tested on fixed, seeded "
+                 "noise beside the plain autoencoder fed the same noisy images.")  # fmt: skip
     has_ae = any(BASELINE in r for r in s.get("denoising", []))
     cols = ["sigma", "noisy PSNR", "noisy SSIM", "DAE PSNR", "DAE SSIM"]
     cols += ["plain AE PSNR", "plain AE SSIM"] if has_ae else []
