@@ -1,0 +1,495 @@
+"""The models bench: finished runs of any tasks in one table, each measure in the rows of the runs
+whose role it needs (`mnistlab compare`, and the study report's "Models side by side" section).
+
+Measures, by role (the roles come from the task registry; no task is named here):
+  decoder    test MSE / PSNR / SSIM of test images encoded and decoded (a denoiser's: of clean inputs)
+  denoiser   PSNR gain at sigma 1: PSNR of its output minus that of its noisy input (seeded test noise)
+  encoder    frozen probe: logistic regression on standardised codes, fit on (up to `probe_train`)
+             training images, test accuracy; k-NN accuracy on the raw codes (all training images)
+  generator  per sampler: FID-MNIST, precision, recall, rarest and commonest digit share, mean L2
+             distance to the nearest training image, scored samples
+  every run  parameters, train seconds, train images/s, test images
+
+`collect` reads a run's summary.json first; with `compute`, a measure the summary lacks is computed
+from the checkpoint through the run's `TrainedRun` (bench_compute.py) and cached in RUN/compare.json
+under the checkpoint's SHA-256, so a second compare reads files only. Without `compute` (the report)
+a measure nothing recorded stays None and shows as '-'. The table itself (`rows`, `table`,
+`markdown`, `csv_text`) is made of pure functions of the collected `Entry`s.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistlab import rundir, tasks
+from mnistlab.bench_compute import (
+    GAIN_SIGMA,
+    SAMPLE_KEYS,
+    BenchConfig,
+    Computer,
+    Shared,
+    history_timing,
+    score_measures,
+)
+from mnistlab.errors import ConfigError
+from mnistlab.fsio import read_toml, write_json
+from mnistlab.report.content import num, pct
+
+log = logging.getLogger("mnistlab")
+
+CACHE_FILE = "compare.json"
+CACHE_FORMAT = "mnistlab-compare-1"
+FIGURE_KINDS = ("reconstructions", "denoising")  # then "samples:<sampler>"
+SKIP_SAMPLERS = ("uniform",)  # a box around the codes: the report's unreadable random codes; on request only
+DEFAULT_SAMPLER = "default"  # a generator's scores in its summary whose sampler is not named there
+
+
+@dataclass(frozen=True)
+class Measure:
+    key: str
+    header: str
+    role: str | None  # the role a run needs for the measure to apply; None: every run
+    kind: str = "num"  # how a cell shows it: num (report.content.num), pct (a percentage), int
+    per_sampler: bool = False  # one value per sampler of a generator
+
+
+MEASURES = (
+    Measure("mse", "test MSE", "decoder"),
+    Measure("psnr", "test PSNR (dB)", "decoder"),
+    Measure("ssim", "test SSIM", "decoder"),
+    Measure("denoise_gain", f"PSNR gain at sigma {GAIN_SIGMA:g} (dB)", "denoiser"),
+    Measure("probe_acc", "frozen probe", "encoder", "pct"),
+    Measure("knn_acc", "k-NN", "encoder", "pct"),
+    Measure("fid", "FID-MNIST", "generator", per_sampler=True),
+    Measure("precision", "precision", "generator", per_sampler=True),
+    Measure("recall", "recall", "generator", per_sampler=True),
+    Measure("rarest", "rarest digit", "generator", "pct", True),
+    Measure("commonest", "commonest digit", "generator", "pct", True),
+    Measure("nn_train", "nearest train image (L2)", "generator", per_sampler=True),
+    Measure("n_samples", "scored samples", "generator", "int", True),
+    Measure("params", "parameters", None, "int"),
+    Measure("train_seconds", "train s", None),
+    Measure("images_per_s", "train images/s", None, "int"),
+    Measure("n_test", "test images", None, "int"),
+)
+BY_KEY = {m.key: m for m in MEASURES}
+
+
+@dataclass
+class Entry:
+    """One finished run, collected: its measures (key absent: does not apply; None: not known)."""
+
+    label: str
+    path: Path
+    task: str
+    roles: frozenset[str]
+    values: dict[str, Any] = field(default_factory=dict)  # run-level measures
+    samplers: dict[str, dict[str, Any]] = field(default_factory=dict)  # sampler -> its measures
+    figures: list[tuple[str, str, Path]] = field(default_factory=list)  # (kind, caption, PNG)
+    computed: list[str] = field(default_factory=list)  # what this call computed from the checkpoint
+    notes: list[str] = field(default_factory=list)
+
+
+def applies(measure: Measure, roles: Iterable[str]) -> bool:
+    return measure.role is None or measure.role in set(roles)
+
+
+# ------------------------------------------------------------------------- from the run's files (pure)
+
+
+def _is_scores(obj: Any) -> bool:
+    return isinstance(obj, dict) and "fid_mnist" in obj
+
+
+def summary_samplers(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Generator measures a summary.json holds, by sampler: "test" scores (a generator's final
+    samples, sampler not named: DEFAULT_SAMPLER), "generation" {sampler: scores}, and the code
+    samplers `mnistlab latent` scored into its "latent" part."""
+    out: dict[str, dict[str, Any]] = {}
+    if _is_scores(summary.get("test")):
+        out[DEFAULT_SAMPLER] = score_measures(summary["test"])
+    for name, scores in (summary.get("generation") or {}).items():
+        if _is_scores(scores):
+            out[name] = score_measures(scores)
+    lat = summary.get("latent") or {}
+    rows = (lat.get("generation") or {}).get("rows") or {}
+    for name in (lat.get("config") or {}).get("samplers") or []:
+        if _is_scores(rows.get(name)):
+            out.setdefault(name, score_measures(rows[name]))
+    return out
+
+
+def summary_measures(summary: dict[str, Any], roles: Iterable[str], own_key: str | None = None) -> dict:
+    """Run-level measures of `summary` for a run with `roles`: every measure that applies, None when
+    the summary does not hold it. `own_key` names the denoiser's own column of a "denoising" table."""
+    roles = set(roles)
+    values: dict[str, Any] = {m.key: None for m in MEASURES if applies(m, roles) and not m.per_sampler}
+    if "decoder" in roles:
+        # A denoiser's "test" scores its denoised output; its reconstruction of clean inputs is apart.
+        test = summary.get("test_clean_input") or summary.get("test") or {}
+        for key in ("mse", "psnr", "ssim"):
+            values[key] = test.get(key) if isinstance(test, dict) else None
+    if "denoiser" in roles and own_key:
+        values["denoise_gain"] = denoise_gain_from_table(summary.get("denoising") or [], own_key)
+    values["params"] = summary.get("parameters")
+    values["train_seconds"] = summary.get("train_seconds")
+    values["images_per_s"] = summary.get("train_images_per_s")
+    values["n_test"] = summary.get("n_test")
+    return values
+
+
+def denoise_gain_from_table(table: list[dict[str, Any]], own_key: str, sigma: float = GAIN_SIGMA) -> Any:
+    """PSNR of the denoiser's output minus the noisy input's, at `sigma`, from a denoising table."""
+    for row in table:
+        if isinstance(row, dict) and math.isclose(float(row.get("sigma", -1)), sigma):
+            own, noisy = row.get(own_key) or {}, row.get("noisy") or {}
+            if "psnr" in own and "psnr" in noisy:
+                return round(own["psnr"] - noisy["psnr"], 6)
+    return None
+
+
+def probe_stage_knn(run_dir: Path, k: int, n_test: Any) -> float | None:
+    """The k-NN accuracy on the codes that `mnistlab probe` recorded in RUN/probe (same definition:
+    raw codes, every training image, the test split), when it measured the same test set."""
+    probe = _read_json(Path(run_dir) / "probe" / "summary.json")
+    if not probe or (n_test is not None and probe.get("n_test") != n_test):
+        return None
+    for row in probe.get("baselines") or []:
+        if row.get("method") == f"kNN (k={k})" and str(row.get("features", "")).startswith("encoder code"):
+            return row.get("test_acc")
+    return None
+
+
+# ------------------------------------------------------------------------------------- the table (pure)
+
+
+def rows(entries: list[Entry]) -> list[dict[str, Any]]:
+    """One row per run, or per sampler of a generator run (its first row also holds the run-level
+    measures). A key absent from a row: the measure does not apply there."""
+    out = []
+    for e in entries:
+        samplers = list(e.samplers.items()) or ([(None, {})] if "generator" in e.roles else [])
+        run_row = {k: v for k, v in e.values.items() if k in BY_KEY}
+        if not samplers:
+            out.append({"model": e.label, "task": e.task, "sampler": "", **run_row})
+        for i, (name, values) in enumerate(samplers):
+            gen = {m.key: values.get(m.key) for m in MEASURES if m.per_sampler and applies(m, e.roles)}
+            out.append({"model": e.label if i == 0 else f"{e.label} ({name})", "task": e.task,
+                        "sampler": name or "", **(run_row if i == 0 else {}), **gen})  # fmt: skip
+    return out
+
+
+def cell(measure: Measure, value: Any, applied: bool) -> str:
+    """'' where the measure does not apply, '-' where it applies but is not known."""
+    if not applied:
+        return ""
+    if value is None:
+        return "-"
+    if measure.kind == "pct":
+        return pct(value)
+    if measure.kind == "int":
+        return f"{round(value):,}"
+    return num(value)
+
+
+def table(table_rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells): model, task, sampler (when any row has one), then the measures that apply to
+    at least one row, in MEASURES order."""
+    used = [m for m in MEASURES if any(m.key in r for r in table_rows)]
+    has_sampler = any(r.get("sampler") for r in table_rows)
+    headers = ["model", "task", *(["sampler"] if has_sampler else []), *(m.header for m in used)]
+    cells = []
+    for r in table_rows:
+        head = [r["model"], r["task"], *([r.get("sampler", "")] if has_sampler else [])]
+        cells.append(head + [cell(m, r.get(m.key), m.key in r) for m in used])
+    return headers, cells
+
+
+def markdown(headers: list[str], cells: list[list[str]]) -> str:
+    def line(items):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in items) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *(line(r) for r in cells)])
+
+
+def csv_text(table_rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV: raw numbers (no formatting), an empty cell where a measure does not apply or
+    is not known; one column per measure key."""
+    keys = ["model", "task", "sampler", *(m.key for m in MEASURES if any(m.key in r for r in table_rows))]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in table_rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    return buf.getvalue()
+
+
+def table_notes(entries: list[Entry]) -> list[str]:
+    """What the table's numbers are, where they disagree in set-up, and what each run computed."""
+    notes = []
+    ns = {v.get("n_samples") for e in entries for v in e.samplers.values() if v.get("n_samples")}
+    if len(ns) > 1:
+        notes.append(f"The generators' scores come from different sample counts ({', '.join(map(str, sorted(ns)))}); "
+                     "FID-MNIST grows as the count shrinks, so compare FIDs of equal counts only.")  # fmt: skip
+    refs = {v.get("reference") for e in entries for v in e.samplers.values() if v.get("reference")}
+    if len(refs) > 1:
+        notes.append(
+            f"The generators were scored with different reference classifiers ({', '.join(sorted(refs))})."
+        )
+    tests = {e.values.get("n_test") for e in entries if e.values.get("n_test")}
+    if len(tests) > 1:
+        notes.append(f"The runs were tested on test sets of different sizes ({', '.join(map(str, sorted(tests)))} "
+                     "images: see the test images column).")  # fmt: skip
+    for e in entries:
+        notes += [f"{e.label}: {n}" for n in e.notes]
+        if e.computed:
+            notes.append(f"{e.label}: computed from its checkpoint now (cached in {e.path / CACHE_FILE}): "
+                         f"{', '.join(e.computed)}.")  # fmt: skip
+    return notes
+
+
+def definitions(cfg: BenchConfig, computed: bool = True) -> str:
+    """What each measure is (`computed`: with the settings of the ones computed from checkpoints)."""
+    settings = f" (computed ones: {cfg.samples:,} per sampler, seed {cfg.seed})" if computed else ""
+    return (f"Decoders: test images encoded and decoded (a denoiser's clean inputs). Denoisers: PSNR of the "
+            f"output minus PSNR of the input, test images plus Gaussian noise of sigma {GAIN_SIGMA:g} (the run's "
+            f"noise seed). Encoders: logistic regression on standardised codes fit on up to {cfg.probe_train:,} "
+            f"training images, and {cfg.knn_k}-NN on the raw codes of all training images, test accuracy. "
+            f"Generators: samples scored against the test split with the reference classifier{settings}; "
+            "nearest train image: mean L2 distance of a sample to "
+            "its nearest training image (pixels in [0, 1]). Train s and images/s: from the run's own training. "
+            "Blank: the measure does not apply to the model; '-': not known.")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- run folders
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _task_of(folder: Path) -> str | None:
+    """The registered task named by folder/config.toml, or None."""
+    path = Path(folder) / "config.toml"
+    if not path.is_file():
+        return None
+    task = read_toml(path).get("task")
+    return task if isinstance(task, str) and task in tasks.names() else None
+
+
+def expand(path: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """([(label, run folder)], notes) for a path given to compare: a run folder, or a `mnistlab run`
+    study folder (every finished task stage of it). Anything else is a one-line ConfigError."""
+    path = Path(path)
+    if (path / "config.toml").is_file():
+        return [(path.name, path)], []
+    if not path.is_dir():
+        raise ConfigError(
+            f"{path}: no such folder" if not path.exists() else f"{path}: a file, not a run folder"
+        )
+    if not (path / rundir.RUN_FILE).is_file():
+        raise ConfigError(f"{path} is not a run folder (no config.toml) nor a `mnistlab run` study folder "
+                          f"(no {rundir.RUN_FILE})")  # fmt: skip
+    state = rundir.read_run(path)
+    found, notes = [], []
+    for stage in state["stages"]:
+        folder = path / (stage.get("folder") or stage["name"])
+        if _task_of(folder) is None:
+            continue  # a stage that trains no task (search, probe, latent)
+        if stage.get("status") != "done" or rundir.read_summary(folder).get("status") != "finished":
+            notes.append(f"{path.name}/{stage['name']}: left out, its stage has not finished "
+                         f"(status {stage.get('status')}).")  # fmt: skip
+            continue
+        found.append((f"{path.name}/{stage['name']}", folder))
+    return found, notes
+
+
+def unique_labels(paths: list[Path]) -> list[str]:
+    """The shortest trailing parts of each path that tell them apart: ae, ae (2) -> a/ae, b/ae."""
+    parts = [Path(p).resolve().parts for p in paths]
+    labels = []
+    for i, p in enumerate(parts):
+        depth = 1
+        while depth < len(p) and any(q[-depth:] == p[-depth:] for j, q in enumerate(parts) if j != i):
+            depth += 1
+        labels.append("/".join(p[-depth:]))
+    return labels
+
+
+def checkpoint_sha(run_dir: Path, summary: dict[str, Any]) -> str | None:
+    if summary.get("checkpoint_sha256"):
+        return summary["checkpoint_sha256"]
+    path = rundir.checkpoint_path(run_dir)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def read_cache(run_dir: Path, sha: str | None) -> dict[str, Any]:
+    """RUN/compare.json when it was written for checkpoint `sha` (else an empty cache)."""
+    doc = _read_json(Path(run_dir) / CACHE_FILE)
+    if sha is None or doc.get("format") != CACHE_FORMAT or doc.get("checkpoint_sha256") != sha:
+        return {"format": CACHE_FORMAT, "checkpoint_sha256": sha, "values": {}, "samplers": {}, "figures": {}}
+    for key in ("values", "samplers", "figures"):
+        doc.setdefault(key, {})
+    return doc
+
+
+def _keys(cfg: BenchConfig) -> dict[str, str]:
+    """Cache keys of the computed measures whose value depends on the bench's settings."""
+    return {
+        "probe_acc": f"probe_acc/train={cfg.probe_train}/seed={cfg.seed}",
+        "knn_acc": f"knn_acc/k={cfg.knn_k}",
+    }
+
+
+def _sampler_key(name: str, cfg: BenchConfig) -> str:
+    return f"{name}/n={cfg.samples}/seed={cfg.seed}"
+
+
+def wanted_samplers(offered: list[str], cfg: BenchConfig) -> list[str]:
+    """The samplers of a generator the bench scores: those asked for, or every one but SKIP_SAMPLERS
+    (the first one if that leaves none)."""
+    if cfg.samplers is not None:
+        return [s for s in offered if s in cfg.samplers]
+    keep = [s for s in offered if s not in SKIP_SAMPLERS]
+    return keep or offered[:1]
+
+
+def _own_key() -> str:
+    """The denoiser's own column in a "denoising" table of summary.json (training/denoise.py's OWN)."""
+    from mnistlab.training.denoise import OWN
+
+    return OWN
+
+
+def collect(path: Path, label: str, cfg: BenchConfig | None = None, compute: bool = False,
+            shared: Shared | None = None) -> Entry:  # fmt: skip
+    """The bench entry of finished run folder `path`. Without `compute`: from its files only (summary,
+    the compare cache, what `mnistlab probe` / `latent` wrote). With it: what those lack is computed
+    from the checkpoint, cached in RUN/compare.json."""
+    cfg = cfg or BenchConfig()
+    path = Path(path)
+    task, _ = tasks.load_run_config(path)  # a folder that is no run folder: a one-line error
+    spec = tasks.get(task)
+    summary = rundir.read_summary(path)
+    if summary.get("status") != "finished":
+        raise ConfigError(f"{path}: the {task} run has not finished (status {summary.get('status', 'none')}); "
+                          "compare takes finished runs")  # fmt: skip
+    entry = Entry(label, path, task, spec.roles)
+    comp = Computer(path, label, spec.roles, cfg, shared or Shared()) if compute else None
+    cache = read_cache(path, checkpoint_sha(path, summary))
+    keys = _keys(cfg)
+    entry.values = summary_measures(summary, spec.roles, _own_key())
+    if "knn_acc" in entry.values:
+        entry.values["knn_acc"] = probe_stage_knn(path, cfg.knn_k, summary.get("n_test"))
+    if entry.values.get("train_seconds") is None or entry.values.get("images_per_s") is None:
+        seconds, rate = history_timing(rundir.read_history(path), summary.get("n_train"))
+        entry.values["train_seconds"] = _first(entry.values.get("train_seconds"), seconds)
+        entry.values["images_per_s"] = _first(entry.values.get("images_per_s"), rate)
+    for key, value in entry.values.items():
+        if value is None:
+            entry.values[key] = cache["values"].get(keys.get(key, key))
+    if "generator" in spec.roles:
+        _collect_samplers(entry, summary_samplers(summary), cache, cfg, comp)
+    if comp is not None and _fill(entry, comp, cache, cfg):
+        try:
+            write_json(path / CACHE_FILE, cache)
+        except OSError as e:
+            entry.notes.append(f"cannot write {path / CACHE_FILE} ({e.strerror}); nothing was cached")
+    entry.figures = _figures(path, cache, entry)
+    return entry
+
+
+def _fill(entry: Entry, comp: Computer, cache: dict[str, Any], cfg: BenchConfig) -> bool:
+    """Compute what the entry lacks, into the entry and the cache; whether anything was added."""
+    keys = _keys(cfg)
+    for k, v in comp.measures([k for k, v in entry.values.items() if v is None]).items():
+        entry.values[k] = cache["values"][keys.get(k, k)] = v
+        entry.computed.append(BY_KEY[k].header)
+    for name, values in entry.samplers.items():
+        got = comp.score(name) if any(values.get(k) is None for k in SAMPLE_KEYS) else None
+        if got is not None:
+            values.update(got[0])
+            cache["samplers"][_sampler_key(name, cfg)] = values
+            entry.computed.append(f"{name} samples")
+            drawn = comp.grid(f"samples:{name}", got[1], f"100 samples, {name} sampler")
+            cache["figures"].update({f"samples:{name}": list(drawn)} if drawn else {})
+    drawn = comp.figures(set(cache["figures"]), list(entry.samplers))
+    cache["figures"].update({k: list(v) for k, v in drawn.items()})
+    entry.notes += comp.notes
+    return bool(entry.computed or drawn)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _collect_samplers(entry: Entry, found: dict[str, dict[str, Any]], cache: dict[str, Any], cfg: BenchConfig,
+                      comp: Computer | None) -> None:  # fmt: skip
+    """entry.samplers: the measures of each sampler the bench scores, from the files (None if unknown)."""
+    offered = cache.get("sampler_names")
+    if offered is None and comp is not None:
+        offered = cache["sampler_names"] = list(comp.run.generator().samplers)
+    if offered is None:  # from the files alone: the samplers they scored
+        offered = [s for s in found if s != DEFAULT_SAMPLER] or list(found)
+    if DEFAULT_SAMPLER in found and offered and offered[0] != DEFAULT_SAMPLER:
+        found.setdefault(offered[0], found.pop(DEFAULT_SAMPLER))  # a generator's final samples: its default
+    names = wanted_samplers(offered, cfg)
+    for name in names:
+        values = found.get(name) or cache["samplers"].get(_sampler_key(name, cfg)) or {}
+        entry.samplers[name] = {k: values.get(k) for k in (*SAMPLE_KEYS, "reference")}
+    if cfg.samplers is not None and not names:
+        entry.notes.append(f"it has none of the samplers asked for (its samplers: {', '.join(offered)})")
+
+
+def _figures(path: Path, cache: dict[str, Any], entry: Entry) -> list[tuple[str, str, Path]]:
+    """(kind, caption, PNG) of the key figures compare drew for this run (kept in RUN/figures/); kinds:
+    FIGURE_KINDS, "samples:<sampler>" for each sampler in the table."""
+    out = []
+    for kind, (file, caption) in cache.get("figures", {}).items():
+        png = path / "figures" / file
+        if png.is_file() and (not kind.startswith("samples:") or kind[8:] in entry.samplers):
+            out.append((kind, caption, png))
+    order = [*FIGURE_KINDS, *(f"samples:{s}" for s in entry.samplers)]
+    return sorted(out, key=lambda f: order.index(f[0]) if f[0] in order else len(order))
+
+
+# ------------------------------------------------------------------------------------------------ compare
+
+
+def compare(
+    paths: list[Path], cfg: BenchConfig | None = None, compute: bool = True
+) -> tuple[list[Entry], list[str]]:
+    """(entries, notes) of the run and study folders `paths`, in that order."""
+    cfg = cfg or BenchConfig()
+    found, notes = [], []
+    for p in paths:
+        runs, more = expand(p)
+        found += [(label, folder, Path(p)) for label, folder in runs]
+        notes += more
+    seen, unique = set(), []
+    for label, folder, given in found:
+        if folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            unique.append((label, folder, given))
+    if not unique:
+        raise ConfigError(f"no finished run among {', '.join(map(str, paths))}")
+    plain = [folder for label, folder, given in unique if folder == given]
+    labels = dict(zip(plain, unique_labels(plain)))
+    shared = Shared()
+    entries = [
+        collect(folder, labels.get(folder, label), cfg, compute, shared) for label, folder, _ in unique
+    ]
+    return entries, notes
