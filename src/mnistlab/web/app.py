@@ -202,7 +202,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
 
     def interpolate(body: dict[str, Any]) -> dict[str, Any]:
         steps = parse.get_int(body, "steps", 10, 2, MAX_STEPS)
-        ex.need("ae")
+        ex.need("encoder")
         z0, z1 = _code_of(ex, body.get("a"), "a"), _code_of(ex, body.get("b"), "b")
         codes, images = ex.interpolate(z0, z1, steps)
         return {
@@ -338,7 +338,7 @@ class Guard:
     - Host (DNS rebinding: a page on evil.com whose name now resolves to 127.0.0.1 reaches this server
       with `Host: evil.com`): `host_ok(host, port, server_port)` must accept the Host header; 400.
     - Origin (a page on another site posting here): when the browser sends one, it must be this
-      server's own origin; 403. Browsers send Origin on every cross-origin request and on every POST.
+      server's own origin; 403. Browsers send Origin on every POST and every cross-origin fetch().
     - Content-Type of a request with a body: application/json, or an image/* type on the upload
       routes; 415. Cross-origin "simple" requests (no CORS preflight) can only carry text/plain,
       form or multipart types, so these never run a handler even in a browser that sends no Origin.
@@ -360,10 +360,7 @@ class Guard:
                 return 400, f"Host {host[:60]!r} refused: this server answers only {self.describe}"
         origin = headers.get("origin")
         if origin is not None and not same_origin(origin, host, scope.get("scheme", "http")):
-            return (
-                403,
-                f"cross-origin request from {origin[:60]!r} refused: the explorer answers its own page only",
-            )
+            return 403, f"cross-origin request from {origin[:60]!r} refused: only the explorer's own page may call it"  # fmt: skip
         if scope["method"] not in ("GET", "HEAD") and "content-type" in headers:
             media = headers["content-type"].partition(";")[0].strip().lower()
             if scope["path"] in UPLOAD_PATHS:
