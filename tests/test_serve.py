@@ -158,11 +158,17 @@ def _copy_ae_only(study: Path, dest: Path) -> Path:
 
 def test_layouts(study, tmp_path):
     full = find_runs(study)
-    assert (full.ae, full.dae, full.gan) == (study / "ae", study / "dae", study / "gan") and not full.missing
+    assert (full.encoder, full.denoiser, full.generators) == (
+        study / "ae",
+        study / "dae",
+        {"gan": study / "gan"},
+    )
+    assert not full.missing
     single = find_runs(study / "ae")
-    assert single.ae == study / "ae" and single.dae is None and "single ae run" in single.missing["dae"]
+    assert single.encoder == study / "ae" and single.denoiser is None
+    assert "single ae run" in single.missing["denoiser"]
     dae = find_runs(study / "dae")
-    assert dae.ae == dae.dae == study / "dae"
+    assert dae.encoder == dae.denoiser == study / "dae"
     with pytest.raises(ConfigError, match="holds no run"):
         find_runs(tmp_path)
     with pytest.raises(ConfigError, match="holds a 'probe' run"):

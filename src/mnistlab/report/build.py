@@ -67,7 +67,8 @@ def render(run_dir: Path, state: dict, sections: list[Section]) -> tuple[str, st
     timing_path = Path(run_dir) / "report_timing.png"
     if timing is not None:
         atomic_write_bytes(timing_path, timing)  # report.md links it; the HTML embeds it
-        sections[0].figures.insert(0, Figure(timing_path, timing_path.name, "Wall-clock seconds of each "
+        target = next((s for s in sections if s.id == "settings"), sections[0])
+        target.figures.insert(0, Figure(timing_path, timing_path.name, "Wall-clock seconds of each "
                                              "stage. x: seconds; y: stage."))  # fmt: skip
     images = {f.rel: data_uri(f.path.read_bytes()) for s in sections for f in s.figures}
     context = {"run": state, "run_name": Path(run_dir).resolve().name, "sections": sections, "images": images,

@@ -16,6 +16,10 @@ ORIGINAL_PROBE, ORIGINAL_SUPERVISED = 0.8941, 0.9912
 DEFAULT_MINUTES = 26
 
 
+def _epochs(n: Any) -> str:
+    return "-" if n is None else f"{num(n)} epoch{'' if n == 1 else 's'}"
+
+
 def _share_range(hist: list[float]) -> str:
     return f"{pct(min(hist))} to {pct(max(hist))}" if hist else "-"
 
@@ -37,15 +41,15 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
     if ae.get("test"):
         t = ae["test"]
         rows.append([f"{enc}: test reconstruction", f"MSE {num(t.get('mse'))}, PSNR {num(t.get('psnr'))} dB", "-",
-                     f"{num(ae.get('epochs'))} epochs, {num(ae.get('n_train'))} images"])  # fmt: skip
+                     f"{_epochs(ae.get('epochs'))}, {num(ae.get('n_train'))} images"])  # fmt: skip
     probe = run.json(f"{run.folder('probe')}/summary.json") if run.done("probe") else {}
     lp, ft = probe.get("linear_probe") or {}, probe.get("finetune") or {}
     if lp:
         rows.append(["frozen encoder + linear layer, test accuracy", pct(lp.get("test_acc")), pct(ORIGINAL_PROBE),
-                     f"{num(lp.get('epochs'))} epochs on the {num(probe.get('latent_dim'))}-d code"])  # fmt: skip
+                     f"{_epochs(lp.get('epochs'))} on the {num(probe.get('latent_dim'))}-d code"])  # fmt: skip
     if ft:
         rows.append(["fine-tuned encoder, test accuracy", pct(ft.get("test_acc")),
-                     f"{pct(ORIGINAL_SUPERVISED)} (its supervised CNN)", f"{num(ft.get('epochs'))} epochs"])  # fmt: skip
+                     f"{pct(ORIGINAL_SUPERVISED)} (its supervised CNN)", _epochs(ft.get("epochs"))])  # fmt: skip
     for name in run.trained:
         r = roles.get(name, frozenset())
         s = run.json(f"{name}/summary.json") if run.done(name) else {}
@@ -74,7 +78,7 @@ def _denoiser_row(name: str, s: dict[str, Any]) -> list[str] | None:
     noisy = row.get("noisy", {})
     return [f"{name}: PSNR at noise sigma {num(row.get('sigma'))}",
             f"{num(own.get('psnr'))} dB (noisy input {num(noisy.get('psnr'))} dB)", "- (shown as pictures)",
-            f"{num(s.get('epochs'))} epochs"]  # fmt: skip
+            _epochs(s.get("epochs"))]  # fmt: skip
 
 
 def _generator_rows(name: str, s: dict[str, Any]) -> list[list[str]]:
@@ -82,11 +86,11 @@ def _generator_rows(name: str, s: dict[str, Any]) -> list[list[str]]:
     test = s.get("test") if isinstance(s.get("test"), dict) and "fid_mnist" in s.get("test", {}) else None
     if test:
         rows.append([f"{name}: FID-MNIST of its samples (lower is better)", num(test.get("fid_mnist")), "- (not measured)",
-                     f"{num(s.get('epochs'))} epochs"])  # fmt: skip
+                     _epochs(s.get("epochs"))])  # fmt: skip
         rows.append([f"{name}: digit shares of its samples", _share_range(test.get("class_hist") or []),
                      "digits 0, 2, 5, 6, 8 poorly generated (by eye)", ""])  # fmt: skip
     prior = (s.get("generation") or {}).get("prior")
     if prior:
         rows.append([f"{name}: FID-MNIST of prior samples", num(prior.get("fid_mnist")), "- (no VAE in the report)",
-                     f"{num(s.get('epochs'))} epochs"])  # fmt: skip
+                     _epochs(s.get("epochs"))])  # fmt: skip
     return rows

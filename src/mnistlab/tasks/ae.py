@@ -51,7 +51,8 @@ class AutoencoderRun(TrainedRun):
 
     def denoise(self, images: Any) -> torch.Tensor:
         self.require("denoiser")
-        return self._map(self.model, as_images(images))[:, 0]  # a noisy image in, its clean guess out
+        recon = _Recon(self.model)
+        return self._map(recon, as_images(images))[:, 0]  # a noisy image in, its clean guess out
 
     def modules(self, role: str) -> torch.nn.Module:
         self.require(role)
@@ -82,6 +83,17 @@ class AutoencoderRun(TrainedRun):
             )
         gen = self.generator()
         return torch.from_numpy(gen.sample(SampleRequest(sampler or gen.samplers[0], n, seed)))
+
+
+class _Recon(torch.nn.Module):
+    """The reconstruction alone of a model that returns (recon, code, ...)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).recon
 
 
 def load_run(run_dir: Path, exp: Any, device: torch.device) -> AutoencoderRun:

@@ -27,10 +27,8 @@ at once, so a flood of uploads costs bounded memory and /api/info keeps answerin
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -39,19 +37,18 @@ from typing import Any
 import anyio
 import numpy as np
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mnistlab.errors import ConfigError
 from mnistlab.web import parse
 from mnistlab.web.errors import ApiError, one_line
 from mnistlab.web.explorer import MAX_SAMPLES, MAX_SIGMA, MAX_STEPS, Explorer
+from mnistlab.web.guard import UPLOAD_PATHS, Guard, host_policy, is_loopback, same_origin, split_host  # noqa: F401
 from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, bound_decoder, preprocess_bytes
 
 log = logging.getLogger("mnistlab")
@@ -67,8 +64,6 @@ CSP = (
 # makes each slower; the rest wait in line without a thread. Cheap requests (info, maps, test digits,
 # the page) never take a slot, so they answer while heavy ones queue.
 HEAVY_SLOTS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
-UPLOAD_PATHS = frozenset({"/api/analyze"})  # their body is the image file itself (the page sends image/png)
-_PORT = re.compile(r"[0-9]{1,5}")
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -287,108 +282,6 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500
     )
-
-
-def split_host(value: str) -> tuple[str, int | None] | None:
-    """A Host header or an Origin's authority -> (lower-case host, port or None), or None when it is
-    malformed. IPv6 addresses come in brackets ("[::1]:8000"); the brackets are dropped."""
-    if value.startswith("["):
-        host, bracket, rest = value[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            return None
-        port = rest[1:]
-    elif value.count(":") > 1:  # an IPv6 address without brackets is not a valid Host
-        return None
-    else:
-        host, _, port = value.partition(":")
-    if not host or (port and not _PORT.fullmatch(port)):
-        return None
-    return host.lower(), int(port) if port else None
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def same_origin(origin: str, host: str, scheme: str) -> bool:
-    """Whether an Origin header ("http://127.0.0.1:8000") names the scheme, host and port that this
-    request was sent to (its Host header). "null" (a sandboxed or privacy-stripped origin) never does."""
-    o_scheme, sep, authority = origin.partition("://")
-    o_scheme = o_scheme.lower()
-    if not sep or o_scheme not in DEFAULT_PORTS or o_scheme != scheme or "/" in authority:
-        return False
-    theirs, ours = split_host(authority), split_host(host)
-    if theirs is None or ours is None:
-        return False
-    default = DEFAULT_PORTS[scheme]
-    return (theirs[0], theirs[1] or default) == (ours[0], ours[1] or default)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class Guard:
-    """Checks every HTTP request before routing it:
-
-    - Host (DNS rebinding: a page on evil.com whose name now resolves to 127.0.0.1 reaches this server
-      with `Host: evil.com`): `host_ok(host, port, server_port)` must accept the Host header; 400.
-    - Origin (a page on another site posting here): when the browser sends one, it must be this
-      server's own origin; 403. Browsers send Origin on every POST and every cross-origin fetch().
-    - Content-Type of a request with a body: application/json, or an image/* type on the upload
-      routes; 415. Cross-origin "simple" requests (no CORS preflight) can only carry text/plain,
-      form or multipart types, so these never run a handler even in a browser that sends no Origin.
-      A request without Content-Type is let through: a browser sends none only for a fetch() of an
-      untyped body, and that carries Origin; curl and scripts may omit it.
-    """
-
-    def __init__(self, app: ASGIApp, host_ok: Callable[[str, int | None, int | None], bool] | None,
-                 describe: str = "") -> None:  # fmt: skip
-        self.app, self.host_ok, self.describe = app, host_ok, describe
-
-    def refuse(self, scope: Scope) -> tuple[int, str] | None:
-        headers = Headers(scope=scope)
-        host = headers.get("host", "")
-        if self.host_ok is not None:
-            parsed = split_host(host)
-            server_port = (scope.get("server") or (None, None))[1]
-            if parsed is None or not self.host_ok(parsed[0], parsed[1], server_port):
-                return 400, f"Host {host[:60]!r} refused: this server answers only {self.describe}"
-        origin = headers.get("origin")
-        if origin is not None and not same_origin(origin, host, scope.get("scheme", "http")):
-            return 403, f"cross-origin request from {origin[:60]!r} refused: only the explorer's own page may call it"  # fmt: skip
-        if scope["method"] not in ("GET", "HEAD") and "content-type" in headers:
-            media = headers["content-type"].partition(";")[0].strip().lower()
-            if scope["path"] in UPLOAD_PATHS:
-                if not media.startswith("image/"):
-                    return 415, f"{scope['path']} takes the image file itself: send Content-Type: image/png, not {media[:40]!r}"  # fmt: skip
-            elif media != "application/json":
-                return 415, f"send the body as JSON with Content-Type: application/json, not {media[:40]!r}"
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (refused := self.refuse(scope)) is not None:
-            status, message = refused
-            await JSONResponse({"error": one_line(message)}, status_code=status)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def host_policy(bind_host: str | None, port: int | None = None):
-    """For a loopback bind (127.0.0.0/8, ::1, localhost): a Host check that accepts loopback names and
-    addresses only, with the server's port (`port`, else the one the request came in on) or none.
-    Any other bind (named with --host) answers every Host: None."""
-    if bind_host is None or not is_loopback(bind_host):
-        return None
-
-    def ok(host: str, host_port: int | None, server_port: int | None) -> bool:
-        return is_loopback(host) and host_port in (None, port if port is not None else server_port)
-
-    return ok
 
 
 def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None, *, bind_host: str | None = None,

@@ -43,6 +43,8 @@ class Explorer:
         self.missing: dict[str, str] = dict(layout.missing)  # piece -> reason it is unavailable
         self.ae = self.dae = self.head = self.pca = None
         self.generators: dict[str, Any] = {}  # task name -> its generator (samplers + sample(request))
+        # The generator-only tasks (the GANs): a sampler each on the page, unavailable without its run.
+        self.generator_tasks = [s.name for s in tasks.with_role("generator") if "encoder" not in s.roles]
         self.maps: dict[str, np.ndarray] = {}
         self.samplers: dict[str, Any] = {}
         self.probe_accuracy = None
@@ -245,10 +247,11 @@ class Explorer:
         """n uint8 digits (n, 28, 28) from a code sampler (decoded) or a generator run (by task name)."""
         from mnistlab.latent import SampleRequest
 
-        known = (*AE_SAMPLERS, *self.generators)
+        known = (*AE_SAMPLERS, *dict.fromkeys([*self.generator_tasks, *self.generators]))
         if sampler not in known:
             raise ApiError(422, f"unknown sampler {sampler!r}; choose one of {', '.join(known)}")
-        if sampler in self.generators:
+        if sampler not in AE_SAMPLERS:
+            self.need(f"generator:{sampler}")
             gen = self.generators[sampler]
             with torch.inference_mode():
                 return gen.sample(SampleRequest(gen.samplers[0], n, seed))
@@ -289,12 +292,10 @@ class Explorer:
                         {"available": False, "label": f"{s} codes, decoded",
                          "reason": self.missing.get(f"sampler:{s}") or panel("encoder")["reason"]})
                     for s in AE_SAMPLERS}  # fmt: skip
-        for name, folder in self.layout.generators.items():
-            samplers[name] = {
-                **panel(f"generator:{name}"),
-                "label": f"{name} (its prior)",
-                "run": str(folder),
-            }
+        for name in dict.fromkeys([*self.generator_tasks, *self.layout.generators]):
+            folder = self.layout.generators.get(name)
+            samplers[name] = {**panel(f"generator:{name}"), "label": f"{name} (its prior)",
+                              "run": str(folder) if folder else None}  # fmt: skip
         on = any(v["available"] for v in samplers.values())
         sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no generator loaded"}
         maps = {m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
