@@ -606,3 +606,12 @@ def test_the_page_names_the_panels_a_gan_run_cannot_fill(study):
         assert page.locator("#sampler-gan .grid canvas").count() == 16
         assert "Unavailable" in page.inner_text("#sampler-gmm")
         assert errors == []
+
+
+def test_a_digit_is_refused_by_samplers_that_are_not_conditional(client):
+    for sampler in ("gan", "gmm"):
+        r = client.post("/api/sample", json={"sampler": sampler, "n": 2, "digit": 3})
+        assert r.status_code == 422 and "not conditional" in r.json()["error"], r.text
+    r = client.post("/api/sample", json={"sampler": "gan", "n": 2, "digit": 12})
+    assert r.status_code == 422
+    assert client.get("/api/info").json()["samplers"]["gan"]["conditional"] is False

@@ -192,8 +192,12 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         sampler = parse.get_str(body, "sampler")
         n = parse.get_int(body, "n", 16, 1, MAX_SAMPLES)
         seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
-        images = ex.sample(sampler, n, seed)
-        return {"sampler": sampler, "seed": seed, "images": parse.to_uint8_list(images)}
+        digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
+        if body.get("every_digit") is True:  # the same noise for every digit: style kept, class changed
+            rows = [ex.sample(sampler, n, seed, d) for d in range(10)]
+            return {"sampler": sampler, "seed": seed, "rows": [parse.to_uint8_list(r) for r in rows]}
+        images = ex.sample(sampler, n, seed, digit)
+        return {"sampler": sampler, "seed": seed, "digit": digit, "images": parse.to_uint8_list(images)}
 
     def interpolate(body: dict[str, Any]) -> dict[str, Any]:
         steps = parse.get_int(body, "steps", 10, 2, MAX_STEPS)

@@ -45,6 +45,7 @@ class Explorer:
         self.generators: dict[str, Any] = {}  # task name -> its generator (samplers + sample(request))
         # The generator-only tasks (the GANs): a sampler each on the page, unavailable without its run.
         self.generator_tasks = [s.name for s in tasks.with_role("generator") if "encoder" not in s.roles]
+        self.conditional = {s.name: s.conditional for s in tasks.with_role("generator")}
         self.maps: dict[str, np.ndarray] = {}
         self.samplers: dict[str, Any] = {}
         self.probe_accuracy = None
@@ -243,8 +244,9 @@ class Explorer:
         return {"index": i, "label": int(self.test_labels[i]), "image": self.test_images[i].tolist(),
                 "code": _floats(self.test_codes[i])}  # fmt: skip
 
-    def sample(self, sampler: str, n: int, seed: int) -> np.ndarray:
-        """n uint8 digits (n, 28, 28) from a code sampler (decoded) or a generator run (by task name)."""
+    def sample(self, sampler: str, n: int, seed: int, digit: int | None = None) -> np.ndarray:
+        """n uint8 digits (n, 28, 28) from a code sampler (decoded) or a generator run (by task name);
+        `digit` asks a conditional generator for that class (the same seed gives the same noise)."""
         from mnistlab.latent import SampleRequest
 
         known = (*AE_SAMPLERS, *dict.fromkeys([*self.generator_tasks, *self.generators]))
@@ -252,9 +254,13 @@ class Explorer:
             raise ApiError(422, f"unknown sampler {sampler!r}; choose one of {', '.join(known)}")
         if sampler not in AE_SAMPLERS:
             self.need(f"generator:{sampler}")
+            if digit is not None and not self.conditional.get(sampler):
+                raise ApiError(422, f"the {sampler} sampler cannot be asked for a digit (not conditional)")
             gen = self.generators[sampler]
             with torch.inference_mode():
-                return gen.sample(SampleRequest(gen.samplers[0], n, seed))
+                return gen.sample(SampleRequest(gen.samplers[0], n, seed, digit=digit))
+        if digit is not None:
+            raise ApiError(422, f"the {sampler} code sampler cannot be asked for a digit (not conditional)")
         self.need("encoder")
         if sampler not in self.samplers:
             raise ApiError(409, f"sampler {sampler} unavailable: {self.missing.get(f'sampler:{sampler}')}")
@@ -295,7 +301,8 @@ class Explorer:
         for name in dict.fromkeys([*self.generator_tasks, *self.layout.generators]):
             folder = self.layout.generators.get(name)
             samplers[name] = {**panel(f"generator:{name}"), "label": f"{name} (its prior)",
-                              "run": str(folder) if folder else None}  # fmt: skip
+                              "run": str(folder) if folder else None,
+                              "conditional": bool(self.conditional.get(name))}  # fmt: skip
         on = any(v["available"] for v in samplers.values())
         sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no generator loaded"}
         maps = {m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}

@@ -335,7 +335,17 @@ function setupSamplers() {
     const div = document.createElement("div"); div.className = "sampler"; div.id = `sampler-${name}`;
     const h = document.createElement("h3"); h.textContent = s.label || name;
     const grid = document.createElement("div"); grid.className = "grid";
-    div.append(h, grid);
+    div.append(h);
+    if (s.conditional) {  // a conditional generator: pick the digit, or see every digit from the same noise
+      const pick = document.createElement("select"); pick.className = "digit-pick"; pick.id = `digit-${name}`;
+      pick.setAttribute("aria-label", `${name}: which digit to draw`);
+      const options = [["", "mixed digits"], ...[...Array(10).keys()].map((d) => [String(d), `digit ${d}`]),
+                       ["rows", "every digit, same noise (style kept, class changed)"]];
+      for (const [value, text] of options) { const o = document.createElement("option"); o.value = value; o.textContent = text; pick.appendChild(o); }
+      pick.addEventListener("change", () => newBatch());
+      div.append(pick);
+    }
+    div.append(grid);
     if (!s.available) { const p = document.createElement("p"); p.className = "unavailable-reason"; p.textContent = `Unavailable: ${s.reason}`; div.appendChild(p); }
     box.appendChild(div);
   }
@@ -346,10 +356,16 @@ function setupSamplers() {
 async function newBatch() {
   $("batch-seed").textContent = `seed ${state.seed}`;
   const jobs = Object.entries(state.info.samplers).filter(([, s]) => s.available).map(async ([name]) => {
-    const out = await api("/api/sample", { sampler: name, n: 16, seed: state.seed });
+    const pick = document.getElementById(`digit-${name}`);
+    const body = { sampler: name, n: 16, seed: state.seed };
+    if (pick && pick.value === "rows") { body.every_digit = true; body.n = 8; }
+    else if (pick && pick.value !== "") body.digit = Number(pick.value);
+    const out = await api("/api/sample", body);
     const grid = document.querySelector(`#sampler-${name} .grid`);
     grid.textContent = "";
-    out.images.forEach((img) => grid.appendChild(tile(img)));
+    grid.classList.toggle("rows", Boolean(out.rows));
+    if (out.rows) out.rows.forEach((row, d) => row.forEach((img, i) => grid.appendChild(tile(img, `digit ${d}, noise ${i + 1}`))));
+    else out.images.forEach((img) => grid.appendChild(tile(img)));
   });
   try { await Promise.all(jobs); } catch (e) { setStatus(e.message); }
 }
