@@ -260,13 +260,14 @@ def table_notes(entries: list[Entry]) -> list[str]:
 def definitions(cfg: BenchConfig, computed: bool = True) -> str:
     """What each measure is (`computed`: with the settings of the ones computed from checkpoints)."""
     settings = f" (computed ones: {cfg.samples:,} per sampler, seed {cfg.seed})" if computed else ""
+    subset = f" (computed ones: over {cfg.nn_samples:,} of the samples)" if computed else ""
     return (f"Decoders: test images encoded and decoded (a denoiser's clean inputs). Denoisers: PSNR of the "
             f"output minus PSNR of the input, test images plus Gaussian noise of sigma {GAIN_SIGMA:g} (the run's "
             f"noise seed). Encoders: logistic regression on standardised codes fit on up to {cfg.probe_train:,} "
             f"training images, and {cfg.knn_k}-NN on the raw codes of all training images, test accuracy. "
             f"Generators: samples scored against the test split with the reference classifier{settings}; "
-            "nearest train image: mean L2 distance of a sample to "
-            "its nearest training image (pixels in [0, 1]). Train s and images/s: from the run's own training. "
+            f"nearest train image: mean L2 distance of a sample to its nearest training image, pixels in [0, 1]"
+            f"{subset}. Train s and images/s: from the run's own training. "
             "Blank: the measure does not apply to the model; '-': not known.")  # fmt: skip
 
 
@@ -355,7 +356,7 @@ def _keys(cfg: BenchConfig) -> dict[str, str]:
 
 
 def _sampler_key(name: str, cfg: BenchConfig) -> str:
-    return f"{name}/n={cfg.samples}/seed={cfg.seed}"
+    return f"{name}/n={cfg.samples}/seed={cfg.seed}/nn={cfg.nn_samples}"
 
 
 def wanted_samplers(offered: list[str], cfg: BenchConfig) -> list[str]:

@@ -55,11 +55,17 @@ def default_out() -> Path:
     return Path("runs") / f"compare-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
-def write(entries: list[bench.Entry], notes: list[str], cfg: bench.BenchConfig, out: Path) -> dict[str, Path]:
-    """Write out/compare.html, compare.md and compare.csv; return their paths."""
+def check_out(out: Path) -> Path:
+    """`out` if compare can write its pages there (checked before anything is computed)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file, not a folder")
+    return out
+
+
+def write(entries: list[bench.Entry], notes: list[str], cfg: bench.BenchConfig, out: Path) -> dict[str, Path]:
+    """Write out/compare.html, compare.md and compare.csv; return their paths."""
+    out = check_out(out)
     texts = render(entries, notes, cfg, out.resolve())
     paths = {"html": out / "compare.html", "markdown": out / "compare.md", "csv": out / "compare.csv"}
     try:
