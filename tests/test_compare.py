@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import bench, cli, tasks
+from mnistlab import bench, bench_table, cli, tasks
 from mnistlab.report.bench_section import bench_section
 from mnistlab.report.content import RunFolder
 
@@ -197,11 +197,11 @@ def test_the_table_leaves_blank_what_does_not_apply_and_marks_what_is_unknown():
     gen = bench.Entry("gen", Path("gen"), "y", frozenset({"generator"}))
     gen.values = bench.summary_measures({"train_seconds": 3.0}, gen.roles)
     gen.samplers = {"prior": bench.score_measures({"fid_mnist": 12.5, "class_hist": [0.05] * 5 + [0.15] * 5})}
-    rows = bench.rows([enc, gen])
+    rows = bench_table.rows([enc, gen])
     assert "fid" not in rows[0] and "mse" not in rows[1] and rows[1]["rarest"] == 0.05
-    headers, cells = bench.table(rows)
+    headers, cells = bench_table.table(rows)
     cell = {name: dict(zip(headers, row)) for name, row in zip(("enc", "gen"), cells)}
     assert cell["enc"]["test MSE"] == "0.01" and cell["enc"]["frozen probe"] == "-"  # applies, unknown
     assert cell["gen"]["test MSE"] == "" and cell["gen"]["FID-MNIST"] == "12.5"  # does not apply; known
     assert "PSNR gain at sigma 1 (dB)" not in headers  # no denoiser among the rows: no column
-    assert bench.csv_text(rows).splitlines()[0].startswith("model,task,sampler,mse,psnr,ssim,probe_acc")
+    assert bench_table.csv_text(rows).splitlines()[0].startswith("model,task,sampler,mse,psnr,ssim,probe_acc")

@@ -35,7 +35,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mnistlab import bench
+    from mnistlab import bench, bench_table
     from mnistlab.allocator import keep_freed_memory
     from mnistlab.report import bench_page
 
@@ -50,9 +50,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = bench_page.check_out(args.out or bench_page.default_out())
     entries, notes = bench.compare(args.runs, cfg, compute=True)
     paths = bench_page.write(entries, notes, cfg, out)
-    headers, cells = bench.table(bench.rows(entries))
-    print(bench.markdown(headers, cells))
-    for note in [*notes, *bench.table_notes(entries)]:
+    headers, cells = bench_table.table(bench_table.rows(entries))
+    print(bench_table.markdown(headers, cells))
+    for note in [*notes, *bench_table.table_notes(entries)]:
         print(f"- {note}")
     print(f"wrote {paths['markdown']}, {paths['csv']} and {paths['html']}")
     return 0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mnistlab import bench
+from mnistlab import bench, bench_table
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes
 from mnistlab.report.build import _environment, data_uri
@@ -32,22 +32,22 @@ def figure_grid(entries: list[bench.Entry]) -> list[dict[str, Any]]:
 
 def render(entries: list[bench.Entry], notes: list[str], cfg: bench.BenchConfig, out: Path) -> dict[str, str]:
     """{"html", "markdown", "csv"} texts of the comparison (markdown links figures relative to `out`)."""
-    table_rows = bench.rows(entries)
-    headers, cells = bench.table(table_rows)
+    table_rows = bench_table.rows(entries)
+    headers, cells = bench_table.table(table_rows)
     grid = figure_grid(entries)
     images = {str(p): data_uri(p.read_bytes()) for row in grid for cell in row["cells"] for _, p in cell}
     links = {str(p): Path(os.path.relpath(p, out)).as_posix() for p in map(Path, images)}
     context = {
-        "runs": entries, "headers": headers, "cells": cells, "notes": [*notes, *bench.table_notes(entries)],
-        "definitions": bench.definitions(cfg), "grid": grid, "images": images, "links": links,
-        "table_md": bench.markdown(headers, cells),
+        "runs": entries, "headers": headers, "cells": cells, "notes": [*notes, *bench_table.table_notes(entries)],
+        "definitions": bench_table.definitions(cfg), "grid": grid, "images": images, "links": links,
+        "table_md": bench_table.markdown(headers, cells),
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
     }  # fmt: skip
     env = _environment()
     return {
         "html": env.get_template("compare.html.j2").render(**context),
         "markdown": env.get_template("compare.md.j2").render(**context),
-        "csv": bench.csv_text(table_rows),
+        "csv": bench_table.csv_text(table_rows),
     }
 
 
