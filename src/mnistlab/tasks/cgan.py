@@ -1,0 +1,400 @@
+"""The task `cgan`: the report's GAN conditioned on the digit (models/cgan.py: label embedding concatenated
+to G's noise, projection discriminator), trained with the GAN's recipe (training/gan.py) on all 70,000
+images (gan.merge_test). Role: generator, conditional: `generate(n, digit=7)` draws sevens, digit None
+equal shares of every digit. The step is the GAN's two phases with labels; the fakes of a batch take the
+real batch's digits, so D sees the same class mix in real and fake and can tell them apart only by how
+each digit looks (and nothing is drawn for labels: under torchrun a rank's labels are its slice of the
+global batch, as its images). Networks, optimizers, G average, instance noise and the pinned-loss watch
+are a GANTask's, held here. With model.aux_classifier, D also classifies the digit (AC-GAN's losses).
+After each epoch: the grid, one row per digit with the same noise in each column (style kept, class
+changed); scores at the grid epochs; the collapse detector overall and per digit. At the end: overall
+and per-digit scores (share read as that digit, FID-MNIST against its test images) in summary.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+from torch import nn
+
+from mnistlab import distributed, rundir
+from mnistlab.collapse import detect_collapse
+from mnistlab.data import DataConfig, Split, to_float
+from mnistlab.errors import check_float, check_int
+from mnistlab.fsio import atomic_write_bytes
+from mnistlab.generation import score_samples
+from mnistlab.latent import SampleRequest, check_sampler
+from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, ProjectionScores
+from mnistlab.report import gan_figures
+from mnistlab.report.content import RunFolder, Section, Table, num, pct
+from mnistlab.report.figures import plot_curves
+from mnistlab.tasks import TaskSpec, TrainedRun, register
+from mnistlab.training import gan, gan_run, run_folder
+from mnistlab.training.gan import GANTask, GANTrainConfig, fixed_noise
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit
+
+log = logging.getLogger("mnistlab")
+
+
+@dataclass(frozen=True)
+class CGANTrainConfig:
+    aux_weight: float = 1.0  # weight of the class cross-entropies when model.aux_classifier
+    check_samples: int = 1000  # equal-share samples checked for collapse after every epoch; 0 = the grid
+    min_digit_share: float = 0.5  # a digit whose samples are read as it less often than this = collapsing
+
+    def __post_init__(self):
+        check_float(self.aux_weight, "cgan.aux_weight", 0, 100)
+        check_int(self.check_samples, "cgan.check_samples", 0, 100_000, "0 = the grid's samples")
+        check_float(self.min_digit_share, "cgan.min_digit_share", 0, 1)
+
+
+@dataclass(frozen=True)
+class CGANExperiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: CGANConfig = field(default_factory=CGANConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # train.lr is the generator's
+    gan: GANTrainConfig = field(default_factory=GANTrainConfig)  # the GAN's recipe, as its [gan.gan]
+    cgan: CGANTrainConfig = field(default_factory=CGANTrainConfig)
+
+
+def digit_labels(n: int, digit: int | None = None) -> torch.Tensor:
+    """(n,) digits: all `digit`, or 0, 1, ..., 9, 0, 1, ... (equal shares, one digit per grid column)."""
+    return torch.arange(n) % N_CLASSES if digit is None else torch.full((n,), digit, dtype=torch.long)
+
+
+def grid_inputs(size: int, noise_dim: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row d = digit d, column j = noise vector j: (10 * size, noise_dim) noise and (10 * size,) digits."""
+    z = fixed_noise(size, noise_dim, seed, device).repeat(N_CLASSES, 1)
+    return z, torch.arange(N_CLASSES, device=device).repeat_interleave(size)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """uint8 digits (N, 28, 28) on the CPU from noise z (N, noise_dim) and digits y (N,), in eval mode."""
+    device, was = next(G.parameters()).device, G.training
+    G.eval()
+    try:
+        out = [G(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).squeeze(1).mul(255)
+               .round_().to("cpu", torch.uint8) for i in range(0, len(z), batch_size)]  # fmt: skip
+    finally:
+        G.train(was)
+    return torch.cat(out) if out else torch.empty(0, 28, 28, dtype=torch.uint8)
+
+
+class CGANTask:
+    """The GAN's two-phase step (training/gan.py's module docstring), with the batch's digits given to G and D."""
+
+    metrics_reduced = True
+
+    def __init__(self, cgan: CGAN, cfg: TrainConfig, gcfg: GANTrainConfig, device, total_steps: int, val=None,
+                 aux_weight: float = 1.0):  # fmt: skip
+        self.core = GANTask(cgan, cfg, gcfg, device, total_steps)  # networks, optimizers, G average, watch
+        self.modules, self.optimizers, self.device = self.core.modules, self.core.optimizers, device
+        self.G, self.D = self.core.G, self.core.D
+        self.g_net, self.d_scores = self.G, self.D.scores  # or their DDP wrappers (distribute)
+        self.aux, self.val = aux_weight, (val if val is not None and len(val) else None)
+
+    def distribute(self, wrap) -> None:
+        self.g_net, self.d_scores = wrap(self.G), wrap(ProjectionScores(self.D))
+
+    @property
+    def sampler(self) -> nn.Module:
+        return self.core.sampler  # G's weight average when gan.g_ema > 0
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        c, g = self.core, self.core.gcfg
+        x = to_float(images, self.device).contiguous(memory_format=c.memory_format)  # (B, 1, 28, 28)
+        y = labels.to(self.device)  # (B,): the real digits, and the fakes' too
+        z = distributed.randn_rows(len(x), self.G.noise_dim, device=self.device)  # global draw, sliced
+        with c.autocast():
+            fake = self.g_net(z, y)
+        # Phase 1, discriminator: real and fake (detached) in one batch of 2B with their digits.
+        use_r1 = g.r1 > 0 and c.step % g.r1_every == 0
+        x_in = c._d_input(x).requires_grad_(use_r1)
+        with c.autocast():
+            both, cls = self.d_scores(torch.cat([x_in, c._d_input(fake.detach()).to(x_in.dtype)]), torch.cat([y, y]))  # fmt: skip
+        s_real, s_fake = both.float().split(len(x))
+        d_loss = gan.discriminator_loss(s_real, s_fake, g.real_label, g.loss)
+        if cls is not None:  # AC-GAN (Odena et al. 2017): D's classifier learns the real images' digits ...
+            d_loss = d_loss + self.aux * F.cross_entropy(cls[: len(x)].float(), y)
+        r1 = gan.r1_penalty(s_real, x_in) if use_r1 else None
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
+        (d_loss + 0.5 * g.r1 * g.r1_every * r1 if r1 is not None else d_loss).backward()
+        self.optimizers["discriminator"].step()
+        # Phase 2, generator: the updated D (its weights frozen) scores the same fakes with their digits.
+        self.D.requires_grad_(False)
+        try:
+            with c.autocast():
+                g_scores, g_cls = self.D.scores(c._d_input(fake), y)
+            g_loss = gan.generator_loss(g_scores.float(), g.loss)
+            if g_cls is not None:  # ... and G draws fakes that it reads as the digits asked for
+                g_loss = g_loss + self.aux * F.cross_entropy(g_cls.float(), y)
+            self.optimizers["generator"].zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.optimizers["generator"].step()
+        finally:
+            self.D.requires_grad_(True)
+        if c.G_ema is not None:
+            decay = gan.ema_decay(g.g_ema, c.step)
+            with torch.no_grad():
+                for pe, p in zip(c.G_ema.parameters(), self.G.parameters()):
+                    pe.lerp_(p, 1.0 - decay)  # pe = decay * pe + (1 - decay) * p
+        c.step += 1
+        stats = [d_loss.detach(), g_loss.detach(), torch.sigmoid(s_real.detach()).mean(),
+                 torch.sigmoid(s_fake.detach()).mean()] + ([r1.detach()] if r1 is not None else [])  # fmt: skip
+        vals = distributed.mean_over_ranks(torch.stack(stats)).tolist()
+        out = {"loss": vals[0] + vals[1], "d_loss": vals[0], "g_loss": vals[1],
+               "d_real": vals[2], "d_fake": vals[3]}  # fmt: skip
+        if g.r1 > 0:  # the last computed penalty on lazy steps
+            c._last_r1 = vals[4] if r1 is not None else c._last_r1
+            out["r1"] = c._last_r1
+        c._watch(out)  # pinned losses: stop (GANDivergedError) or flag
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean D(x, y) on held-out images and on as many fakes of their digits (empty when merged)."""
+        if self.val is None:
+            return {}
+        n = min(len(self.val), 1000)
+        x, y = to_float(self.val.images[:n], self.device), self.val.labels[:n].to(self.device)
+        fake = to_float(generate(self.sampler, fixed_noise(n, self.G.noise_dim, 1, self.device), y), self.device)  # fmt: skip
+        return {"d_real": self.D(x, y).mean().item(), "d_fake": self.D(fake, y).mean().item()}
+
+
+def collapse_checks(samples: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor | None,
+                    real: list[torch.Tensor], history: list[dict], exp: CGANExperiment) -> tuple[list[str], dict]:  # fmt: skip
+    """The collapse detector on uint8 `samples` (N, 28, 28) of digits `labels` (N,), read as `classes` by the
+    reference (or None): on all of them (a class dominating, samples alike, D stuck), then per digit d (its
+    samples alike against real[d], images of d; or read as d under cgan.min_digit_share of the time)."""
+    cfg = exp.gan.collapse
+    mixed = torch.cat([r[:100] for r in real])  # real images of every digit, for the overall diversity
+    report = detect_collapse(samples, history, classes, mixed, cfg)
+    warnings, stats = list(report.warnings), {}
+    for d in range(N_CLASSES):
+        mine = labels == d
+        if int(mine.sum()) < 2:  # (too few samples of d to compare)
+            continue
+        rep = detect_collapse(samples[mine], (), None, real[d], cfg)
+        warnings += [f"digit {d}: {w}" for w in rep.warnings]
+        stats[f"digit_diversity_{d}"] = rep.stats.get("diversity_ratio", rep.stats.get("diversity"))
+        if classes is not None:
+            share = stats[f"digit_share_{d}"] = round(float((classes[mine] == d).double().mean()), 4)
+            if share < exp.cgan.min_digit_share:
+                warnings.append(f"digit {d}: only {share:.0%} of its samples read as {d} "
+                                f"(threshold {exp.cgan.min_digit_share:.0%})")  # fmt: skip
+    shares = [v for k, v in stats.items() if k.startswith("digit_share_")]
+    return warnings, {**stats, "digit_share_min": min(shares, default=None)}
+
+
+class DigitWatch:
+    """The loop's on_epoch_end (rank 0): the per-digit grid, scores at the grid epochs, collapse checks."""
+
+    def __init__(self, task: CGANTask, exp: CGANExperiment, run_dir: Path, scorer: Any, train: Split):
+        g, nd, dev, seed = exp.gan, exp.model.noise_dim, task.device, exp.train.seed
+        self.task, self.exp, self.run_dir, self.scorer = task, exp, run_dir, scorer
+        self.grid = grid_inputs(g.grid_size, nd, seed + gan_run.GRID_STREAM, dev)
+        n = max(g.eval_samples if scorer else 0, exp.cgan.check_samples)
+        self.z, self.y = fixed_noise(n, nd, seed + gan_run.EVAL_STREAM, dev), digit_labels(n)
+        self.real, self.warned = [train.images[train.labels == d][:500] for d in range(N_CLASSES)], []
+
+    def __call__(self, epoch: int, row: dict[str, Any]) -> None:
+        g, bs = self.exp.gan, self.exp.train.eval_batch_size
+        grid = generate(self.task.sampler, *self.grid, bs)
+        kept = epoch in g.grid_epochs or epoch == self.exp.train.epochs
+        n = len(self.z) if kept and self.scorer else self.exp.cgan.check_samples
+        samples, labels = (generate(self.task.sampler, self.z[:n], self.y[:n], bs), self.y[:n]) if n else (
+            grid, self.grid[1].cpu())  # fmt: skip
+        if kept:
+            atomic_write_bytes(self.run_dir / "grids" / f"epoch_{epoch:03d}.safetensors",
+                               save({"images": grid.contiguous()}))  # fmt: skip
+            if self.scorer is not None and g.eval_samples:
+                row.update(gan_run._scalars(self.scorer.score(samples[: g.eval_samples])))
+        classes = self.scorer.classes(samples) if self.scorer is not None else None
+        history = rundir.read_history(self.run_dir) + [row]
+        warnings, stats = collapse_checks(samples, labels, classes, self.real, history, self.exp)
+        row.update({k: v for k, v in stats.items() if v is not None}, collapse_warnings=len(warnings))
+        for w in warnings:
+            log.warning("epoch %d: possible collapse: %s", epoch, w)
+            self.warned.append(f"epoch {epoch}: {w}")
+
+
+def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train the cGAN of `exp` into run folder `out`; score it per digit and draw its figures."""
+    data, device = run_folder.start(exp)
+    train_split = gan_run.merged(data) if exp.gan.merge_test else data.train
+    total = math.ceil(len(train_split) / exp.train.batch_size) * exp.train.epochs
+    task = CGANTask(CGAN(exp.model), exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val,
+                    exp.cgan.aux_weight)  # fmt: skip
+    run_dir = run_folder.prepare(out, exp, SPEC.name, resume)
+    main = distributed.current().is_main
+    if resume and rundir.checkpoint_path(run_dir).exists():
+        task.core.step = rundir.read_run_checkpoint(run_dir)[1]["step"]  # R1 / noise / G-average schedules
+    scoring = exp.gan.eval_samples or exp.gan.final_samples or exp.cgan.check_samples
+    scorer = gan_run.Scorer(data, exp.data, train_split, device, progress) if scoring and main else None
+    watch = DigitWatch(task, exp, run_dir, scorer, train_split)  # called on rank 0 only
+    base = {"task": SPEC.name, "data": data.source, "n_train": len(train_split), "device": str(device)}
+    try:
+        result = fit(task, train_split, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)  # fmt: skip
+    except NonFiniteLossError as e:
+        if main:
+            gan_run.draw_figures(run_dir, None, None)
+            rundir.write_summary(run_dir, {**base, "status": "diverged", "error": str(e),
+                                           "collapse_warnings": watch.warned})  # fmt: skip
+        raise
+    if not main:
+        return {}
+    summary = {**base, **finish(run_dir, task.sampler, exp, scorer, data.test, watch.real)}
+    summary.update(run_folder.finished(result), diverged_at_step=task.core.diverged_at,
+                   collapse_warnings=watch.warned + [f"final: {w}" for w in summary["collapse"]["warnings"]],
+                   collapse_epochs=[r["epoch"] for r in result.history if r.get("collapse_warnings")])  # fmt: skip
+    rundir.write_summary(run_dir, summary)
+    return summary
+
+
+def finish(run_dir: Path, G: nn.Module, exp: CGANExperiment, scorer: Any, test: Split,
+           real: list[torch.Tensor]) -> dict[str, Any]:  # fmt: skip
+    """Final equal-share samples scored overall and per digit, the collapse checks, the figures."""
+    g, bs, nd, seed = exp.gan, exp.train.eval_batch_size, exp.model.noise_dim, exp.train.seed
+    device = next(G.parameters()).device
+    labels = digit_labels(g.final_samples)
+    samples = generate(G, fixed_noise(g.final_samples, nd, seed + gan_run.FINAL_STREAM, device), labels, bs)
+    z, grid_y = grid_inputs(g.grid_size, nd, seed + gan_run.GRID_STREAM, device)
+    grid = generate(G, z, grid_y, bs)
+    if not len(samples):
+        samples, labels = grid, grid_y.cpu()
+    out, scores, classes = {}, None, None
+    if scorer is not None and g.final_samples:
+        scores, classes = scorer.score(samples, nearest_train=True), scorer.classes(samples)
+        out.update(test=gan_run._jsonable(scores), n_samples_scored=len(samples), per_digit=[])
+        for d in range(N_CLASSES):  # the share read as d; FID-MNIST etc. against d's test images (k = 3)
+            mine, real_d = labels == d, test.take(test.labels == d)
+            row = {"digit": d, "n": int(mine.sum()), "n_real": len(real_d),
+                   "share_as_digit": round(float((classes[mine] == d).double().mean()), 4) if mine.any() else None}  # fmt: skip
+            if row["n"] > 3 and len(real_d) > 3:
+                row.update({k: v for k, v in score_samples(samples[mine], scorer.reference, real_d, None).items()
+                            if k in ("fid_mnist", "precision", "recall")})  # fmt: skip
+            out["per_digit"].append(row)
+    history = rundir.read_history(run_dir)
+    warnings, stats = collapse_checks(samples, labels, classes, real, history, exp)
+    for w in warnings:
+        log.warning("final samples: possible collapse: %s", w)
+    out["collapse"] = {"collapsed": bool(warnings), "warnings": warnings, "stats": stats}
+    figures = Path(run_dir) / "figures"
+    gan_run.draw_figures(run_dir, None, scores)  # curves, grids by epoch (one row per digit), histogram
+    gan_figures.sample_grid(grid, figures / "samples_final.png", "Final generator: one row per digit",
+                            rows=N_CLASSES, caption="the same noise in each column")  # fmt: skip
+    if any("digit_share_min" in r for r in history):
+        plot_curves(history, [f"digit_share_{d}" for d in range(N_CLASSES)], figures / "digit_share_by_epoch.png",
+                    "Share of each digit's samples read as that digit", ylabel="share")  # fmt: skip
+    return out
+
+
+class CGANRun(TrainedRun):
+    """A trained cGAN run, and its own `mnistlab sample` generator: noise from N(0, I), the digit asked for."""
+
+    samplers = ("prior",)
+
+    def __init__(self, spec: TaskSpec, path: Path, exp: CGANExperiment, device: torch.device):
+        super().__init__(spec, path, exp, device)
+        self.model = CGAN(exp.model)
+        rundir.load_weights(path, self.model.generator, "generator_ema" if exp.gan.g_ema > 0 else "generator")
+        rundir.load_weights(path, self.model.discriminator, "discriminator")
+        self.model.to(device).eval()
+
+    def generator(self) -> CGANRun:
+        return self
+
+    def sample(self, request: SampleRequest) -> np.ndarray:
+        """uint8 (n, 28, 28): all of request.digit, or equal shares of every digit (digit None)."""
+        check_sampler(request.sampler, self.samplers, "cGAN")
+        z = fixed_noise(request.n, self.exp.model.noise_dim, request.seed, self.device)
+        y = digit_labels(request.n, request.digit)
+        return generate(self.model.generator, z, y, self.exp.train.eval_batch_size).numpy()
+
+    def generate(self, n: int, digit: int | None = None, seed: int = 0, sampler: str | None = None) -> torch.Tensor:  # fmt: skip
+        return torch.from_numpy(self.sample(SampleRequest(sampler or "prior", n, seed, digit=digit)))
+
+
+def load_run(run_dir: Path, exp: CGANExperiment, device: torch.device) -> CGANRun:
+    return CGANRun(SPEC, run_dir, exp, device)
+
+
+def report_section(run: RunFolder, stage: str) -> Section:
+    sec = Section(stage, "Conditional GAN")
+    sec.missing = run.not_run(stage, "conditional GAN result")
+    if sec.missing:
+        return sec
+    s = run.json(f"{stage}/summary.json")
+    test, stats = s.get("test", {}), s.get("collapse", {}).get("stats", {})
+    sec.intro = (f"The report's GAN conditioned on the digit (label embedding concatenated to the noise, projection "
+                 f"discriminator), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
+                 f"{num(s.get('train_seconds'))} s (status {s.get('status')}).")  # fmt: skip
+    if test:
+        hist = test.get("class_hist") or []
+        sec.tables.append(Table(f"{num(s.get('n_samples_scored'))} samples, equal shares of every digit, scored "
+                                "against the test set", ["FID-MNIST", "precision", "recall", "KL(class | uniform)",
+                                "rarest digit", "commonest digit", "nearest training image (L2)"],
+                                [[num(test.get("fid_mnist")), num(test.get("precision")), num(test.get("recall")),
+                                  num(test.get("kl_uniform")), pct(min(hist)) if hist else "-",
+                                  pct(max(hist)) if hist else "-", num(test.get("nn_train_dist"))]]))  # fmt: skip
+    rows = [[str(r["digit"]), pct(r.get("share_as_digit")), num(r.get("fid_mnist")), num(r.get("precision")),
+             num(r.get("recall")), num(stats.get(f"digit_diversity_{r['digit']}"))] for r in s.get("per_digit", [])]  # fmt: skip
+    if rows:
+        sec.tables.append(Table("Per digit: samples asked for that digit, scored against that digit's test images",
+                                ["digit", "read as that digit", "FID-MNIST", "precision", "recall",
+                                 "diversity / real's"], rows))  # fmt: skip
+    sec.warnings = list(s.get("collapse_warnings", []))
+    if not sec.warnings:
+        sec.notes.append("The collapse detector (overall and per digit) raised no warning.")
+    for name, caption in (
+        ("epoch_grids", "Fixed noise at each kept epoch: row d asks for digit d, the same noise in each column."),
+        ("samples_final", "Final generator: row d asks for digit d, the same noise in each column (image grid)."),
+        ("loss_curves", "D and G losses (epoch means). x: epoch; y: BCE loss."),
+        ("fid_by_epoch", "FID-MNIST of equal-share samples at the kept epochs. x: epoch; y: FID-MNIST."),
+        ("digit_share_by_epoch", "Share of each digit's samples read as that digit. x: epoch; y: share."),
+        ("class_histogram", "Final equal-share samples by the digit the reference reads. x: digit; y: share."),
+    ):  # fmt: skip
+        sec.figures += run.figure(f"{stage}/figures/{name}.png", caption)
+    return sec
+
+
+# fmt: off
+_DEFAULT = {  # the default GAN's recipe (configs/default.toml [gan.*]), conditioned
+    "model": {"noise_dim": 100, "embed_dim": 10},
+    "train": {"epochs": 15, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "optimizer": "adam",
+              "schedule": "constant"},
+    "gan": {"d_lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "loss": "bce_logits", "real_label": 1.0, "d_noise": 0.0,
+            "r1": 1.0, "r1_every": 4, "g_ema": 0.999, "merge_test": True, "grid_epochs": [1, 5, 10, 15],
+            "eval_samples": 5000, "final_samples": 10000, "stop_on_divergence": True},
+}
+PRESETS = {
+    # The report's GAN settings (configs/seed.toml [gan.*]): BCE on probabilities, lr 0.02 for both, batch
+    # 200, 15 epochs, no R1, no G average; it runs on when the losses pin, as the report's did.
+    "seed": {
+        "model": {"noise_dim": 100, "embed_dim": 10},
+        "train": {**_DEFAULT["train"], "batch_size": 200, "lr": 0.02},
+        "gan": {"d_lr": 0.02, "beta1": 0.5, "beta2": 0.999, "loss": "bce_probs", "real_label": 1.0, "d_noise": 0.0,
+                "merge_test": True, "grid_epochs": [1, 5, 10, 15], "eval_samples": 5000, "final_samples": 10000,
+                "stop_on_divergence": False},
+    },
+    "default": _DEFAULT,
+    "quick": {  # a smoke run: 5,000 + 1,000 images, 3 epochs
+        **_DEFAULT,
+        "data": {"train_limit": 5000, "test_limit": 1000},
+        "train": {**_DEFAULT["train"], "epochs": 3},
+        "gan": {**_DEFAULT["gan"], "grid_epochs": [1, 2, 3], "eval_samples": 1000, "final_samples": 2000},
+    },
+}
+# fmt: on
+
+SPEC = register(TaskSpec(name="cgan", description="the report's GAN conditioned on the digit (sample --digit d)",
+                         experiment=CGANExperiment, train=train, load=load_run, roles=frozenset({"generator"}),
+                         presets=PRESETS, report=report_section, order=45, conditional=True))  # fmt: skip

@@ -1,0 +1,243 @@
+"""The conditional GAN (task `cgan`): the label conditions both networks, a tiny cGAN learns to draw the
+class it is asked for, `--digit` is refused for unconditional runs, exact resume, two gloo processes
+equal one, and the run folder's per-digit summary and report section."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mnistlab import cli, rundir, sampling, tasks
+from mnistlab.data import DataConfig, load
+from mnistlab.errors import ConfigError
+from mnistlab.models.cgan import CGAN, CGANConfig
+from mnistlab.report.content import RunFolder
+from mnistlab.tasks import cgan
+from mnistlab.training.checkpoint import read_checkpoint
+from mnistlab.training.gan import fixed_noise
+from mnistlab.training.loop import fit
+from mnistlab.training.run_folder import seed_everything
+from tests.conftest import write_dataset
+from tests.dist_worker import run_rank
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# MNIST slices: 24 train + 8 test images merged = 32 = 2 global batches of 16 (8 per rank under two
+# processes); R1 every other step, instance noise and the G average on; nothing scored.
+TINY = ["data.train_limit=24", "data.test_limit=8", "train.batch_size=16", "train.epochs=3", "train.device=cpu",
+        "train.lr=2e-4", "gan.d_lr=2e-4", "gan.loss=bce_logits", "gan.r1=1", "gan.r1_every=2", "gan.d_noise=0.1",
+        "gan.g_ema=0.9", "gan.eval_samples=0", "gan.final_samples=0", "cgan.check_samples=0",
+        "gan.grid_epochs=1,3", "gan.grid_size=3"]  # fmt: skip
+
+
+def test_the_label_conditions_both_networks():
+    torch.manual_seed(0)
+    model = CGAN(CGANConfig()).eval()
+    z = torch.randn(4, 100)
+    with torch.no_grad():
+        threes, fives = model.generator(z, torch.full((4,), 3)), model.generator(z, torch.full((4,), 5))
+        assert threes.shape == (4, 1, 28, 28) and 0 <= threes.min() and threes.max() <= 1
+        assert (threes - fives).abs().flatten(1).amax(1).min() > 1e-4  # every image changes with the label
+        x = torch.rand(4, 1, 28, 28)
+        d3, d5 = (
+            model.discriminator.logits(x, torch.full((4,), 3)),
+            model.discriminator.logits(x, torch.full((4,), 5)),
+        )
+        assert d3.shape == (4,) and not torch.allclose(d3, d5)
+        assert torch.allclose(model.discriminator(x, torch.full((4,), 3)), torch.sigmoid(d3))
+
+
+def test_the_optional_auxiliary_classifier_trains_with_both_networks():
+    exp = tasks.load_experiment("cgan", "default", ["model.aux_classifier=true", "cgan.aux_weight=0.5",
+                                                    "train.device=cpu"])  # fmt: skip
+    torch.manual_seed(0)
+    model = CGAN(exp.model)
+    scores, classes = model.discriminator.scores(torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3]))
+    assert scores.shape == (3,) and classes.shape == (3, 10)
+    assert (
+        CGAN(CGANConfig()).discriminator.scores(torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3]))[1] is None
+    )
+    task = cgan.CGANTask(model, exp.train, exp.gan, torch.device("cpu"), 10, aux_weight=exp.cgan.aux_weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = task.train_step(torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8), torch.arange(8))
+    assert out["d_loss"] > 0.5 * math.log(10)  # the class cross-entropy of an untrained classifier is in it
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert {
+        "discriminator.classifier.weight",
+        "generator.embed.weight",
+        "discriminator.embed.weight",
+    } <= changed
+
+
+def test_presets_are_the_gan_recipes_conditioned():
+    for preset in ("seed", "default"):
+        c, g = tasks.load_experiment("cgan", preset), tasks.load_experiment("gan", preset)
+        assert c.train == g.train and c.gan == g.gan and c.model.noise_dim == g.model.noise_dim
+    seed = tasks.load_experiment("cgan", "seed")
+    assert (seed.train.lr, seed.gan.d_lr, seed.gan.loss, seed.train.batch_size) == (
+        0.02,
+        0.02,
+        "bce_probs",
+        200,
+    )
+    assert (seed.gan.beta1, seed.gan.beta2, seed.train.epochs, seed.gan.merge_test) == (0.5, 0.999, 15, True)
+    quick = tasks.load_experiment("cgan", "quick")
+    assert quick.data.train_limit <= 5000 and quick.train.epochs <= 3
+    assert tasks.get("cgan").conditional and tasks.get("cgan").roles == {"generator"}
+
+
+def test_a_tiny_cgan_draws_the_class_it_is_asked_for(tmp_path):
+    """Blobs of two classes (each a bright square at its own place); after 48 steps, samples asked for
+    either class are read as that class by a nearest-class-mean classifier on the training images."""
+    data = load(
+        DataConfig(data_dir=str(write_dataset(tmp_path / "idx", n_train=1200, n_test=10)), val_fraction=0)
+    )
+    train = data.train.take((data.train.labels == 3) | (data.train.labels == 5))  # 253 images
+    exp = tasks.load_experiment("cgan", "default", ["train.epochs=3", "train.batch_size=16", "train.lr=2e-3",
+                                                    "gan.d_lr=2e-3", "gan.g_ema=0", "train.device=cpu"])  # fmt: skip
+    seed_everything(0)
+    task = cgan.CGANTask(CGAN(exp.model), exp.train, exp.gan, torch.device("cpu"), total_steps=48)
+    fit(task, train, exp.train, None, progress=False)
+    means = torch.stack([train.images[train.labels == c].float().mean(0).flatten() for c in (3, 5)])
+    for c in (3, 5):
+        x = cgan.generate(task.sampler, fixed_noise(200, 100, 1, "cpu"), cgan.digit_labels(200, c))
+        read = torch.tensor([3, 5])[torch.cdist(x.float().flatten(1), means).argmin(1)]
+        assert (read == c).float().mean() > 0.8, (c, (read == c).float().mean())
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """(a one-epoch GAN run, a one-epoch cGAN run) on MNIST slices, shared by the sampling tests."""
+    root = tmp_path_factory.mktemp("runs")
+    gan_tiny = [o for o in TINY if not o.startswith("cgan.")]
+    tasks.train("gan", "seed", [*gan_tiny, "train.epochs=1"], out=root / "gan", progress=False)
+    tasks.train("cgan", "seed", [*TINY, "train.epochs=1"], out=root / "cgan", progress=False)
+    return root / "gan", root / "cgan"
+
+
+def test_digit_is_refused_for_an_unconditional_run(tiny_runs, tmp_path):
+    gan_run = tiny_runs[0]
+    with pytest.raises(
+        ConfigError, match="cannot be asked for a digit; --digit needs a conditional task"
+    ) as e:
+        sampling.sample_to_file(gan_run, tmp_path / "s.npy", None, 5, digit=3)
+    assert "\n" not in str(e.value) and "cgan" in str(e.value) and not (tmp_path / "s.npy").exists()
+    with pytest.raises(ConfigError, match="cannot be asked for a digit"):
+        tasks.load_run(gan_run).generate(5, digit=3)
+
+
+def test_a_conditional_run_draws_the_digit_asked_for_or_equal_shares(tiny_runs, tmp_path):
+    run = tiny_runs[1]
+    result = sampling.sample_to_file(run, tmp_path / "sevens.npy", None, 12, seed=2, digit=7)
+    sevens = np.load(tmp_path / "sevens.npy")
+    assert result["digit"] == 7 and sevens.shape == (12, 28, 28) and sevens.dtype == np.uint8
+    loaded = tasks.load_run(run)
+    assert loaded.generator().samplers == ("prior",)
+    assert np.array_equal(loaded.generate(12, digit=7, seed=2).numpy(), sevens)
+    with torch.no_grad():  # digit None: equal shares, 0, 1, ..., 9, 0, ... with the seed's noise
+        expected = loaded.model.generator(fixed_noise(12, 100, 2, "cpu"), torch.arange(12) % 10)
+    assert torch.equal(loaded.generate(12, seed=2), expected.squeeze(1).mul(255).round().to(torch.uint8))
+    with pytest.raises(ConfigError, match="--digit must be in"):
+        loaded.generate(3, digit=10)
+
+
+def test_the_sample_command_refuses_digit_for_an_unconditional_run(tiny_runs, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    if "--digit" not in capsys.readouterr().out:
+        pytest.skip(
+            "cli/explore.py's `sample` has no --digit option yet (sampling.sample_to_file takes digit)"
+        )
+    out = tmp_path / "x.npy"
+    assert cli.main(["-q", "sample", str(tiny_runs[0]), "--n", "5", "--digit", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be asked for a digit" in err and "\n" not in err and not out.exists()
+    assert cli.main(["-q", "sample", str(tiny_runs[1]), "--n", "5", "--digit", "3", "--out", str(out)]) == 0
+    assert np.array_equal(np.load(out), tasks.load_run(tiny_runs[1]).generate(5, digit=3).numpy())
+
+
+def _weights(run):
+    tensors, state = read_checkpoint(rundir.checkpoint_path(run))
+    return {k: v for k, v in tensors.items() if k.startswith("module/")}, state
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
+    exp = tasks.load_experiment("cgan", "seed", TINY)
+    cgan.train(exp, tmp_path / "full", progress=False)
+    original = cgan.DigitWatch.__call__
+
+    def crash_in_epoch_2(self, epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt  # before epoch 2's checkpoint: the run holds epoch 1
+        original(self, epoch, row)
+
+    monkeypatch.setattr(cgan.DigitWatch, "__call__", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        cgan.train(exp, tmp_path / "cut", progress=False)
+    assert _weights(tmp_path / "cut")[1]["epoch"] == 1
+    monkeypatch.setattr(cgan.DigitWatch, "__call__", original)
+    torch.manual_seed(123)  # a new process: another RNG state until the checkpoint restores it
+    cgan.train(exp, tmp_path / "cut", resume=True, progress=False)
+    (full, s_full), (cut, s_cut) = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert s_full["epoch"] == s_cut["epoch"] == 3 and full.keys() == cut.keys()
+    assert {"module/generator_ema/embed.weight", "module/discriminator/embed.weight"} <= full.keys()
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in rundir.read_history(tmp_path / p)]
+            for p in ("full", "cut")]  # fmt: skip
+    assert rows[0] == rows[1] and [r["epoch"] for r in rows[0]] == [1, 2, 3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+def test_two_gloo_processes_match_one(tmp_path):
+    """Each rank's noise is its rows of the global batch's draw and its labels its slice of the batch, so
+    two processes take the steps one process takes (to float rounding: see test_distributed's bound)."""
+    tasks.get("cgan").train(tasks.load_experiment("cgan", "seed", TINY), tmp_path / "one", progress=False)
+    mp.start_processes(run_rank, args=(2, _free_port(), "cgan", TINY, str(tmp_path / "two"), 0), nprocs=2,
+                       start_method="spawn")  # fmt: skip
+    wa, wb = _weights(tmp_path / "one")[0], _weights(tmp_path / "two")[0]
+    assert wa.keys() == wb.keys()
+    sq = sum(((wa[k].double() - wb[k].double()) ** 2).sum().item() for k in wa)
+    rms = (sq / sum(v.numel() for v in wa.values())) ** 0.5
+    assert rms < 0.01 * 2e-4 * 6, rms  # 1% of lr x steps (lr 2e-4, 3 epochs of 2 steps)
+    assert rundir.read_summary(tmp_path / "two")["status"] == "finished"
+
+
+def test_summary_scores_every_digit_and_the_report_shows_them(tmp_path):
+    run = tmp_path / "cgan"
+    overrides = [*TINY, "data.test_limit=100", "gan.eval_samples=40", "gan.final_samples=60",
+                 "cgan.check_samples=30", "gan.grid_epochs=2", "train.epochs=2"]  # fmt: skip
+    summary = tasks.train("cgan", "seed", overrides, out=run, progress=False)
+    assert summary["status"] == "finished" and summary["n_samples_scored"] == 60
+    assert {"fid_mnist", "precision", "recall", "class_hist"} <= set(summary["test"])
+    digits = summary["per_digit"]
+    assert [d["digit"] for d in digits] == list(range(10)) and all(d["n"] == 6 for d in digits)
+    assert all(0 <= d["share_as_digit"] <= 1 for d in digits)
+    assert any("fid_mnist" in d for d in digits)  # digits with more than 3 test images among the first 100
+    rows = rundir.read_history(run)
+    assert "fid_mnist" not in rows[0] and "fid_mnist" in rows[1] and "digit_share_min" in rows[0]
+    assert isinstance(summary["collapse_warnings"], list) and isinstance(summary["collapse_epochs"], list)
+    for name in ("epoch_grids", "samples_final", "loss_curves", "digit_share_by_epoch", "class_histogram"):
+        assert (run / "figures" / f"{name}.png").is_file(), name
+    grids = sorted(p.name for p in (run / "grids").iterdir())
+    assert grids == ["epoch_002.safetensors"]
+
+    folder = RunFolder(
+        tmp_path, {"stages": [{"name": "cgan", "status": "done"}]}, {"cgan": frozenset({"generator"})}
+    )
+    sec = tasks.get("cgan").report(folder, "cgan")
+    assert not sec.missing and len(sec.tables) == 2 and len(sec.tables[1].rows) == 10
+    assert {f.rel.rsplit("/", 1)[1] for f in sec.figures} >= {"epoch_grids.png", "digit_share_by_epoch.png"}
+    missing = tasks.get("cgan").report(RunFolder(tmp_path, {"stages": []}), "cgan")
+    assert missing.missing and not missing.tables
