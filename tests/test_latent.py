@@ -252,3 +252,15 @@ def test_search_objective_is_checked_before_any_work(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["search", "ae", "--objective", "val loss"])
     assert e.value.code == 2 and "use val_loss" in capsys.readouterr().err
+
+
+def test_digit_is_refused_for_a_generator_that_is_not_conditional(ae_run, tmp_path, capsys):
+    for digit in ("7", "all"):
+        assert (
+            cli.main(["sample", str(ae_run), "--n", "5", "--digit", digit, "--out", str(tmp_path / "x.npy")])
+            == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert "cannot be asked for a digit" in err and "\n" not in err
+    with pytest.raises(SystemExit):
+        cli.main(["sample", str(ae_run), "--n", "5", "--digit", "12", "--out", str(tmp_path / "x.npy")])

@@ -47,6 +47,7 @@ def sample_to_file(
     components: int = 10,
     device: torch.device | None = None,
     digit: int | None = None,
+    every_digit: bool = False,
 ) -> dict[str, Any]:
     """Draw n digits from run `run_dir` with `sampler` (None = the generator's default) and write
     `out` (.npy uint8 (n, 28, 28)) plus a PNG grid of the first 100 beside it (same stem)."""
@@ -57,7 +58,7 @@ def sample_to_file(
     out = check_writable(out, ".npy")
     _refuse_study_folder(Path(run_dir))
     run = tasks.load_run(run_dir, device or torch.device("cpu"), role="generator")
-    if digit is not None and not run.spec.conditional:
+    if (digit is not None or every_digit) and not run.spec.conditional:
         conditional = ", ".join(s.name for s in tasks.with_role("generator") if s.conditional) or "none"
         raise ConfigError(f"{run_dir} holds a {run.task} run, whose generator cannot be asked for a digit; "
                           f"--digit needs a conditional task ({conditional})")  # fmt: skip

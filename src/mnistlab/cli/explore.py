@@ -69,6 +69,8 @@ def add_parsers(sub) -> None:
     sam.add_argument("run_dir", type=Path, help="a run folder that can generate (ae, dae, gan)")
     sam.add_argument("--sampler", help="ae/dae: gmm, gaussian or uniform [gmm]; gan: prior [prior]")
     sam.add_argument("--n", type=int, required=True, help="how many digits")
+    sam.add_argument("--digit", type=_digit, metavar="D|all",
+                     help="conditional generators only: draw this digit (0-9), or 'all' for equal shares")  # fmt: skip
     sam.add_argument("--out", type=Path, required=True, help="the .npy file to write")
     sam.add_argument("--components", type=int, default=10, help="gmm components [10]")
     sam.add_argument("--seed", type=int, default=0)
@@ -150,12 +152,20 @@ def cmd_latent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _digit(text: str) -> str:
+    """--digit: a digit 0-9 or 'all', checked by argparse before any work."""
+    if text == "all" or (len(text) == 1 and text.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: give a digit 0-9 or 'all'")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from mnistlab.sampling import sample_to_file
     from mnistlab.training.loop import resolve_device
 
+    digit = None if args.digit in (None, "all") else int(args.digit)
     result = sample_to_file(args.run_dir, args.out, args.sampler, args.n, args.seed, args.components,
-                            resolve_device(args.device))  # fmt: skip
+                            resolve_device(args.device), digit=digit, every_digit=args.digit == "all")  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.score:
         from mnistlab.generation import format_table, score_file
