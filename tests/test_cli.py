@@ -146,3 +146,15 @@ def test_python_dash_m_and_help_on_every_command():
             [sys.executable, "-m", "mnistlab", *args, "--help"], capture_output=True, text=True
         )
         assert proc.returncode == 0 and "usage: mnistlab" in proc.stdout, args
+
+
+def test_a_corrupt_summary_is_a_one_line_error(tmp_path, capsys):
+    from mnistlab import rundir
+    from mnistlab.errors import ConfigError
+
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="summary.json: not a readable JSON file"):
+        rundir.read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        rundir.read_summary(tmp_path)

@@ -118,8 +118,11 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A run's summary.json ({} before it has one); a file that is not a JSON object is one line."""
+    from mnistlab.fsio import read_json_file
+
     path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json_file(path) if path.exists() else {}
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
