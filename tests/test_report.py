@@ -42,7 +42,12 @@ def test_report_has_every_section_with_numbers_from_the_run(tiny_study):
     assert "Grid search: 2 trials" in sections["ae"]
     assert "Collapse warnings" in sections["gan"] or "no warning" in sections["gan"]
     md = (tiny_study / "report.md").read_text()
-    for title in ("## 1. Key results", "## 2. Settings", "## 3. Autoencoder", "## 10. Against the original report"):
+    for title in (
+        "## 1. Key results",
+        "## 2. Settings",
+        "## 3. Autoencoder",
+        "## 10. Against the original report",
+    ):
         assert title in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tiny_study / link).is_file(), link
