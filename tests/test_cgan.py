@@ -160,6 +160,11 @@ def test_the_sample_command_refuses_digit_for_an_unconditional_run(tiny_runs, tm
     assert "cannot be asked for a digit" in err and "\n" not in err and not out.exists()
     assert cli.main(["-q", "sample", str(tiny_runs[1]), "--n", "5", "--digit", "3", "--out", str(out)]) == 0
     assert np.array_equal(np.load(out), tasks.load_run(tiny_runs[1]).generate(5, digit=3).numpy())
+    assert (
+        cli.main(["-q", "sample", str(tiny_runs[1]), "--n", "12", "--digit", "all", "--out", str(out)]) == 0
+    )
+    assert np.array_equal(np.load(out), tasks.load_run(tiny_runs[1]).generate(12).numpy())  # equal shares
+    assert cli.main(["-q", "sample", str(tiny_runs[0]), "--n", "5", "--digit", "all", "--out", str(out)]) == 2
 
 
 def _weights(run):
