@@ -12,7 +12,14 @@ from numpy.lib import format as npy_format
 
 from mnistlab import cli
 from mnistlab.data import DataConfig, DataError, load
-from mnistlab.generation import check_writable, format_table, load_samples, score_floor, score_samples
+from mnistlab.generation import (
+    check_writable,
+    format_table,
+    load_samples,
+    score_file,
+    score_floor,
+    score_samples,
+)
 from mnistlab.reference import shipped_reference
 
 
@@ -160,6 +167,18 @@ def test_cli_score(tmp_path, small, capsys):
     out = capsys.readouterr().out
     assert "FID-MNIST" in out and "reference-mnist-" in out
     assert '"fid_mnist"' in (tmp_path / "s.json").read_text()
+
+
+def test_samples_of_one_digit_are_scored_against_that_digit(tmp_path, small):
+    data, _ = small
+    cfg = DataConfig(train_limit=1500, test_limit=400, val_fraction=0.0)
+    path = tmp_path / "sevens.npy"
+    np.save(path, data.train.images[data.train.labels == 7][:60].numpy())  # real sevens, not test images
+    as_seven, as_any = score_file(path, cfg, digit=7, progress=False), score_file(path, cfg, progress=False)
+    assert as_seven["n_real"] == int((data.test.labels == 7).sum()) < as_any["n_real"] == 400
+    assert as_seven["fid_mnist"] < as_any["fid_mnist"] / 3  # sevens look like sevens, not like all digits
+    assert as_seven["digit"] == 7 and as_seven["share_as_digit"] == as_seven["class_hist"][7] > 0.9
+    assert "read as 7" in format_table({"sevens": as_seven}) and "read as" not in format_table({"x": as_any})
 
 
 def test_cli_score_bad_file_is_one_line(tmp_path, capsys):

@@ -16,7 +16,8 @@ from mnistlab import cli, pipeline
 from mnistlab.report.build import write_report
 from mnistlab.report.sections import ORIGINAL
 
-SECTIONS = ["key", "settings", "ae", "dae", "vae", "classification", "latent", "gan", "bench", "original"]
+SECTIONS = ["key", "settings", "ae", "dae", "vae", "classification", "latent", "labels", "gan", "bench",
+            "original"]  # fmt: skip
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -46,7 +47,7 @@ def test_report_has_every_section_with_numbers_from_the_run(tiny_study):
         "## 1. Key results",
         "## 2. Settings",
         "## 3. Autoencoder",
-        "## 10. Against the original report",
+        "## 11. Against the original report",
     ):
         assert title in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
@@ -89,7 +90,7 @@ def test_sections_of_stages_that_have_not_run_say_so(tiny_study, tmp_path):
     html = write_report(run)["html"].read_text()
     sections = _sections(html)
     assert list(sections) == SECTIONS
-    for name in ("ae", "dae", "vae", "classification", "latent", "gan"):
+    for name in ("ae", "dae", "vae", "classification", "latent", "labels", "gan"):
         assert "has not run" in sections[name], name
     assert "status: failed" in sections["gan"] and "power cut" in sections["gan"]
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html

@@ -20,7 +20,7 @@ from .conftest import TINY_RUN_PRESET
 PRESET = str(TINY_RUN_PRESET)
 LAYOUT = ["run.json", "search/results.csv", "search/best.toml", "ae/summary.json", "ae/config.toml",
           "ae/checkpoints/last.safetensors", "ae/probe/summary.json", "ae/latent/summary.json",
-          "ae/latent/map_tsne.csv", "dae/summary.json", "vae/summary.json", "gan/summary.json", "report.html",
+          "ae/latent/map_tsne.csv", "dae/summary.json", "label_efficiency/summary.json", "vae/summary.json", "gan/summary.json", "report.html",
           "report.md"]  # fmt: skip
 
 
@@ -29,7 +29,8 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
         assert (tiny_study / rel).is_file(), rel
     state = json.loads((tiny_study / "run.json").read_text())
     assert state["status"] == "done" and state["preset"] == PRESET
-    assert [s["name"] for s in state["stages"]] == ["search", "ae", "dae", "vae", "probe", "latent", "gan"]
+    stages = ["search", "ae", "dae", "vae", "probe", "latent", "labels", "gan"]
+    assert [s["name"] for s in state["stages"]] == stages
     for s in state["stages"]:
         assert s["status"] == "done" and s["attempts"] == 1 and s["seconds"] >= 0, s
         assert s["started"] <= s["ended"] and s["peak_rss_mb"] > 0
@@ -42,6 +43,13 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
     assert "finetune" in probe and [r["labels_per_class"] for r in probe["label_efficiency"]] == ["5", "all"]
     gan = json.loads((tiny_study / "gan/summary.json").read_text())
     assert gan["status"] == "finished" and gan["epochs"] == 2
+    codes = json.loads((tiny_study / "label_efficiency/summary.json").read_text())["models"]
+    assert list(codes) == ["ae", "dae", "vae"]  # every encoder stage, in stage order
+    for m in codes.values():
+        assert [r["labels_per_class"] for r in m["rows"]] == ["5", "all"] and m["latent_dim"] > 0
+        assert all(0 <= r["low"] <= r["probe"] <= r["high"] <= 1 for r in m["rows"])
+    assert codes["ae"]["rows"][-1]["probe"] == probe["linear_probe"]["test_acc"]  # the probe stage's recipe
+    assert (tiny_study / "label_efficiency/figures/label_efficiency_by_model.png").is_file()
 
 
 def test_rerunning_a_finished_run_skips_every_stage(tiny_study, tmp_path, monkeypatch, capsys):
@@ -87,6 +95,7 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
         "vae": "pending",
         "probe": "pending",
         "latent": "pending",
+        "labels": "pending",
         "gan": "pending",
     }
     assert state["status"] == "failed" and "power cut" in state["stages"][1]["error"]
@@ -102,7 +111,7 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
     stages = {s["name"]: s for s in state["stages"]}
     assert stages["ae"]["attempts"] == 1 and stages["dae"]["attempts"] == 2
     assert (out / "ae/checkpoints/last.safetensors").stat().st_mtime_ns == ae_ckpt  # skipped
-    assert "stage 1/6: ae (done, skipped)" in caplog.text
+    assert "stage 1/7: ae (done, skipped)" in caplog.text
     assert "resumed from" in caplog.text  # the DAE continued from its epoch-1 checkpoint
     history = read_jsonl(out / "dae/metrics.jsonl")
     assert [r["epoch"] for r in history] == [1, 2] and history[0] == first_epoch[0]
@@ -126,11 +135,11 @@ def test_a_run_folder_refuses_other_folders_and_an_impossible_plan(tmp_path):
 @pytest.mark.parametrize(
     "override, rerun",
     [
-        ("probe.linear.epochs=1", ["probe"]),  # only the probe reads it
-        ("dae.train.epochs=1", ["dae"]),
+        ("probe.linear.epochs=1", ["probe", "labels"]),  # the probe and the codes' probes read it
+        ("dae.train.epochs=1", ["dae", "labels"]),
         (
             "ae.train.lr=5e-3",
-            ["search", "ae", "dae", "probe", "latent"],
+            ["search", "ae", "dae", "probe", "latent", "labels"],
         ),  # the search trains the AE; the rest read it
         ("run.latent_samples=50", ["latent"]),
     ],
@@ -195,3 +204,14 @@ def test_latent_command_writes_into_out(tiny_study, tmp_path, capsys):
     capsys.readouterr()
     assert (out / "map_pca.png").is_file() and not (ae / "figures" / "latent").exists()
     assert json.loads((out / "summary.json").read_text())["cluster_quality"]["pca"]["knn_accuracy"] >= 0
+
+
+def test_the_default_study_trains_every_study_task_and_compares_every_encoder():
+    from mnistlab.run_plan import RunPlan
+
+    names = [name for name, _ in pipeline.stage_list(RunPlan())]
+    assert names == ["ae", "dae", "vae", "probe", "latent", "labels", "gan", "cgan"]
+    assert dict(pipeline.stage_list(RunPlan()))["labels"] == "label_efficiency"
+    one_encoder = [n for n, _ in pipeline.stage_list(RunPlan(tasks=("ae", "gan")))]
+    assert one_encoder == ["ae", "probe", "latent", "gan"]  # one encoder: the probe stage has its curve
+    assert "labels" not in [n for n, _ in pipeline.stage_list(RunPlan(labels_per_class=()))]

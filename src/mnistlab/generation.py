@@ -91,10 +91,18 @@ def score_samples(
 
 
 def score_file(
-    path: Path, data_cfg, device: Any = "cpu", k: int = 3, seed: int = 0, progress: bool = True
+    path: Path,
+    data_cfg,
+    device: Any = "cpu",
+    k: int = 3,
+    seed: int = 0,
+    progress: bool = True,
+    digit: int | None = None,
 ) -> dict:
     """score_samples for a .npy file, against the test and train splits of `data_cfg`, measured with
-    that dataset's reference. The file is validated before anything expensive runs."""
+    that dataset's reference. The file is validated before anything expensive runs. With `digit`
+    (samples drawn for one class), FID-MNIST and precision/recall compare with that class's test
+    images only, and "share_as_digit" is the share the reference reads as that class."""
     from mnistlab.data import load
     from mnistlab.reference import load_reference
 
@@ -102,9 +110,12 @@ def score_file(
         raise ConfigError(f"--k must be >= 1, got {k}")
     images = load_samples(path)
     data = load(data_cfg)
+    real = data.test if digit is None else data.test.take(data.test.labels == digit)
     ref = load_reference(data_cfg, device, progress=progress)
-    scores = score_samples(images, ref, data.test, data.train, k=k, seed=seed)
+    scores = score_samples(images, ref, real, data.train, k=k, seed=seed)
     scores["samples"] = str(path)
+    if digit is not None:
+        scores.update(digit=digit, share_as_digit=scores["class_hist"][digit])
     return scores
 
 
@@ -126,6 +137,9 @@ def format_table(rows: dict[str, dict[str, Any]], kind: str = "digits") -> str:
         hist = " ".join(f"{100 * h:.0f}" for h in s.get("class_hist", []))
         lines.append(f"{name:<16}{cells}   {hist}")
     some = next(iter(rows.values()), {})
+    if "digit" in some:  # a one-class request: its share, and what the FID row was measured against
+        lines.append(f"{100 * some['share_as_digit']:.2f}% read as {some['digit']}; FID-MNIST, precision and "
+                     f"recall against the {some['n_real']} test images of class {some['digit']}")  # fmt: skip
     lines.append(f"reference: {some.get('reference', '?')}. {gen_metrics.FID_NOTE}.")
     return "\n".join(lines)
 

@@ -41,13 +41,20 @@ from mnistlab.tasks import load_experiment, load_table
 
 log = logging.getLogger("mnistlab")
 
-COMMAND_STAGES = ("search", "probe", "latent")  # stages that train no task of their own
-PROBE_ORDER, LATENT_ORDER = 35, 36  # after the autoencoder stages (order < 35), before the GANs
+COMMAND_STAGES = ("search", "probe", "latent", "labels")  # stages that train no task of their own
+# After the autoencoder stages (order < 35), before the GANs:
+PROBE_ORDER, LATENT_ORDER, LABELS_ORDER = 35, 36, 37
+LABELS_FOLDER = "label_efficiency"  # the labels stage: every encoder's frozen code at each label count
 
 
 def encoder_task() -> str | None:
     """The study's encoder stage: the first study task whose runs encode and decode."""
     return next((s.name for s in tasks.all_tasks() if s.study and {"encoder", "decoder"} <= s.roles), None)
+
+
+def study_encoders(plan: RunPlan) -> list[str]:
+    """The study's trained tasks whose runs encode (each gets a curve in the labels stage)."""
+    return [n for n in study_tasks(plan) if "encoder" in tasks.get(n).roles]
 
 
 def study_tasks(plan: RunPlan) -> list[str]:
@@ -186,11 +193,25 @@ def stage_latent(ctx: RunContext, resume: bool) -> None:
     run_latent(enc, cfg, resolve_device(ctx.device or "auto"), ctx.progress, out=enc / "latent")
 
 
+def stage_labels(ctx: RunContext, resume: bool) -> None:
+    from mnistlab.training.code_labels import run_code_labels
+    from mnistlab.training.probe import parse_labels_per_class
+
+    counts = parse_labels_per_class(",".join(ctx.plan.labels_per_class))
+    exp = tasks.load_table("probe", ctx.preset, ctx.overrides.get("probe", []))
+    if ctx.device:
+        exp = dataclasses.replace(exp, linear=dataclasses.replace(exp.linear, device=ctx.device))
+    out = ctx.out / LABELS_FOLDER
+    shutil.rmtree(out, ignore_errors=True)  # a few linear probes per encoder: start over
+    run_code_labels({n: ctx.out / n for n in study_encoders(ctx.plan)}, exp, counts, out, ctx.progress)
+
+
 # Stages that train no task: name -> function(ctx, resume); looked up at call time (tests swap them).
 STAGES: dict[str, Callable[[RunContext, bool], None]] = {
     "search": stage_search,
     "probe": stage_probe,
     "latent": stage_latent,
+    "labels": stage_labels,
 }
 
 
@@ -202,6 +223,8 @@ def stage_list(plan: RunPlan) -> list[tuple[str, str]]:
     stages = [(order[n], n, n) for n in trained]
     if enc in trained:
         stages += [(PROBE_ORDER, "probe", f"{enc}/probe"), (LATENT_ORDER, "latent", f"{enc}/latent")]
+    if plan.labels_per_class and len(study_encoders(plan)) > 1:  # one encoder: the probe stage has its curve
+        stages.append((LABELS_ORDER, "labels", LABELS_FOLDER))
     stages.sort(key=lambda s: s[0])
     head = [("search", "search")] if plan.search and enc in trained else []
     return head + [(name, folder) for _, name, folder in stages]

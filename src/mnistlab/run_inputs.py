@@ -20,6 +20,7 @@ from mnistlab.errors import ConfigError
 
 SEARCH_FIELDS = ("search_grid", "search_objective")
 PROBE_FIELDS = ("finetune", "labels_per_class")
+NOT_TASKS = ("search", "probe", "latent", "labels")  # the stages of `mnistlab run` that train no task
 LATENT_FIELDS = ("latent_samples", "latent_maps", "latent_score", "tsne_iter", "tsne_early_iter")
 
 
@@ -75,6 +76,11 @@ def fingerprints(ctx: Any, stages: list[tuple[str, str]], enc: str | None) -> di
             own[name] = {"plan": plan_fields(plan, fields), "device": ctx.device,
                          "probe": table if name == "probe" else None}  # fmt: skip
             reads[name] = [enc]
+        elif name == "labels":  # every encoder stage's frozen code at the plan's label counts
+            table = dataclasses.asdict(tasks.load_table("probe", ctx.preset, ctx.overrides.get("probe", [])))
+            own[name] = {"plan": plan_fields(plan, ("labels_per_class",)), "device": ctx.device,
+                         "probe": table}  # fmt: skip
+            reads[name] = [n for n in names if n not in NOT_TASKS and "encoder" in tasks.get(n).roles]
         else:
             own[name] = {"config": to_doc(ctx.experiment(name), name)}
             reads[name] = ["search"] if name == enc else ([enc] if tasks.get(name).stage_options else [])

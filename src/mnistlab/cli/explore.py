@@ -114,12 +114,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     from mnistlab.training.loop import resolve_device
 
     given = DataConfig(dataset=args.dataset or "mnist", data_dir=args.data_dir or "", val_fraction=0.0)
-    cfg, note = given, ""
+    cfg, note, digit = given, "", None
     record = provenance_path(args.samples)
     if record.is_file():  # written by `mnistlab sample`: score against the data the run trained on
         from mnistlab.fsio import read_json_file
 
-        data = read_json_file(record).get("data") or {}
+        made_by = read_json_file(record)
+        data, digit = made_by.get("data") or {}, made_by.get("digit")  # one digit: scored against its class
         made = DataConfig(
             dataset=data.get("dataset", "mnist"), data_dir=data.get("data_dir", ""), val_fraction=0.0
         )
@@ -130,7 +131,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                     f"scoring it against {given.data_dir or given.dataset} as asked")  # fmt: skip
     if note:
         print(note, file=sys.stderr)
-    scores = score_file(args.samples, cfg, resolve_device(args.device), args.k, progress=not args.no_progress)
+    scores = score_file(args.samples, cfg, resolve_device(args.device), args.k, progress=not args.no_progress,
+                        digit=digit if isinstance(digit, int) else None)  # fmt: skip
     digits = (cfg.dataset == "mnist") and not cfg.data_dir
     print(format_table({args.samples.name[:16]: scores}, "digits" if digits else "classes"))
     if args.json:
@@ -172,7 +174,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from mnistlab.tasks import load_run_config
 
         _, exp = load_run_config(args.run_dir)
-        scores = score_file(args.out, exp.data, resolve_device(args.device), seed=args.seed)
+        scores = score_file(args.out, exp.data, resolve_device(args.device), seed=args.seed, digit=digit)
         print(format_table({result["sampler"]: scores}))
     return 0
 

@@ -165,6 +165,40 @@ def latent_section(run: RunFolder) -> Section:
     return sec
 
 
+def labels_section(run: RunFolder) -> Section:
+    """The labels stage: every encoder's frozen code at each label count, one column per model."""
+    sec = Section("labels", "Label efficiency of every encoder")
+    sec.missing = run.not_run("labels", "comparison of the encoders' codes")
+    if sec.missing:
+        return sec
+    folder = run.folder("labels")
+    s = run.json(f"{folder}/summary.json")
+    models = s.get("models", {})
+    if not models:
+        sec.missing = "The labels stage recorded no encoder."
+        return sec
+    k = s.get("label_subsets", 1)
+    sec.intro = ("The same linear probe on each encoder's frozen code (the probe stage's recipe), trained on "
+                 "balanced labelled subsets of the same training split, tested on the whole test set"
+                 + (f"; each cell is the mean of {k} seeded subsets, worst to best in brackets." if k > 1 else "."))  # fmt: skip
+    first = next(iter(models.values()))["rows"]
+    cells = []
+    for i, r in enumerate(first):
+        row = [str(r["labels_per_class"]), num(r["n_labelled"])]
+        for m in models.values():
+            c = m["rows"][i] if i < len(m["rows"]) else {}
+            spread = f" ({100 * c['low']:.1f}-{100 * c['high']:.1f})" if k > 1 and "low" in c else ""
+            row.append(pct(c.get("probe")) + spread)
+        cells.append(row)
+    sec.tables.append(Table("Frozen-code linear probe: test accuracy against labelled training images",
+                            ["labels per class", "labelled images"]
+                            + [f"{name} ({m.get('latent_dim')}-d code)" for name, m in models.items()], cells))  # fmt: skip
+    sec.figures += run.figure(f"{folder}/figures/label_efficiency_by_model.png", "Label efficiency of each "
+                              "encoder's frozen code. x: labelled training images (log scale); y: test accuracy "
+                              "of a linear probe; one line per model.")  # fmt: skip
+    return sec
+
+
 def _first(table: dict[str, Any], *names: str) -> list[tuple[str, Any]]:
     """The items of `table` with `names` first, in that order (JSON files keep keys sorted)."""
     head = [(n, table[n]) for n in names if n in table]
@@ -225,7 +259,7 @@ def build_sections(root: Path, state: dict[str, Any]) -> list[Section]:
     known = {s.name: s.roles for s in tasks.all_tasks()}
     run = RunFolder(root, state, known)
     sections = [key_results_section(run, known), settings_section(run)]
-    consumers = {"probe": classification_section, "latent": latent_section}
+    consumers = {"probe": classification_section, "latent": latent_section, "labels": labels_section}
     for name in run.stages:
         if name in consumers:
             sections.append(consumers[name](run))

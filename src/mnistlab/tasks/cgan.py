@@ -397,4 +397,4 @@ PRESETS = {
 
 SPEC = register(TaskSpec(name="cgan", description="the report's GAN conditioned on the digit (sample --digit d)",
                          experiment=CGANExperiment, train=train, load=load_run, roles=frozenset({"generator"}),
-                         presets=PRESETS, report=report_section, order=45, conditional=True))  # fmt: skip
+                         presets=PRESETS, report=report_section, order=45, conditional=True, study=True))  # fmt: skip

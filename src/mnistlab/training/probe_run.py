@@ -109,7 +109,7 @@ def run_probe(
                      "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test)}  # fmt: skip
 
     log.info("linear probe on the frozen %d-d code", latent)
-    linear, logits, head = _feature_probe(codes, data, exp, dev, out / "linear", progress)
+    linear, logits, head = feature_probe(codes, data, exp, dev, out / "linear", progress)
     summary["linear_probe"] = linear
     _classifier_figures(out, "linear", logits, data.test.labels, linear,
                         f"Frozen encoder + Linear({latent} -> 10)")  # fmt: skip
@@ -183,7 +183,7 @@ def _result(fitted, logits: torch.Tensor, labels: torch.Tensor, n_labelled: int)
     }  # fmt: skip
 
 
-def _feature_probe(feats, data: Data, exp, dev, out, progress, subset=None):
+def feature_probe(feats, data: Data, exp, dev, out, progress, subset=None):
     """The linear probe on feature rows: feats = (train, val, test) tensors (N, D); on the rows
     `subset` of the training set if given. Returns (result, test logits, trained head)."""
     train_x, val_x, test_x = feats
@@ -249,7 +249,7 @@ def _baselines(
         (f"PCA ({pca.n_components_}-d)", pca_codes),
     ):
         log.info("baseline: linear probe on %s", name)
-        result, _, _ = _feature_probe(feats, data, exp, dev, None, progress)
+        result, _, _ = feature_probe(feats, data, exp, dev, None, progress)
         rows.append({"method": "linear probe", "features": name, "test_acc": result["test_acc"]})
     return rows
 
@@ -290,7 +290,7 @@ def _label_subset(n, seed, codes, stats, encoder, cfg: EncoderArch, data: Data, 
     if n is None:
         probe, head = summary["linear_probe"], main_head  # the probe above already used every label
     else:
-        probe, _, head = _feature_probe(codes, data, exp, dev, folder / "probe", progress, subset)
+        probe, _, head = feature_probe(codes, data, exp, dev, folder / "probe", progress, subset)
     if n is None and "finetune" in summary:
         ft = summary["finetune"]
     else:
