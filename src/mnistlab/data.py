@@ -295,15 +295,21 @@ def load(cfg: DataConfig) -> Data:
     global RNG, so the same config always holds out the same images."""
     folder, sums = resolve_dir(cfg)
     full = read_split(folder, "train", sums)
-    test = read_split(folder, "test", sums)
+    test = load_test(cfg)
     if cfg.train_limit:
         full = full.take(slice(0, cfg.train_limit))
-    if cfg.test_limit:
-        test = test.take(slice(0, cfg.test_limit))
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(cfg.split_seed))
     n_val = int(round(cfg.val_fraction * len(full)))
     _check_not_empty(folder, cfg, len(full), n_val)
     return Data(full.take(order[n_val:]), full.take(order[:n_val]), test, str(folder))
+
+
+def load_test(cfg: DataConfig) -> Split:
+    """The test split alone, read and verified, as `load(cfg).test` holds it (for readers that need
+    no training images, such as the explorer starting from its cache)."""
+    folder, sums = resolve_dir(cfg)
+    test = read_split(folder, "test", sums)
+    return test.take(slice(0, cfg.test_limit)) if cfg.test_limit else test
 
 
 def _check_not_empty(folder: Path, cfg: DataConfig, n_full: int, n_val: int) -> None:

@@ -157,18 +157,43 @@ def cluster_quality(points: np.ndarray, labels: np.ndarray, k: int = 5, seed: in
 
 
 class CodeSampler:
-    """A distribution over codes fitted to training codes; `sample(n, rng)` -> (n, d) float32."""
+    """A distribution over codes fitted to training codes; `sample(n, rng)` -> (n, d) float32.
+    `state()` is the fit as named arrays and `from_state` rebuilds the sampler from them without
+    fitting again (the explorer's start-up cache stores them)."""
 
     name = ""
+    fields: tuple[str, ...] = ()  # the fitted parameters: attributes holding arrays
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f: np.asarray(getattr(self, f)) for f in self.fields}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> CodeSampler:
+        """The sampler with these fitted parameters; a ConfigError (a ValueError) unless they are all
+        there, finite, and of shapes that fit together."""
+        missing = [f for f in cls.fields if f not in state]
+        check(not missing, f"sampler {cls.name}: no {', '.join(missing)} in its saved state")
+        sampler = cls.__new__(cls)
+        for f in cls.fields:
+            value = np.asarray(state[f])
+            ok = value.dtype.kind == "f" and value.size > 0 and bool(np.isfinite(value).all())
+            check(ok, f"sampler {cls.name}: {f} is not a non-empty array of finite numbers")
+            setattr(sampler, f, value)
+        check(sampler._shapes_fit(), f"sampler {cls.name}: parameter shapes do not fit together")
+        return sampler
+
+    def _shapes_fit(self) -> bool:
+        return True
 
 
 class UniformSampler(CodeSampler):
     """The report's sampler: each coordinate uniform within the [min, max] range of the codes."""
 
     name = "uniform"
+    fields = ("low", "high")
 
     def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
         self.low, self.high = codes.min(0), codes.max(0)  # (d,), (d,)
@@ -176,11 +201,15 @@ class UniformSampler(CodeSampler):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(self.low, self.high, size=(n, len(self.low))).astype(np.float32)
 
+    def _shapes_fit(self) -> bool:
+        return self.low.ndim == 1 and self.high.shape == self.low.shape
+
 
 class GaussianSampler(CodeSampler):
     """One Gaussian with the mean and full covariance of the codes."""
 
     name = "gaussian"
+    fields = ("mean", "cov")
 
     def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
         self.mean = codes.mean(0).astype(np.float64)
@@ -189,29 +218,40 @@ class GaussianSampler(CodeSampler):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.multivariate_normal(self.mean, self.cov, size=n, method="eigh").astype(np.float32)
 
+    def _shapes_fit(self) -> bool:
+        return self.mean.ndim == 1 and self.cov.shape == (len(self.mean),) * 2
+
 
 class GMMSampler(CodeSampler):
     """scikit-learn's GaussianMixture (full covariances, k components) fitted to the codes; we draw
     from it with our own generator (sklearn's .sample returns the samples sorted by component)."""
 
     name = "gmm"
+    fields = ("weights", "means", "covariances")  # (k,), (k, d), (k, d, d)
 
     def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
         from sklearn.mixture import GaussianMixture
 
         check(components >= 1, f"gmm components must be >= 1, got {components}")
         check(len(codes) >= components, f"gmm: {components} components need >= {components} codes")
-        self.gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-5)
-        self.gmm.fit(codes.astype(np.float64))
+        gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-5)
+        gmm.fit(codes.astype(np.float64))
+        self.weights, self.means, self.covariances = gmm.weights_, gmm.means_, gmm.covariances_
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        g = self.gmm
-        which = rng.choice(len(g.weights_), size=n, p=g.weights_ / g.weights_.sum())  # (n,)
-        out = np.empty((n, g.means_.shape[1]), dtype=np.float64)
-        for c in range(len(g.weights_)):
+        which = rng.choice(len(self.weights), size=n, p=self.weights / self.weights.sum())  # (n,)
+        out = np.empty((n, self.means.shape[1]), dtype=np.float64)
+        for c in range(len(self.weights)):
             rows = np.flatnonzero(which == c)
-            out[rows] = rng.multivariate_normal(g.means_[c], g.covariances_[c], size=len(rows), method="eigh")
+            out[rows] = rng.multivariate_normal(
+                self.means[c], self.covariances[c], size=len(rows), method="eigh"
+            )
         return out.astype(np.float32)
+
+    def _shapes_fit(self) -> bool:
+        k, d = len(self.weights), self.means.shape[-1]
+        shapes = (self.weights.shape, self.means.shape, self.covariances.shape) == ((k,), (k, d), (k, d, d))
+        return shapes and bool((self.weights >= 0).all() and self.weights.sum() > 0)
 
 
 SAMPLERS: dict[str, type[CodeSampler]] = {

@@ -4,6 +4,8 @@
 - `runs.py`: which run folders make up RUN_DIR (a `mnistlab run` study or one run) and the optional
   pieces read from them (saved maps, the probe's head);
 - `explorer.py`: the run folder's models, maps and samplers, loaded once, and the inference on them;
+- `cache.py`: what the explorer computes at start (codes, PCA, fitted samplers), saved in the encoder's
+  run folder and read back by the next start while the checkpoint and settings are the same;
 - `parse.py`, `errors.py`: checking request bodies; `ApiError` (a 4xx status and a one-line message);
 - `app.py`: the HTTP routes, request checking (every bad input is a 4xx with a one-line message) and
   `serve()`, which binds to 127.0.0.1 unless told otherwise;

@@ -1,9 +1,11 @@
 """Everything the explorer computes, loaded once from a run folder: `Explorer(run_dir)`.
 
 At start: the encoder run and its test set (codes, the PCA map, saved t-SNE/UMAP maps), the training
-codes (for the code samplers, fitted once, and for the probe's standardization), the probe head, the
-denoiser and every generator run (GAN, VAE prior, ...), each optional and each found by its role. A missing piece makes its panels unavailable, with
-the reason in `info()`, and its API calls answer 409 with that reason.
+codes (for the code samplers, fitted once, and for the probe's standardization; the codes, the PCA and
+the fitted samplers are kept in RUN/explorer_cache.safetensors for the next start, see `cache.py`), the
+probe head, the denoiser and every generator run (GAN, VAE prior, ...), each optional and each found
+by its role. A missing piece makes its panels unavailable, with the reason in `info()`, and its API
+calls answer 409 with that reason.
 
 Requests take numpy arrays that the app has already checked for type and shape; the values a model
 cannot take (codes out of range, unknown sampler or map) are checked here. Images are (28, 28) float32
@@ -22,7 +24,6 @@ import numpy as np
 import torch
 
 from mnistlab import latent, tasks
-from mnistlab.errors import ConfigError
 from mnistlab.web.errors import ApiError
 from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_runs, load_probe_head
 
@@ -70,50 +71,34 @@ class Explorer:
     # ------------------------------------------------------------------------------- loading
 
     def _load_ae(self, ae_dir: Path, seed: int, components: int) -> None:
-        from mnistlab.data import load
+        from mnistlab.web.cache import checkpoint_sha256, start_state
 
-        t0 = time.perf_counter()
+        sha = checkpoint_sha256(ae_dir)  # before the weights are read: the cache's key (web/cache.py)
         run = tasks.load_run(ae_dir, role="encoder")
         run.require("decoder")
-        data = load(run.exp.data)
         model = _Coder(run.modules("encoder"), run.modules("decoder"))
-        self.test_images = data.test.images.numpy()  # uint8 (N, 28, 28)
-        self.test_labels = data.test.labels.numpy()  # int64 (N,)
-        with torch.inference_mode():
-            self.test_codes = latent.encode(model.encoder, data.test.images)  # (N, d)
-            train_codes = latent.encode(model.encoder, data.train.images)  # (N_train, d)
+        # Codes of the test and training digits, their PCA and the fitted samplers: read back from
+        # RUN/explorer_cache.safetensors when it was computed for this checkpoint, else computed.
+        state = start_state(run, model.encoder, sha, seed, components)
+        self.test_images, self.test_labels = state.test_images, state.test_labels  # uint8 (N, 28, 28), (N,)
+        self.test_codes = state.test_codes  # (N, d)
         d = self.test_codes.shape[1]
-        log.info("explorer: %d test and %d training digits encoded (%.1f s)", len(self.test_codes),
-                 len(train_codes), time.perf_counter() - t0)  # fmt: skip
         # Sliders span the test codes; a code may go one span further each way before it is refused.
         self.code_low, self.code_high = self.test_codes.min(0), self.test_codes.max(0)
         span = np.maximum(self.code_high - self.code_low, 1e-3)
         self.limit_low, self.limit_high = self.code_low - span, self.code_high + span
         self.ae = model
-
-        from sklearn.decomposition import PCA
-
-        # The same PCA as `mnistlab latent`'s map (latent.pca_map), kept to place and decode points.
-        self.pca = PCA(n_components=min(2, d), random_state=seed).fit(self.test_codes)
+        self.pca = state.pca  # the PCA of the test codes, to place and decode points
         if d == 2:
             self.maps["latent"] = self.test_codes
         self.maps["pca"] = self._pca_points(self.test_codes)
         saved, reasons = find_maps(ae_dir, self.test_labels)
         self.maps.update(saved)
         self.missing.update({f"map:{k}": v for k, v in reasons.items()})
-        t0 = time.perf_counter()
-        for name in AE_SAMPLERS:
-            try:  # fitted once; each request draws from it with its own seed
-                self.samplers[name] = latent.fit_sampler(name, train_codes, seed, components)
-            except (ConfigError, ValueError) as e:
-                self.missing[f"sampler:{name}"] = str(e)
-        log.info(
-            "explorer: samplers fitted to %d training codes (%.1f s)",
-            len(train_codes),
-            time.perf_counter() - t0,
-        )
+        self.samplers.update(state.samplers)  # fitted once; each request draws with its own seed
+        self.missing.update({f"sampler:{k}": v for k, v in state.errors.items()})
         try:
-            self.head, self.probe_accuracy = load_probe_head(ae_dir, d, train_codes)
+            self.head, self.probe_accuracy = load_probe_head(ae_dir, d, state.train_codes)
         except LOAD_ERRORS as e:
             self.missing["probe"] = str(e)
 
