@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from mnistlab import rundir, tasks
 from mnistlab.data import load
 from mnistlab.models.vae import VAE, VAEConfig
-from mnistlab.tasks.vae import VAETask, beta_at, kl_divergence, reconstruction_nll
+from mnistlab.tasks.vae import VAETask, beta_at, kl_divergence, mmd_to_prior, reconstruction_nll
 from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
@@ -54,6 +54,22 @@ def test_reconstruction_losses_and_the_warmup_schedule():
     assert reconstruction_nll(torch.zeros_like(x), x, "bernoulli").shape == (2,)
     assert [beta_at(s, 100, 2.0, 0.5) for s in (0, 25, 50, 90)] == [0.0, 1.0, 2.0, 2.0]
     assert beta_at(0, 100, 1.0, 0.0) == 1.0
+
+
+def test_the_mmd_term_is_near_zero_for_prior_codes_and_grows_as_codes_leave_the_prior():
+    g = torch.Generator().manual_seed(0)
+    prior = [mmd_to_prior(torch.randn(64, 10, generator=g)).item() for _ in range(200)]
+    shifted = mmd_to_prior(torch.randn(64, 10, generator=g) + 1.0).item()
+    squeezed = mmd_to_prior(0.3 * torch.randn(64, 10, generator=g)).item()
+    assert abs(sum(prior) / len(prior)) < 2e-3 and max(map(abs, prior)) < 0.02  # unbiased: zero on average
+    assert shifted > 0.1 and squeezed > 0.1 and shifted > 20 * max(prior)
+
+
+def test_a_step_with_the_mmd_term_reports_it_and_pulls_codes_towards_the_prior():
+    exp = tasks.load_experiment("vae", "quick", [*TINY, "vae.mmd=1000"])
+    task, data = _task(exp)
+    first = [task.train_step(data.train.images[:32], data.train.labels[:32])["mmd"] for _ in range(8)]
+    assert first[0] > 0 and min(first[-3:]) < first[0]
 
 
 def _task(exp):
@@ -108,12 +124,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
-def test_two_gloo_processes_match_one(tmp_path):
-    """The reparameterisation noise of each rank is its rows of the global batch's draw, so two
-    processes take the steps one process takes (to float rounding: see test_distributed's bound)."""
-    one = tmp_path / "one"
-    tasks.get("vae").train(tasks.load_experiment("vae", "seed", TINY), one, progress=False)
-    mp.start_processes(run_rank, args=(2, _free_port(), "vae", TINY, str(tmp_path / "two"), 0), nprocs=2,
+@pytest.mark.parametrize("extra", [[], ["vae.mmd=100"]], ids=["elbo", "mmd"])
+def test_two_gloo_processes_match_one(tmp_path, extra):
+    """The reparameterisation noise of each rank is its rows of the global batch's draw, and the MMD
+    term sees the global batch's codes, so two processes take the steps one process takes (to float
+    rounding: see test_distributed's bound)."""
+    one, overrides = tmp_path / "one", [*TINY, *extra]
+    tasks.get("vae").train(tasks.load_experiment("vae", "seed", overrides), one, progress=False)
+    mp.start_processes(run_rank, args=(2, _free_port(), "vae", overrides, str(tmp_path / "two"), 0), nprocs=2,
                        start_method="spawn")  # fmt: skip
     wa, wb = (read_checkpoint(rundir.checkpoint_path(p))[0] for p in (one, tmp_path / "two"))
     keys = [k for k in wa if k.startswith("module/model/")]

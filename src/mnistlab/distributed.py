@@ -135,6 +135,18 @@ def randn_rows(n_local: int, *shape: int, device: torch.device, dtype: torch.dty
     return local_rows(full, d)
 
 
+def gather_rows(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (b, ...) -> the global batch (K * b, ...) in rank order, differentiable: the
+    gradient of a loss of the whole batch reaches each rank's rows (summed over the ranks that
+    computed it, which DDP's mean over ranks then divides back). A single process gets `local`."""
+    d = current()
+    if not d.enabled:
+        return local
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(local))
+
+
 def _collective_device() -> torch.device:
     # nccl moves CUDA tensors only; gloo works on CPU tensors.
     if dist.get_backend() == "nccl":
