@@ -20,7 +20,7 @@ EXIT_WORKERS_DIED = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mnistlab.cli import compare, data, explore, study, train
+    from mnistlab.cli import compare, data, explore, pretrained, study, train
 
     parser = argparse.ArgumentParser(
         prog="mnistlab",
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (train, explore, study, data, compare):
+    for group in (train, explore, study, data, compare, pretrained):
         group.add_parsers(sub)
     return parser
 

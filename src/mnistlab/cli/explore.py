@@ -82,9 +82,8 @@ def add_parsers(sub) -> None:
                          description="Serve the explorer of a run folder (a `mnistlab run` study folder, or one ae, "
                          "dae or gan run): draw or upload a digit, latent maps, sliders, samplers, interpolation, "
                          "and the JSON API the page uses. Listens on 127.0.0.1 unless --host names another address.")  # fmt: skip
-    srv.add_argument(
-        "run_dir", type=Path, help="a run folder of `mnistlab run` or `mnistlab train ae|dae|gan`"
-    )
+    srv.add_argument("run_dir", type=Path, nargs="?", help="a run folder of `mnistlab run` or of `mnistlab train` "
+                     "[the trained runs shipped with mnistlab: see `mnistlab pretrained list`]")  # fmt: skip
     srv.add_argument("--port", type=int, default=8000, help="TCP port (0 = any free port) [8000]")
     srv.add_argument("--host", help="address to listen on; anything but loopback must be named here, and "
                      "anyone who can reach it can use the page [127.0.0.1]")  # fmt: skip
@@ -182,6 +181,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mnistlab.web.app import serve
 
-    serve(args.run_dir, args.host or "127.0.0.1", args.port, explicit_host=args.host is not None,
+    run_dir = args.run_dir
+    if run_dir is None:
+        from mnistlab import pretrained
+
+        run_dir = pretrained.bundle_path()
+    serve(run_dir, args.host or "127.0.0.1", args.port, explicit_host=args.host is not None,
           threads=args.threads)  # fmt: skip
     return 0

@@ -193,6 +193,9 @@ def restore(
     optimizers: dict[str, torch.optim.Optimizer],
 ) -> None:
     """Load modules, optimizers and RNG states saved by `save_checkpoint`."""
+    if optimizers and "optim" not in state:
+        raise CheckpointError("a weights-only checkpoint (a shipped pretrained run) holds no optimizer or "
+                              "RNG state, so training cannot resume from it; train a new run instead")  # fmt: skip
     for name, module in modules.items():
         try:
             unwrap(module).load_state_dict(module_state(tensors, name))
@@ -212,6 +215,22 @@ def restore(
         groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
         opt.load_state_dict({"state": per_param, "param_groups": groups})
     _set_rng_state(tensors, state)
+
+
+def write_weights_only(src: Path, dst: Path, expected_sha256: str | None = None) -> str:
+    """Copy checkpoint `src` to `dst` keeping only the module tensors ("module/..."), bit for bit, and
+    the epoch and step: what loading a trained run needs, about a third of a resumable checkpoint
+    (Adam keeps two moments per weight). Returns the new file's SHA-256 (also recorded beside it)."""
+    tensors, state = read_checkpoint(src, expected_sha256)
+    kept = {k: v.contiguous() for k, v in tensors.items() if k.startswith("module/")}
+    meta = {"format": FORMAT, "epoch": state.get("epoch"), "step": state.get("step"),
+            "weights_only_from": hashlib.sha256(Path(src).read_bytes()).hexdigest()}  # fmt: skip
+    data = st_save(kept, metadata={"state": json.dumps(meta, sort_keys=True)})
+    sha = hashlib.sha256(data).hexdigest()
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(sidecar_path(dst), f"{sha}\n".encode())
+    atomic_write_bytes(dst, data)
+    return sha
 
 
 def file_sha256(path: Path) -> str:

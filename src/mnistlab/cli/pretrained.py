@@ -1,0 +1,108 @@
+"""`mnistlab pretrained list|path|pack|make`: the trained runs shipped inside the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mnistlab.cli.common import add_device, add_progress
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("pretrained", help="trained runs shipped with mnistlab (list, path, pack, make)",
+                       description="Runs trained with each task's default preset ship inside the package. "
+                       "`path NAME` prints a writable copy of one (in $MNISTLAB_HOME or ~/.cache/mnistlab) that "
+                       "every command takes: sample, score, probe, latent, eval, serve, compare.")  # fmt: skip
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = actions.add_parser("list", help="the shipped runs with their test numbers and origin")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=cmd_list)
+    pa = actions.add_parser("path", help="print the folder of a writable copy of a shipped run")
+    pa.add_argument("name", help="a shipped run's name (see `mnistlab pretrained list`)")
+    pa.set_defaults(func=cmd_path)
+    pk = actions.add_parser("pack", help="pack finished runs into a bundle (the package's, by default)",
+                            description="Copy finished run folders (or the task stages of `mnistlab run` study "
+                            "folders) into a bundle with weights-only checkpoints, re-evaluate them, build the "
+                            "explorer's start-up cache and the `mnistlab compare` page; replaces the bundle.")  # fmt: skip
+    pk.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished run folders or study folders")
+    pk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")
+    pk.add_argument(
+        "--no-compare", action="store_true", help="skip the compare page (it scores every sampler)"
+    )
+    add_device(pk, "cpu")
+    pk.set_defaults(func=cmd_pack)
+    mk = actions.add_parser("make", help="train every task's default preset, then pack: the bundle from scratch",
+                            description="Train each registered task with its default preset into --work "
+                            "(finished runs are kept, interrupted ones resumed), then pack them into --out.")  # fmt: skip
+    mk.add_argument(
+        "--work", type=Path, default=Path("runs/pretrained"), help="training folder [runs/pretrained]"
+    )
+    mk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")
+    add_device(mk, "cpu")
+    add_progress(mk)
+    mk.set_defaults(func=cmd_make)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from mnistlab import pretrained
+
+    rows = [pretrained.describe(n) for n in pretrained.available()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no trained runs ship with this installation")
+        return 0
+    print(f"{'name':<12}{'task':<12}{'epochs':>7}{'MB':>7}  test numbers / made by")
+    for r in rows:
+        test = ", ".join(f"{k} {v:.4g}" for k, v in r["test"].items() if isinstance(v, int | float))
+        made = r["pretrained"]
+        print(f"{r['name']:<12}{r['task']:<12}{r['epochs'] or '-':>7}{r['megabytes']:>7}  {test or '-'}")
+        print(f"{'':<38}{made.get('command') or '-'} ({made.get('machine') or '?'})")
+    print(
+        "`mnistlab pretrained path NAME` prints a folder to use with any command; `mnistlab serve` opens them all."
+    )
+    return 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    from mnistlab import pretrained
+
+    print(pretrained.path(args.name))
+    return 0
+
+
+def _sources(runs: list[Path]) -> dict[str, Path]:
+    from mnistlab import bench, tasks
+    from mnistlab.errors import ConfigError
+
+    sources: dict[str, Path] = {}
+    for run in runs:
+        for _, folder in bench.expand(run)[0]:  # a run folder, or a study folder's finished task stages
+            name = tasks.load_run_config(folder)[0]
+            if name in sources:
+                raise ConfigError(
+                    f"two runs named {name!r} ({sources[name]} and {folder}); pack one per task"
+                )
+            sources[name] = Path(folder)
+    return sources
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from mnistlab import pretrained
+
+    records = pretrained.pack(_sources(args.runs), args.out or pretrained.BUNDLE, args.device,
+                              compare=not args.no_compare)  # fmt: skip
+    print(json.dumps(records, indent=2))
+    return 0
+
+
+def cmd_make(args: argparse.Namespace) -> int:
+    from mnistlab import pretrained
+
+    records = pretrained.make(
+        args.work, args.out or pretrained.BUNDLE, args.device, progress=not args.no_progress
+    )
+    print(json.dumps(records, indent=2))
+    return 0

@@ -1,0 +1,118 @@
+"""Shipped pretrained runs: packing keeps the weights bit for bit without the resume-only state,
+records where each run came from, re-evaluates to the same test numbers and ships the explorer's
+start-up cache; `path` gives a writable copy that every command takes; bad names are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistlab import cli, pretrained, rundir, tasks
+from mnistlab.training.checkpoint import CheckpointError, read_checkpoint, restore
+from mnistlab.web import cache
+from mnistlab.web.explorer import Explorer
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_study, tmp_path_factory) -> Path:
+    """The tiny study's task stages packed (without the compare page: scoring full MNIST is slow)."""
+    out = tmp_path_factory.mktemp("bundle") / "pretrained"
+    sources = {name: tiny_study / name for name in ("ae", "dae", "vae", "gan")}
+    pretrained.pack(sources, out, compare=False)
+    return out
+
+
+def test_packed_runs_keep_the_weights_and_record_their_origin(bundle, tiny_study):
+    assert pretrained.available(bundle) == ["ae", "dae", "vae", "gan"]  # stage order
+    for name in pretrained.available(bundle):
+        src, dst = rundir.checkpoint_path(tiny_study / name), rundir.checkpoint_path(bundle / name)
+        (a, _), (b, state) = read_checkpoint(src), read_checkpoint(dst)
+        kept = [k for k in a if k.startswith("module/")]
+        assert sorted(b) == sorted(kept) and all(torch.equal(a[k], b[k]) for k in kept)  # bit for bit
+        assert dst.stat().st_size < src.stat().st_size / 2  # no optimizer moments, no RNG state
+        assert state["epoch"] == read_checkpoint(src)[1]["epoch"]
+        made = rundir.read_summary(bundle / name)["pretrained"]
+        assert made["source"] == str(tiny_study / name) and made["machine"] and made["packed_at_commit"] != ""
+        assert made["command"] == (tiny_study / name / "command.txt").read_text().strip()  # what trained it
+        assert made["source_checkpoint_sha256"] == rundir.read_summary(tiny_study / name)["checkpoint_sha256"]
+        if tasks.get(name).evaluate is not None:
+            assert made["eval_reproduces_test"] is True
+    assert rundir.read_summary(bundle / "dae")["baseline"]["run"] == "../ae"  # the packed sibling
+    assert (bundle / "ae" / cache.FILE).is_file()  # the explorer starts from it
+
+
+def test_a_copy_serves_and_samples_without_computing_again(bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MNISTLAB_HOME", str(tmp_path / "home"))
+    root = pretrained.bundle_path(bundle)
+    assert root == tmp_path / "home" / "pretrained" and (root / "gan" / "summary.json").is_file()
+    monkeypatch.setattr(cache, "compute", lambda *a, **k: pytest.fail("the shipped cache was not used"))
+    ex = Explorer(root)
+    assert ex is not None
+    out = tmp_path / "s.npy"
+    assert cli.main(["-q", "sample", str(pretrained.path("gan", bundle)), "--n", "4", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_eval_of_a_copy_reproduces_its_recorded_numbers_and_resume_is_refused(bundle, tmp_path, capsys):
+    copy = pretrained.path("ae", bundle, root=tmp_path)
+    recorded = rundir.read_summary(copy)["test"]
+    assert cli.main(["-q", "eval", str(copy)]) == 0
+    assert json.loads(capsys.readouterr().out)["test"] == recorded
+    run = tasks.load_run(copy)
+    model = run.modules("encoder")
+    tensors, state = rundir.read_run_checkpoint(copy)
+    with pytest.raises(CheckpointError, match="weights-only .* cannot resume"):
+        restore(tensors, state, {}, {"model": torch.optim.Adam(model.parameters())})
+
+
+def test_a_changed_shipped_checkpoint_refreshes_the_copy(bundle, tmp_path):
+    shipped = tmp_path / "shipped"
+    import shutil
+
+    shutil.copytree(bundle, shipped)
+    copy = pretrained.path("gan", shipped, root=tmp_path / "home")
+    mark = copy / "mine.txt"
+    mark.write_text("kept until the shipped run changes")
+    assert pretrained.path("gan", shipped, root=tmp_path / "home") == copy and mark.is_file()
+    ckpt = rundir.checkpoint_path(shipped / "gan")
+    ckpt.write_bytes(ckpt.read_bytes() + b" ")  # another shipped checkpoint (a newer package)
+    pretrained.path("gan", shipped, root=tmp_path / "home")
+    assert not mark.exists()
+
+
+def test_bad_names_and_an_empty_bundle_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    assert cli.main(["pretrained", "path", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no shipped run named 'nope'" in err and "\n" not in err
+    monkeypatch.setattr(pretrained, "BUNDLE", tmp_path / "empty")
+    with pytest.raises(Exception, match="ships no trained runs"):
+        pretrained.bundle_path(tmp_path / "empty", root=tmp_path / "home")
+    with pytest.raises(SystemExit):  # an action is required: argparse's usage line
+        cli.main(["pretrained"])
+
+
+def test_serve_without_a_run_opens_the_shipped_runs(bundle, tmp_path, monkeypatch):
+    from mnistlab.web import app
+
+    served = []
+    monkeypatch.setattr(pretrained, "BUNDLE", bundle)
+    monkeypatch.setenv("MNISTLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(app, "serve", lambda run_dir, *a, **k: served.append(run_dir))
+    assert cli.main(["-q", "serve", "--port", "0"]) == 0
+    assert served == [tmp_path / "home" / "pretrained"] and (served[0] / "ae" / cache.FILE).is_file()
+
+
+def test_pack_takes_a_study_folder_and_refuses_two_runs_of_one_task(tiny_study, tmp_path, capsys):
+    out = tmp_path / "b"
+    args = ["-q", "pretrained", "pack", str(tiny_study), "--out", str(out), "--no-compare"]
+    assert cli.main(args) == 0 and pretrained.available(out) == ["ae", "dae", "vae", "gan"]
+    capsys.readouterr()
+    assert (
+        cli.main(["-q", "pretrained", "pack", str(tiny_study), str(tiny_study / "ae"), "--out", str(out)])
+        == 2
+    )
+    assert "two runs named 'ae'" in capsys.readouterr().err
+    assert cli.main(["pretrained", "list", "--json"]) == 0
