@@ -11,12 +11,19 @@ from pathlib import Path
 from mnistlab.cli.common import names
 
 
+def _tasks_with(role: str) -> str:
+    from mnistlab import tasks
+
+    return ", ".join(s.name for s in tasks.with_role(role))
+
+
 def add_parsers(sub) -> None:
+    encoders, generators = _tasks_with("encoder"), _tasks_with("generator")
     probe = sub.add_parser("probe", help="train classifiers on a trained encoder (linear probe, fine-tuning)",
                            description="Frozen encoder + one linear layer (with kNN, logistic-regression, pixel "
                            "and PCA baselines); --finetune trains the whole encoder too; --labels-per-class "
                            "measures accuracy against the number of labels, pretrained against from scratch.")  # fmt: skip
-    probe.add_argument("run_dir", type=Path, help="a run folder of `mnistlab train ae` or `train dae`")
+    probe.add_argument("run_dir", type=Path, help=f"a run folder of a task with an encoder ({encoders})")
     probe.add_argument("--finetune", action="store_true", help="also fine-tune encoder + head on all labels")
     probe.add_argument("--labels-per-class", metavar="N1,N2,...",
                        help="label efficiency: e.g. 10,100,1000,all (seeded, balanced labelled subsets)")  # fmt: skip
@@ -64,10 +71,12 @@ def add_parsers(sub) -> None:
     lat.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     lat.add_argument("--no-progress", action="store_true", help="no progress bars")
     sam = sub.add_parser("sample", help="draw N digits from a run into a .npy file and a PNG grid",
-                         description="Draw N digits from a trained run (ae, dae: codes from a fitted sampler, "
-                         "decoded; gan: noise from its prior, decoded) into OUT (.npy, uint8 (N, 28, 28)) and a PNG grid beside it.")  # fmt: skip
-    sam.add_argument("run_dir", type=Path, help="a run folder that can generate (ae, dae, gan)")
-    sam.add_argument("--sampler", help="ae/dae: gmm, gaussian or uniform [gmm]; gan: prior [prior]")
+                         description="Draw N digits from a trained run (autoencoders: codes from a fitted sampler, "
+                         "decoded; GANs and the VAE: noise from their prior, decoded) into OUT (.npy, uint8 (N, 28, "
+                         "28)) and a PNG grid beside it, with a record of the run, data, sampler and seed (OUT.json).")  # fmt: skip
+    sam.add_argument("run_dir", type=Path, help=f"a run folder of a task that generates ({generators})")
+    sam.add_argument("--sampler", help="ae, dae: gmm, gaussian or uniform [gmm]; vae: prior [prior] or a code "
+                     "sampler; gan, cgan: prior [prior]")  # fmt: skip
     sam.add_argument("--n", type=int, required=True, help="how many digits")
     sam.add_argument("--digit", type=_digit, metavar="D|all",
                      help="conditional generators only: draw this digit (0-9), or 'all' for equal shares")  # fmt: skip

@@ -8,11 +8,13 @@ from pathlib import Path
 
 
 def add_parsers(sub) -> None:
-    r = sub.add_parser("run", help="the whole study: AE (+ search), DAE, probes, latent, GAN, then the report",
+    r = sub.add_parser("run", help="the whole study: AE (+ search), DAE, VAE, probes, latent, GAN, cGAN, report",
                        description="Run every stage into one run folder (search/, ae/, ae/probe/, ae/latent/, "
-                       "dae/, gan/, run.json) and write report.html and report.md. The same command again "
+                       "dae/, vae/, label_efficiency/, gan/, cgan/, run.json) and write report.html and report.md. "
+                       "The same command again "
                        "skips finished stages and resumes an interrupted one from its checkpoint.")  # fmt: skip
-    r.add_argument("--preset", default="quick", help="quick, seed, default or a .toml preset [quick]")
+    r.add_argument("--preset", default="quick", help="quick, seed, default or a .toml preset [quick: the study "
+                   "trains every model, so the long default study is asked for by name]")  # fmt: skip
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="override a stage's setting, e.g. --set ae.train.epochs=2, --set gan.gan.final_samples=500, "
                    "--set run.search=false, --set data.train_limit=5000 (every stage) (repeatable)")  # fmt: skip
