@@ -35,7 +35,8 @@ log = logging.getLogger("mnistlab")
 
 BUNDLE = Path(__file__).parent / "_pretrained"
 COPY_FILES = ("config.toml", "command.txt", "metrics.jsonl")
-COPY_DIRS = ("figures", "grids")
+# probe/ and latent/: what the explorer classifies with and maps (with `mnistlab probe` / `latent` run on it)
+COPY_DIRS = ("figures", "grids", "probe", "latent")
 REPORT = "report"  # `mnistlab compare`'s page of the bundle's runs
 
 
@@ -148,7 +149,7 @@ def pack_run(
             shutil.copy2(source / name, dest / name)
     for name in COPY_DIRS:
         if (source / name).is_dir():
-            shutil.copytree(source / name, dest / name)
+            shutil.copytree(source / name, dest / name, ignore=shutil.ignore_patterns("tensorboard"))
     sha = write_weights_only(rundir.checkpoint_path(source), rundir.checkpoint_path(dest),
                              summary.get("checkpoint_sha256"))  # fmt: skip
     record = {**provenance(source), "source_checkpoint_sha256": summary.get("checkpoint_sha256")}
