@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab import cli, pretrained, rundir, tasks
+from mnistlab import cli, pretrained, pretrained_pack, rundir, tasks
 from mnistlab.training.checkpoint import CheckpointError, read_checkpoint, restore
 from mnistlab.web import cache
 from mnistlab.web.explorer import Explorer
@@ -21,7 +21,7 @@ def bundle(tiny_study, tmp_path_factory) -> Path:
     """The tiny study's task stages packed (without the compare page: scoring full MNIST is slow)."""
     out = tmp_path_factory.mktemp("bundle") / "pretrained"
     sources = {name: tiny_study / name for name in ("ae", "dae", "vae", "gan")}
-    pretrained.pack(sources, out, compare=False)
+    pretrained_pack.pack(sources, out, compare=False)
     return out
 
 
@@ -116,3 +116,19 @@ def test_pack_takes_a_study_folder_and_refuses_two_runs_of_one_task(tiny_study, 
     )
     assert "two runs named 'ae'" in capsys.readouterr().err
     assert cli.main(["pretrained", "list", "--json"]) == 0
+
+
+def test_a_smoke_run_report_shows_the_shipped_runs_beside_its_own(bundle, tiny_study, tmp_path, monkeypatch):
+    import shutil
+
+    from mnistlab.report.build import write_report
+
+    run = Path(shutil.copytree(tiny_study, tmp_path / "run"))
+    monkeypatch.setattr(pretrained, "BUNDLE", bundle)
+    md = write_report(run)["markdown"].read_text()
+    key = md[md.index("## 1. Key results") : md.index("## 2.")]
+    assert "shipped default run (measured)" in key and "`mnistlab pretrained list`" in key
+    shipped_mse = rundir.read_summary(bundle / "ae")["test"]["mse"]
+    assert f"MSE {shipped_mse:.3g}" in key.split("ae: test reconstruction")[1].split("\n")[0]
+    monkeypatch.setattr(pretrained, "BUNDLE", tmp_path / "none")
+    assert "shipped default run" not in write_report(run)["markdown"].read_text()

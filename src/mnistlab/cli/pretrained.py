@@ -90,18 +90,18 @@ def _sources(runs: list[Path]) -> dict[str, Path]:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from mnistlab import pretrained
+    from mnistlab import pretrained, pretrained_pack
 
-    records = pretrained.pack(_sources(args.runs), args.out or pretrained.BUNDLE, args.device,
+    records = pretrained_pack.pack(_sources(args.runs), args.out or pretrained.BUNDLE, args.device,
                               compare=not args.no_compare)  # fmt: skip
     print(json.dumps(records, indent=2))
     return 0
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    from mnistlab import pretrained
+    from mnistlab import pretrained, pretrained_pack
 
-    records = pretrained.make(
+    records = pretrained_pack.make(
         args.work, args.out or pretrained.BUNDLE, args.device, progress=not args.no_progress
     )
     print(json.dumps(records, indent=2))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnistlab.report.content import RunFolder, Section, Table, num, pct
+from mnistlab.report.content import RunFolder, Section, Table, num, pct, read_json
 from mnistlab.training.denoise import OWN  # the denoiser's column in its summary's table
 
 # The original study's own numbers (its written report), labelled as such wherever they appear.
@@ -29,20 +29,59 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
     st = run.state
     enc = run.encoder
     ae = run.json(f"{enc}/summary.json") if enc else {}
-    limit = run.json(f"{enc}/summary.json").get("n_train") if enc else None
-    if str(st.get("preset", "")).endswith("quick") or (limit and limit < 40_000):
+    limit = ae.get("n_train")
+    smoke = str(st.get("preset", "")).endswith("quick") or bool(limit and limit < 40_000)
+    shipped = _shipped_summaries() if smoke else {}
+    if smoke:
         sec.banner = (
             f"Preset {st.get('preset')!r} is a smoke run ({num(limit)} training images, a few epochs): its numbers "
             f"show that every stage works, not what the models reach. The full study is `mnistlab run --preset "
             f"default` (about {DEFAULT_MINUTES} minutes on a 2-core CPU for its first five stages); its measured "
-            "results are in docs/results.md."
-        )
+            "results are in docs/results.md"
+            + ("; the last column holds the runs trained with the default preset that ship with mnistlab "
+               "(`mnistlab pretrained list`)." if shipped else ".")
+        )  # fmt: skip
+    mine = {n: run.json(f"{n}/summary.json") for n in run.trained if run.done(n)}
+    probe = run.json(f"{run.folder('probe')}/summary.json") if run.done("probe") else {}
+    rows = _rows(mine, probe, enc, roles)
+    columns = ["measure", "this run (measured)", "original report (its own numbers)", "trained"]
+    if shipped:
+        theirs = {r[0]: r for r in _rows(shipped, shipped.get(f"{enc}/probe", {}), enc, roles)}
+        rows = [r + [_with_epochs(theirs.get(r[0]))] for r in rows]
+        columns.append("shipped default run (measured)")
+    if not rows:
+        sec.missing = "No stage has finished yet, so there is no result to show."
+    sec.tables.append(Table("The headline of each stage (details in the sections below)", columns, rows))
+    return sec
+
+
+def _shipped_summaries() -> dict[str, dict[str, Any]]:
+    """Summaries of the runs shipped in the package (and "<name>/probe" of a probed one); {} if none."""
+    from mnistlab import pretrained
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in pretrained.available():
+        out[name] = read_json(pretrained.BUNDLE / name / "summary.json")
+        if (pretrained.BUNDLE / name / "probe" / "summary.json").is_file():
+            out[f"{name}/probe"] = read_json(pretrained.BUNDLE / name / "probe" / "summary.json")
+    return out
+
+
+def _with_epochs(row: list[str] | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row[1]} ({row[3]})" if row[3] else row[1]
+
+
+def _rows(summaries: dict[str, dict[str, Any]], probe: dict[str, Any], enc: str | None,
+          roles: dict[str, frozenset[str]]) -> list[list[str]]:  # fmt: skip
+    """[measure, value, the original report's number, what was trained] for each headline."""
     rows: list[list[str]] = []
+    ae = summaries.get(enc or "", {})
     if ae.get("test"):
         t = ae["test"]
         rows.append([f"{enc}: test reconstruction", f"MSE {num(t.get('mse'))}, PSNR {num(t.get('psnr'))} dB", "-",
                      f"{_epochs(ae.get('epochs'))}, {num(ae.get('n_train'))} images"])  # fmt: skip
-    probe = run.json(f"{run.folder('probe')}/summary.json") if run.done("probe") else {}
     lp, ft = probe.get("linear_probe") or {}, probe.get("finetune") or {}
     if lp:
         rows.append(["frozen encoder + linear layer, test accuracy", pct(lp.get("test_acc")), pct(ORIGINAL_PROBE),
@@ -50,23 +89,15 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
     if ft:
         rows.append(["fine-tuned encoder, test accuracy", pct(ft.get("test_acc")),
                      f"{pct(ORIGINAL_SUPERVISED)} (its supervised CNN)", _epochs(ft.get("epochs"))])  # fmt: skip
-    for name in run.trained:
+    for name, s in summaries.items():
         r = roles.get(name, frozenset())
-        s = run.json(f"{name}/summary.json") if run.done(name) else {}
-        if not s:
-            continue
         if "denoiser" in r:
             row = _denoiser_row(name, s)
             if row:
                 rows.append(row)
         if "generator" in r:
             rows += _generator_rows(name, s)
-    if not rows:
-        sec.missing = "No stage has finished yet, so there is no result to show."
-    sec.tables.append(Table("The headline of each stage (details in the sections below)",
-                            ["measure", "this run (measured)", "original report (its own numbers)", "trained"],
-                            rows))  # fmt: skip
-    return sec
+    return rows
 
 
 def _denoiser_row(name: str, s: dict[str, Any]) -> list[str] | None:
