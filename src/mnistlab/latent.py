@@ -231,11 +231,15 @@ class GMMSampler(CodeSampler):
 
     def __init__(self, codes: np.ndarray, seed: int = 0, components: int = 10):
         from sklearn.mixture import GaussianMixture
+        from threadpoolctl import threadpool_limits
 
         check(components >= 1, f"gmm components must be >= 1, got {components}")
         check(len(codes) >= components, f"gmm: {components} components need >= {components} codes")
         gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-5)
-        gmm.fit(codes.astype(np.float64))
+        # EM solves many tiny (d x d) systems: one BLAS thread is faster than several fighting over them
+        # (measured: 1.7x on 48,000 10-d codes, 2-core EPYC at load 4; the same means to float equality).
+        with threadpool_limits(1, user_api="blas"):
+            gmm.fit(codes.astype(np.float64))
         self.weights, self.means, self.covariances = gmm.weights_, gmm.means_, gmm.covariances_
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
