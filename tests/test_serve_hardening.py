@@ -222,7 +222,8 @@ def test_json_and_image_content_types_are_accepted(client):
 
 
 def test_the_page_sends_the_content_types_the_server_wants():
-    js = (Path(preprocess.__file__).parent / "static" / "app.js").read_text()
+    static = Path(preprocess.__file__).parent / "static"
+    js = "".join(p.read_text() for p in static.glob("*.js"))  # app.js and the modules it imports
     assert '"Content-Type": raw ? "image/png" : "application/json"' in js
     assert "/api/analyze" in js
 

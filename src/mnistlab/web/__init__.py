@@ -7,7 +7,9 @@
 - `cache.py`: what the explorer computes at start (codes, PCA, fitted samplers), saved in the encoder's
   run folder and read back by the next start while the checkpoint and settings are the same;
 - `parse.py`, `errors.py`: checking request bodies; `ApiError` (a 4xx status and a one-line message);
+- `downloads.py`: sample grids as PNG and .npy files, and the run's report page (GET routes);
 - `app.py`: the HTTP routes, request checking (every bad input is a 4xx with a one-line message) and
   `serve()`, which binds to 127.0.0.1 unless told otherwise;
-- `static/`: the page (plain HTML, CSS and JS; no network).
+- `static/`: the page (plain HTML, CSS and JS modules: app.js imports pad.js, map.js, samplers.js,
+  ui.js; no network).
 """

@@ -9,7 +9,11 @@ API (JSON in and out; images are 28x28 arrays of 0..255; errors are {"error": "o
   POST /api/decode    {code}                      -> {image}
   POST /api/denoise   {image|png, sigma?, seed?}  -> {input, noisy, denoised}
   POST /api/classify  {image|png | code}          -> {digit, probs}
-  POST /api/sample    {sampler, n?, seed?}        -> {sampler, images}   samplers: uniform gaussian gmm gan
+  POST /api/sample    {sampler, n?, seed?, digit?, every_digit?} -> {sampler, images | rows}; n in 1..256
+                                  samplers: uniform gaussian gmm, and one per generator run (by task)
+  GET  /api/sample.png?sampler=&n=&seed=&digit=&every_digit=  and  /api/sample.npy?...: the same digits
+                                  as a grid PNG / a uint8 (N, 28, 28) .npy file (downloads.py)
+  GET  /report                                    the run's report.html or compare page (downloads.py)
   POST /api/interpolate {a, b, steps?}            -> {codes, images}; a and b: {code}|{image}|{png}|{index}
   GET  /api/map/{name}                            -> {x, y, labels, decodable, axis}
   POST /api/map/{name}/click {x, y}               -> decoded point (pca, latent) or nearest test digit
@@ -45,9 +49,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mnistlab.errors import ConfigError
-from mnistlab.web import parse
+from mnistlab.web import downloads, parse
 from mnistlab.web.errors import ApiError, one_line
-from mnistlab.web.explorer import MAX_SAMPLES, MAX_SIGMA, MAX_STEPS, Explorer
+from mnistlab.web.explorer import MAX_SIGMA, MAX_STEPS, Explorer
 from mnistlab.web.guard import UPLOAD_PATHS, Guard, host_policy, is_loopback, same_origin, split_host  # noqa: F401
 from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, bound_decoder, preprocess_bytes
 
@@ -189,15 +193,11 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         return {"digit": int(probs.argmax()), "probs": [round(float(p), 5) for p in probs]}
 
     def sample(body: dict[str, Any]) -> dict[str, Any]:
-        sampler = parse.get_str(body, "sampler")
-        n = parse.get_int(body, "n", 16, 1, MAX_SAMPLES)
-        seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
-        digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
-        if body.get("every_digit") is True:  # the same noise for every digit: style kept, class changed
-            rows = [ex.sample(sampler, n, seed, d) for d in range(10)]
-            return {"sampler": sampler, "seed": seed, "rows": [parse.to_uint8_list(r) for r in rows]}
-        images = ex.sample(sampler, n, seed, digit)
-        return {"sampler": sampler, "seed": seed, "digit": digit, "images": parse.to_uint8_list(images)}
+        fields, images = downloads.draw(ex, body)  # (n, 28, 28), or (10, n, 28, 28) for every digit
+        out = {"sampler": fields["sampler"], "seed": fields["seed"], "n": fields["n"]}
+        if fields["every_digit"]:
+            return {**out, "rows": [parse.to_uint8_list(r) for r in images]}
+        return {**out, "digit": fields["digit"], "images": parse.to_uint8_list(images)}
 
     def interpolate(body: dict[str, Any]) -> dict[str, Any]:
         steps = parse.get_int(body, "steps", 10, 2, MAX_STEPS)
@@ -260,6 +260,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         Route("/api/map/{name:str}", map_data),
         Route("/api/map/{name:str}/click", map_click, methods=["POST"]),
         Route("/api/test/{index:str}", test_item),
+        *downloads.build_routes(ex, heavy),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

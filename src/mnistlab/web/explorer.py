@@ -25,12 +25,14 @@ import torch
 
 from mnistlab import latent, tasks
 from mnistlab.web.errors import ApiError
-from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_runs, load_probe_head
+from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_report, find_runs, load_probe_head
 
 log = logging.getLogger("mnistlab")
 
 KNN = 5  # a code's place on a map that cannot embed new points: the mean of its 5 nearest test codes
-MAX_SAMPLES, MAX_STEPS, MAX_SIGMA = 64, 32, 2.0
+MAX_SAMPLES, MAX_STEPS, MAX_SIGMA = 256, 32, 2.0
+SAMPLE_COUNTS = (16, 64, 256)  # the page's choices; the API takes any count in 1..MAX_SAMPLES
+MAX_ROW_SAMPLES = 64  # per digit when every digit is drawn from the same noise: 640 digits at most
 AE_SAMPLERS = tuple(latent.SAMPLERS)  # uniform, gaussian, gmm
 MAP_AXES = {"latent": "latent", "pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
 
@@ -285,7 +287,8 @@ class Explorer:
                     for s in AE_SAMPLERS}  # fmt: skip
         for name in dict.fromkeys([*self.generator_tasks, *self.layout.generators]):
             folder = self.layout.generators.get(name)
-            samplers[name] = {**panel(f"generator:{name}"), "label": f"{name} (its prior)",
+            default = getattr(self.generators.get(name), "samplers", ("prior",))[0]
+            samplers[name] = {**panel(f"generator:{name}"), "label": f"{name} (its {default})",
                               "run": str(folder) if folder else None,
                               "conditional": bool(self.conditional.get(name))}  # fmt: skip
         on = any(v["available"] for v in samplers.values())
@@ -295,8 +298,10 @@ class Explorer:
         for key, reason in self.missing.items():
             if key.startswith("map:"):
                 maps[key[4:]] = {"available": False, "reason": reason, "axis": MAP_AXES.get(key[4:], key[4:])}
+        report = find_report(self.run_dir)  # looked up per call: a report may be written while serving
         return {
             "run": str(self.run_dir),
+            "report": report.relative_to(self.run_dir.resolve()).as_posix() if report else None,
             "runs": {
                 "encoder": str(self.layout.encoder) if self.layout.encoder else None,
                 "denoiser": str(self.layout.denoiser) if self.layout.denoiser else None,
@@ -322,7 +327,13 @@ class Explorer:
             "samplers": samplers,
             "probe_accuracy": self.probe_accuracy,
             "dae_sigma": self.dae_sigma,
-            "limits": {"max_samples": MAX_SAMPLES, "max_steps": MAX_STEPS, "max_sigma": MAX_SIGMA},
+            "limits": {
+                "max_samples": MAX_SAMPLES,
+                "max_steps": MAX_STEPS,
+                "max_sigma": MAX_SIGMA,
+                "sample_counts": list(SAMPLE_COUNTS),
+                "max_row_samples": MAX_ROW_SAMPLES,
+            },
         }
 
 

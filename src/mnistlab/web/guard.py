@@ -15,6 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mnistlab.web.errors import one_line
 
 UPLOAD_PATHS = frozenset({"/api/analyze"})  # their body is the image file itself (the page sends image/png)
+# GETs that run a model or serve a page (downloads.py): another site's <img> or <iframe> may not
+# trigger them (browsers send Sec-Fetch-Site; a typed address or a curl sends "none" or nothing).
+SAME_SITE_PATHS = frozenset({"/api/sample.png", "/api/sample.npy", "/report"})
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
@@ -73,6 +76,8 @@ class Guard:
       form or multipart types, so these never run a handler even in a browser that sends no Origin.
       A request without Content-Type is let through: a browser sends none only for a fetch() of an
       untyped body, and that carries Origin; curl and scripts may omit it.
+    - Sec-Fetch-Site on SAME_SITE_PATHS: "cross-site" or "same-site" (an <img> or a frame on
+      another page, which sends no Origin on a GET); 403.
     """
 
     def __init__(self, app: ASGIApp, host_ok: Callable[[str, int | None, int | None], bool] | None,
@@ -90,6 +95,9 @@ class Guard:
         origin = headers.get("origin")
         if origin is not None and not same_origin(origin, host, scope.get("scheme", "http")):
             return 403, f"cross-origin request from {origin[:60]!r} refused: only the explorer's own page may call it"  # fmt: skip
+        fetch_site = headers.get("sec-fetch-site", "")
+        if scope["path"] in SAME_SITE_PATHS and fetch_site in ("cross-site", "same-site"):
+            return 403, f"{scope['path']} refused: requested by another site (Sec-Fetch-Site: {fetch_site})"
         if scope["method"] not in ("GET", "HEAD") and "content-type" in headers:
             media = headers["content-type"].partition(";")[0].strip().lower()
             if scope["path"] in UPLOAD_PATHS:

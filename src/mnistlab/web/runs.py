@@ -6,8 +6,9 @@ Two layouts are accepted:
   RUN/dae/, RUN/gan/, ...);
 - one training run folder of any task.
 The pieces: the encoder (the first run, in stage order, that encodes and decodes and is not a
-denoiser, else the first that encodes and decodes), the denoiser, and every generator. A piece that is
-missing or fails to load is recorded with the reason; nothing here raises for it.
+denoiser, else the first that encodes and decodes), the denoiser, and every other generator. A piece
+that is missing or fails to load is recorded with the reason; nothing here raises for it. Also the
+run's own page (`find_report`): report.html of a study, else the page of `mnistlab compare`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ log = logging.getLogger("mnistlab")
 
 LOAD_ERRORS = (ConfigError, CheckpointError, DataError, OSError, ValueError, KeyError, RuntimeError)
 MAP_FOLDERS = ("latent", "figures/latent")  # where an ae run keeps `mnistlab latent`'s map_*.csv
+# The run's page, first found wins: a study's report, then the compare page of a pretrained bundle or a
+# run folder. Fixed names only: the explorer never serves a path a client chose.
+REPORT_PAGES = ("report.html", "report/compare.html", "figures/compare.html", "compare.html")
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ def _pick(runs: list[tuple[str, Path]]) -> Layout:
     plain = [(t, p) for t, p in coders if "denoiser" not in _roles(t)]
     encoder = (plain or coders or [(None, None)])[0][1]
     denoiser = next((p for t, p in runs if "denoiser" in _roles(t)), None)
-    generators = {t: p for t, p in runs if "generator" in _roles(t) and "encoder" not in _roles(t)}
+    # Every other run that generates: the GANs, and a coder that is neither the encoder nor the
+    # denoiser (a VAE beside the autoencoder: its own sampler, the prior, gets a panel).
+    generators = {t: p for t, p in runs if "generator" in _roles(t) and p not in (encoder, denoiser)}
     return Layout(encoder, denoiser, generators, {})
 
 
@@ -166,3 +172,17 @@ def load_probe_head(ae_dir: Path, latent_dim: int, train_codes: np.ndarray):
         head = fold_standardization(head, mean, std)
     accuracy = rundir.read_summary(probe_dir).get("linear_probe", {}).get("test_acc")
     return head.eval(), accuracy
+
+
+def find_report(run_dir: Path) -> Path | None:
+    """The first of REPORT_PAGES that is a regular file inside `run_dir` once links are resolved (a
+    symlink that leads out of the folder is ignored), else None."""
+    root = Path(run_dir).resolve()
+    for name in REPORT_PAGES:
+        try:
+            path = (root / name).resolve()
+            if path.is_relative_to(root) and path.is_file():
+                return path
+        except OSError:  # a link loop, a folder we may not read
+            continue
+    return None
