@@ -51,12 +51,12 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def pack_run(
-    source: Path, dest: Path, device: Any, baselines: dict[Path, Path] | None = None
-) -> dict[str, Any]:
-    """Copy finished run `source` into `dest` with a weights-only checkpoint, then evaluate the copy
-    (tasks that can) and record whether its test numbers equal the source's. `baselines` maps source
-    run folders to their packed copies, for a run evaluated beside another (the denoiser's baseline)."""
+def pack_run(source: Path, dest: Path, device: Any, baselines: dict[Path, Path] | None = None,
+             half: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Copy finished run `source` into `dest` with a weights-only checkpoint (float16 with `half`),
+    then evaluate the copy (tasks that can) and record how far its test numbers moved from the
+    source's. `baselines` maps source run folders to their packed copies, for a run evaluated beside
+    another (the denoiser's baseline)."""
     source, dest = Path(source), Path(dest)
     task, exp = tasks.load_run_config(source)
     summary = rundir.read_summary(source)
@@ -70,8 +70,9 @@ def pack_run(
         if (source / name).is_dir():
             shutil.copytree(source / name, dest / name, ignore=shutil.ignore_patterns("tensorboard"))
     sha = write_weights_only(rundir.checkpoint_path(source), rundir.checkpoint_path(dest),
-                             summary.get("checkpoint_sha256"))  # fmt: skip
-    record = {**provenance(source), "source_checkpoint_sha256": summary.get("checkpoint_sha256")}
+                             summary.get("checkpoint_sha256"), half=half)  # fmt: skip
+    record = {**provenance(source), "source_checkpoint_sha256": summary.get("checkpoint_sha256"),
+              "weights": "float16" if half else "float32 (bit for bit)"}  # fmt: skip
     rundir.write_summary(dest, {**summary, "checkpoint_sha256": sha, "pretrained": record})
     spec = tasks.get(task)
     if spec.evaluate is not None:
@@ -83,12 +84,23 @@ def pack_run(
         after = rundir.read_summary(dest)
         if "baseline" in options and isinstance(after.get("baseline"), dict):  # the sibling, wherever copied
             after["baseline"]["run"] = f"../{Path(options['baseline']).name}"
-        record["eval_reproduces_test"] = after.get("test") == summary.get("test")
+        record["source_test"] = summary.get("test")  # the trained weights' numbers, before any rounding
+        record["test_max_relative_change"] = max_relative_change(summary.get("test"), after.get("test"))
         rundir.write_summary(dest, {**after, "pretrained": record})
     return record
 
 
-def pack(sources: dict[str, Path], out: Path, device: Any = "cpu", compare: bool = True) -> dict[str, Any]:
+def max_relative_change(before: Any, after: Any) -> float | None:
+    """Largest |after - before| / |before| over the numbers both test tables hold (None if none)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    changes = [abs(after[k] - v) / abs(v) for k, v in before.items()
+               if isinstance(v, int | float) and isinstance(after.get(k), int | float) and v != 0]  # fmt: skip
+    return max(changes) if changes else None
+
+
+def pack(sources: dict[str, Path], out: Path, device: Any = "cpu", compare: bool = True,
+         half: bool = True) -> dict[str, Any]:  # fmt: skip
     """Pack finished runs (name -> run folder) into bundle `out`, replacing it whole: each run, the
     explorer's start-up cache, and (with `compare`) `mnistlab compare`'s measures and page."""
     import torch
@@ -99,7 +111,7 @@ def pack(sources: dict[str, Path], out: Path, device: Any = "cpu", compare: bool
     device = torch.device(device)
     packed, records = {}, {}
     for name, src in sources.items():
-        records[name] = pack_run(Path(src), staging / name, device, packed)
+        records[name] = pack_run(Path(src), staging / name, device, packed, half)
         packed[Path(src).resolve()] = staging / name
     from mnistlab.web.explorer import Explorer
 

@@ -28,6 +28,9 @@ def add_parsers(sub) -> None:
     pk.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished run folders or study folders")
     pk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")
     pk.add_argument(
+        "--float32", action="store_true", help="keep the weights bit for bit [float16: half the size]"
+    )
+    pk.add_argument(
         "--no-compare", action="store_true", help="skip the compare page (it scores every sampler)"
     )
     add_device(pk, "cpu")
@@ -93,7 +96,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from mnistlab import pretrained, pretrained_pack
 
     records = pretrained_pack.pack(_sources(args.runs), args.out or pretrained.BUNDLE, args.device,
-                              compare=not args.no_compare)  # fmt: skip
+                              compare=not args.no_compare, half=not args.float32)  # fmt: skip
     print(json.dumps(records, indent=2))
     return 0
 

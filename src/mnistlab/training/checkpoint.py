@@ -217,13 +217,16 @@ def restore(
     _set_rng_state(tensors, state)
 
 
-def write_weights_only(src: Path, dst: Path, expected_sha256: str | None = None) -> str:
-    """Copy checkpoint `src` to `dst` keeping only the module tensors ("module/..."), bit for bit, and
-    the epoch and step: what loading a trained run needs, about a third of a resumable checkpoint
-    (Adam keeps two moments per weight). Returns the new file's SHA-256 (also recorded beside it)."""
+def write_weights_only(src: Path, dst: Path, expected_sha256: str | None = None, half: bool = False) -> str:
+    """Copy checkpoint `src` to `dst` keeping only the module tensors ("module/...") and the epoch and
+    step: what loading a trained run needs, about a third of a resumable checkpoint (Adam keeps two
+    moments per weight). Bit for bit, or with `half` every float32 tensor rounded to float16 (half
+    the size again; loading casts them back into the float32 modules). Returns the new file's SHA-256
+    (also recorded beside it)."""
     tensors, state = read_checkpoint(src, expected_sha256)
-    kept = {k: v.contiguous() for k, v in tensors.items() if k.startswith("module/")}
-    meta = {"format": FORMAT, "epoch": state.get("epoch"), "step": state.get("step"),
+    kept = {k: (v.half() if half and v.dtype == torch.float32 else v).contiguous()
+            for k, v in tensors.items() if k.startswith("module/")}  # fmt: skip
+    meta = {"format": FORMAT, "epoch": state.get("epoch"), "step": state.get("step"), "float16": half,
             "weights_only_from": hashlib.sha256(Path(src).read_bytes()).hexdigest()}  # fmt: skip
     data = st_save(kept, metadata={"state": json.dumps(meta, sort_keys=True)})
     sha = hashlib.sha256(data).hexdigest()
