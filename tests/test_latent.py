@@ -226,14 +226,18 @@ def test_sample_records_where_its_digits_came_from_and_score_uses_it(ae_run, tmp
     assert record["data"]["train_limit"] > 0  # the run's own data config
     seen = {}
 
-    def fake_score_file(path, cfg, device, k, progress=True):
-        seen["cfg"] = cfg
+    def fake_score_file(path, cfg, device, k, progress=True, digit=None):
+        seen["cfg"], seen["digit"] = cfg, digit
         return {"fid_mnist": 1.0, "class_hist": [0.1] * 10}
 
     monkeypatch.setattr("mnistlab.generation.score_file", fake_score_file)
     capsys.readouterr()
     assert cli.main(["score", str(out)]) == 0
     assert seen["cfg"].dataset == record["data"]["dataset"] and "digits 0-9" in capsys.readouterr().out
+    assert seen["digit"] is None  # drawn without --digit: scored against every test image
+    record["digit"] = 3
+    out.with_suffix(".json").write_text(json.dumps(record))
+    assert cli.main(["score", str(out)]) == 0 and seen["digit"] == 3  # one digit: that digit's images
     assert cli.main(["score", str(out), "--dataset", "fashion-mnist"]) == 0
     assert "was drawn from a run trained on mnist" in capsys.readouterr().err
 
