@@ -8,6 +8,8 @@ from pathlib import Path
 
 from mnistlab.cli.common import add_device, add_progress
 
+HEADLINE = ("mse", "psnr", "ssim", "kl", "fid_mnist", "precision", "recall", "accuracy")  # what `list` shows
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("pretrained", help="trained runs shipped with mnistlab (list, path, pack, make)",
@@ -59,7 +61,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'name':<12}{'task':<12}{'epochs':>7}{'MB':>7}  test numbers / made by")
     for r in rows:
-        test = ", ".join(f"{k} {v:.4g}" for k, v in r["test"].items() if isinstance(v, int | float))
+        test = ", ".join(f"{k} {r['test'][k]:.4g}" for k in HEADLINE if isinstance(r["test"].get(k), int | float))
         made = r["pretrained"]
         print(f"{r['name']:<12}{r['task']:<12}{r['epochs'] or '-':>7}{r['megabytes']:>7}  {test or '-'}")
         print(f"{'':<38}{made.get('command') or '-'} ({made.get('machine') or '?'})")
