@@ -61,7 +61,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'name':<12}{'task':<12}{'epochs':>7}{'MB':>7}  test numbers / made by")
     for r in rows:
-        test = ", ".join(f"{k} {r['test'][k]:.4g}" for k in HEADLINE if isinstance(r["test"].get(k), int | float))
+        test = ", ".join(
+            f"{k} {r['test'][k]:.4g}" for k in HEADLINE if isinstance(r["test"].get(k), int | float)
+        )
         made = r["pretrained"]
         print(f"{r['name']:<12}{r['task']:<12}{r['epochs'] or '-':>7}{r['megabytes']:>7}  {test or '-'}")
         print(f"{'':<38}{made.get('command') or '-'} ({made.get('machine') or '?'})")
