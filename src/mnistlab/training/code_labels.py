@@ -22,7 +22,7 @@ from mnistlab.fsio import write_json
 from mnistlab.report.evaluation import plot_metric_lines
 from mnistlab.training.loop import resolve_device
 from mnistlab.training.probe import balanced_subset, check_labels_per_class, encode, standardize
-from mnistlab.training.probe_run import feature_probe
+from mnistlab.training.probe_run import feature_probe, per_class_tick
 
 log = logging.getLogger("mnistlab")
 FIGURE = "label_efficiency_by_model.png"
@@ -86,5 +86,5 @@ def draw(models: dict[str, dict], path: Path) -> Path | None:
     }
     return plot_metric_lines(xs, {"acc": series}, path, xlabel="labelled training images (balanced over 10 classes)",
                              ylabels={"acc": "test accuracy of a linear probe"}, log_x=True,
-                             xticklabels=[f"{x}\n({r['labels_per_class']}/class)" for x, r in zip(xs, first)],
+                             xticklabels=[f"{x}\n({per_class_tick(r['labels_per_class'])})" for x, r in zip(xs, first)],
                              title="Label efficiency of each encoder's frozen code", bands={"acc": bands})  # fmt: skip

@@ -329,7 +329,7 @@ def _label_figure(rows: list, path: Path, latent: int) -> None:
                          for key, name in names.items()}}  # fmt: skip
     plot_metric_lines(xs, {"acc": series}, path, xlabel="labelled training images (balanced over 10 digits)",
                       ylabels={"acc": "test accuracy"}, log_x=True,
-                      xticklabels=[f"{x}\n({r['labels_per_class']}/class)" for x, r in zip(xs, rows)],
+                      xticklabels=[f"{x}\n({per_class_tick(r['labels_per_class'])})" for x, r in zip(xs, rows)],
                       title=_label_title(rows), bands=bands)  # fmt: skip
 
 
@@ -337,3 +337,8 @@ def _label_title(rows: list) -> str:
     k = max(len(r.get("subsets", [r])) for r in rows)
     title = "Label efficiency: what pretraining buys"
     return title if k == 1 else f"{title}\n(mean of {k} labelled subsets; shaded: worst to best subset)"
+
+
+def per_class_tick(count: str) -> str:
+    """A tick's second line: "10/class", or "all labels" for the whole training split."""
+    return "all labels" if count == "all" else f"{count}/class"
