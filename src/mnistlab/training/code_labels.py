@@ -22,7 +22,7 @@ from mnistlab.fsio import write_json
 from mnistlab.report.evaluation import plot_metric_lines
 from mnistlab.training.loop import resolve_device
 from mnistlab.training.probe import balanced_subset, check_labels_per_class, encode, standardize
-from mnistlab.training.probe_run import feature_probe, per_class_tick
+from mnistlab.training.probe_run import feature_probe, label_seeds, per_class_tick
 
 log = logging.getLogger("mnistlab")
 FIGURE = "label_efficiency_by_model.png"
@@ -44,7 +44,7 @@ def code_curve(run_dir: Path, exp, counts: tuple[int | None, ...], progress: boo
         codes = standardize(*codes)
     opts, rows = exp.options, []
     for n in counts:
-        seeds = [opts.label_seed] if n is None else [opts.label_seed + i for i in range(opts.label_subsets)]
+        seeds = label_seeds(n, opts)
         accs, n_labelled = [], 0
         for seed in seeds:
             subset = None if n is None else balanced_subset(data.train.labels, n, seed)

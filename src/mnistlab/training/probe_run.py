@@ -262,7 +262,7 @@ def _label_efficiency(counts, codes, stats, encoder, cfg: EncoderArch, data: Dat
     rows = []
     for n in counts:
         tag = "all" if n is None else str(n)
-        seeds = [opts.label_seed] if n is None else [opts.label_seed + i for i in range(opts.label_subsets)]
+        seeds = label_seeds(n, opts)
         subsets = []
         for seed in seeds:
             folder = out / "labels" / tag / (f"seed{seed}" if len(seeds) > 1 else "")
@@ -277,6 +277,12 @@ def _label_efficiency(counts, codes, stats, encoder, cfg: EncoderArch, data: Dat
         log.info("  mean of %d subset(s): probe %.4f  finetune %.4f  scratch %.4f", len(subsets), row["probe"],
                  row["finetune"], row["scratch"])  # fmt: skip
     return rows
+
+
+def label_seeds(n: int | None, opts) -> list[int]:
+    """The seeds of the labelled subsets drawn for `n` labels per class: one per subset, and just one
+    for every label (n None), where there is nothing to draw."""
+    return [opts.label_seed] if n is None else [opts.label_seed + i for i in range(opts.label_subsets)]
 
 
 def _label_subset(n, seed, codes, stats, encoder, cfg: EncoderArch, data: Data, exp: ProbeExperiment, dev, ft_dev,
