@@ -14,7 +14,7 @@ from mnistlab.data import load
 from mnistlab.models import build_model
 from mnistlab.training import checkpoint as ckpt
 from mnistlab.training.autoencoder import AutoencoderTask
-from mnistlab.training.loop import NonFiniteLossError, fit, lr_factor
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit, lr_factor, make_optimizer
 from mnistlab.training.run_folder import seed_everything
 from tests.conftest import with_train
 
@@ -173,3 +173,31 @@ def test_lr_schedules():
     peak = lr_factor("onecycle", 25, 100, warmup=0.25)
     assert abs(peak - 1.0) < 1e-3 and lr_factor("onecycle", 0, 100) < 0.05
     assert lr_factor("onecycle", 100, 100) < 1e-3 and lr_factor("cosine", 100, 100) < 1e-9
+
+
+def test_optimizer_uses_the_fused_kernel_and_takes_the_per_tensor_loops_step():
+    # Fine-tuning passes param groups whose "params" are generators: both groups must still be stepped.
+    torch.manual_seed(0)
+    enc, head = torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)
+    cfg = TrainConfig(optimizer="adamw", lr=1e-2, weight_decay=1e-4)
+    groups = [{"params": enc.parameters(), "lr": 1e-3}, {"params": head.parameters()}]
+    fused = make_optimizer(groups, cfg)
+    assert fused.defaults["fused"] is True and [len(g["params"]) for g in fused.param_groups] == [2, 2]
+    twins = [torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)]
+    for twin, net in zip(twins, (enc, head)):
+        twin.load_state_dict(net.state_dict())
+    plain = torch.optim.AdamW(
+        [{"params": twins[0].parameters(), "lr": 1e-3}, {"params": twins[1].parameters()}],
+        lr=1e-2,
+        weight_decay=1e-4,
+    )
+    x = torch.randn(8, 4)
+    for opt, (a, b) in ((fused, (enc, head)), (plain, twins)):
+        for _ in range(5):
+            opt.zero_grad()
+            b(a(x)).square().mean().backward()
+            opt.step()
+    for net, twin in zip((enc, head), twins):
+        for p, q in zip(net.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(enc.weight, torch.nn.Linear(4, 3).weight)

@@ -155,11 +155,22 @@ def make_optimizer(
     if cfg.optimizer not in kinds:
         raise ConfigError(f"train.optimizer must be one of {sorted(kinds)}, not {cfg.optimizer!r}")
     lr = cfg.lr if lr is None else lr
+    # Tensors, or param-group dicts (fine-tuning gives groups their own lr); lists, read twice below.
+    params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]
     extra = {} if betas is None else {"betas": tuple(betas)}
-    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay, **extra)
+    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay, **extra, **_kernel(params))
     for group in opt.param_groups:
         group["base_lr"] = group["lr"]  # the schedule scales this; saved with the optimizer state
     return opt
+
+
+def _kernel(params: list) -> dict[str, bool]:
+    """Adam's fused kernel where the parameters' device has one: one pass over each tensor instead of
+    a dozen elementwise ops, 3.5-5x faster per optimizer step on this CPU (`benchmarks/adam_kernels.py`),
+    the same update up to float rounding (~1e-7 after 300 steps); the per-tensor loop elsewhere."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    on_fused_device = all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
+    return {"fused": True} if tensors and on_fused_device else {}
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: float = 0.25) -> float:
