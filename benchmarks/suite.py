@@ -61,6 +61,12 @@ ENTRIES: list[Entry] = [
     Entry("seed_run_rss", "benchmarks.seed_run_rss", ("--epochs", "1"), ("--epochs", "1"), metric="peak_rss_mib",
           target=2048, unit="MiB", lower_is_better=True,
           note="peak RSS of `mnistlab run --preset seed`, 1 epoch per stage (target < 2 GiB)"),
+    Entry("study_quick", "benchmarks.study", ("--preset", "quick"), ("--preset", "quick"), metric="total_s",
+          target=90, unit="s", lower_is_better=True,
+          note="`mnistlab run --preset quick`: seconds per stage and headline numbers (target < 90 s)"),
+    Entry("study_default", "benchmarks.study", ("--preset", "default"), ("--preset", "quick"), metric="total_s",
+          target=1500, unit="s", lower_is_better=True,
+          note="`mnistlab run --preset default`, every stage (target < 25 min); --quick runs the quick preset"),
 ]  # fmt: skip
 
 

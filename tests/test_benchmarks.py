@@ -60,3 +60,39 @@ def test_result_fraction_of_peak():
     assert r["ratio"] == 2.0
     assert r["fraction_of_peak"] == pytest.approx(0.2)  # 2000 images/s x 10 MFLOP = 20 of 100 GFLOP/s
     assert result("t", 1.0, 2.0, "points/s")["fraction_of_peak"] is None
+
+
+def test_study_headline_reads_each_stage_summary_by_what_it_holds(tmp_path):
+    import json
+
+    from benchmarks.study import headline
+
+    summaries = {
+        "ae": {"test": {"mse": 0.0096}},
+        "dae": {"denoising": [{"sigma": 0.5, "dae": {"psnr": 20.0}}, {"sigma": 1.0, "dae": {"psnr": 16.4}}]},
+        "ae/probe": {"linear_probe": {"test_acc": 0.95}, "finetune": {"test_acc": 0.993}},
+        "ae/latent": {"generation": {"rows": {"gmm": {"fid_mnist": 9.1}}}},
+        "gan": {"test": {"fid_mnist": 5.3, "class_hist": [0.08, 0.12, 0.1]}},
+    }
+    for folder, s in summaries.items():
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "summary.json").write_text(json.dumps(s))
+    names = {
+        "ae": "ae",
+        "dae": "dae",
+        "ae/probe": "probe",
+        "ae/latent": "latent",
+        "gan": "gan",
+        "cgan": "cgan",
+    }
+    state = {"stages": [{"name": n, "folder": f} for f, n in names.items()]}  # cgan: not finished, no summary
+    assert headline(tmp_path, state) == {
+        "ae: test MSE": 0.0096,
+        "dae: PSNR at sigma 1.0": 16.4,
+        "probe: frozen probe acc": 0.95,
+        "probe: fine-tuned acc": 0.993,
+        "latent: gmm sampler FID-MNIST": 9.1,
+        "gan: FID-MNIST": 5.3,
+        "gan: rarest digit share": 0.08,
+        "gan: commonest digit share": 0.12,
+    }
