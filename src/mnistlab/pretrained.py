@@ -2,10 +2,12 @@
 
 The bundle (src/mnistlab/_pretrained/) holds one run folder per task trained with its default preset:
 config.toml, command.txt, metrics.jsonl, figures, summary.json and a weights-only checkpoint (the
-module tensors bit for bit, without the optimizer and RNG state that only resuming needs), plus the
-explorer's start-up cache and `mnistlab compare`'s measures and page (report/). Each summary records
-where the run came from under "pretrained": the training command, the source checkpoint's SHA-256,
-the commit and the machine; `mnistlab eval` on a shipped run reproduces its recorded test numbers.
+module tensors in float16 unless packed with --float32, without the optimizer and RNG state that only
+resuming needs), plus the explorer's start-up cache and `mnistlab compare`'s measures and page
+(report/). Each summary records where the run came from under "pretrained": the training command,
+the source checkpoint's SHA-256, the commit and the machine; `mnistlab eval` on a shipped run
+reproduces its recorded test numbers to within the relative change that packing measured (recorded
+beside them).
 
 Users never write into the installed package: `path(name)` copies a shipped run into the user's
 folder (MNISTLAB_HOME, else ~/.cache/mnistlab) the first time, and again whenever the shipped
