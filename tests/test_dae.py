@@ -17,9 +17,10 @@ from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise, parse_sigmas
 from mnistlab.tasks import load_experiment
+from mnistlab.tasks.dae import load_baseline
 from mnistlab.tasks.dae import train as train_dae
 from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
-from mnistlab.training.denoise import DAEExperiment, DenoisingTask, denoising_scores
+from mnistlab.training.denoise import DAEExperiment, DenoisingTask, InitConfig, denoising_scores
 from mnistlab.training.loop import TrainConfig, fit
 from mnistlab.training.run_folder import seed_everything
 from tests.tiny_idx import write_blocks
@@ -203,3 +204,26 @@ def test_train_dae_refuses_a_bad_baseline_before_training(idx_dir, tmp_path, cap
         ["-q", "train", "ae", "--preset", "quick", "--baseline", str(tmp_path), "--out", str(out)]
     )
     assert code == 2 and "--baseline" in capsys.readouterr().err
+
+
+def test_warm_start_begins_from_the_baseline_autoencoder(idx_dir, tmp_path, monkeypatch):
+    ae_dir = tmp_path / "ae"
+    train_autoencoder(tiny(idx_dir, AEExperiment), ae_dir, progress=False)
+    exp = dataclasses.replace(tiny(idx_dir, epochs=1), init=InitConfig(from_baseline=True))
+    with pytest.raises(ConfigError, match="--baseline"):
+        train_dae(exp, tmp_path / "cold", progress=False)
+    # The weights the denoising task starts training from: the baseline's, bit for bit.
+    started = {}
+    real_init = DenoisingTask.__init__
+
+    def record(self, model, *args, **kwargs):
+        started.update({k: v.clone() for k, v in model.state_dict().items()})
+        real_init(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(DenoisingTask, "__init__", record)
+    train_dae(exp, tmp_path / "warm", progress=False, baseline=ae_dir)
+    base = load_baseline(ae_dir)[2].state_dict()
+    assert started.keys() == base.keys() and all(torch.equal(started[k], base[k].cpu()) for k in base)
+    wide = dataclasses.replace(exp, model=AEConfig(latent_dim=6))
+    with pytest.raises(ConfigError, match="6"):
+        train_dae(wide, tmp_path / "wide", progress=False, baseline=ae_dir)

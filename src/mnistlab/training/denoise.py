@@ -16,6 +16,7 @@ import torch
 
 from mnistlab import metrics, rundir
 from mnistlab.data import Data, DataConfig, Split, to_float
+from mnistlab.errors import ConfigError, check_bool
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
@@ -33,6 +34,18 @@ OWN, BASELINE = "dae", "ae"
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Where the denoiser's weights start."""
+
+    # Start from the baseline autoencoder's trained weights (`--baseline`; in `mnistlab run`, the study's
+    # autoencoder stage) instead of random ones: denoising then refines a trained code, not a new one.
+    from_baseline: bool = False
+
+    def __post_init__(self):
+        check_bool(self.from_baseline, "init.from_baseline")
+
+
+@dataclass(frozen=True)
 class DAEExperiment:
     """The autoencoder trained on noisy inputs against clean targets."""
 
@@ -40,6 +53,7 @@ class DAEExperiment:
     model: AEConfig = field(default_factory=AEConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
 
 # A plain autoencoder to compare against: (its folder, its task name, the model).
@@ -130,8 +144,12 @@ def train_dae(
 ) -> dict:
     """Train the denoising autoencoder of `exp` into run folder `out`, then evaluate it on the test set
     (beside the plain autoencoder `base`, if given: loaded by the caller before training)."""
+    if exp.init.from_baseline and base is None:
+        raise ConfigError("init.from_baseline=true needs the autoencoder to start from: --baseline AE_RUN")
     data, device = run_folder.start(exp)
     model = build_model("conv_autoencoder", exp.model)
+    if exp.init.from_baseline:
+        warm_start(model, base)  # before the task: its optimizer and channels_last copy see these weights
     task = DenoisingTask(model, exp.train, data.val, device, exp.noise)
     run_dir = run_folder.prepare(out, exp, "dae", resume)
     result = run_folder.fit_plain(task, data.train, exp, run_dir, "dae", resume, progress)
@@ -141,6 +159,20 @@ def train_dae(
     summary.update(run_folder.finished(result), device=str(device))
     rundir.write_summary(run_dir, summary)
     return summary
+
+
+def warm_start(model: ConvAutoencoder, base: Baseline) -> None:
+    """Copy the baseline autoencoder's weights into `model` (a resumed run then loads its own checkpoint
+    over them); a one-line error when the two networks differ in shape."""
+    folder, _, trained = base
+    if trained.cfg.latent_dim != model.cfg.latent_dim:
+        raise ConfigError(f"init.from_baseline: {folder} has a {trained.cfg.latent_dim}-d code, this DAE "
+                          f"model.latent_dim={model.cfg.latent_dim}; train the DAE with the same latent_dim")  # fmt: skip
+    try:
+        model.load_state_dict(trained.state_dict())
+    except RuntimeError as e:
+        raise ConfigError(f"init.from_baseline: {folder}'s network does not fit this DAE's: {e}") from None
+    log.info("denoiser starts from %s's weights", folder)
 
 
 def evaluate_dae(
