@@ -151,7 +151,6 @@ def make(work: Path, out: Path, device: Any = "cpu", progress: bool = True) -> d
 def _first_plain_coder(sources: dict[str, Path]) -> str:
     """The first trained run that encodes and decodes without denoising (what a denoiser compares with)."""
     for name in sources:
-        roles = tasks.get(name).roles
-        if {"encoder", "decoder"} <= roles and "denoiser" not in roles:
+        if tasks.plain_coder(tasks.get(name).roles):
             return name
     raise ConfigError("no plain autoencoder was trained before the denoiser to compare it with")

@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
     )
     train.add_argument("--baseline", type=Path, metavar="AE_RUN",
                        help=f"tasks {_with_option('baseline')}: a plain autoencoder run to compare with on the "
-                       "same noisy test images")  # fmt: skip
+                       "same noisy test images (and, with --set init.from_baseline=true, to start from)")  # fmt: skip
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on the test set",

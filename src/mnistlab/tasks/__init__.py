@@ -146,6 +146,12 @@ def with_role(role: str) -> list[TaskSpec]:
     return [s for s in all_tasks() if role in s.roles]
 
 
+def plain_coder(roles: frozenset[str]) -> bool:
+    """Encodes and decodes without denoising: the autoencoder a denoiser is compared with (and starts
+    from), the one whose code the explorer maps."""
+    return {"encoder", "decoder"} <= roles and "denoiser" not in roles
+
+
 # --------------------------------------------------------------------------------- configs
 
 

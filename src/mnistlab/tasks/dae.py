@@ -15,7 +15,7 @@ from mnistlab import rundir
 from mnistlab.data import load
 from mnistlab.errors import ConfigError
 from mnistlab.report.content import RunFolder, Section, Table, num
-from mnistlab.tasks import TaskSpec, all_tasks, register
+from mnistlab.tasks import TaskSpec, all_tasks, plain_coder, register
 from mnistlab.tasks import load_run as load_run_folder
 from mnistlab.tasks.ae import AutoencoderRun
 from mnistlab.training.autoencoder import load_autoencoder
@@ -71,7 +71,7 @@ def load_run(run_dir: Path, exp: Any, device: torch.device) -> DenoisingRun:
 def stage_options(study_dir: Path) -> dict:
     """In `mnistlab run`: compare with the study's first autoencoder stage that is not a denoiser."""
     for spec in all_tasks():
-        if spec.study and {"encoder", "decoder"} <= spec.roles and "denoiser" not in spec.roles:
+        if spec.study and plain_coder(spec.roles):
             return {"baseline": Path(study_dir) / spec.name}
     return {}
 

@@ -61,7 +61,7 @@ def _roles(task: str) -> frozenset[str]:
 def _pick(runs: list[tuple[str, Path]]) -> Layout:
     """The pieces among (task, folder) pairs, in stage order."""
     coders = [(t, p) for t, p in runs if {"encoder", "decoder"} <= _roles(t)]
-    plain = [(t, p) for t, p in coders if "denoiser" not in _roles(t)]
+    plain = [(t, p) for t, p in coders if tasks.plain_coder(_roles(t))]
     encoder = (plain or coders or [(None, None)])[0][1]
     denoiser = next((p for t, p in runs if "denoiser" in _roles(t)), None)
     # Every other run that generates: the GANs, and a coder that is neither the encoder nor the
