@@ -4,6 +4,7 @@ equal one, and the run folder's per-digit summary and report section."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 
@@ -237,6 +238,13 @@ def test_summary_scores_every_digit_and_the_report_shows_them(tmp_path):
         assert (run / "figures" / f"{name}.png").is_file(), name
     grids = sorted(p.name for p in (run / "grids").iterdir())
     assert grids == ["epoch_002.safetensors"]
+    # `mnistlab eval` redraws the final samples from the same noise and digits: the same numbers.
+    (run / "summary.json").write_text(json.dumps({**summary, "per_digit": []}))
+    assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 0
+    again = json.loads((run / "summary.json").read_text())
+    assert again["per_digit"] == digits and again["test"]["fid_mnist"] == pytest.approx(
+        summary["test"]["fid_mnist"]
+    )
 
     folder = RunFolder(
         tmp_path, {"stages": [{"name": "cgan", "status": "done"}]}, {"cgan": frozenset({"generator"})}

@@ -283,6 +283,12 @@ def test_scores_at_grid_epochs_sample_and_score_commands(tmp_path, capsys):
     assert np.array_equal(arr, gan_run.sample_gan(run, 7, seed=0, device="cpu").numpy())  # seeded
     assert cli.main(["-q", "sample", str(run), "--n", "7", "--out", str(out), "--sampler", "gmm"]) == 2
     assert "unknown sampler 'gmm'" in capsys.readouterr().err
+    # `mnistlab eval` redraws the final samples from the same noise: the recorded test numbers again.
+    (run / "summary.json").write_text(json.dumps({**summary, "test": {"fid_mnist": -1.0}}))
+    assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 0
+    again = json.loads((run / "summary.json").read_text())["test"]
+    assert again["fid_mnist"] == pytest.approx(test["fid_mnist"], rel=1e-6)
+    assert again["class_hist"] == test["class_hist"] and again["precision"] == test["precision"]
 
 
 def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):

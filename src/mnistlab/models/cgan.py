@@ -124,3 +124,21 @@ class CGAN(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.generator(z, y)
+
+
+def digit_labels(n: int, digit: int | None = None) -> torch.Tensor:
+    """(n,) digits: all `digit`, or 0, 1, ..., 9, 0, 1, ... (equal shares, one digit per grid column)."""
+    return torch.arange(n) % N_CLASSES if digit is None else torch.full((n,), digit, dtype=torch.long)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """uint8 digits (N, 28, 28) on the CPU from noise z (N, noise_dim) and digits y (N,), in eval mode."""
+    device, was = next(G.parameters()).device, G.training
+    G.eval()
+    try:
+        out = [G(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).squeeze(1).mul(255)
+               .round_().to("cpu", torch.uint8) for i in range(0, len(z), batch_size)]  # fmt: skip
+    finally:
+        G.train(was)
+    return torch.cat(out) if out else torch.empty(0, 28, 28, dtype=torch.uint8)

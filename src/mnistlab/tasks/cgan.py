@@ -32,7 +32,7 @@ from mnistlab.errors import check_float, check_int
 from mnistlab.fsio import atomic_write_bytes
 from mnistlab.generation import score_samples
 from mnistlab.latent import SampleRequest, check_sampler
-from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, ProjectionScores
+from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, ProjectionScores, digit_labels, generate
 from mnistlab.report import gan_figures
 from mnistlab.report.content import RunFolder, Section, Table, num, pct
 from mnistlab.report.figures import plot_curves
@@ -65,28 +65,10 @@ class CGANExperiment:
     cgan: CGANTrainConfig = field(default_factory=CGANTrainConfig)
 
 
-def digit_labels(n: int, digit: int | None = None) -> torch.Tensor:
-    """(n,) digits: all `digit`, or 0, 1, ..., 9, 0, 1, ... (equal shares, one digit per grid column)."""
-    return torch.arange(n) % N_CLASSES if digit is None else torch.full((n,), digit, dtype=torch.long)
-
-
 def grid_inputs(size: int, noise_dim: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Row d = digit d, column j = noise vector j: (10 * size, noise_dim) noise and (10 * size,) digits."""
     z = fixed_noise(size, noise_dim, seed, device).repeat(N_CLASSES, 1)
     return z, torch.arange(N_CLASSES, device=device).repeat_interleave(size)
-
-
-@torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """uint8 digits (N, 28, 28) on the CPU from noise z (N, noise_dim) and digits y (N,), in eval mode."""
-    device, was = next(G.parameters()).device, G.training
-    G.eval()
-    try:
-        out = [G(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).squeeze(1).mul(255)
-               .round_().to("cpu", torch.uint8) for i in range(0, len(z), batch_size)]  # fmt: skip
-    finally:
-        G.train(was)
-    return torch.cat(out) if out else torch.empty(0, 28, 28, dtype=torch.uint8)
 
 
 class CGANTask:
@@ -194,6 +176,19 @@ def collapse_checks(samples: torch.Tensor, labels: torch.Tensor, classes: torch.
     return warnings, {**stats, "digit_share_min": min(shares, default=None)}
 
 
+def digit_images(train: Split) -> list[torch.Tensor]:
+    """Up to 500 training images of each digit: what the collapse checks compare samples with."""
+    return [train.images[train.labels == d][:500] for d in range(N_CLASSES)]
+
+
+def evaluate(run_dir: Path, exp: CGANExperiment, device: torch.device) -> dict[str, Any]:
+    """`mnistlab eval`: the final equal-share samples redrawn from the same noise and rescored."""
+    G = CGANRun(SPEC, run_dir, exp, device).model.generator
+    return gan_run.rescore(
+        run_dir, exp, device, finish, G, lambda data, train: (data.test, digit_images(train))
+    )
+
+
 class DigitWatch:
     """The loop's on_epoch_end (rank 0): the per-digit grid, scores at the grid epochs, collapse checks."""
 
@@ -203,7 +198,7 @@ class DigitWatch:
         self.grid = grid_inputs(g.grid_size, nd, seed + gan_run.GRID_STREAM, dev)
         n = max(g.eval_samples if scorer else 0, exp.cgan.check_samples)
         self.z, self.y = fixed_noise(n, nd, seed + gan_run.EVAL_STREAM, dev), digit_labels(n)
-        self.real, self.warned = [train.images[train.labels == d][:500] for d in range(N_CLASSES)], []
+        self.real, self.warned = digit_images(train), []
 
     def __call__(self, epoch: int, row: dict[str, Any]) -> None:
         g, bs = self.exp.gan, self.exp.train.eval_batch_size
@@ -396,5 +391,5 @@ PRESETS = {
 # fmt: on
 
 SPEC = register(TaskSpec(name="cgan", description="the report's GAN conditioned on the digit (sample --digit d)",
-                         experiment=CGANExperiment, train=train, load=load_run, roles=frozenset({"generator"}),
-                         presets=PRESETS, report=report_section, order=45, conditional=True, study=True))  # fmt: skip
+                         experiment=CGANExperiment, train=train, load=load_run, evaluate=evaluate,
+                         roles=frozenset({"generator"}), presets=PRESETS, report=report_section, order=45, conditional=True, study=True))  # fmt: skip

@@ -13,7 +13,7 @@ import torch
 from mnistlab.latent import SampleRequest
 from mnistlab.report.content import RunFolder, Section, Table, num, pct, read_toml
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, register
-from mnistlab.training.gan_run import GANExperiment, GANSampler, load_gan, train_gan
+from mnistlab.training.gan_run import GANExperiment, GANSampler, evaluate, load_gan, train_gan
 
 
 class GANRun(TrainedRun):
@@ -90,6 +90,7 @@ SPEC = register(
         experiment=GANExperiment,
         train=train_gan,
         load=load_run,
+        evaluate=evaluate,
         roles=frozenset({"generator"}),
         report=report_section,
         study=True,

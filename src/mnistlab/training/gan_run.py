@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save
 
 from mnistlab import distributed, rundir
 from mnistlab.collapse import detect_collapse
-from mnistlab.data import Data, DataConfig, Split
+from mnistlab.data import Data, DataConfig, Split, load
 from mnistlab.errors import ConfigError
 from mnistlab.fsio import atomic_write_bytes
 from mnistlab.models import build_model
@@ -198,6 +198,25 @@ def finish(
         out["test"] = _jsonable(scores)
         out["n_samples_scored"] = len(samples)
     return out
+
+
+def rescore(run_dir: Path, exp: Any, device: torch.device, finish_run: Any, generator: torch.nn.Module,
+            real: Any) -> dict[str, Any]:  # fmt: skip
+    """`mnistlab eval` of a GAN-family run: `finish_run(run_dir, generator, exp, scorer, ...)` again on the
+    checkpoint's sampling generator, so the final samples come from the same seeded noise and are scored
+    against the same test images as at the end of training; summary.json takes the new numbers."""
+    data = load(exp.data)
+    train = merged(data) if exp.gan.merge_test else data.train
+    scorer = Scorer(data, exp.data, train, device, progress=False) if exp.gan.final_samples else None
+    result = finish_run(run_dir, generator.to(device).eval(), exp, scorer, *real(data, train))
+    rundir.write_summary(run_dir, {**rundir.read_summary(run_dir), **result})
+    return result
+
+
+def evaluate(run_dir: Path, exp: Any, device: torch.device) -> dict[str, Any]:
+    """The GAN's `mnistlab eval`: its final samples redrawn and rescored (see `rescore`)."""
+    _, gan = load_gan(run_dir, exp)
+    return rescore(run_dir, exp, device, finish, gan.generator, lambda data, train: (train.images[:1000],))
 
 
 def draw_figures(run_dir: Path, grid: torch.Tensor | None, scores: dict[str, Any] | None) -> None:
