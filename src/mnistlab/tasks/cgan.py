@@ -392,4 +392,5 @@ PRESETS = {
 
 SPEC = register(TaskSpec(name="cgan", description="the report's GAN conditioned on the digit (sample --digit d)",
                          experiment=CGANExperiment, train=train, load=load_run, evaluate=evaluate,
-                         roles=frozenset({"generator"}), presets=PRESETS, report=report_section, order=45, conditional=True, study=True))  # fmt: skip
+                         roles=frozenset({"generator"}), presets=PRESETS, report=report_section, order=45,
+                         conditional=True, study=True))  # fmt: skip

@@ -239,7 +239,8 @@ def write_weights_only(src: Path, dst: Path, expected_sha256: str | None = None,
     kept = {k: (v.half() if half and v.dtype == torch.float32 else v).contiguous()
             for k, v in tensors.items() if k.startswith("module/")}  # fmt: skip
     meta = {"format": FORMAT, "epoch": state.get("epoch"), "step": state.get("step"), "float16": half,
-            "weights_only_from": hashlib.sha256(Path(src).read_bytes()).hexdigest()}  # fmt: skip
+            # read_checkpoint verified the bytes against expected_sha256: no second read to hash them
+            "weights_only_from": expected_sha256 or file_sha256(src)}  # fmt: skip
     data = st_save(kept, metadata={"state": json.dumps(meta, sort_keys=True)})
     sha = hashlib.sha256(data).hexdigest()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)

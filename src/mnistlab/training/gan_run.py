@@ -125,6 +125,11 @@ class EpochWatch:
             self.warned.append(f"epoch {epoch}: {w}")
 
 
+def collapse_reference(train: Split) -> torch.Tensor:
+    """The first 1,000 training images: what the collapse detector compares samples with."""
+    return train.images[:1000]
+
+
 def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train the GAN of `exp` into run folder `out`; score it and draw its figures."""
     data, device = run_folder.start(exp)
@@ -141,7 +146,7 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
         task.step = read_checkpoint(ckpt)[1]["step"]
     scoring = exp.gan.eval_samples or exp.gan.final_samples
     scorer = Scorer(data, exp.data, train, device, progress) if scoring and main else None
-    watch = EpochWatch(task, exp, run_dir, scorer, train.images[:1000])  # called on rank 0 only
+    watch = EpochWatch(task, exp, run_dir, scorer, collapse_reference(train))  # called on rank 0 only
     base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device)}
     try:
         result = fit(task, train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)
@@ -216,7 +221,9 @@ def rescore(run_dir: Path, exp: Any, device: torch.device, finish_run: Any, gene
 def evaluate(run_dir: Path, exp: Any, device: torch.device) -> dict[str, Any]:
     """The GAN's `mnistlab eval`: its final samples redrawn and rescored (see `rescore`)."""
     _, gan = load_gan(run_dir, exp)
-    return rescore(run_dir, exp, device, finish, gan.generator, lambda data, train: (train.images[:1000],))
+    return rescore(
+        run_dir, exp, device, finish, gan.generator, lambda data, train: (collapse_reference(train),)
+    )
 
 
 def draw_figures(run_dir: Path, grid: torch.Tensor | None, scores: dict[str, Any] | None) -> None:
