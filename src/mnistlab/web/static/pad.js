@@ -74,11 +74,17 @@ export function setupPad(h) {
   $("upload").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
+    // The upload is the source from now on: answers to the pad's earlier requests are stale (a late one
+    // would show the old drawing over the upload), and a pad request still queued is not sent.
+    const previous = { kind: source.kind, file: source.file };
+    source.kind = "upload"; source.file = file; source.generation += 1;
     try {
       await analyzeBlob(file, true);
-      source.kind = "upload"; source.file = file;
       clearError("draw-error");
-    } catch (err) { showError("draw-error", `upload refused: ${err.message}`); }
+    } catch (err) {
+      Object.assign(source, previous);
+      showError("draw-error", `upload refused: ${err.message}`);
+    }
     e.target.value = "";
   });
   $("draw-to-sliders").addEventListener("click", () => hooks.toSliders(state.drawn.code, state.drawn.what));
@@ -87,6 +93,7 @@ export function setupPad(h) {
 }
 
 function analyzePad() {
+  if (source.kind !== "pad") return Promise.resolve();  // queued before an upload replaced the drawing
   return new Promise((resolve, reject) => $("pad").toBlob((blob) => analyzeBlob(blob).then(resolve, reject), "image/png"));
 }
 
