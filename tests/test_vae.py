@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 
 from mnistlab import rundir, tasks
 from mnistlab.data import load
-from mnistlab.models.vae import VAE, VAEConfig
-from mnistlab.tasks.vae import VAETask, beta_at, kl_divergence, mmd_to_prior, reconstruction_nll
+from mnistlab.models.vae import VAE, CodePrior, VAEConfig, kl_divergence, mmd_to_prior, reconstruction_nll
+from mnistlab.tasks.vae import VAETask, beta_at
 from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
@@ -78,17 +78,58 @@ def _task(exp):
     return VAETask(VAE(exp.model), exp, data.val, torch.device("cpu"), total_steps=12), data
 
 
-def test_a_step_changes_every_weight():
-    exp = tasks.load_experiment("vae", "quick", TINY)
+@pytest.mark.parametrize("extra", [[], ["model.code_prior=16"]], ids=["vae", "two-stage"])
+def test_a_step_changes_every_weight(extra):
+    exp = tasks.load_experiment("vae", "quick", [*TINY, *extra])
     task, data = _task(exp)
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
     out = task.train_step(data.train.images[:16], data.train.labels[:16])
     assert out["loss"] > 0 and out["beta"] == 0.0 and int(task.steps.step) == 1
     assert all(not torch.equal(before[k], v) for k, v in task.model.state_dict().items())
+    two_stage = any(k.startswith("code_prior.") for k in before)
+    assert two_stage == bool(extra) and ("code_nll" in out) == two_stage
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(tmp_path):
-    exp = tasks.load_experiment("vae", "quick", TINY)
+def test_the_second_stage_does_not_change_how_the_first_stage_trains():
+    """It trains on the detached codes: the first stage's weights after a step are the same with it."""
+    (a, data), (b, _) = (_task(tasks.load_experiment("vae", "quick", [*TINY, *extra]))
+                         for extra in ([], ["model.code_prior=16"]))  # fmt: skip
+    b.model.encoder.load_state_dict(a.model.encoder.state_dict())
+    b.model.decoder.load_state_dict(a.model.decoder.state_dict())
+    for task in (a, b):
+        torch.manual_seed(5)  # the same first-stage noise (the second stage draws after it)
+        task.train_step(data.train.images[:16], data.train.labels[:16])
+    first = {k: v for k, v in b.model.state_dict().items() if not k.startswith("code_prior.")}
+    assert first.keys() == a.model.state_dict().keys()
+    assert all(torch.equal(v, a.model.state_dict()[k]) for k, v in first.items())
+
+
+def test_the_second_stage_learns_where_the_codes_are():
+    """Codes in two tight clusters at (+-2, 0): N(0, I) draws rarely land near them; the second stage's
+    draws mostly do after a short training."""
+    torch.manual_seed(0)
+    centres = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
+    codes = centres[torch.randint(0, 2, (4096,))] + 0.1 * torch.randn(4096, 2)
+    stage = CodePrior(latent_dim=2, hidden=64)
+    opt = torch.optim.Adam(stage.parameters(), lr=3e-3)
+    for step in range(600):
+        nll, kl = stage.losses(codes[torch.randint(0, 4096, (256,))], torch.randn(256, 2))
+        loss = (nll + min(1.0, step / 200) * kl).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def near(z):  # share of draws within 0.5 of a cluster centre
+        return (torch.cdist(z, centres).min(1).values < 0.5).float().mean().item()
+
+    with torch.no_grad():
+        u = torch.randn(2000, 2)
+        assert near(u) < 0.15 and near(stage(u)) > 0.6, (near(u), near(stage(u)))
+
+
+@pytest.mark.parametrize("extra", [[], ["model.code_prior=16"]], ids=["vae", "two-stage"])
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, extra):
+    exp = tasks.load_experiment("vae", "quick", [*TINY, *extra])
     task, data = _task(exp)
     fit(task, data.train, exp.train, tmp_path / "a", progress=False)
 
@@ -124,7 +165,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
-@pytest.mark.parametrize("extra", [[], ["vae.mmd=100"]], ids=["elbo", "mmd"])
+@pytest.mark.parametrize(
+    "extra", [[], ["vae.mmd=100"], ["model.code_prior=16"]], ids=["elbo", "mmd", "two-stage"]
+)
 def test_two_gloo_processes_match_one(tmp_path, extra):
     """The reparameterisation noise of each rank is its rows of the global batch's draw, and the MMD
     term sees the global batch's codes, so two processes take the steps one process takes (to float
@@ -150,3 +193,14 @@ def test_the_run_encodes_with_its_mean_and_generates_from_its_prior(tmp_path):
     assert run.generate(6, seed=2).shape == (6, 28, 28)
     assert torch.equal(run.generate(6, seed=2), run.generate(6, seed=2))
     assert run.generator().samplers[0] == "prior"
+
+
+def test_a_two_stage_run_draws_through_its_second_stage_and_scores_both(tmp_path):
+    out = tmp_path / "vae2"
+    overrides = [*TINY, "model.code_prior=16", "vae.eval_samples=200"]
+    summary = tasks.train("vae", "quick", overrides, out=out, progress=False)
+    assert {"prior", "stage1"} <= summary["generation"].keys()
+    assert summary["generation"]["prior"]["fid_mnist"] != summary["generation"]["stage1"]["fid_mnist"]
+    run = tasks.load_run(out)
+    two, one = run.generate(6, seed=2), run.generate(6, seed=2, sampler="stage1")
+    assert two.shape == one.shape == (6, 28, 28) and not torch.equal(two, one)
