@@ -123,8 +123,8 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 
 
 # The second stage's decoder variance gamma starts at exp(-2) ~ 0.14, about its squared error per code
-# dimension after training; started at 1 (the codes' own variance) it stayed at the trivial solution
-# that encodes nothing (KL 1 nat; measured in docs/results.md).
+# dimension after training; started at 1 (the codes' own variance; tried without KL warm-up) it stayed
+# at the trivial solution that encodes nothing (KL 1 nat; measured in docs/results.md).
 LOG_GAMMA_INIT = -2.0
 
 
