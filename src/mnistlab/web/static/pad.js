@@ -94,7 +94,10 @@ export function setupPad(h) {
 
 function analyzePad() {
   if (source.kind !== "pad") return Promise.resolve();  // queued before an upload replaced the drawing
-  return new Promise((resolve, reject) => $("pad").toBlob((blob) => analyzeBlob(blob).then(resolve, reject), "image/png"));
+  // The generation is taken now, not in toBlob's (asynchronous) callback: an upload that lands in
+  // between makes this drawing's answer stale.
+  const generation = source.generation;
+  return new Promise((resolve, reject) => $("pad").toBlob((blob) => analyzeBlob(blob, false, generation).then(resolve, reject), "image/png"));
 }
 
 // Clear: the pad, what was computed from it, and the drawing's place on the map.
@@ -111,8 +114,7 @@ function clearAll() {
   hooks.redrawMap();
 }
 
-async function analyzeBlob(blob, uploaded) {
-  const generation = source.generation;
+async function analyzeBlob(blob, uploaded, generation = source.generation) {
   const sigma = $("sigma").value;
   const out = await api(`/api/analyze?sigma=${sigma}&seed=0`, blob, true);
   if (generation !== source.generation) return;  // cleared meanwhile: the answer is stale
