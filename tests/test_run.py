@@ -169,6 +169,21 @@ def test_overrides_are_split_by_stage():
         pipeline.split_overrides(["train.epochs=3"])
 
 
+def test_the_plans_stage_settings_apply_before_the_commands_own(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_stage", lambda ctx, name, resume: seen.setdefault(name, ctx))
+    plan = "run.set=dae.init.from_baseline=true,dae.train.epochs=3"
+    pipeline.run_study(tmp_path / "a", PRESET, [plan], progress=False, report=False)
+    dae = seen["dae"].experiment("dae")
+    assert dae.init.from_baseline and dae.train.epochs == 3
+    assert seen["dae"].experiment("ae").train.epochs != 3  # only the task the item names
+    seen.clear()
+    pipeline.run_study(tmp_path / "b", PRESET, [plan, "dae.train.epochs=2"], progress=False, report=False)
+    assert seen["dae"].experiment("dae").train.epochs == 2  # --set wins over the plan
+    with pytest.raises(ConfigError, match="run.set item 'data.train_limit=5'"):
+        pipeline.run_study(tmp_path / "c", PRESET, ["run.set=data.train_limit=5"], progress=False)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -306,8 +306,9 @@ def run_study(
     """Run (or resume) every stage of the study into `out`, then write the report. Returns run.json."""
     out = Path(out)
     overrides = list(overrides or [])
-    per_task = split_overrides(overrides, data_dir, device)
-    plan = load_table("run", preset, per_task.get("run", []))
+    plan = load_table("run", preset, split_overrides(overrides, data_dir, device).get("run", []))
+    # The plan's own stage settings first, so that the command's --set items override them.
+    per_task = split_overrides([*plan.set, *overrides], data_dir, device)
     ctx = RunContext(out, preset, plan, per_task, device, progress)
     for task in study_tasks(plan):  # check every stage's config before any training
         load_experiment(task, preset, per_task.get(task, []))

@@ -39,6 +39,10 @@ class RunPlan:
     latent_score: bool = True  # FID-MNIST / coverage of each sampler (needs the reference classifier)
     tsne_iter: int = 200  # t-SNE optimisation iterations after the early exaggeration phase
     tsne_early_iter: int = 150
+    # Stage settings that only a study can give, applied before the command's own --set items, e.g.
+    # "dae.init.from_baseline=true": the denoiser starts from the study's autoencoder, which a
+    # standalone `mnistlab train dae` does not have.
+    set: tuple[str, ...] = ()
 
     def __post_init__(self):
         for name in ("search", "finetune", "latent_score"):
@@ -56,12 +60,18 @@ class RunPlan:
         check_int(self.latent_samples, "run.latent_samples", 0, 1_000_000, "0 = as many as test images")
         check_int(self.tsne_iter, "run.tsne_iter", 1, 100_000)
         check_int(self.tsne_early_iter, "run.tsne_early_iter", 0, 100_000)
-        for name in ("search_grid", "labels_per_class", "latent_maps"):
+        for name in ("search_grid", "labels_per_class", "latent_maps", "set"):
             items = getattr(self, name)
             ok = isinstance(items, tuple) and all(isinstance(i, str) for i in items)
             check(ok, f"run.{name} must be a list of strings")
         for item in self.search_grid:
             check("=" in item, f"run.search_grid item {item!r}: expected key=v1,v2,...")
+        for item in self.set:
+            head = item.partition(".")[0]
+            check(
+                "=" in item and head not in ("run", "data"),
+                f"run.set item {item!r}: expected task.section.key=value (not run. or data.)",
+            )
         for item in self.labels_per_class:
             text = item.strip()
             # isascii: str.isdigit accepts digits such as "²" that int() refuses; 7 digits bound int().

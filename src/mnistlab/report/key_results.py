@@ -12,8 +12,8 @@ from mnistlab.training.denoise import OWN  # the denoiser's column in its summar
 # The original study's own numbers (its written report), labelled as such wherever they appear.
 ORIGINAL_PROBE, ORIGINAL_SUPERVISED = 0.8941, 0.9912
 # What the banner says the full study costs: measured on the 2-core AMD EPYC the shipped runs were
-# trained on (2026-11-29, docs/results.md): the default GAN's 15 epochs at 174-180 s each.
-DEFAULT_COST = "its GAN stage alone trains for about 45 minutes on a 2-core CPU"
+# trained on (2026-11-29, docs/results.md): the default VAE's 60 epochs took 2,612 s on one core.
+DEFAULT_COST = "its VAE stage alone trains for about 45 minutes on one core of a 2-core CPU"
 
 
 def _epochs(n: Any) -> str:

@@ -362,12 +362,14 @@ def report_section(run: RunFolder, stage: str) -> Section:
 
 
 # fmt: off
-_DEFAULT = {  # the default GAN's recipe (configs/default.toml [gan.*]), conditioned
+# The default GAN's recipe (configs/default.toml [gan.*]), conditioned, for 8 epochs instead of 6: at
+# 5 epochs three digits were read as asked in under 98% of samples (docs/results.md).
+_DEFAULT = {
     "model": {"noise_dim": 100, "embed_dim": 10},
-    "train": {"epochs": 15, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "optimizer": "adam",
-              "schedule": "constant"},
-    "gan": {"d_lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "loss": "bce_logits", "real_label": 1.0, "d_noise": 0.0,
-            "r1": 1.0, "r1_every": 4, "g_ema": 0.999, "merge_test": True, "grid_epochs": [1, 5, 10, 15],
+    "train": {"epochs": 8, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "adam",
+              "schedule": "cosine"},
+    "gan": {"d_lr": 1e-3, "beta1": 0.0, "beta2": 0.99, "loss": "bce_logits", "real_label": 1.0, "d_noise": 0.0,
+            "r1": 1.0, "r1_every": 16, "g_ema": 0.999, "merge_test": True, "grid_epochs": [1, 2, 4, 6, 8],
             "eval_samples": 5000, "final_samples": 10000, "stop_on_divergence": True},
 }
 PRESETS = {
@@ -375,7 +377,7 @@ PRESETS = {
     # 200, 15 epochs, no R1, no G average; it runs on when the losses pin, as the report's did.
     "seed": {
         "model": {"noise_dim": 100, "embed_dim": 10},
-        "train": {**_DEFAULT["train"], "batch_size": 200, "lr": 0.02},
+        "train": {**_DEFAULT["train"], "epochs": 15, "batch_size": 200, "lr": 0.02, "schedule": "constant"},
         "gan": {"d_lr": 0.02, "beta1": 0.5, "beta2": 0.999, "loss": "bce_probs", "real_label": 1.0, "d_noise": 0.0,
                 "merge_test": True, "grid_epochs": [1, 5, 10, 15], "eval_samples": 5000, "final_samples": 10000,
                 "stop_on_divergence": False},
