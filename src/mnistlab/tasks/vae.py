@@ -197,12 +197,15 @@ def prior_samples(
     """n uint8 digits (n, 28, 28): u ~ N(0, I) from a generator seeded by `seed`, through the second
     stage when the model has one (unless `first_stage`: then u is the code), decoded."""
     u = torch.randn((n, model.cfg.latent_dim), generator=torch.Generator().manual_seed(seed))
-    if model.code_prior is not None and not first_stage:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            u = torch.cat([model.codes_from_prior(c.to(device)).cpu() for c in u.split(batch_size)])
-        model.train(was)
+    stage = None if first_stage else model.code_prior
+    if stage is not None:  # in eval mode and restored after, as latent.decode does for the decoder
+        was_training = stage.training
+        stage.eval()
+        try:
+            with torch.no_grad():
+                u = torch.cat([model.codes_from_prior(c.to(device)).cpu() for c in u.split(batch_size)])
+        finally:
+            stage.train(was_training)
     return decode(model.decoder, u.numpy(), device, batch_size)
 
 
