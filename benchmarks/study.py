@@ -1,7 +1,8 @@
 """The whole study's time budget and numbers: `mnistlab run --preset P` end to end, in one process, into
 a fresh folder. Prints wall and CPU seconds per stage (from run.json, which the run writes itself), the
-report's time, the whole run's wall time, the peak RSS after each stage (the process's high-water mark)
-and the machine's load average (on a shared machine the wall time depends on what else runs); then the
+report's time, the whole run's wall time, the peak RSS of each stage (the high-water mark of the process
+that ran it) and of the whole run (the proportional set sizes of the stage processes side by side summed, sampled), and the machine's
+load average (on a shared machine the wall time depends on what else runs); then the
 headline numbers each stage measured. With --previous, a JSON this script wrote before (another preset,
 an earlier commit) is printed beside them, stage by stage and number by number.
 
@@ -18,6 +19,7 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +63,41 @@ def headline(out: Path, state: dict) -> dict[str, float]:
     return nums
 
 
+def tree_memory_mb(pid: int) -> float:
+    """Memory of process `pid` and of all its descendants (Linux /proc), in MB: the sum of their
+    proportional set sizes (a page shared by n processes counts 1/n in each, so pages a stage process
+    shares with the fork server it came from are not counted twice, as summed RSS would)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            total += (
+                next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")) / 1024
+            )
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):  # ended between the listing and the reading
+            continue
+    return total
+
+
+class TreePeak(threading.Thread):
+    """The largest summed memory of this process and its stage processes, sampled every `every`
+    seconds: with stages side by side (run.workers) the study's memory is their sum, which no single
+    process's high-water mark shows. Reading smaps_rollup walks a process's page tables, tens of ms
+    for a training process, so the sampler's own CPU seconds are kept (`cpu`) and printed."""
+
+    def __init__(self, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.every, self.peak, self.cpu, self.done = every, 0.0, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.peak = max(self.peak, tree_memory_mb(os.getpid()))
+            self.cpu = time.thread_time()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="run folder (replaced) [a temporary folder]")
@@ -80,14 +117,19 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     load0 = os.getloadavg()
     cpu0, t0 = time.process_time(), time.perf_counter()
+    sampler = TreePeak()
+    sampler.start()
     state = run_study(out, args.preset, args.overrides, progress=False, report=False)
     t_stages = time.perf_counter() - t0
     t1 = time.perf_counter()
     write_report(out)
     t_report = time.perf_counter() - t1
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"mnistlab run --preset {args.preset} ({torch.get_num_threads()} torch threads, "
+    sampler.done.set()
+    # The process's own high-water mark (RSS), or the process tree's summed PSS, whichever is larger.
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sampler.peak)
+    print(f"mnistlab run --preset {args.preset} (run.workers {state['plan'].get('workers', 1)}, "
+          f"{torch.get_num_threads()} torch threads, "
           f"{os.cpu_count()} cores, load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f})")  # fmt: skip
     print(f"{'stage':<10}{'wall s':>10}{'CPU s':>10}{'peak RSS MB':>14}")
     for s in state["stages"]:
@@ -95,7 +137,8 @@ def main() -> None:
             f"{s['name']:<10}{s['seconds']:>10.1f}{s['cpu_seconds']:>10.1f}{s.get('peak_rss_mb', 0):>14.0f}"
         )
     print(f"{'report':<10}{t_report:>10.1f}")
-    print(f"{'total':<10}{wall:>10.1f}{peak:>14.0f}   (stages {t_stages:.1f} s, process CPU {cpu:.0f} s)")
+    print(f"{'total':<10}{wall:>10.1f}{peak:>14.0f}   (stages {t_stages:.1f} s, process CPU {cpu:.0f} s, "
+          f"of which the memory sampler {sampler.cpu:.1f} s)")  # fmt: skip
     print(f"run folder: {out}")
     numbers = headline(out, state)
     prev = json.loads(args.previous.read_text()) if args.previous else {}

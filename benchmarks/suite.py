@@ -61,6 +61,9 @@ ENTRIES: list[Entry] = [
     Entry("seed_run_rss", "benchmarks.seed_run_rss", ("--epochs", "1"), ("--epochs", "1"), metric="peak_rss_mib",
           target=2048, unit="MiB", lower_is_better=True,
           note="peak RSS of `mnistlab run --preset seed`, 1 epoch per stage (target < 2 GiB)"),
+    Entry("stage_workers", "benchmarks.stage_workers", ("--rounds", "3"), ("--steps", "20", "--rounds", "1"),
+          target=1.0, note="AE and GAN steps: one 1-thread process per core vs one process with every thread "
+          "(why `mnistlab run` runs stages side by side)"),
     Entry("study_quick", "benchmarks.study", ("--preset", "quick"), ("--preset", "quick"), metric="total_s",
           target=90, unit="s", lower_is_better=True,
           note="`mnistlab run --preset quick`: seconds per stage and headline numbers (target < 90 s)"),

@@ -107,20 +107,23 @@ def class_coverage(probs: np.ndarray) -> dict[str, object]:
 
 
 def nearest_distances(
-    query: torch.Tensor, support: torch.Tensor, chunk: int = 512
+    query: torch.Tensor, support: torch.Tensor, chunk: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each uint8 image in query (Nq, 28, 28): (L2 distance to the closest image of support
     (Ns, 28, 28) in [0, 1] pixel units, the index of that image). (Nq,) float, (Nq,) int64.
 
     The nearest candidate is found with one float32 matmul per chunk, then its distance is
-    recomputed exactly, so copies read as 0 rather than as float round-off."""
+    recomputed exactly, so copies read as 0 rather than as float round-off. Memory: the support as
+    float32 plus one (chunk, Ns) matrix (addmm writes |s|^2 - 2 q.s without temporaries), 219 + 72 MB
+    for 70,000 training images, where the study runs two stages side by side."""
     q = torch.as_tensor(query).reshape(len(query), -1).float().div_(255.0)  # (Nq, 784)
     s = torch.as_tensor(support).reshape(len(support), -1).float().div_(255.0)  # (Ns, 784)
     if len(s) == 0:
         raise ValueError("the support set is empty")
-    s_norm = s.pow(2).sum(1)  # (Ns,)
+    s_norm = torch.linalg.vector_norm(s, dim=1).square_()[None, :]  # (1, Ns); no (Ns, 784) temporary
     index = torch.empty(len(q), dtype=torch.int64)
     for rows in _chunks(len(q), chunk):
-        index[rows] = (s_norm[None, :] - 2.0 * q[rows] @ s.T).argmin(1)  # |q|^2 is constant per row
+        # |q|^2 is constant per row, so the argmin of |s|^2 - 2 q.s is the nearest support image.
+        index[rows] = torch.addmm(s_norm, q[rows], s.T, alpha=-2.0).argmin(1)
     dist = (q - s[index]).pow(2).sum(1).sqrt()
     return dist.numpy(), index.numpy()

@@ -10,8 +10,10 @@ decoder, chosen by role):
 RUN/run.json records the preset, the command and each stage's status (pending / running / done /
 failed), start and end times and seconds. Running the same command again skips done stages and
 resumes an interrupted training stage from its last epoch checkpoint (probe and latent keep no
-checkpoint: they start over). Settings come from the preset: the task tables for each stage's
-training, the [run] table (run_plan.RunPlan) for what the stages do.
+checkpoint: they start over). With the plan's `workers` above one the stages run side by side, each
+in a process of its own, each started once the stages it reads have finished (stage_pool.py).
+Settings come from the preset: the task tables for each stage's training, the [run] table
+(run_plan.RunPlan) for what the stages do.
 """
 
 from __future__ import annotations
@@ -20,23 +22,20 @@ import csv
 import dataclasses
 import json
 import logging
-import resource
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from mnistlab import run_inputs, tasks
+from mnistlab import run_inputs, run_state, tasks
 from mnistlab.errors import ConfigError
-from mnistlab.fsio import write_json
 from mnistlab.run_plan import RunPlan
-from mnistlab.rundir import RUN_FILE, command_line, read_run
+from mnistlab.rundir import command_line
 from mnistlab.tasks import load_experiment, load_table
 
 log = logging.getLogger("mnistlab")
@@ -238,59 +237,6 @@ def run_stage(ctx: RunContext, name: str, resume: bool) -> None:
         stage_task(ctx, name, resume)
 
 
-# ---------------------------------------------------------------------------------------- run.json
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux: the high-water mark of this process and of finished child processes
-    # (search workers), whichever is larger.
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, children) / 1024, 1)
-
-
-def _entry(name: str, folder: str) -> dict[str, Any]:
-    return {"name": name, "folder": folder, "status": "pending", "started": None, "ended": None,
-            "seconds": None, "attempts": 0, "error": None}  # fmt: skip
-
-
-def _open_state(ctx: RunContext, settings: dict[str, Any], prints: dict[str, str]) -> dict[str, Any]:
-    """run.json of `ctx.out`: new, or the existing one with the stages whose inputs changed since they
-    ran reset to pending (their folders removed) and stages the plan added appended."""
-    out, stages = ctx.out, stage_list(ctx.plan)
-    if not (out / RUN_FILE).exists():
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError(f"{out} exists and is not a run folder of `mnistlab run`; choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        return {"kind": "mnistlab-run", "version": 1, **settings, "status": "pending", "created": _now(),
-                "updated": _now(), "plan": dataclasses.asdict(ctx.plan),
-                "stages": [_entry(n, f) for n, f in stages]}  # fmt: skip
-    state = read_run(out)
-    same = all(state.get(k) == settings[k] for k in ("preset", "overrides", "data_dir", "device"))
-    old = {e["name"]: e for e in state["stages"]}
-    entries = [old.get(n) or _entry(n, f) for n, f in stages]
-    rerun = run_inputs.stages_to_rerun(entries, prints, same)
-    for entry in entries:
-        if entry["name"] in rerun:
-            shutil.rmtree(out / entry["folder"], ignore_errors=True)  # trained with other inputs
-            entry.update(_entry(entry["name"], entry["folder"]))
-    kept = [e["name"] for e in entries if e["status"] == "done"]
-    if rerun:
-        log.warning("%s: the inputs of %s changed since they ran: rerunning them; keeping %s", out,
-                    ", ".join(rerun), ", ".join(kept) or "nothing")  # fmt: skip
-    state.update(settings, plan=dataclasses.asdict(ctx.plan), stages=entries)
-    return state
-
-
-def _save(out: Path, state: dict[str, Any]) -> None:
-    state["updated"] = _now()
-    write_json(out / RUN_FILE, state)
-
-
 # --------------------------------------------------------------------------------------------- run
 
 
@@ -318,51 +264,103 @@ def run_study(
     prints = run_inputs.fingerprints(ctx, stage_list(plan), enc)
     settings = {"preset": preset, "overrides": overrides, "data_dir": data_dir, "device": device,
                 "command": command_line()}  # fmt: skip
-    state = _open_state(ctx, settings, prints)
+    state = run_state.open_state(out, plan, stage_list(plan), settings, prints)
     state["command"] = settings["command"]
     state["status"] = "running"
-    _save(out, state)
+    run_state.save(out, state)
     n = len(state["stages"])
     bar = tqdm(total=n, desc="mnistlab run", unit="stage", disable=not progress, position=0)
     try:
         for k, entry in enumerate(state["stages"], 1):
-            label = f"stage {k}/{n}: {entry['name']}"
-            bar.set_description(label)
             if entry["status"] == "done":
-                _say(bar, progress, f"{label} (done, skipped)")
+                _say(bar, progress, f"stage {k}/{n}: {entry['name']} (done, skipped)")
                 bar.update(1)
-                continue
-            folder = entry["folder"]
-            resume = (out / folder / "config.toml").exists()
-            _say(bar, progress, label + (" (resuming)" if resume and entry["attempts"] else ""))
-            entry.update(
-                status="running", started=_now(), ended=None, error=None, attempts=entry["attempts"] + 1
-            )
-            _save(out, state)
-            t0 = (time.perf_counter(), time.process_time())
-            try:
-                run_stage(ctx, entry["name"], resume)
-            except BaseException as e:
-                message = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-                _finish(entry, "failed", t0, message.splitlines()[0] if message else type(e).__name__)
-                state["status"] = "failed"
-                _save(out, state)
-                if report and isinstance(e, Exception):
-                    _report_anyway(out)
-                raise
-            _finish(entry, "done", t0)
-            entry["inputs"] = prints[entry["name"]]
-            _save(out, state)
-            bar.update(1)
+        todo = [e for e in state["stages"] if e["status"] != "done"]
+        _run_stages(ctx, state, todo, prints, bar)
+    except BaseException as e:
+        state["status"] = "failed"
+        run_state.save(out, state)
+        if report and isinstance(e, Exception):
+            _report_anyway(out)
+        raise
     finally:
         bar.close()
     state["status"] = "done"
-    _save(out, state)
+    run_state.save(out, state)
     if report:
         from mnistlab.report.build import write_report
 
         write_report(out)
     return state
+
+
+def _run_stages(
+    ctx: RunContext, state: dict[str, Any], todo: list[dict[str, Any]], prints: dict[str, str], bar
+) -> None:
+    """Run the stages of `todo` (run.json entries, in stage order): one after another in this process,
+    or side by side in worker processes when the plan asks for more than one (stage_pool.py). run.json
+    records each start and end as it happens; the first failure is raised once nothing runs."""
+    from mnistlab import stage_pool
+
+    out, n = ctx.out, len(state["stages"])
+    number = {e["name"]: k for k, e in enumerate(state["stages"], 1)}
+    entries = {e["name"]: e for e in todo}
+    resume = {e["name"]: (out / e["folder"] / "config.toml").exists() for e in todo}
+    clocks: dict[str, float] = {}
+    workers = stage_pool.workers_for(ctx.plan.workers, len(todo))
+
+    def start(name: str, running: int) -> None:
+        entry = entries[name]
+        label = f"stage {number[name]}/{n}: {name}" + (
+            " (resuming)" if resume[name] and entry["attempts"] else ""
+        )
+        _say(bar, ctx.progress, label + (f" ({running} running)" if workers > 1 else ""))
+        bar.set_description(f"stage {number[name]}/{n}: {name}")
+        entry.update(
+            status="running", started=run_state.now(), ended=None, error=None, attempts=entry["attempts"] + 1
+        )
+        run_state.save(out, state)
+        clocks[name] = time.perf_counter()
+
+    def end(name: str, outcome: stage_pool.Outcome) -> None:
+        error, wall = outcome.error, time.perf_counter() - clocks[name]
+        message = None if error is None else _error_line(error)
+        run_state.finish(entries[name], "failed" if error else "done", wall, outcome.cpu_seconds,
+                         outcome.peak_rss_mb, message)  # fmt: skip
+        if workers > 1:
+            _say(bar, ctx.progress, f"stage {number[name]}/{n}: {name} {message or 'done'} ({wall:.0f} s)")
+        if error is None:
+            entries[name]["inputs"] = prints[name]
+            bar.update(1)
+        run_state.save(out, state)
+
+    if workers == 1:
+        for entry in todo:
+            name = entry["name"]
+            start(name, 1)
+            cpu0 = time.process_time()
+            try:
+                run_stage(ctx, name, resume[name])
+            except BaseException as e:
+                end(name, stage_pool.Outcome(time.process_time() - cpu0, run_state.peak_rss_mb(), e))
+                raise
+            end(name, stage_pool.Outcome(time.process_time() - cpu0, run_state.peak_rss_mb()))
+        return
+    # Worker processes: no progress bars inside (they would interleave); the stages log instead.
+    quiet = dataclasses.replace(ctx, progress=False)
+    names = [e["name"] for e in todo]
+    reads = run_inputs.stage_reads(names, encoder_task())
+    error = stage_pool.run_graph(names, reads, workers, lambda name: (run_stage, (quiet, name, resume[name])),
+                                 start, end, exclusive=frozenset({"search"}))  # fmt: skip
+    if error is not None:
+        raise error
+
+
+def _error_line(error: BaseException) -> str:
+    """A stage's error as run.json records it: one line."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def _report_anyway(out: Path) -> None:
@@ -373,14 +371,6 @@ def _report_anyway(out: Path) -> None:
         write_report(out)
     except Exception as e:  # the stage's error is the one to raise
         log.warning("could not write the report of %s: %s", out, e)
-
-
-def _finish(entry: dict[str, Any], status: str, t0: tuple[float, float], error: str | None = None) -> None:
-    """Close a stage's entry: wall and CPU seconds (this process, all threads) summed over attempts."""
-    wall, cpu = time.perf_counter() - t0[0], time.process_time() - t0[1]
-    entry.update(status=status, ended=_now(), error=error, peak_rss_mb=_peak_rss_mb())
-    entry["seconds"] = round((entry.get("seconds") or 0.0) + wall, 2)
-    entry["cpu_seconds"] = round((entry.get("cpu_seconds") or 0.0) + cpu, 2)
 
 
 def _say(bar, progress: bool, text: str) -> None:

@@ -65,7 +65,6 @@ def fingerprints(ctx: Any, stages: list[tuple[str, str]], enc: str | None) -> di
 
     plan, names = ctx.plan, [n for n, _ in stages]
     own: dict[str, Any] = {}
-    reads: dict[str, list[str]] = {}
     for name in names:
         if name == "search":
             own[name] = {"plan": plan_fields(plan, SEARCH_FIELDS),
@@ -75,16 +74,30 @@ def fingerprints(ctx: Any, stages: list[tuple[str, str]], enc: str | None) -> di
             table = dataclasses.asdict(tasks.load_table("probe", ctx.preset, ctx.overrides.get("probe", [])))
             own[name] = {"plan": plan_fields(plan, fields), "device": ctx.device,
                          "probe": table if name == "probe" else None}  # fmt: skip
-            reads[name] = [enc]
         elif name == "labels":  # every encoder stage's frozen code at the plan's label counts
             table = dataclasses.asdict(tasks.load_table("probe", ctx.preset, ctx.overrides.get("probe", [])))
             own[name] = {"plan": plan_fields(plan, ("labels_per_class",)), "device": ctx.device,
                          "probe": table}  # fmt: skip
-            reads[name] = [n for n in names if n not in NOT_TASKS and "encoder" in tasks.get(n).roles]
         else:
             own[name] = {"config": to_doc(ctx.experiment(name), name)}
-            reads[name] = ["search"] if name == enc else ([enc] if tasks.get(name).stage_options else [])
-    return stage_fingerprints(names, own, reads)
+    return stage_fingerprints(names, own, stage_reads(names, enc))
+
+
+def stage_reads(names: list[str], enc: str | None) -> dict[str, list[str]]:
+    """The stages (of `names`) whose output each stage reads: what its fingerprint carries and what
+    must finish before it starts."""
+    reads: dict[str, list[str]] = {}
+    for name in names:
+        if name in ("probe", "latent"):
+            wanted = [enc]
+        elif name == "labels":  # every encoder stage's frozen code
+            wanted = [n for n in names if n not in NOT_TASKS and "encoder" in tasks.get(n).roles]
+        elif name == "search":
+            wanted = []
+        else:  # a task: the encoder stage reads the search; a task with study options reads the encoder
+            wanted = ["search"] if name == enc else ([enc] if tasks.get(name).stage_options else [])
+        reads[name] = [r for r in wanted if r in names]
+    return reads
 
 
 def check_plan(ctx: Any, enc: str | None, trained: list[str]) -> None:

@@ -30,6 +30,10 @@ class RunPlan:
     search_grid: tuple[str, ...] = ()  # "key=v1,v2" items; empty = the report's 12-point grid
     search_objective: str = "val_loss"  # or probe_acc (see `mnistlab search --objective`)
     search_workers: int = 0  # local worker processes; 0 = one per core (at most 4)
+    # Stages at once, each in a process of its own with the cores shared out as torch threads, each
+    # started when the stages it reads have finished (stage_pool.py); 0 = one per core (at most 4);
+    # 1 = one after another in this process.
+    workers: int = 1
     # Probes of the AE's encoder.
     finetune: bool = True
     labels_per_class: tuple[str, ...] = ("10", "100", "all")  # label efficiency; empty = skip it
@@ -50,6 +54,7 @@ class RunPlan:
         cores = os.cpu_count() or 1  # every worker holds its own copy of torch and of the data
         why = f"at most 4 x this machine's {cores} cores; 0 = one per core"
         check_int(self.search_workers, "run.search_workers", 0, 4 * cores, why)
+        check_int(self.workers, "run.workers", 0, 4 * cores, why)
         objective = self.search_objective
         ok = isinstance(objective, str) and (objective == "probe_acc" or objective.startswith("val_"))
         check(

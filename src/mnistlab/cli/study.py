@@ -21,6 +21,9 @@ def add_parsers(sub) -> None:
     r.add_argument("--data-dir", help="folder with the four IDX files (gzip or raw) to use instead of MNIST")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train [config: auto]")
     r.add_argument("--out", type=Path, help="run folder [runs/run-<preset>]")
+    r.add_argument("--workers", type=int, metavar="N", help="stages at once, each in a process of its own "
+                   "with the cores shared out, each started when what it reads is done; 0 = one per core, "
+                   "1 = one after another in this process [preset's run.workers: 0]")  # fmt: skip
     r.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep = sub.add_parser("report", help="write report.html and report.md of a `mnistlab run` folder",
@@ -35,7 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mnistlab.pipeline import run_study
 
     out = args.out or Path("runs") / f"run-{Path(args.preset).stem}"
-    state = run_study(out, args.preset, args.overrides, args.data_dir, args.device,
+    overrides = args.overrides + ([f"run.workers={args.workers}"] if args.workers is not None else [])
+    state = run_study(out, args.preset, overrides, args.data_dir, args.device,
                       progress=not args.no_progress, report=not args.no_report)  # fmt: skip
     stages = {s["name"]: s["seconds"] for s in state["stages"]}
     report = str(out / "report.html") if not args.no_report else None
