@@ -7,8 +7,9 @@ one trial per core, benchmarks/search_workers.md), and the study's stages form t
 read nothing of each other (the autoencoder and what reads it, the GANs and the VAE).
 
 Each stage runs in a process of its own (forked from a fork server, see `_context`) with the cores
-shared out among the workers as torch threads. It reports its CPU seconds, its peak memory and
-its error, if any; the error itself travels back (pickled), so the parent raises what the stage raised.
+shared out among the workers as torch threads; the last one left running, with nothing else able to
+start, is told to take every core (WIDEN). It reports its CPU seconds, its peak memory and its error,
+if any; the error itself travels back (pickled), so the parent raises what the stage raised.
 """
 
 from __future__ import annotations
@@ -72,11 +73,13 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple, threads: int, 
         fn(*args)
     except BaseException as e:  # KeyboardInterrupt included: the parent records it
         error = e
+        if not isinstance(e, (KeyboardInterrupt, ValueError)):  # a bug, not bad input: show where
+            log.error("stage %s failed", tag, exc_info=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if error is not None:
         try:
-            pickle.dumps(error)
-        except Exception:  # an exception that does not pickle travels as its text
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # an exception that does not make the trip travels as its text
             error = RuntimeError(f"{type(error).__name__}: {error}")
     conn.send(Outcome(time.process_time() - cpu0, round(peak, 1), error))
     conn.close()
