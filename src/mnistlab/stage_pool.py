@@ -18,7 +18,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import resource
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from mnistlab.run_state import peak_rss_mb
 from mnistlab.search import default_workers, worker_threads
 
 log = logging.getLogger("mnistlab")
@@ -75,13 +75,13 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple, threads: int, 
         error = e
         if not isinstance(e, (KeyboardInterrupt, ValueError)):  # a bug, not bad input: show where
             log.error("stage %s failed", tag, exc_info=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mb()  # this process's high-water mark, or its own workers' (a search's)
     if error is not None:
         try:
             pickle.loads(pickle.dumps(error))
         except Exception:  # an exception that does not make the trip travels as its text
             error = RuntimeError(f"{type(error).__name__}: {error}")
-    conn.send(Outcome(time.process_time() - cpu0, round(peak, 1), error))
+    conn.send(Outcome(time.process_time() - cpu0, peak, error))
     conn.close()
 
 
