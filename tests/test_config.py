@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnistlab.config import save_experiment
+from mnistlab.config import preset_path, presets_dir, save_experiment
 from mnistlab.errors import ConfigError
 from mnistlab.tasks import load_experiment, load_run_config
 
@@ -59,6 +59,16 @@ def test_bad_preset_files(tmp_path):
         load_experiment("ae", str(bad))
     with pytest.raises(ConfigError, match="unknown preset"):
         load_experiment("ae", "fastest")
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick").mkdir()  # e.g. `mnistlab run --preset quick --out quick`, run twice
+    assert preset_path("quick") == presets_dir() / "quick.toml"
+    assert load_experiment("ae", "quick").model.latent_dim == 10
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="preset mine is a folder"):
+        preset_path("mine")
 
 
 def test_run_config_round_trips_and_is_a_preset(tmp_path):

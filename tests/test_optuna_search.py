@@ -112,13 +112,15 @@ def search_command(out: Path, space: Path, overrides: list[str], *extra: str) ->
 
 
 def kill_after_an_epoch(process: subprocess.Popen, trials: Path, pid_of=None) -> Path:
-    """Wait until some trial has logged an epoch, then SIGKILL `process`, or the worker process that
-    `pid_of(run_dir)` names; returns the trial's run folder. No clean-up runs: its trial stays RUNNING."""
+    """Wait until some trial has logged and checkpointed an epoch (the row is written first), then
+    SIGKILL `process`, or the worker process that `pid_of(run_dir)` names; returns the trial's run
+    folder. No clean-up runs: its trial stays RUNNING."""
     deadline = time.monotonic() + 120
     while True:
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no trial finished an epoch"
-        started = [p.parent for p in sorted(trials.glob("*/metrics.jsonl")) if rundir.read_history(p.parent)]
+        started = [p.parent for p in sorted(trials.glob("*/metrics.jsonl"))
+                   if rundir.read_history(p.parent) and (p.parent / "checkpoints" / "last.safetensors").exists()]  # fmt: skip
         if started:
             break
         time.sleep(0.05)

@@ -182,6 +182,8 @@ def test_the_plans_stage_settings_apply_before_the_commands_own(tmp_path, monkey
     assert seen["dae"].experiment("dae").train.epochs == 2  # --set wins over the plan
     with pytest.raises(ConfigError, match="run.set item 'data.train_limit=5'"):
         pipeline.run_study(tmp_path / "c", PRESET, ["run.set=data.train_limit=5"], progress=False)
+    with pytest.raises(ConfigError, match="^run.set item 'nope.train.epochs=2': start with a stage table"):
+        pipeline.run_study(tmp_path / "d", PRESET, ["run.set=nope.train.epochs=2"], progress=False)
 
 
 @pytest.mark.parametrize(

@@ -120,15 +120,21 @@ def _numbers(run):
 def test_a_study_with_two_workers_keeps_the_books_and_the_numbers(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     pipeline.run_study(one, str(TINY_RUN_PRESET), [*SMALL, "run.workers=1"], progress=False, report=False)
-    pipeline.run_study(two, str(TINY_RUN_PRESET), [*SMALL, "run.workers=2"], progress=False, report=False)
+    # latent and probe asked to start first: once the autoencoder ends they take both workers, the DAE
+    # (first in stage order) waits for one of them.
+    first = "run.start_first=latent,probe"
+    pipeline.run_study(
+        two, str(TINY_RUN_PRESET), [*SMALL, "run.workers=2", first], progress=False, report=False
+    )
     state = json.loads((two / "run.json").read_text())
     stage = {s["name"]: s for s in state["stages"]}
     assert list(stage) == ["ae", "dae", "probe", "latent", "labels"] and state["status"] == "done"
     assert all(
         s["status"] == "done" and s["cpu_seconds"] > 0 and s["peak_rss_mb"] > 0 for s in stage.values()
     )
-    for later, first in [("dae", "ae"), ("probe", "ae"), ("latent", "ae"), ("labels", "dae")]:
-        assert stage[later]["started"] >= stage[first]["ended"], (later, first)
+    for later, earlier in [("dae", "ae"), ("probe", "ae"), ("latent", "ae"), ("labels", "dae")]:
+        assert stage[later]["started"] >= stage[earlier]["ended"], (later, earlier)
+    assert stage["dae"]["started"] >= min(stage["latent"]["ended"], stage["probe"]["ended"])
     # One torch thread per worker against the test process's threads: the same training up to float
     # summation order, so the MSE and PSNR agree closely; an accuracy on 150 test images may move by
     # an image or two where rounding flips a borderline prediction.
@@ -162,3 +168,14 @@ def test_a_failing_stage_in_a_worker_is_a_one_line_error(tmp_path, capsys):
     state = json.loads((out / "run.json").read_text())
     assert state["status"] == "failed"
     assert {s["name"]: s["status"] for s in state["stages"]}["gan"] == "failed"
+
+
+def test_start_first_moves_stages_to_the_front_and_unknown_names_are_one_line_errors(tmp_path, capsys):
+    names = ["ae", "dae", "probe", "latent", "gan"]
+    assert pipeline.start_order(names, ("vae", "probe", "gan")) == ["probe", "gan", "ae", "dae", "latent"]
+    assert pipeline.start_order(names, ()) == names
+    code = cli.main(["run", "--preset", str(TINY_RUN_PRESET), "--out", str(tmp_path / "r"), "--no-progress",
+                     "--no-report", "--set", "run.start_first=probe,nope"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "run.start_first: unknown stage 'nope'" in err[0], err
+    assert not (tmp_path / "r" / "run.json").exists()  # refused before any stage ran

@@ -106,6 +106,33 @@ def test_resume_after_crash_equals_uninterrupted_bit_for_bit(tiny_exp, tmp_path)
     assert seconds == sorted(seconds) and resumed.seconds >= seconds[-1] > seconds[0] > 0
 
 
+@pytest.mark.parametrize("killed_in", ["_append", "save_checkpoint"])
+def test_a_kill_at_an_epochs_end_loses_no_metrics_row(tiny_exp, tmp_path, monkeypatch, killed_in):
+    """Killed while epoch 2's row or checkpoint is being written, a resume keeps one row per epoch."""
+    from mnistlab.training import loop
+
+    exp = with_train(tiny_exp, epochs=3)
+    real = getattr(loop, killed_in)
+    calls = []
+
+    def dies_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            real(*args, **kwargs)  # written, then the process dies before the other write
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, killed_in, dies_on_the_second)
+    task, data = make_task(exp)
+    with pytest.raises(KeyboardInterrupt):
+        fit(task, data.train, exp.train, tmp_path / "r", progress=False)
+    monkeypatch.setattr(loop, killed_in, real)
+    task2, data2 = make_task(exp)
+    resumed = fit(task2, data2.train, exp.train, tmp_path / "r", resume=True, progress=False)
+    rows = [r["epoch"] for r in loop.read_jsonl(tmp_path / "r" / "metrics.jsonl")]
+    assert rows == [1, 2, 3] and [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
 def test_interrupted_save_keeps_previous_checkpoint(tiny_exp, tmp_path, monkeypatch):
     task, _ = make_task(tiny_exp)
     path = tmp_path / "ck" / "last.safetensors"

@@ -34,13 +34,15 @@ def preset_names() -> list[str]:
 def preset_path(preset: str) -> Path:
     """The file of a preset name (quick, seed, default) or of a .toml path; a one-line error otherwise."""
     path = Path(preset)
+    candidate = presets_dir() / f"{preset}.toml"
+    if path.suffix != ".toml" and str(path) == path.name and candidate.is_file():
+        return candidate  # a bare built-in name, even where the working folder holds a folder so named
     if path.suffix == ".toml" or path.exists():
         if path.is_dir():
             raise ConfigError(f"preset {path} is a folder; give a .toml file or a preset name")
         if not path.is_file():
             raise ConfigError(f"preset file {path} does not exist")
         return path
-    candidate = presets_dir() / f"{preset}.toml"
     if not candidate.is_file():
         names = preset_names()
         close = difflib.get_close_matches(preset, names, n=1)

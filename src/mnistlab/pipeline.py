@@ -86,10 +86,12 @@ class RunContext:
         return name
 
 
-def split_overrides(items: list[str], data_dir: str | None = None, device: str | None = None) -> dict:
+def split_overrides(
+    items: list[str], data_dir: str | None = None, device: str | None = None, source: str = "--set"
+) -> dict:
     """["ae.train.epochs=1", "data.train_limit=500", "run.search=false"] -> per-task override lists.
     A `data.` item (and --data-dir) applies to every trained task and the plan; --device to the
-    trained tasks (probe and latent take it as an argument)."""
+    trained tasks (probe and latent take it as an argument). `source` names the items in errors."""
     trained = [s.name for s in tasks.all_tasks()]
     per: dict[str, list[str]] = {t: [] for t in (*trained, "probe", "run")}
     shared = [f"data.data_dir={data_dir}"] if data_dir else []
@@ -102,7 +104,7 @@ def split_overrides(items: list[str], data_dir: str | None = None, device: str |
         else:
             known = ", ".join(sorted(per))
             raise ConfigError(
-                f"--set {item!r}: start with a stage table ({known}) or data., e.g. ae.train.epochs=2"
+                f"{source} {item!r}: start with a stage table ({known}) or data., e.g. ae.train.epochs=2"
             )
     for task in (*trained, "run"):
         per[task] = shared + per[task]
@@ -229,6 +231,20 @@ def stage_list(plan: RunPlan) -> list[tuple[str, str]]:
     return head + [(name, folder) for _, name, folder in stages]
 
 
+def check_stage_names(names: tuple[str, ...], what: str) -> None:
+    """A one-line error for a name that is no stage of any study (a registered task or a command stage)."""
+    known = [*COMMAND_STAGES, *(s.name for s in tasks.all_tasks() if s.study)]
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{what}: unknown stage {name!r}; stages: {', '.join(known)}")
+
+
+def start_order(names: list[str], first: tuple[str, ...]) -> list[str]:
+    """`names` (stage order) with the stages of `first` moved to the front, in `first`'s order: the order
+    in which side-by-side stages are preferred when several could start."""
+    return [n for n in first if n in names] + [n for n in names if n not in first]
+
+
 def run_stage(ctx: RunContext, name: str, resume: bool) -> None:
     """Run one stage: a command stage from STAGES, else the registered task of that name."""
     if name in STAGES:
@@ -254,11 +270,13 @@ def run_study(
     overrides = list(overrides or [])
     plan = load_table("run", preset, split_overrides(overrides, data_dir, device).get("run", []))
     # The plan's own stage settings first, so that the command's --set items override them.
+    split_overrides(list(plan.set), source="run.set item")  # a bad item named as the preset's, not --set
     per_task = split_overrides([*plan.set, *overrides], data_dir, device)
     ctx = RunContext(out, preset, plan, per_task, device, progress)
     for task in study_tasks(plan):  # check every stage's config before any training
         load_experiment(task, preset, per_task.get(task, []))
     load_table("probe", preset, per_task.get("probe", []))
+    check_stage_names(plan.start_first, "run.start_first")
     enc = encoder_task()
     run_inputs.check_plan(ctx, enc, study_tasks(plan))
     prints = run_inputs.fingerprints(ctx, stage_list(plan), enc)
@@ -348,7 +366,7 @@ def _run_stages(
         return
     # Worker processes: no progress bars inside (they would interleave); the stages log instead.
     quiet = dataclasses.replace(ctx, progress=False)
-    names = [e["name"] for e in todo]
+    names = start_order([e["name"] for e in todo], ctx.plan.start_first)
     reads = run_inputs.stage_reads(names, encoder_task())
     error = stage_pool.run_graph(names, reads, workers, lambda name: (run_stage, (quiet, name, resume[name])),
                                  start, end, exclusive=frozenset({"search"}))  # fmt: skip

@@ -34,6 +34,11 @@ class RunPlan:
     # started when the stages it reads have finished (stage_pool.py); 0 = one per core (at most 4);
     # 1 = one after another in this process.
     workers: int = 1
+    # With workers > 1: stages started before the others whenever several could start, by name, in
+    # this order (the rest in stage order); a long stage late in stage order put here starts sooner
+    # instead of ending the study on its own. Unknown names are an error; names not in this run are
+    # passed over.
+    start_first: tuple[str, ...] = ()
     # Probes of the AE's encoder.
     finetune: bool = True
     labels_per_class: tuple[str, ...] = ("10", "100", "all")  # label efficiency; empty = skip it
@@ -65,7 +70,7 @@ class RunPlan:
         check_int(self.latent_samples, "run.latent_samples", 0, 1_000_000, "0 = as many as test images")
         check_int(self.tsne_iter, "run.tsne_iter", 1, 100_000)
         check_int(self.tsne_early_iter, "run.tsne_early_iter", 0, 100_000)
-        for name in ("search_grid", "labels_per_class", "latent_maps", "set"):
+        for name in ("search_grid", "labels_per_class", "latent_maps", "set", "start_first"):
             items = getattr(self, name)
             ok = isinstance(items, tuple) and all(isinstance(i, str) for i in items)
             check(ok, f"run.{name} must be a list of strings")

@@ -296,8 +296,10 @@ def fit(
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
                 if run_dir is not None:
-                    sha = save_checkpoint(ckpt, task.modules, task.optimizers, epoch + 1, step)
+                    # The row before the checkpoint: killed between the two, a resume drops the row of
+                    # the epoch it trains again; the other order would lose the row of a saved epoch.
                     _append(metrics_path, row)
+                    sha = save_checkpoint(ckpt, task.modules, task.optimizers, epoch + 1, step)
                     if writer is not None:
                         for k, v in row.items():
                             if k not in ("epoch", "step", "seconds"):
