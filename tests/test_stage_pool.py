@@ -172,8 +172,8 @@ def test_a_failing_stage_in_a_worker_is_a_one_line_error(tmp_path, capsys):
 
 def test_start_first_moves_stages_to_the_front_and_unknown_names_are_one_line_errors(tmp_path, capsys):
     names = ["ae", "dae", "probe", "latent", "gan"]
-    assert pipeline.start_order(names, ("vae", "probe", "gan")) == ["probe", "gan", "ae", "dae", "latent"]
-    assert pipeline.start_order(names, ()) == names
+    assert stage_pool.start_order(names, ("vae", "probe", "gan")) == ["probe", "gan", "ae", "dae", "latent"]
+    assert stage_pool.start_order(names, ()) == names
     code = cli.main(["run", "--preset", str(TINY_RUN_PRESET), "--out", str(tmp_path / "r"), "--no-progress",
                      "--no-report", "--set", "run.start_first=probe,nope"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

@@ -239,12 +239,6 @@ def check_stage_names(names: tuple[str, ...], what: str) -> None:
             raise ConfigError(f"{what}: unknown stage {name!r}; stages: {', '.join(known)}")
 
 
-def start_order(names: list[str], first: tuple[str, ...]) -> list[str]:
-    """`names` (stage order) with the stages of `first` moved to the front, in `first`'s order: the order
-    in which side-by-side stages are preferred when several could start."""
-    return [n for n in first if n in names] + [n for n in names if n not in first]
-
-
 def run_stage(ctx: RunContext, name: str, resume: bool) -> None:
     """Run one stage: a command stage from STAGES, else the registered task of that name."""
     if name in STAGES:
@@ -366,7 +360,7 @@ def _run_stages(
         return
     # Worker processes: no progress bars inside (they would interleave); the stages log instead.
     quiet = dataclasses.replace(ctx, progress=False)
-    names = start_order([e["name"] for e in todo], ctx.plan.start_first)
+    names = stage_pool.start_order([e["name"] for e in todo], ctx.plan.start_first)
     reads = run_inputs.stage_reads(names, encoder_task())
     error = stage_pool.run_graph(names, reads, workers, lambda name: (run_stage, (quiet, name, resume[name])),
                                  start, end, exclusive=frozenset({"search"}))  # fmt: skip
