@@ -174,6 +174,7 @@ def test_start_first_moves_stages_to_the_front_and_unknown_names_are_one_line_er
     names = ["ae", "dae", "probe", "latent", "gan"]
     assert stage_pool.start_order(names, ("vae", "probe", "gan")) == ["probe", "gan", "ae", "dae", "latent"]
     assert stage_pool.start_order(names, ()) == names
+    assert stage_pool.start_order(names, ("gan", "gan")) == ["gan", "ae", "dae", "probe", "latent"]
     code = cli.main(["run", "--preset", str(TINY_RUN_PRESET), "--out", str(tmp_path / "r"), "--no-progress",
                      "--no-report", "--set", "run.start_first=probe,nope"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

@@ -57,7 +57,7 @@ class Outcome:
 def start_order(names: Sequence[str], first: Sequence[str]) -> list[str]:
     """`names` (stage order) with the stages of `first` moved to the front, in `first`'s order: the order
     of preference run_graph takes when several stages could start (`run.start_first`)."""
-    return [n for n in first if n in names] + [n for n in names if n not in first]
+    return [n for n in dict.fromkeys(first) if n in names] + [n for n in names if n not in first]
 
 
 def workers_for(asked: int, stages: int) -> int:
