@@ -40,7 +40,6 @@ from mnistlab.tasks import load_experiment, load_table
 
 log = logging.getLogger("mnistlab")
 
-COMMAND_STAGES = ("search", "probe", "latent", "labels")  # stages that train no task of their own
 # After the autoencoder stages (order < 35), before the GANs:
 PROBE_ORDER, LATENT_ORDER, LABELS_ORDER = 35, 36, 37
 LABELS_FOLDER = "label_efficiency"  # the labels stage: every encoder's frozen code at each label count
@@ -233,7 +232,7 @@ def stage_list(plan: RunPlan) -> list[tuple[str, str]]:
 
 def check_stage_names(names: tuple[str, ...], what: str) -> None:
     """A one-line error for a name that is no stage of any study (a registered task or a command stage)."""
-    known = [*COMMAND_STAGES, *(s.name for s in tasks.all_tasks() if s.study)]
+    known = [*STAGES, *(s.name for s in tasks.all_tasks() if s.study)]
     for name in names:
         if name not in known:
             raise ConfigError(f"{what}: unknown stage {name!r}; stages: {', '.join(known)}")
@@ -273,10 +272,11 @@ def run_study(
     check_stage_names(plan.start_first, "run.start_first")
     enc = encoder_task()
     run_inputs.check_plan(ctx, enc, study_tasks(plan))
-    prints = run_inputs.fingerprints(ctx, stage_list(plan), enc)
+    stages = stage_list(plan)
+    prints = run_inputs.fingerprints(ctx, stages, enc)
     settings = {"preset": preset, "overrides": overrides, "data_dir": data_dir, "device": device,
                 "command": command_line()}  # fmt: skip
-    state = run_state.open_state(out, plan, stage_list(plan), settings, prints)
+    state = run_state.open_state(out, plan, stages, settings, prints)
     state["command"] = settings["command"]
     state["status"] = "running"
     run_state.save(out, state)
@@ -288,7 +288,7 @@ def run_study(
                 _say(bar, progress, f"stage {k}/{n}: {entry['name']} (done, skipped)")
                 bar.update(1)
         todo = [e for e in state["stages"] if e["status"] != "done"]
-        _run_stages(ctx, state, todo, prints, bar)
+        _run_stages(ctx, state, todo, prints, enc, bar)
     except BaseException as e:
         state["status"] = "failed"
         run_state.save(out, state)
@@ -307,7 +307,12 @@ def run_study(
 
 
 def _run_stages(
-    ctx: RunContext, state: dict[str, Any], todo: list[dict[str, Any]], prints: dict[str, str], bar
+    ctx: RunContext,
+    state: dict[str, Any],
+    todo: list[dict[str, Any]],
+    prints: dict[str, str],
+    enc: str | None,
+    bar,
 ) -> None:
     """Run the stages of `todo` (run.json entries, in stage order): one after another in this process,
     or side by side in worker processes when the plan asks for more than one (stage_pool.py). run.json
@@ -361,7 +366,7 @@ def _run_stages(
     # Worker processes: no progress bars inside (they would interleave); the stages log instead.
     quiet = dataclasses.replace(ctx, progress=False)
     names = stage_pool.start_order([e["name"] for e in todo], ctx.plan.start_first)
-    reads = run_inputs.stage_reads(names, encoder_task())
+    reads = run_inputs.stage_reads(names, enc)
     error = stage_pool.run_graph(names, reads, workers, lambda name: (run_stage, (quiet, name, resume[name])),
                                  start, end, exclusive=frozenset({"search"}))  # fmt: skip
     if error is not None:
