@@ -64,6 +64,9 @@ ENTRIES: list[Entry] = [
     Entry("stage_workers", "benchmarks.stage_workers", ("--rounds", "3"), ("--steps", "20", "--rounds", "1"),
           target=1.0, note="AE and GAN steps: one 1-thread process per core vs one process with every thread "
           "(why `mnistlab run` runs stages side by side)"),
+    Entry("step_choices", "benchmarks.step_choices", ("--rounds", "3"), ("--rounds", "1", "--steps", "3"),
+          target=None, note="the default preset's CPU step choices against their alternatives, 1 thread: bf16 "
+          "(GAN, cGAN; autoencoder not chosen), channels_last (probe networks, VAE); ratio: the smallest"),
     Entry("study_quick", "benchmarks.study", ("--preset", "quick"), ("--preset", "quick"), metric="total_s",
           target=90, unit="s", lower_is_better=True,
           note="`mnistlab run --preset quick`: seconds per stage and headline numbers (target < 90 s)"),

@@ -266,6 +266,7 @@ def test_scores_at_grid_epochs_sample_and_score_commands(tmp_path, capsys):
         rows[1][f"class_share_{d}"] for d in range(10)
     ) == pytest.approx(1, abs=1e-3)
     test = summary["test"]
+    assert summary["amp"] == "off"  # the precision it trained in: the seed preset's fp32 on every host
     assert test["n_samples"] == 12 and {
         "fid_mnist",
         "precision",

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mnistlab import cli, tasks
+from mnistlab import cli, rundir, tasks
 from mnistlab.data import DataConfig, Split
 from mnistlab.errors import ConfigError
 from mnistlab.models import build_model
@@ -152,6 +152,12 @@ def test_probe_run_frozen_then_finetuned_with_label_efficiency(ae_run, tmp_path)
     assert [(r["labels_per_class"], r["n_labelled"]) for r in rows] == [("2", 20), ("all", 150)]
     assert rows[1]["finetune"] == summary["finetune"]["test_acc"]  # reused, not trained twice
     assert set(rows[0]) >= {"probe", "finetune", "scratch"}
+    # The fine-tuned network's curve is drawn: validated every epoch; the label-efficiency networks
+    # report their last epoch only, so they are validated after it alone.
+    assert all("val_acc" in r for r in rundir.read_history(out / "finetune"))
+    for net in ("labels/2/finetune", "labels/2/scratch", "labels/all/scratch"):
+        assert ["val_acc" in r for r in rundir.read_history(out / net)] == [False, True], net
+    assert rows[0]["scratch"] > 0 and summary["finetune"]["val_acc"] is not None
     for name in (
         "linear_loss",
         "linear_accuracy",
@@ -239,3 +245,26 @@ def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
     summary = run_probe(tmp_path / "dae", "quick", TINY, progress=False)
     assert summary["run_task"] == "dae" and summary["out"] == str(tmp_path / "dae" / "probe")
     assert (tmp_path / "dae" / "probe" / "figures" / "linear_confusion.png").exists()
+
+
+def test_on_the_cpu_a_probe_network_trains_channels_last_and_steps_as_in_nchw():
+    """channels_last (1.48x per step here) is a speed choice only: the step's gradients are the NCHW
+    step's to float rounding."""
+    from mnistlab.data import to_float
+    from mnistlab.models.encoder_classifier import encoder_classifier
+    from mnistlab.training.loop import make_optimizer
+    from mnistlab.training.probe import ProbeTask
+
+    torch.manual_seed(0)
+    images, labels = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8), torch.arange(32) % 10
+    nets = [encoder_classifier(AEConfig(latent_dim=4)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    cfg = TrainConfig(lr=3e-3, optimizer="adamw")
+    fast = ProbeTask(nets[0], make_optimizer(nets[0].parameters(), cfg), Split(images, labels), torch.device("cpu"),
+                     to_float)  # fmt: skip
+    assert nets[0].encoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nets[1].encoder.net[0].weight.is_contiguous()
+    fast.train_step(images, labels)  # the gradients stay on the weights after the step
+    torch.nn.functional.cross_entropy(nets[1](to_float(images)), labels).backward()
+    for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name

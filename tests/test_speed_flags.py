@@ -16,10 +16,11 @@ from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
+from mnistlab.training import loop
 from mnistlab.training.autoencoder import AutoencoderTask
 from mnistlab.training.classifier import AugmentConfig, ClassifierTask
 from mnistlab.training.gan import GANTask, GANTrainConfig
-from mnistlab.training.loop import TrainConfig, autocast, on_device
+from mnistlab.training.loop import TrainConfig, amp_mode, autocast, on_device
 from mnistlab.training.run_folder import seed_everything
 
 CPU = torch.device("cpu")
@@ -96,11 +97,24 @@ def test_classifier_step_with_bf16_and_channels_last():
 
 
 def test_bad_amp_values_are_one_line_config_errors():
-    with pytest.raises(ConfigError, match="train.amp must be one of off, bf16, not 'fp16'"):
+    with pytest.raises(ConfigError, match="train.amp must be one of off, bf16, auto, not 'fp16'"):
         TrainConfig(amp="fp16")
     with pytest.raises(ConfigError, match="supported on cuda and cpu"):
         autocast(TrainConfig(amp="bf16"), torch.device("meta"))
     assert autocast(TrainConfig(), CPU)() is not None  # "off": a no-op context
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_amp_auto_is_bf16_only_on_a_cpu_with_bfloat16_instructions(monkeypatch, has_bf16):
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: has_bf16)
+    auto = TrainConfig(amp="auto")
+    assert amp_mode(auto, CPU) == ("bf16" if has_bf16 else "off")
+    assert amp_mode(auto, torch.device("cuda")) == "off"  # no GPU measurement backs bf16 there
+    assert amp_mode(TrainConfig(amp="bf16"), CPU) == "bf16" and amp_mode(TrainConfig(), CPU) == "off"
+    x = to_float(batch(2)[0])
+    with autocast(auto, CPU)():
+        y = torch.nn.functional.linear(x.flatten(1), torch.ones(3, 784))
+    assert y.dtype == (torch.bfloat16 if has_bf16 else torch.float32)
 
 
 def test_data_stays_in_host_memory_off_the_gpu():

@@ -205,3 +205,19 @@ def test_a_two_stage_run_draws_through_its_second_stage_and_scores_both(tmp_path
     run = tasks.load_run(out)
     two, one = run.generate(6, seed=2), run.generate(6, seed=2, sampler="stage1")
     assert two.shape == one.shape == (6, 28, 28) and not torch.equal(two, one)
+
+
+def test_on_the_cpu_it_trains_channels_last_and_steps_as_in_nchw():
+    """channels_last is a speed choice only: a step from the same weights and noise has the NCHW
+    step's gradients to float rounding."""
+    exp = tasks.load_experiment("vae", "quick", [*TINY, "model.code_prior=16"])
+    (fast, data), (plain, _) = _task(exp), _task(exp)
+    assert fast.model.encoder.body.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain.model.to(memory_format=torch.contiguous_format)
+    plain.model.load_state_dict(fast.model.state_dict())
+    assert plain.model.encoder.body.net[0].weight.is_contiguous()
+    for task in (fast, plain):
+        seed_everything(1)
+        task.train_step(data.train.images[:16], data.train.labels[:16])
+    for (name, a), b in zip(fast.model.named_parameters(), plain.model.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name  # left on the weights after it

@@ -30,7 +30,7 @@ from mnistlab.report.figures import plot_curves
 from mnistlab.training import run_folder
 from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.gan import GANDivergedError, GANTask, GANTrainConfig, fixed_noise, generate
-from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit, resolve_device
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit, resolve_device
 
 log = logging.getLogger("mnistlab")
 
@@ -147,7 +147,8 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     scoring = exp.gan.eval_samples or exp.gan.final_samples
     scorer = Scorer(data, exp.data, train, device, progress) if scoring and main else None
     watch = EpochWatch(task, exp, run_dir, scorer, collapse_reference(train))  # called on rank 0 only
-    base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device)}
+    base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device),
+            "amp": amp_mode(exp.train, device)}  # fmt: skip
     try:
         result = fit(task, train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)
     except NonFiniteLossError as e:

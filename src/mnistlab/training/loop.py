@@ -28,7 +28,7 @@ from mnistlab.training.checkpoint import file_sha256, restore, save_checkpoint
 log = logging.getLogger("mnistlab")
 
 
-AMP_MODES = ("off", "bf16")
+AMP_MODES = ("off", "bf16", "auto")
 # Images per batch at most. The activations kept for the backward pass grow with the batch: at this
 # size the autoencoder's already take several GB and the GAN's (three discriminator passes) tens of GB.
 MAX_BATCH = 65_536
@@ -50,9 +50,10 @@ class TrainConfig:
     eval_batch_size: int = 1000
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # Speed only, off by default: "bf16" runs the training steps' forward passes under bfloat16 autocast
-    # (losses and validation stay fp32); channels_last stores conv weights and images NHWC;
-    # data_on_device copies MNIST-sized training images (uint8) to the GPU once, batches converted there.
-    amp: str = "off"  # "off" | "bf16"
+    # (losses and validation stay fp32), "auto" does so only on a CPU with bfloat16 instructions
+    # (`amp_mode`); channels_last stores conv weights and images NHWC; data_on_device copies
+    # MNIST-sized training images (uint8) to the GPU once, batches converted there.
+    amp: str = "off"  # "off" | "bf16" | "auto"
     channels_last: bool = False  # the autoencoder tasks use it on the CPU regardless (measured faster)
     data_on_device: bool = True
 
@@ -118,10 +119,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it oneDNN converts
+    in software and bf16 autocast runs at 0.05x to 0.24x the fp32 speed (Zen 3, docs/guide.md)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def amp_mode(cfg: TrainConfig, device: torch.device) -> str:
+    """The precision a training step runs in on `device`: "bf16" or "off". train.amp = "auto" is bf16
+    on a CPU with bfloat16 instructions, where the GAN's step measured 1.5x (docs/results.md), and off
+    everywhere else (no GPU measurement backs it there), so one preset suits every host."""
+    if cfg.amp == "auto":
+        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "off"
+    return cfg.amp
+
+
 def autocast(cfg: TrainConfig, device: torch.device):
-    """A context for a training step's forward pass: bfloat16 autocast when train.amp = "bf16" (on
+    """A context for a training step's forward pass: bfloat16 autocast when `amp_mode` says bf16 (on
     CUDA or the CPU), else nothing. Raises a one-line ConfigError where the device cannot do it."""
-    if cfg.amp == "off":
+    if amp_mode(cfg, device) == "off":
         return contextlib.nullcontext
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"train.amp=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16; use off")

@@ -205,9 +205,11 @@ def _raw_head(head: LinearHead, stats) -> LinearHead:
 
 
 def _network(encoder: torch.nn.Module | None, head: LinearHead | None, cfg: EncoderArch, train: Split, data: Data,
-             exp: ProbeExperiment, dev, encoder_lr_scale: float, out: Path | None, progress: bool):  # fmt: skip
+             exp: ProbeExperiment, dev, encoder_lr_scale: float, out: Path | None, progress: bool,
+             curves: bool = True):  # fmt: skip
     """Encoder + head trained on images: fine-tuning copies of `encoder` and `head` (the linear probe
-    trained on its frozen code), or the same network from scratch if both are None."""
+    trained on its frozen code), or the same network from scratch if both are None. Without `curves`
+    (the label-efficiency networks: only their last epoch is reported) validation runs once, at the end."""
     seed_everything(exp.finetune.seed)
     encoder = copy.deepcopy(encoder) if encoder is not None else cfg.fresh()
     model = EncoderClassifier(encoder, cfg.latent_dim, head=copy.deepcopy(head) if head is not None else None)
@@ -215,7 +217,7 @@ def _network(encoder: torch.nn.Module | None, head: LinearHead | None, cfg: Enco
     groups = [{"params": model.encoder.parameters(), "lr": lr * encoder_lr_scale},
               {"params": model.head.parameters(), "lr": lr}]  # fmt: skip
     fitted = train_classifier(model, groups, repeat_to(train, exp.options.min_epoch_images), data.val,
-                              exp.finetune, dev, to_float, out, exp.options.shift, progress)  # fmt: skip
+                              exp.finetune, dev, to_float, out, exp.options.shift, progress, curves)  # fmt: skip
     logits = predict(model, data.test.images, dev, to_float, exp.finetune.eval_batch_size)
     return _result(fitted, logits, data.test.labels, len(train)), logits
 
@@ -301,9 +303,9 @@ def _label_subset(n, seed, codes, stats, encoder, cfg: EncoderArch, data: Data, 
         ft = summary["finetune"]
     else:
         ft, _ = _network(encoder, _raw_head(head, stats), cfg, train, data, exp, ft_dev,
-                         exp.options.encoder_lr_scale, folder / "finetune", progress)  # fmt: skip
+                         exp.options.encoder_lr_scale, folder / "finetune", progress, curves=False)  # fmt: skip
     scratch, _ = _network(None, None, cfg, train, data, exp, ft_dev, exp.options.scratch_lr_scale,
-                          folder / "scratch", progress)  # fmt: skip
+                          folder / "scratch", progress, curves=False)  # fmt: skip
     return {"n_labelled": len(train), "probe": probe["test_acc"], "finetune": ft["test_acc"],
             "scratch": scratch["test_acc"], "finetune_minus_scratch": round(ft["test_acc"] - scratch["test_acc"], 5)}  # fmt: skip
 
