@@ -261,3 +261,7 @@ def test_summary_scores_every_digit_and_the_report_shows_them(tmp_path):
     assert {f.rel.rsplit("/", 1)[1] for f in sec.figures} >= {"epoch_grids.png", "digit_share_by_epoch.png"}
     missing = tasks.get("cgan").report(RunFolder(tmp_path, {"stages": []}), "cgan")
     assert missing.missing and not missing.tables
+    # The intro says when the run trained in bfloat16 (train.amp), read from its summary.
+    assert summary["amp"] == "off" and "bfloat16" not in sec.intro
+    (run / "summary.json").write_text(json.dumps({**again, "amp": "bf16"}))
+    assert "with bfloat16 forward passes" in tasks.get("cgan").report(folder, "cgan").intro

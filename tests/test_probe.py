@@ -248,7 +248,7 @@ def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
 
 
 def test_on_the_cpu_a_probe_network_trains_channels_last_and_steps_as_in_nchw():
-    """channels_last (1.48x per step here) is a speed choice only: the step's gradients are the NCHW
+    """channels_last (1.15x per step alone) is a speed choice only: the step's gradients are the NCHW
     step's to float rounding."""
     from mnistlab.data import to_float
     from mnistlab.models.encoder_classifier import encoder_classifier

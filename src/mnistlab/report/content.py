@@ -69,6 +69,12 @@ def pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
 
 
+def precision(summary: dict) -> str:
+    """The words a section adds after a run's training time when its summary says it trained in
+    bfloat16 (train.amp), else ""."""
+    return " with bfloat16 forward passes" if summary.get("amp") == "bf16" else ""
+
+
 class RunFolder:
     """A run folder's stages and files, for the section builders."""
 

@@ -34,7 +34,7 @@ from mnistlab.generation import score_samples
 from mnistlab.latent import SampleRequest, check_sampler
 from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, ProjectionScores, digit_labels, generate
 from mnistlab.report import gan_figures
-from mnistlab.report.content import RunFolder, Section, Table, num, pct
+from mnistlab.report.content import RunFolder, Section, Table, num, pct, precision
 from mnistlab.report.figures import plot_curves
 from mnistlab.tasks import TaskSpec, TrainedRun, register
 from mnistlab.training import gan, gan_run, run_folder
@@ -332,7 +332,7 @@ def report_section(run: RunFolder, stage: str) -> Section:
     test, stats = s.get("test", {}), s.get("collapse", {}).get("stats", {})
     sec.intro = (f"The report's GAN conditioned on the digit (label embedding concatenated to the noise, projection "
                  f"discriminator), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
-                 f"{num(s.get('train_seconds'))} s (status {s.get('status')}).")  # fmt: skip
+                 f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')}).")  # fmt: skip
     if test:
         hist = test.get("class_hist") or []
         sec.tables.append(Table(f"{num(s.get('n_samples_scored'))} samples, equal shares of every digit, scored "

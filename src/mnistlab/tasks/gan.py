@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from mnistlab.latent import SampleRequest
-from mnistlab.report.content import RunFolder, Section, Table, num, pct, read_toml
+from mnistlab.report.content import RunFolder, Section, Table, num, pct, precision, read_toml
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, register
 from mnistlab.training.gan_run import GANExperiment, GANSampler, evaluate, load_gan, train_gan
 
@@ -49,7 +49,7 @@ def report_section(run: RunFolder, stage: str) -> Section:
     cfg = read_toml(run.root / stage / "config.toml").get(stage, {})
     test = s.get("test", {})
     sec.intro = (f"The GAN trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
-                 f"{num(s.get('train_seconds'))} s (status {s.get('status')}); grids kept at epochs "
+                 f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')}); grids kept at epochs "
                  f"{', '.join(str(e) for e in cfg.get('gan', {}).get('grid_epochs', []) or [])}".rstrip() + ".")  # fmt: skip
     if test:
         hist = test.get("class_hist") or []

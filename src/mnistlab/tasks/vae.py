@@ -99,7 +99,7 @@ class _Steps(nn.Module):
 
 class VAETask:
     def __init__(self, model: VAE, exp: VAEExperiment, val: Split, device: torch.device, total_steps: int):
-        # Conv weights channels_last on the CPU, as the autoencoder's (1.15x per step, docs/results.md).
+        # Conv weights channels_last on the CPU, as the autoencoder's (1.08x per step, docs/results.md).
         fmt = torch.channels_last if device.type == "cpu" else torch.preserve_format
         self.model = self.net = model.to(device, memory_format=fmt)  # net: the model or its DDP wrapper
         self.cfg, self.device, self.val, self.total = exp.vae, device, val, total_steps
