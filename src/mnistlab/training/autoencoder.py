@@ -22,6 +22,7 @@ from mnistlab.training import run_folder
 from mnistlab.training.loop import (
     TrainConfig,
     autocast,
+    conv_channels_last,
     make_optimizer,
 )
 
@@ -50,10 +51,9 @@ class AutoencoderTask:
         corrupt: Corrupt | None = None,
         val_corrupt: Corrupt | None = None,
     ):
-        # channels_last (NHWC) activations and weights: always on the CPU, where oneDNN's convolutions
-        # run faster that way (benchmarks/results/cpu_speed.md), elsewhere when train.channels_last;
-        # gradients equal the NCHW ones to float rounding.
-        self.channels_last = cfg.channels_last or device.type == "cpu"
+        # channels_last (NHWC) activations and weights (`conv_channels_last`); gradients equal the NCHW
+        # ones to float rounding.
+        self.channels_last = conv_channels_last(device, cfg.channels_last)
         self.model = (
             model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         )

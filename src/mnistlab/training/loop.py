@@ -152,6 +152,13 @@ def memory_format(cfg: TrainConfig) -> torch.memory_format:
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
+def conv_channels_last(device: torch.device, flag: bool = False) -> bool:
+    """Whether a conv network trains with channels_last (NHWC) weights on `device`: always on the CPU,
+    where oneDNN's convolutions measured faster that way for the autoencoders, the probe's networks and
+    the VAE (benchmarks/results/cpu_speed.md, docs/results.md), elsewhere when `flag` (train.channels_last)."""
+    return flag or device.type == "cpu"
+
+
 def on_device(split: Split, device: torch.device | None, cfg: TrainConfig) -> Split:
     """`split` with its uint8 images and labels copied to the GPU once (train.data_on_device, when they
     fit DEVICE_DATA_LIMIT), so each batch is indexed and converted to float there: no per-step copy
