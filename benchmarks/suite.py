@@ -67,6 +67,9 @@ ENTRIES: list[Entry] = [
     Entry("step_choices", "benchmarks.step_choices", ("--rounds", "3"), ("--rounds", "1", "--steps", "3"),
           target=None, note="the default preset's CPU step choices against their alternatives, 1 thread: bf16 "
           "(GAN, cGAN; autoencoder not chosen), channels_last (probe networks, VAE); ratio: the smallest"),
+    Entry("nearest_images", "benchmarks.nearest_images", ("--repeats", "3"), ("--queries", "256", "--repeats", "1"),
+          target=None, note="nearest training image of each generated digit (every generation score): exact int8 "
+          "search vs the float32 one it replaced, 1 thread"),
     Entry("study_quick", "benchmarks.study", ("--preset", "quick"), ("--preset", "quick"), metric="total_s",
           target=90, unit="s", lower_is_better=True,
           note="`mnistlab run --preset quick`: seconds per stage and headline numbers (target < 90 s)"),

@@ -106,3 +106,32 @@ def test_nearest_distances_finds_copies_exactly_and_matches_brute_force():
     assert index[:2].tolist() == [5, 17]
     brute = torch.cdist(query.reshape(32, -1).double() / 255, train.reshape(200, -1).double() / 255)
     np.testing.assert_allclose(dist, brute.min(1).values.numpy(), rtol=1e-5)
+
+
+def test_nearest_distances_is_exact_at_the_pixel_extremes_and_picks_the_brute_force_index():
+    # All-0 and all-255 images: the largest products the int8 matmul sums (no int32 overflow).
+    black, white = torch.zeros(1, 28, 28, dtype=torch.uint8), torch.full((1, 28, 28), 255, dtype=torch.uint8)
+    dist, index = gm.nearest_distances(torch.cat([white, black]), torch.cat([black, black, white]))
+    assert dist.tolist() == [0.0, 0.0] and index.tolist() == [2, 0]  # ties go to the first
+    dist, _ = gm.nearest_distances(white, black)
+    assert dist[0] == pytest.approx(28.0)  # sqrt(784) pixels, each 1 apart
+    g = torch.Generator().manual_seed(1)
+    train = torch.randint(0, 256, (300, 28, 28), generator=g, dtype=torch.uint8)
+    query = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)
+    _, index = gm.nearest_distances(query, train, chunk=16)
+    brute = torch.cdist(query.reshape(40, -1).double(), train.reshape(300, -1).double())
+    assert index.tolist() == brute.argmin(1).tolist()
+    with pytest.raises(ValueError, match="uint8"):
+        gm.nearest_distances(query.float(), train)
+
+
+def test_knn_radii_remembers_a_feature_set_by_its_content():
+    f = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    first = gm.knn_radii(f, k=3)
+    first[:] = -1  # the caller's copy: the remembered radii stay intact
+    again = gm.knn_radii(f.copy(), k=3)
+    assert (again > 0).all() and np.allclose(again, gm._knn_radii(torch.as_tensor(f), 3, 16))
+    moved = f.copy()
+    moved[0] += 10.0  # other content, other radii
+    assert not np.allclose(gm.knn_radii(moved, k=3), again)
+    assert gm.knn_radii(f.reshape(100, 4), k=3).shape == (100,)  # same bytes, another shape

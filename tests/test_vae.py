@@ -221,3 +221,55 @@ def test_on_the_cpu_it_trains_channels_last_and_steps_as_in_nchw():
         task.train_step(data.train.images[:16], data.train.labels[:16])
     for (name, a), b in zip(fast.model.named_parameters(), plain.model.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name  # left on the weights after it
+
+
+def test_warm_start_decodes_the_mean_code_as_the_autoencoder_did_on_standardised_codes():
+    from mnistlab.errors import ConfigError
+    from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
+    from mnistlab.models.vae import WARM_LOGVAR, warm_start
+
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(AEConfig(latent_dim=4, dropout=0.1)).eval()  # dropout layers shift no weights
+    x = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        codes = ae.encoder(x) * 3 + 1  # codes of another scale and centre than N(0, I)
+        ae.encoder.net[-1].weight.mul_(3)
+        ae.encoder.net[-1].bias.mul_(3).add_(1)
+        target = ae.decoder(ae.encoder(x))
+    vae = VAE(VAEConfig(latent_dim=4)).eval()
+    warm_start(vae, ae.encoder, ae.decoder, codes)
+    with torch.no_grad():
+        out = vae(x)
+    assert torch.allclose(out.recon, target, atol=1e-5)  # the same reconstruction
+    assert torch.allclose(out.mu.mean(0), torch.zeros(4), atol=1e-4)  # standardised codes
+    assert torch.allclose(out.mu.std(0), torch.ones(4), atol=1e-4)
+    assert torch.equal(out.logvar, torch.full_like(out.logvar, WARM_LOGVAR))
+    with pytest.raises(ConfigError, match="4-d code, the VAE model.latent_dim=6"):
+        warm_start(VAE(VAEConfig(latent_dim=6)), ae.encoder, ae.decoder, codes)
+    with pytest.raises(ConfigError, match="do not match"):
+        warm_start(VAE(VAEConfig(latent_dim=4, hidden=64)), ae.encoder, ae.decoder, codes)
+
+
+def test_a_vae_run_starts_from_the_baseline_autoencoder_only_when_asked(tmp_path, capsys):
+    from mnistlab import cli
+    from mnistlab.errors import ConfigError
+
+    ae_dir = tmp_path / "ae"
+    tasks.train(
+        "ae", "quick", [*TINY[:5], "model.latent_dim=4", "train.epochs=1"], out=ae_dir, progress=False
+    )
+    spec = tasks.get("vae")
+    warm = tasks.load_experiment("vae", "quick", [*TINY, "init.from_baseline=true", "train.epochs=1"])
+    with pytest.raises(ConfigError, match="--baseline"):
+        spec.train(warm, tmp_path / "cold", progress=False)
+    summary = spec.train(warm, tmp_path / "warm", progress=False, baseline=ae_dir)
+    assert summary["started_from"] == str(ae_dir)
+    cold = tasks.load_experiment("vae", "quick", [*TINY, "train.epochs=1"])
+    assert spec.train(cold, tmp_path / "plain", progress=False, baseline=ae_dir)["started_from"] is None
+    wide = tasks.load_experiment("vae", "quick", [*TINY, "init.from_baseline=true", "model.latent_dim=6"])
+    with pytest.raises(ConfigError, match="init.from_baseline: .*6"):
+        spec.train(wide, tmp_path / "wide", progress=False, baseline=ae_dir)
+    # Its evaluation compares with no baseline: a one-line error, not a traceback.
+    assert cli.main(["-q", "eval", str(tmp_path / "warm"), "--baseline", str(ae_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--baseline and --sigmas apply to runs of dae" in err[0], err

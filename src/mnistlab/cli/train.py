@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 from pathlib import Path
@@ -27,6 +28,17 @@ def _with_option(option: str) -> str:
     return ", ".join(s.name for s in tasks.all_tasks() if option in s.options) or "none"
 
 
+def _evaluates_beside_baseline() -> str:
+    """Tasks whose `evaluate` takes a baseline to compare with (a task may take --baseline in training
+    only, to start from it)."""
+    names = [
+        s.name
+        for s in tasks.all_tasks()
+        if s.evaluate and "baseline" in inspect.signature(s.evaluate).parameters
+    ]
+    return ", ".join(names) or "none"
+
+
 def add_parsers(sub) -> None:
     train = sub.add_parser("train", help="train a model into a run folder",
                            description="Train a model; the run folder gets config, metrics, checkpoints, figures, "
@@ -38,8 +50,9 @@ def add_parsers(sub) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     train.add_argument("--baseline", type=Path, metavar="AE_RUN",
-                       help=f"tasks {_with_option('baseline')}: a plain autoencoder run to compare with on the "
-                       "same noisy test images (and, with --set init.from_baseline=true, to start from)")  # fmt: skip
+                       help=f"tasks {_with_option('baseline')}: a plain autoencoder run (the DAE compares with it on "
+                       "the same noisy test images; with --set init.from_baseline=true a DAE or VAE starts from "
+                       "its weights)")  # fmt: skip
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run on the test set",
@@ -47,9 +60,9 @@ def add_parsers(sub) -> None:
     ev.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab train`")
     add_device(ev)
     ev.add_argument("--baseline", type=Path, metavar="AE_RUN",
-                    help=f"tasks {_with_option('baseline')}: a plain autoencoder run fed the same noisy test images")  # fmt: skip
+                    help=f"tasks {_evaluates_beside_baseline()}: a plain autoencoder run fed the same noisy test images")  # fmt: skip
     ev.add_argument("--sigmas", metavar="S1,S2,...",
-                    help=f"tasks {_with_option('baseline')}: test noise levels [the run's noise.eval_sigmas]")  # fmt: skip
+                    help=f"tasks {_evaluates_beside_baseline()}: test noise levels [the run's noise.eval_sigmas]")  # fmt: skip
     ev.set_defaults(func=cmd_eval)
     _add_search_parser(sub)
 
@@ -118,9 +131,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.run_dir} holds a {task} run, which `mnistlab eval` cannot evaluate")
     options = {}
     if args.baseline is not None or args.sigmas:
-        if "baseline" not in spec.options:
+        if "baseline" not in inspect.signature(spec.evaluate).parameters:
             raise ConfigError(f"{args.run_dir} holds a {task!r} run; --baseline and --sigmas apply to "
-                              f"runs of {_with_option('baseline')}")  # fmt: skip
+                              f"runs of {_evaluates_beside_baseline()}")  # fmt: skip
         from mnistlab.noise import parse_sigmas
 
         options = {"baseline": args.baseline, "sigmas": parse_sigmas(args.sigmas) if args.sigmas else None}

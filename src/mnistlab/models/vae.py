@@ -180,3 +180,47 @@ class VAE(nn.Module):
         """Draws u (B, d) of N(0, I) -> codes for the decoder (B, d): through the second stage when
         the model has one, else u itself."""
         return u if self.code_prior is None else self.code_prior(u)
+
+
+# ------------------------------------------------------------- start from an autoencoder
+
+# Log-variance q(z|x) starts at when the VAE starts from an autoencoder: a posterior s.d. of 0.14 on
+# standardised codes, inside the 0.08 to 0.3 that the default VAE's posteriors end at (docs/results.md).
+WARM_LOGVAR = -4.0
+
+
+def _weighted(net: nn.Module) -> list[nn.Module]:
+    """The layers with weights, in order (dropout layers, which an autoencoder may have, skipped)."""
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)]
+
+
+@torch.no_grad()
+def warm_start(model: VAE, encoder: nn.Module, decoder: nn.Module, codes: torch.Tensor,
+               logvar: float = WARM_LOGVAR, where: str = "") -> None:  # fmt: skip
+    """Start `model` from a trained autoencoder of the same shapes (its `encoder` and `decoder`), its
+    codes standardised: the mean head gives (c - m) / s for the autoencoder's code c, where m and s
+    (d,) are the mean and s.d. of `codes` (N, d), its training codes; the decoder's first layer undoes
+    that, so the mean code decodes to the autoencoder's reconstruction; the log-variance head starts
+    flat at `logvar`. The KL term then has codes of the prior's scale to shape, not a fresh network to
+    train (what the study's VAE stage saves: docs/results.md). A one-line error, `where` first, if the
+    shapes differ."""
+    d = model.cfg.latent_dim
+    check(codes.ndim == 2 and codes.shape[1] == d,
+          f"{where}the autoencoder has a {codes.shape[-1]}-d code, the VAE model.latent_dim={d}")  # fmt: skip
+    src_enc, src_dec = _weighted(encoder), _weighted(decoder)
+    dst_enc, dst_dec = _weighted(model.encoder.body), _weighted(model.decoder.body)
+    pairs = list(zip(src_enc[:-1] + src_dec[1:], dst_enc[:-1] + dst_dec[1:]))  # all but the code layers
+    same = len(src_enc) == len(dst_enc) and len(src_dec) == len(dst_dec)
+    check(same and all(a.weight.shape == b.weight.shape for a, b in pairs),
+          f"{where}the autoencoder's layers do not match the VAE's (model.hidden={model.cfg.hidden})")  # fmt: skip
+    for src, dst in pairs:
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+    m, s = codes.mean(0), codes.std(0).clamp_min(1e-6)  # (d,), (d,)
+    w, b = src_enc[-1].weight, src_enc[-1].bias  # (d, hidden), (d,)
+    head = dst_enc[-1]  # (2d, hidden): rows [:d] the mean, [d:] the log-variance
+    head.weight.copy_(torch.cat([w / s[:, None], torch.zeros_like(w)]))
+    head.bias.copy_(torch.cat([(b - m) / s, torch.full_like(b, logvar)]))
+    w, b = src_dec[0].weight, src_dec[0].bias  # (hidden, d), (hidden,)
+    dst_dec[0].weight.copy_(w * s[None, :])
+    dst_dec[0].bias.copy_(b + w @ m)

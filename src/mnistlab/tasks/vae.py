@@ -26,8 +26,8 @@ from torch import nn
 
 from mnistlab import distributed, metrics, rundir
 from mnistlab.data import Data, DataConfig, Split, load, to_float
-from mnistlab.errors import check
-from mnistlab.latent import AutoencoderGenerator, SampleRequest, check_sampler, decode
+from mnistlab.errors import ConfigError, check, check_float, check_int, check_seed
+from mnistlab.latent import AutoencoderGenerator, SampleRequest, check_sampler, decode, encode
 from mnistlab.models.vae import (
     VAE,
     GaussianEncoder,
@@ -35,12 +35,15 @@ from mnistlab.models.vae import (
     kl_divergence,
     mmd_to_prior,
     reconstruction_nll,
+    warm_start,
 )
 from mnistlab.report.content import RunFolder, Section, Table, num, pct
 from mnistlab.report.figures import image_rows, plot_curves
 from mnistlab.tasks import TaskSpec, register
 from mnistlab.tasks.ae import AutoencoderRun
+from mnistlab.tasks.dae import load_baseline
 from mnistlab.training import run_folder
+from mnistlab.training.denoise import InitConfig
 from mnistlab.training.loop import TrainConfig, conv_channels_last, make_optimizer
 
 LIKELIHOODS = ("bernoulli", "mse")
@@ -56,17 +59,12 @@ class VAETrainConfig:
     sample_seed: int = 0
 
     def __post_init__(self):
-        check(isinstance(self.beta, float | int) and math.isfinite(self.beta) and 0 <= self.beta <= 1000,
-              f"vae.beta must be in [0, 1000], got {self.beta}")  # fmt: skip
-        check(isinstance(self.kl_warmup, float | int) and 0 <= self.kl_warmup <= 1,
-              f"vae.kl_warmup must be in [0, 1], got {self.kl_warmup}")  # fmt: skip
+        check_float(self.beta, "vae.beta", 0, 1000)
+        check_float(self.kl_warmup, "vae.kl_warmup", 0, 1)
         check(self.likelihood in LIKELIHOODS, f"vae.likelihood must be one of {', '.join(LIKELIHOODS)}")
-        check(isinstance(self.mmd, float | int) and math.isfinite(self.mmd) and 0 <= self.mmd <= 1e6,
-              f"vae.mmd must be in [0, 1e6], got {self.mmd}")  # fmt: skip
-        check(isinstance(self.eval_samples, int) and 0 <= self.eval_samples <= 100_000,
-              f"vae.eval_samples must be in [0, 100000], got {self.eval_samples}")  # fmt: skip
-        check(isinstance(self.sample_seed, int) and 0 <= self.sample_seed < 2**32,
-              f"vae.sample_seed must be in [0, 2^32 - 1], got {self.sample_seed}")  # fmt: skip
+        check_float(self.mmd, "vae.mmd", 0, 1e6)
+        check_int(self.eval_samples, "vae.eval_samples", 0, 100_000)
+        check_seed(self.sample_seed, "vae.sample_seed")
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,7 @@ class VAEExperiment:
     model: VAEConfig = field(default_factory=VAEConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
-
-
-# --------------------------------------------------------------------------- losses (pure)
+    init: InitConfig = field(default_factory=InitConfig)  # from_baseline: start from --baseline's autoencoder
 
 
 def beta_at(step: int, total: int, beta: float, warmup: float) -> float:
@@ -175,12 +171,18 @@ def evaluate_vae(
     return result
 
 
-def train(
-    exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None
-) -> dict:
-    """Train the VAE of `exp` into run folder `out`; evaluate it and score its prior samples."""
+def train(exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None,
+          baseline: Path | None = None) -> dict:  # fmt: skip
+    """Train the VAE of `exp` into run folder `out` (from autoencoder run `baseline` if init.from_baseline)."""
+    if exp.init.from_baseline and baseline is None:
+        raise ConfigError("init.from_baseline=true needs the autoencoder to start from: --baseline AE_RUN")
+    base = load_baseline(baseline) if exp.init.from_baseline else None  # fail before training, not after
     data, device = run_folder.start(exp)
     model = VAE(exp.model)
+    if base is not None:  # before the task: its optimizer and channels_last copy see these weights
+        ae = base[2].to(device)
+        codes = torch.from_numpy(encode(ae.encoder, data.train.images, device))  # (N, d)
+        warm_start(model, ae.encoder, ae.decoder, codes, where=f"init.from_baseline: {base[0]}: ")
     total = math.ceil(len(data.train) / exp.train.batch_size) * exp.train.epochs
     task = VAETask(model, exp, data.val, device, total)
     run_dir = run_folder.prepare(out, exp, SPEC.name, resume)
@@ -188,7 +190,7 @@ def train(
     if result is None:
         return {}  # not rank 0
     summary = evaluate(run_dir, exp, device, model=model, data=data, write=False)
-    summary.update(run_folder.finished(result), device=str(device))
+    summary.update(run_folder.finished(result), device=str(device), started_from=base and str(base[0]))
     rundir.write_summary(run_dir, summary)
     return summary
 
@@ -307,8 +309,9 @@ def report_section(run: RunFolder, stage: str) -> Section:
     test, v = s.get("test", {}), s.get("vae", {})
     sec.intro = (f"The report's encoder and decoder as a VAE (beta {num(v.get('beta'))}, KL warm-up over "
                  f"{pct(v.get('kl_warmup'))} of the steps, {v.get('likelihood')} likelihood), trained "
-                 f"{num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in {num(s.get('train_seconds'))} s. "
-                 f"Its prior N(0, I) is what the decoder learnt to decode: random codes need no fitted sampler."
+                 f"{num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in {num(s.get('train_seconds'))} s"
+                 + (", starting from the autoencoder's weights (its codes standardised)" if s.get("started_from") else "")
+                 + ". Its prior N(0, I) is what the decoder learnt to decode: random codes need no fitted sampler."
                  + (" A second-stage VAE on the codes (Dai & Wipf 2019) carries N(0, I) draws to where digits "
                     "encode." if (s.get("generation") or {}).get("stage1") else ""))  # fmt: skip
     sec.tables.append(Table(f"Test set ({num(s.get('n_test'))} images), mean code", ["MSE", "PSNR (dB)", "SSIM",
@@ -347,39 +350,25 @@ def report_section(run: RunFolder, stage: str) -> Section:
 # Tuned for prior samples (docs/results.md, "The variational autoencoder"): the tuned autoencoder's
 # optimiser and schedule, KL warm-up over 30%, 60 epochs (30: FID-MNIST 13.9 -> 11.5 with one stage),
 # and a second stage of width 512 on the codes (60 epochs: 11.5 -> 6.5; width 256 at 30 epochs: 8.5).
+# fmt: off
 _DEFAULT = {
     "model": {"latent_dim": 10, "code_prior": 512},
-    "train": {
-        "epochs": 60,
-        "batch_size": 64,
-        "lr": 2e-3,
-        "weight_decay": 0.0,
-        "optimizer": "adamw",
-        "schedule": "onecycle",
-    },  # fmt: skip
+    "train": {"epochs": 60, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0, "optimizer": "adamw",
+              "schedule": "onecycle"},
     "vae": {"beta": 1.0, "kl_warmup": 0.3, "likelihood": "bernoulli"},
 }
 PRESETS = {
     # The report's training settings (Adam lr 1e-3, weight decay 1e-4, batch 256, 20 epochs), as a VAE.
     "seed": {
         "model": {"latent_dim": 10},
-        "train": {
-            "epochs": 20,
-            "batch_size": 256,
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "optimizer": "adam",
-            "schedule": "constant",
-        },
+        "train": {"epochs": 20, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-4, "optimizer": "adam",
+                  "schedule": "constant"},
         "vae": {"beta": 1.0, "kl_warmup": 0.0, "likelihood": "bernoulli"},
-    },  # fmt: skip
-    "default": _DEFAULT,
-    "quick": {
-        **_DEFAULT,
-        "train": {**_DEFAULT["train"], "epochs": 6},
-        "vae": {**_DEFAULT["vae"], "eval_samples": 2000},
     },
+    "default": _DEFAULT,
+    "quick": {**_DEFAULT, "train": {**_DEFAULT["train"], "epochs": 6}, "vae": {**_DEFAULT["vae"], "eval_samples": 2000}},
 }
+# fmt: on
 
 SPEC = register(
     TaskSpec(
@@ -395,5 +384,6 @@ SPEC = register(
         study=True,
         order=30,
         prunable=True,
+        options=("baseline",),  # an autoencoder run to start from (init.from_baseline); not in the study
     )
 )

@@ -35,10 +35,10 @@ OWN, BASELINE = "dae", "ae"
 
 @dataclass(frozen=True)
 class InitConfig:
-    """Where the denoiser's weights start."""
+    """Where a network's weights start (the DAE's; the VAE's too, tasks/vae.py)."""
 
     # Start from the baseline autoencoder's trained weights (`--baseline`; in `mnistlab run`, the study's
-    # autoencoder stage) instead of random ones: denoising then refines a trained code, not a new one.
+    # autoencoder stage, for the DAE) instead of random ones: the network refines a trained code.
     from_baseline: bool = False
 
     def __post_init__(self):
