@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -135,3 +138,30 @@ def test_knn_radii_remembers_a_feature_set_by_its_content():
     moved[0] += 10.0  # other content, other radii
     assert not np.allclose(gm.knn_radii(moved, k=3), again)
     assert gm.knn_radii(f.reshape(100, 4), k=3).shape == (100,)  # same bytes, another shape
+
+
+def test_the_float32_search_finds_what_the_int8_one_does(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    train = torch.randint(0, 256, (300, 28, 28), generator=g, dtype=torch.uint8)
+    query = torch.cat([train[[7]], torch.randint(0, 256, (20, 28, 28), generator=g, dtype=torch.uint8)])
+    monkeypatch.setattr(gm, "_INT8_EXACT", [False])
+    dist, index = gm.nearest_distances(query, train, chunk=8)
+    brute = torch.cdist(query.reshape(21, -1).double(), train.reshape(300, -1).double())
+    assert index.tolist() == brute.argmin(1).tolist() and dist[0] == 0.0
+
+
+def test_int8_kernels_that_saturate_are_not_used():
+    """oneDNN's int8 kernels below AVX512-VNNI sum pairs of products in 16 bits with saturation (a third
+    of the nearest images came out wrong); limited to them, the search must notice and still be exact."""
+    script = (
+        "import torch; from mnistlab import gen_metrics as gm\n"
+        "g = torch.Generator().manual_seed(3)\n"
+        "s = torch.randint(0, 256, (400, 28, 28), generator=g, dtype=torch.uint8)\n"
+        "q = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)\n"
+        "_, index = gm.nearest_distances(q, s)\n"
+        "brute = torch.cdist(q.reshape(40, -1).double(), s.reshape(400, -1).double()).argmin(1)\n"
+        "print(gm.int8_matmul_is_exact(), index.tolist() == brute.tolist())\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr

@@ -127,14 +127,47 @@ def _centred(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8:
         raise ValueError(f"need uint8 images, got {x.dtype}")
-    return (x.reshape(len(x), -1).to(torch.int16) - 128).to(torch.int8)
+    return (x.reshape(len(x), -1) ^ 128).view(torch.int8)  # flipping the top bit is p - 128 as int8
 
 
-def _int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(M, K) int8 @ (K, N) int8 -> (M, N) int32, exact; torch's int8 GEMM where it has one."""
-    if hasattr(torch, "_int_mm"):
-        return torch._int_mm(a, b)
-    return a.to(torch.int32) @ b.to(torch.int32)  # pragma: no cover (torch without _int_mm)
+_INT8_EXACT: list[bool] = []  # int8_matmul_is_exact's answer, once per process
+
+
+def int8_matmul_is_exact() -> bool:
+    """Whether torch's int8 matmul sums exactly on this machine. With AVX512-VNNI (or AMX) it does; its
+    AVX2 and older kernels add pairs of 8-bit products in 16 bits with saturation (on a Zen 4 limited to
+    them by ONEDNN_MAX_CPU_ISA=AVX2, a third of the nearest images came out wrong). Checked once, on
+    products of the extreme values 127 and -128 at the search's own sizes, against an int32 matmul."""
+    if not _INT8_EXACT:
+        g = torch.Generator().manual_seed(0)
+        a = torch.where(torch.rand(256, 784, generator=g) < 0.5, 127, -128).to(torch.int8)
+        b = torch.where(torch.rand(784, 512, generator=g) < 0.5, 127, -128).to(torch.int8)
+        exact = hasattr(torch, "_int_mm") and torch.equal(
+            torch._int_mm(a, b), a.to(torch.int32) @ b.to(torch.int32)
+        )
+        _INT8_EXACT.append(bool(exact))
+    return _INT8_EXACT[0]
+
+
+def _nearest_int8(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Index of the nearest row of s for each row of q, both (N, 784) int8: argmin of |s|^2 - 2 q.s in
+    int32 (|q.s| <= 784 x 128^2, far inside int32), exact; ties go to the first."""
+    s_norm = torch.cat([c.to(torch.int32).pow_(2).sum(1, dtype=torch.int32) for c in s.split(4096)])[None, :]
+    index = torch.empty(len(q), dtype=torch.int64)
+    for rows in _chunks(len(q), chunk):
+        scores = torch._int_mm(q[rows], s.T)  # (rows, Ns) q.s
+        index[rows] = torch.add(s_norm, scores, alpha=-2, out=scores).argmin(1)
+    return index
+
+
+def _nearest_float32(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The same in float32 (where the int8 matmul is not exact): the nearest up to round-off."""
+    qf, sf = q.float(), s.float()  # (Nq, 784), (Ns, 784)
+    s_norm = torch.linalg.vector_norm(sf, dim=1).square_()[None, :]  # (1, Ns)
+    index = torch.empty(len(q), dtype=torch.int64)
+    for rows in _chunks(len(q), chunk):
+        index[rows] = torch.addmm(s_norm, qf[rows], sf.T, alpha=-2.0).argmin(1)
+    return index
 
 
 def nearest_distances(
@@ -143,21 +176,16 @@ def nearest_distances(
     """For each uint8 image in query (Nq, 28, 28): (L2 distance to the closest image of support
     (Ns, 28, 28) in [0, 1] pixel units, the index of that image). (Nq,) float, (Nq,) int64.
 
-    Exact, in integers: pixels centred to int8 (p - 128), |s|^2 - 2 q.s found by one int8 matmul per
-    chunk with int32 sums (|q.s| <= 784 x 128^2, far inside int32), so copies read as 0 and ties go
-    to the first support image. On CPUs with int8 dot-product units (AVX512-VNNI) the matmul runs
-    4-5x faster than float32's (docs/results.md, "Scores in integers"), and the support is held as
-    int8: 55 + 72 MB for 70,000 training images and one (chunk, Ns) matrix, where the study runs two
-    stages side by side."""
+    In integers: pixels centred to int8 (p - 128: differences unchanged), the nearest image found by
+    an int8 matmul per chunk of queries where that sums exactly (`int8_matmul_is_exact`), float32
+    elsewhere, and its distance computed exactly, so copies read as 0. On a Zen 4 core (AVX512-VNNI)
+    the int8 search is 3.0x the float32 one with the same distances (`python -m
+    benchmarks.nearest_images`) and holds the support as int8: about 200 MB at its peak for 70,000
+    training images against float32's 290 MB, where the study runs two stages side by side."""
     q, s = _centred(query), _centred(support)  # (Nq, 784), (Ns, 784)
     if len(s) == 0:
         raise ValueError("the support set is empty")
-    s_norm = s.to(torch.int32).pow_(2).sum(1, dtype=torch.int32)[None, :]  # (1, Ns)
-    index = torch.empty(len(q), dtype=torch.int64)
-    for rows in _chunks(len(q), chunk):
-        # |q|^2 is constant per row, so the argmin of |s|^2 - 2 q.s is the nearest support image.
-        scores = _int8_mm(q[rows], s.T)  # (rows, Ns) q.s
-        index[rows] = torch.add(s_norm, scores, alpha=-2, out=scores).argmin(1)
+    index = (_nearest_int8 if int8_matmul_is_exact() else _nearest_float32)(q, s, chunk)
     sq = (q.to(torch.int32) - s[index].to(torch.int32)).pow_(2).sum(1)  # (Nq,) exact squared distances
     dist = sq.double().sqrt().div_(255.0).float()
     return dist.numpy(), index.numpy()
