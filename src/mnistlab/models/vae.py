@@ -202,8 +202,8 @@ def warm_start(model: VAE, encoder: nn.Module, decoder: nn.Module, codes: torch.
     (d,) are the mean and s.d. of `codes` (N, d), its training codes; the decoder's first layer undoes
     that, so the mean code decodes to the autoencoder's reconstruction; the log-variance head starts
     flat at `logvar`. The KL term then has codes of the prior's scale to shape, not a fresh network to
-    train (what the study's VAE stage saves: docs/results.md). A one-line error, `where` first, if the
-    shapes differ."""
+    train (20 epochs gave a better first stage than the default's 60; docs/results.md, "the VAE started
+    from the autoencoder"). A one-line error, `where` first, if the shapes differ."""
     d = model.cfg.latent_dim
     check(codes.ndim == 2 and codes.shape[1] == d,
           f"{where}the autoencoder has a {codes.shape[-1]}-d code, the VAE model.latent_dim={d}")  # fmt: skip
