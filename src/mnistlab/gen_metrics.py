@@ -1,4 +1,5 @@
-"""Pure metrics of a set of generated images, computed on arrays with no state:
+"""Pure metrics of a set of generated images, computed on arrays (the only state: a memo of the last
+few k-NN radii by content, and whether this CPU's int8 matmul is exact; neither changes a result):
 
 - FID-MNIST: the Frechet distance between Gaussians fitted to the reference classifier's
   penultimate features of two image sets. It is NOT comparable with Inception FID (other network,
@@ -15,10 +16,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
+
+from mnistlab.memo import ContentMemo
 
 FID_NOTE = (
     "FID-MNIST is the Frechet distance on the reference classifier's penultimate features; "
@@ -67,7 +68,7 @@ def _chunks(n: int, size: int):
 
 # knn_radii of the last few feature sets, by content: the real set's radii recur at every score (each
 # GAN epoch, every sampler of the latent study), a quarter of precision/recall's work each time.
-_RADII: dict[tuple, np.ndarray] = {}
+_RADII = ContentMemo()
 
 
 def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 1024) -> np.ndarray:
@@ -75,12 +76,7 @@ def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 1024) -> np.ndarray
     f = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32))
     if not 1 <= k < len(f):
         raise ValueError(f"k must be in [1, N - 1] = [1, {len(f) - 1}], got {k}")
-    key = (hashlib.sha1(f.numpy().tobytes()).hexdigest(), tuple(f.shape), k)
-    if key not in _RADII:
-        if len(_RADII) >= 4:
-            _RADII.pop(next(iter(_RADII)))
-        _RADII[key] = _knn_radii(f, k, chunk)
-    return _RADII[key].copy()
+    return _RADII.get(f.numpy(), lambda: _knn_radii(f, k, chunk), k, chunk).copy()
 
 
 def _knn_radii(f: torch.Tensor, k: int, chunk: int) -> np.ndarray:
@@ -149,24 +145,20 @@ def int8_matmul_is_exact() -> bool:
     return _INT8_EXACT[0]
 
 
-def _nearest_int8(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Index of the nearest row of s for each row of q, both (N, 784) int8: argmin of |s|^2 - 2 q.s in
-    int32 (|q.s| <= 784 x 128^2, far inside int32), exact; ties go to the first."""
-    s_norm = torch.cat([c.to(torch.int32).pow_(2).sum(1, dtype=torch.int32) for c in s.split(4096)])[None, :]
+def _nearest(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Index of the nearest row of s for each row of q, both (N, 784) int8: argmin of |s|^2 - 2 q.s,
+    in int32 by the int8 matmul where it sums exactly (|q.s| <= 784 x 128^2, far inside int32; ties go
+    to the first), else in float32 (the nearest up to round-off)."""
+    exact = int8_matmul_is_exact()
+    if not exact:
+        q, s = q.float(), s.float()  # (Nq, 784), (Ns, 784)
+    kind = torch.int32 if exact else torch.float32
+    s_norm = torch.cat([c.to(kind, copy=True).pow_(2).sum(1, dtype=kind) for c in s.split(4096)])[None, :]
+    matmul = torch._int_mm if exact else torch.mm
     index = torch.empty(len(q), dtype=torch.int64)
     for rows in _chunks(len(q), chunk):
-        scores = torch._int_mm(q[rows], s.T)  # (rows, Ns) q.s
+        scores = matmul(q[rows], s.T)  # (rows, Ns) q.s
         index[rows] = torch.add(s_norm, scores, alpha=-2, out=scores).argmin(1)
-    return index
-
-
-def _nearest_float32(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The same in float32 (where the int8 matmul is not exact): the nearest up to round-off."""
-    qf, sf = q.float(), s.float()  # (Nq, 784), (Ns, 784)
-    s_norm = torch.linalg.vector_norm(sf, dim=1).square_()[None, :]  # (1, Ns)
-    index = torch.empty(len(q), dtype=torch.int64)
-    for rows in _chunks(len(q), chunk):
-        index[rows] = torch.addmm(s_norm, qf[rows], sf.T, alpha=-2.0).argmin(1)
     return index
 
 
@@ -185,7 +177,7 @@ def nearest_distances(
     q, s = _centred(query), _centred(support)  # (Nq, 784), (Ns, 784)
     if len(s) == 0:
         raise ValueError("the support set is empty")
-    index = (_nearest_int8 if int8_matmul_is_exact() else _nearest_float32)(q, s, chunk)
+    index = _nearest(q, s, chunk)
     sq = (q.to(torch.int32) - s[index].to(torch.int32)).pow_(2).sum(1)  # (Nq,) exact squared distances
     dist = sq.double().sqrt().div_(255.0).float()
     return dist.numpy(), index.numpy()

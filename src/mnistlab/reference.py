@@ -26,6 +26,7 @@ from safetensors.torch import save as st_save
 
 from mnistlab.data import MNIST_SHA256, SPLIT_FILES, DataConfig, DataError, cache_dir, resolve_dir, to_float
 from mnistlab.errors import ConfigError
+from mnistlab.memo import ContentMemo
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
 from mnistlab.training.checkpoint import CheckpointError
 
@@ -58,26 +59,24 @@ class Reference:
     test_accuracy: float | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 1000
-    _memo: dict = field(default_factory=dict, repr=False)
+    _memo: ContentMemo = field(default_factory=ContentMemo, repr=False)  # the same real set recurs
 
     @torch.no_grad()
     def features_and_probs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, 28, 28) -> (penultimate features (N, D) float32, class probabilities (N, 10))."""
         x = _as_uint8(images)
-        key = hashlib.sha1(x.contiguous().numpy().tobytes()).hexdigest()  # the same real set recurs
-        if key not in self._memo:
-            feats, probs = [], []
-            for start in range(0, len(x), self.batch_size):
-                out = self.model(to_float(x[start : start + self.batch_size], self.device))
-                feats.append(out.features.float().cpu())
-                probs.append(out.logits.float().softmax(1).cpu())
-            d, c = self.model.cfg.feature_dim, self.model.cfg.n_classes
-            f = torch.cat(feats).numpy() if feats else np.zeros((0, d), np.float32)
-            p = torch.cat(probs).numpy() if probs else np.zeros((0, c), np.float32)
-            if len(self._memo) >= 4:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = (f, p)
-        return self._memo[key]
+        return self._memo.get(x.numpy(), lambda: self._features_and_probs(x))
+
+    def _features_and_probs(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        feats, probs = [], []
+        for start in range(0, len(x), self.batch_size):
+            out = self.model(to_float(x[start : start + self.batch_size], self.device))
+            feats.append(out.features.float().cpu())
+            probs.append(out.logits.float().softmax(1).cpu())
+        d, c = self.model.cfg.feature_dim, self.model.cfg.n_classes
+        f = torch.cat(feats).numpy() if feats else np.zeros((0, d), np.float32)
+        p = torch.cat(probs).numpy() if probs else np.zeros((0, c), np.float32)
+        return f, p
 
     def features(self, images) -> np.ndarray:
         return self.features_and_probs(images)[0]
