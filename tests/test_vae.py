@@ -12,7 +12,15 @@ import torch.multiprocessing as mp
 
 from mnistlab import rundir, tasks
 from mnistlab.data import load
-from mnistlab.models.vae import VAE, CodePrior, VAEConfig, kl_divergence, mmd_to_prior, reconstruction_nll
+from mnistlab.models.vae import (
+    VAE,
+    CodePrior,
+    VAEConfig,
+    fit_code_prior,
+    kl_divergence,
+    mmd_to_prior,
+    reconstruction_nll,
+)
 from mnistlab.tasks.vae import VAETask, beta_at
 from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.loop import fit
@@ -107,18 +115,15 @@ def test_the_second_stage_does_not_change_how_the_first_stage_trains():
 
 def test_the_second_stage_learns_where_the_codes_are():
     """Codes in two tight clusters at (+-2, 0): N(0, I) draws rarely land near them; the second stage's
-    draws mostly do after a short training."""
+    draws mostly do after a short training on them (fit_code_prior: codes drawn from N(mu, sd^2))."""
     torch.manual_seed(0)
     centres = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
-    codes = centres[torch.randint(0, 2, (4096,))] + 0.1 * torch.randn(4096, 2)
+    mu = centres[torch.randint(0, 2, (4096,))]
     stage = CodePrior(latent_dim=2, hidden=64)
-    opt = torch.optim.Adam(stage.parameters(), lr=3e-3)
-    for step in range(600):
-        nll, kl = stage.losses(codes[torch.randint(0, 4096, (256,))], torch.randn(256, 2))
-        loss = (nll + min(1.0, step / 200) * kl).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    rows = fit_code_prior(stage, mu, torch.full_like(mu, 0.1), epochs=30, batch_size=256, lr=3e-3,
+                          seed=0)  # fmt: skip
+    assert [r["epoch"] for r in rows] == list(range(1, 31)) and rows[-1]["code_nll"] < rows[0]["code_nll"]
+    assert not stage.training  # left in eval mode, as sampling wants it
 
     def near(z):  # share of draws within 0.5 of a cluster centre
         return (torch.cdist(z, centres).min(1).values < 0.5).float().mean().item()
@@ -126,6 +131,12 @@ def test_the_second_stage_learns_where_the_codes_are():
     with torch.no_grad():
         u = torch.randn(2000, 2)
         assert near(u) < 0.15 and near(stage(u)) > 0.6, (near(u), near(stage(u)))
+    torch.manual_seed(0)
+    first, second = CodePrior(2, 8), CodePrior(2, 8)
+    second.load_state_dict(first.state_dict())
+    for stage in (first, second):  # the same inputs and seed train the same stage
+        fit_code_prior(stage, mu[:512], torch.full_like(mu[:512], 0.1), 2, 128, 3e-3, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
 
 
 @pytest.mark.parametrize("extra", [[], ["model.code_prior=16"]], ids=["vae", "two-stage"])

@@ -18,6 +18,7 @@ The losses are pure functions here too: KL to N(0, I), the reconstruction NLL, M
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -152,6 +153,44 @@ class CodePrior(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """Draws u (B, d) of N(0, I) -> codes (B, d): the mean of p(z|u)."""
         return self.decoder(u)
+
+
+def fit_code_prior(stage: CodePrior, mu: torch.Tensor, sd: torch.Tensor, epochs: int, batch_size: int, lr: float,
+                   seed: int, schedule: str = "cosine", progress: bool = False) -> list[dict[str, float]]:  # fmt: skip
+    """Train the second stage after the first, on its frozen codes (Dai & Wipf's two stages): each
+    epoch draws every training image's code once from q(z|x) = N(mu, sd^2) (mu, sd: (N, d)) in a
+    shuffled order, and AdamW takes a step per `batch_size` codes, its learning rate cosine-decayed
+    from `lr` to 0 over all the steps. No KL warm-up: on the study's codes it made the prior's samples
+    worse (docs/results.md). All draws come from a generator seeded by `seed`, so the same inputs train
+    the same stage.
+    Returns one row per epoch: {"epoch", "code_nll", "code_kl"} (means over the epoch's codes)."""
+    from tqdm.auto import tqdm
+
+    from mnistlab.training.loop import lr_factor
+
+    n, d = mu.shape
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(stage.parameters(), lr=lr, weight_decay=0.0, foreach=True)
+    total, step, rows = epochs * math.ceil(n / batch_size), 0, []
+    stage.train()
+    for epoch in tqdm(range(epochs), desc="second stage", disable=not progress, leave=False):
+        order = torch.randperm(n, generator=g)
+        z = mu[order] + sd[order] * torch.randn(n, d, generator=g)  # (N, d): this epoch's codes
+        eps = torch.randn(n, d, generator=g)  # (N, d): the stage's own reparameterisation noise
+        sums = torch.zeros(2)
+        for start in range(0, n, batch_size):
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(schedule, step, total)
+            nll, kl = stage.losses(z[start : start + batch_size], eps[start : start + batch_size])
+            loss = (nll + kl).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += torch.stack([nll.detach().sum(), kl.detach().sum()])
+            step += 1
+        rows.append({"epoch": epoch + 1, "code_nll": sums[0].item() / n, "code_kl": sums[1].item() / n})
+    stage.eval()
+    return rows
 
 
 class VAE(nn.Module):
