@@ -265,3 +265,7 @@ def test_summary_scores_every_digit_and_the_report_shows_them(tmp_path):
     assert summary["amp"] == "off" and "bfloat16" not in sec.intro
     (run / "summary.json").write_text(json.dumps({**again, "amp": "bf16"}))
     assert "with bfloat16 forward passes" in tasks.get("cgan").report(folder, "cgan").intro
+    # ... and when D also classified the digit (model.aux_classifier).
+    assert summary["aux_classifier"] is False and "class head" not in sec.intro
+    (run / "summary.json").write_text(json.dumps({**again, "aux_classifier": True}))
+    assert "projection discriminator with a class head" in tasks.get("cgan").report(folder, "cgan").intro

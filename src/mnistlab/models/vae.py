@@ -158,12 +158,14 @@ class CodePrior(nn.Module):
 def fit_code_prior(stage: CodePrior, mu: torch.Tensor, sd: torch.Tensor, epochs: int, batch_size: int, lr: float,
                    seed: int, schedule: str = "cosine", progress: bool = False) -> list[dict[str, float]]:  # fmt: skip
     """Train the second stage after the first, on its frozen codes (Dai & Wipf's two stages): each
-    epoch draws every training image's code once from q(z|x) = N(mu, sd^2) (mu, sd: (N, d)) in a
-    shuffled order, and AdamW takes a step per `batch_size` codes, its learning rate cosine-decayed
-    from `lr` to 0 over all the steps. No KL warm-up: on the study's codes it made the prior's samples
-    worse (docs/results.md). All draws come from a generator seeded by `seed`, so the same inputs train
-    the same stage.
-    Returns one row per epoch: {"epoch", "code_nll", "code_kl"} (means over the epoch's codes)."""
+    epoch draws every training image's code once from q(z|x) = N(mu, sd^2) (mu, sd: (N, d), CPU
+    tensors) in a shuffled order, and AdamW takes a step per `batch_size` codes at `lr` times
+    training.loop.lr_factor(`schedule`) (cosine: decayed to 0 over all the steps). No KL warm-up: on
+    the study's codes it made the prior's samples worse (docs/results.md). All draws come from a
+    generator seeded by `seed`, so the same inputs train the same stage. The study's VAE trains its
+    second stage in the first stage's steps instead (tasks/vae.py); this is for
+    benchmarks/vae_second_stage.py. Returns one row per epoch: {"epoch", "code_nll", "code_kl"}
+    (means over the epoch's codes)."""
     from tqdm.auto import tqdm
 
     from mnistlab.training.loop import lr_factor

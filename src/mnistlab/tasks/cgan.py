@@ -5,11 +5,10 @@ equal shares of every digit. The step is the GAN's two phases with labels; the f
 real batch's digits, so D sees the same class mix in real and fake and can tell them apart only by how
 each digit looks (and nothing is drawn for labels: under torchrun a rank's labels are its slice of the
 global batch, as its images). Networks, optimizers, G average, instance noise and the pinned-loss watch
-are a GANTask's, held here. With model.aux_classifier, D also classifies the digit (AC-GAN's losses).
-After each epoch: the grid, one row per digit with the same noise in each column (style kept, class
-changed); scores at the grid epochs; the collapse detector overall and per digit. At the end: overall
-and per-digit scores (share read as that digit, FID-MNIST against its test images) in summary.json.
-"""
+are a GANTask's, held here. With model.aux_classifier, D also classifies the digit (AC-GAN's losses;
+the study's cGAN has it). After each epoch: the grid, one row per digit, the same noise in each column
+(style kept, class changed); scores at the grid epochs; the collapse detector overall and per digit. At
+the end: overall and per-digit scores (share read as each digit, FID-MNIST against its test images)."""
 
 from __future__ import annotations
 
@@ -236,7 +235,7 @@ def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool =
     scorer = gan_run.Scorer(data, exp.data, train_split, device, progress) if scoring and main else None
     watch = DigitWatch(task, exp, run_dir, scorer, train_split)  # called on rank 0 only
     base = {"task": SPEC.name, "data": data.source, "n_train": len(train_split), "device": str(device),
-            "amp": amp_mode(exp.train, device)}  # fmt: skip
+            "amp": amp_mode(exp.train, device), "aux_classifier": exp.model.aux_classifier}  # fmt: skip
     try:
         result = fit(task, train_split, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)  # fmt: skip
     except NonFiniteLossError as e:
@@ -330,8 +329,9 @@ def report_section(run: RunFolder, stage: str) -> Section:
         return sec
     s = run.json(f"{stage}/summary.json")
     test, stats = s.get("test", {}), s.get("collapse", {}).get("stats", {})
+    head = " with a class head as in AC-GAN" if s.get("aux_classifier") else ""
     sec.intro = (f"The report's GAN conditioned on the digit (label embedding concatenated to the noise, projection "
-                 f"discriminator), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
+                 f"discriminator{head}), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
                  f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')}).")  # fmt: skip
     if test:
         hist = test.get("class_hist") or []
