@@ -144,7 +144,7 @@ def test_the_float32_search_finds_what_the_int8_one_does(monkeypatch):
     g = torch.Generator().manual_seed(2)
     train = torch.randint(0, 256, (300, 28, 28), generator=g, dtype=torch.uint8)
     query = torch.cat([train[[7]], torch.randint(0, 256, (20, 28, 28), generator=g, dtype=torch.uint8)])
-    monkeypatch.setattr(gm, "_INT8_EXACT", [False])
+    monkeypatch.setattr(gm, "int8_matmul_is_exact", lambda: False)
     dist, index = gm.nearest_distances(query, train, chunk=8)
     brute = torch.cdist(query.reshape(21, -1).double(), train.reshape(300, -1).double())
     assert index.tolist() == brute.argmin(1).tolist() and dist[0] == 0.0

@@ -16,6 +16,8 @@ few k-NN radii by content, and whether this CPU's int8 matmul is exact; neither 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -126,23 +128,18 @@ def _centred(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return (x.reshape(len(x), -1) ^ 128).view(torch.int8)  # flipping the top bit is p - 128 as int8
 
 
-_INT8_EXACT: list[bool] = []  # int8_matmul_is_exact's answer, once per process
-
-
+@functools.cache  # once per process
 def int8_matmul_is_exact() -> bool:
     """Whether torch's int8 matmul sums exactly on this machine. With AVX512-VNNI (or AMX) it does; its
     AVX2 and older kernels add pairs of 8-bit products in 16 bits with saturation (on a Zen 4 limited to
     them by ONEDNN_MAX_CPU_ISA=AVX2, a third of the nearest images came out wrong). Checked once, on
     products of the extreme values 127 and -128 at the search's own sizes, against an int32 matmul."""
-    if not _INT8_EXACT:
-        g = torch.Generator().manual_seed(0)
-        a = torch.where(torch.rand(256, 784, generator=g) < 0.5, 127, -128).to(torch.int8)
-        b = torch.where(torch.rand(784, 512, generator=g) < 0.5, 127, -128).to(torch.int8)
-        exact = hasattr(torch, "_int_mm") and torch.equal(
-            torch._int_mm(a, b), a.to(torch.int32) @ b.to(torch.int32)
-        )
-        _INT8_EXACT.append(bool(exact))
-    return _INT8_EXACT[0]
+    g = torch.Generator().manual_seed(0)
+    a = torch.where(torch.rand(256, 784, generator=g) < 0.5, 127, -128).to(torch.int8)
+    b = torch.where(torch.rand(784, 512, generator=g) < 0.5, 127, -128).to(torch.int8)
+    return hasattr(torch, "_int_mm") and torch.equal(
+        torch._int_mm(a, b), a.to(torch.int32) @ b.to(torch.int32)
+    )
 
 
 def _nearest(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
