@@ -5,7 +5,10 @@ first" (could a VAE started from the study's autoencoder train its second stage 
 than the default's joint training, and keep FID-MNIST <= 6.72?).
 
     PYTHONPATH=src python -m benchmarks.vae_second_stage RUN [--epochs 40] [--batch-size 256]
-        [--lr 4e-3] [--schedule cosine] [--width 512] [--seed 0] [--threads 1] [--json F]
+        [--lr 4e-3] [--schedule cosine] [--kl-warmup 0] [--width 512] [--seed 0] [--threads 1] [--json F]
+
+The VAE task trains its second stage this way with `vae.code_prior_epochs` (with its own schedules:
+`--schedule onecycle --kl-warmup 0.3` for the default preset's).
 
 RUN is a VAE run folder (a one-stage run too: --width gives the new stage's width). --width 0 trains
 the run's own second stage further instead of a fresh one. The run folder is only read.
@@ -36,6 +39,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--schedule", default="cosine", choices=("cosine", "onecycle", "constant"))
+    ap.add_argument(
+        "--kl-warmup", type=float, default=0.0, help="share of the steps the KL weight ramps over"
+    )
     ap.add_argument("--width", type=int, default=512, help="a fresh second stage this wide; 0: the run's own")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=10_000)
@@ -55,7 +61,7 @@ def main() -> None:
     if model.code_prior is None:
         raise SystemExit(f"{args.run} has no second stage to train further: give --width")
     history = fit_code_prior(model.code_prior, mu, logvar.mul(0.5).exp(), args.epochs, args.batch_size, args.lr,
-                             args.seed, args.schedule)  # fmt: skip
+                             args.seed, args.schedule, kl_warmup=args.kl_warmup)  # fmt: skip
     seconds = time.process_time() - t0
     samples = vae_task.prior_samples(model, args.samples, exp.vae.sample_seed, "cpu")
     scores = score_samples(
@@ -64,7 +70,8 @@ def main() -> None:
     shares = scores.get("class_hist") or [float("nan")]
     which = f"fresh, width {args.width}" if args.width else "the run's own"
     print(f"{args.run}: second stage {which}, "
-          f"{args.epochs} epochs at batch {args.batch_size}, lr {args.lr:g} ({args.schedule}): {seconds:.0f} CPU s; "
+          f"{args.epochs} epochs at batch {args.batch_size}, lr {args.lr:g} ({args.schedule}, KL warm-up "
+          f"{args.kl_warmup:g}): {seconds:.0f} CPU s; "
           f"prior FID-MNIST {scores['fid_mnist']:.2f}, precision {scores['precision']:.3f}, recall "
           f"{scores['recall']:.3f}, digits {min(shares):.1%} to {max(shares):.1%}")  # fmt: skip
     if args.json:

@@ -43,6 +43,8 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
     assert "finetune" in probe and [r["labels_per_class"] for r in probe["label_efficiency"]] == ["5", "all"]
     gan = json.loads((tiny_study / "gan/summary.json").read_text())
     assert gan["status"] == "finished" and gan["epochs"] == 2
+    vae = json.loads((tiny_study / "vae/summary.json").read_text())  # run.set: from the study's AE
+    assert vae["started_from"] == str(tiny_study / "ae") and vae["code_prior_after"]["epoch"] == 2
     codes = json.loads((tiny_study / "label_efficiency/summary.json").read_text())["models"]
     assert list(codes) == ["ae", "dae", "vae"]  # every encoder stage, in stage order
     for m in codes.values():
@@ -139,8 +141,9 @@ def test_a_run_folder_refuses_other_folders_and_an_impossible_plan(tmp_path):
         ("dae.train.epochs=1", ["dae", "labels"]),
         (
             "ae.train.lr=5e-3",
-            ["search", "ae", "dae", "probe", "latent", "labels"],
-        ),  # the search trains the AE; the rest read it
+            ["search", "ae", "dae", "vae", "probe", "latent", "labels"],
+        ),  # the search trains the AE; the rest read it (the VAE starts from it)
+        ("vae.init.from_baseline=false", ["vae", "labels"]),
         ("run.latent_samples=50", ["latent"]),
     ],
 )

@@ -99,18 +99,23 @@ def test_a_step_changes_every_weight(extra):
     assert two_stage == bool(extra) and ("code_nll" in out) == two_stage
 
 
-def test_the_second_stage_does_not_change_how_the_first_stage_trains():
-    """It trains on the detached codes: the first stage's weights after a step are the same with it."""
-    (a, data), (b, _) = (_task(tasks.load_experiment("vae", "quick", [*TINY, *extra]))
-                         for extra in ([], ["model.code_prior=16"]))  # fmt: skip
+@pytest.mark.parametrize("after", [False, True], ids=["joint", "after"])
+def test_the_second_stage_does_not_change_how_the_first_stage_trains(after):
+    """It trains on the detached codes: the first stage's weights after a step are the same with it.
+    Trained after the first stage (vae.code_prior_epochs), the first stage's steps leave it alone."""
+    two = ["model.code_prior=16", *(["vae.code_prior_epochs=2"] if after else [])]
+    (a, data), (b, _) = (_task(tasks.load_experiment("vae", "quick", [*TINY, *extra])) for extra in ([], two))
     b.model.encoder.load_state_dict(a.model.encoder.state_dict())
     b.model.decoder.load_state_dict(a.model.decoder.state_dict())
+    before = {k: v.clone() for k, v in b.model.code_prior.state_dict().items()}
     for task in (a, b):
         torch.manual_seed(5)  # the same first-stage noise (the second stage draws after it)
-        task.train_step(data.train.images[:16], data.train.labels[:16])
+        out = task.train_step(data.train.images[:16], data.train.labels[:16])
     first = {k: v for k, v in b.model.state_dict().items() if not k.startswith("code_prior.")}
     assert first.keys() == a.model.state_dict().keys()
     assert all(torch.equal(v, a.model.state_dict()[k]) for k, v in first.items())
+    untouched = all(torch.equal(v, b.model.code_prior.state_dict()[k]) for k, v in before.items())
+    assert untouched == after and ("code_nll" in out) != after
 
 
 def test_the_second_stage_learns_where_the_codes_are():
@@ -284,3 +289,40 @@ def test_a_vae_run_starts_from_the_baseline_autoencoder_only_when_asked(tmp_path
     assert cli.main(["-q", "eval", str(tmp_path / "warm"), "--baseline", str(ae_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--baseline and --sigmas apply to runs of dae" in err[0], err
+
+
+def test_a_second_stage_after_the_first_trains_into_the_checkpoint_and_resumes(tmp_path, monkeypatch):
+    """vae.code_prior_epochs: a fresh second stage trains on the frozen codes into the last checkpoint;
+    a run stopped inside it trains it again to the same weights, and a finished run resumed keeps it."""
+    from mnistlab.errors import ConfigError
+    from mnistlab.tasks import vae as vae_task
+
+    spec = tasks.get("vae")
+    after = tasks.load_experiment("vae", "quick", [*TINY, "train.epochs=2", "model.code_prior=16",
+                                                   "vae.code_prior_epochs=2"])  # fmt: skip
+    summary = spec.train(after, tmp_path / "a", progress=False)
+    a = read_checkpoint(rundir.checkpoint_path(tmp_path / "a"))[0]
+    torch.manual_seed(after.train.seed)
+    fresh = CodePrior(4, 16).state_dict()
+    second = {k: a[f"module/model/code_prior.{k}"] for k in fresh}
+    assert all(not torch.equal(v, second[k]) for k, v in fresh.items())  # every weight of it trained
+    assert summary["code_prior_after"]["epoch"] == 2 and summary["code_prior_after"]["seconds"] > 0
+    assert tasks.load_run(tmp_path / "a").generate(4, seed=1).shape == (4, 28, 28)  # its hash verified
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = vae_task.refit_code_prior
+    monkeypatch.setattr(vae_task, "refit_code_prior", stop)
+    with pytest.raises(KeyboardInterrupt):
+        spec.train(after, tmp_path / "b", progress=False)
+    monkeypatch.setattr(vae_task, "refit_code_prior", real)
+    torch.manual_seed(123)  # a new process: another RNG state
+    spec.train(after, tmp_path / "b", resume=True, progress=False)
+    b = read_checkpoint(rundir.checkpoint_path(tmp_path / "b"))[0]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("module/model/"))
+    monkeypatch.setattr(vae_task, "refit_code_prior", stop)  # finished: not trained again
+    again = spec.train(after, tmp_path / "a", resume=True, progress=False)
+    assert again["code_prior_after"] == summary["code_prior_after"]
+    with pytest.raises(ConfigError, match="model.code_prior > 0"):
+        tasks.load_experiment("vae", "quick", [*TINY, "vae.code_prior_epochs=2"])

@@ -162,9 +162,8 @@ def stage_task(ctx: RunContext, name: str, resume: bool) -> None:
     target = ctx.out / name
     if ctx.plan.search and name == ctx.encoder:
         return _copy_best_trial(ctx, target)
-    spec = tasks.get(name)
-    options = spec.stage_options(ctx.out) if spec.stage_options else {}
-    spec.train(ctx.experiment(name), target, resume=resume, progress=ctx.progress, **options)
+    options = run_inputs.task_options(ctx, name)
+    tasks.get(name).train(ctx.experiment(name), target, resume=resume, progress=ctx.progress, **options)
 
 
 def stage_probe(ctx: RunContext, resume: bool) -> None:
@@ -366,7 +365,7 @@ def _run_stages(
     # Worker processes: no progress bars inside (they would interleave); the stages log instead.
     quiet = dataclasses.replace(ctx, progress=False)
     names = stage_pool.start_order([e["name"] for e in todo], ctx.plan.start_first)
-    reads = run_inputs.stage_reads(names, enc)
+    reads = run_inputs.stage_reads(names, enc, lambda name: run_inputs.task_options(ctx, name))
     error = stage_pool.run_graph(names, reads, workers, lambda name: (run_stage, (quiet, name, resume[name])),
                                  start, end, exclusive=frozenset({"search"}))  # fmt: skip
     if error is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from typing import Any
 
@@ -80,12 +81,23 @@ def fingerprints(ctx: Any, stages: list[tuple[str, str]], enc: str | None) -> di
                          "probe": table}  # fmt: skip
         else:
             own[name] = {"config": to_doc(ctx.experiment(name), name)}
-    return stage_fingerprints(names, own, stage_reads(names, enc))
+    return stage_fingerprints(names, own, stage_reads(names, enc, lambda name: task_options(ctx, name)))
 
 
-def stage_reads(names: list[str], enc: str | None) -> dict[str, list[str]]:
+def task_options(ctx: Any, name: str) -> dict[str, Any]:
+    """The options task stage `name` of the study in `ctx` passes to its `train` (TaskSpec.stage_options;
+    one written for the older protocol takes the study folder alone)."""
+    given = tasks.get(name).stage_options
+    if given is None:
+        return {}
+    if len(inspect.signature(given).parameters) < 2:
+        return given(ctx.out)
+    return given(ctx.out, ctx.experiment(name))
+
+
+def stage_reads(names: list[str], enc: str | None, options=lambda name: {}) -> dict[str, list[str]]:
     """The stages (of `names`) whose output each stage reads: what its fingerprint carries and what
-    must finish before it starts."""
+    must finish before it starts. `options(name)`: a task stage's study options (`task_options`)."""
     reads: dict[str, list[str]] = {}
     for name in names:
         if name in ("probe", "latent"):
@@ -94,8 +106,8 @@ def stage_reads(names: list[str], enc: str | None) -> dict[str, list[str]]:
             wanted = [n for n in names if n not in NOT_TASKS and "encoder" in tasks.get(n).roles]
         elif name == "search":
             wanted = []
-        else:  # a task: the encoder stage reads the search; a task with study options reads the encoder
-            wanted = ["search"] if name == enc else ([enc] if tasks.get(name).stage_options else [])
+        else:  # a task: the encoder stage reads the search; a task given study options reads the encoder
+            wanted = ["search"] if name == enc else ([enc] if options(name) else [])
         reads[name] = [r for r in wanted if r in names]
     return reads
 

@@ -13,7 +13,8 @@ blends of digits. The second stage learns that aggregate from N(0, I), so a draw
 by both stages lands where digits do. It trains on the detached codes, so the first stage's training
 is unchanged by it.
 
-The losses are pure functions here too: KL to N(0, I), the reconstruction NLL, MMD to N(0, I).
+The losses are pure functions here too: KL to N(0, I), the reconstruction NLL, MMD to N(0, I), the
+KL weight's warm-up; and the model's own measures on a split (`evaluate_vae`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistlab import metrics
+from mnistlab.data import Split, to_float
 from mnistlab.errors import check
 from mnistlab.models.autoencoder import AEConfig, Decoder, Encoder
 
@@ -102,6 +105,12 @@ def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -
     return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
 
 
+def beta_at(step: int, total: int, beta: float, warmup: float) -> float:
+    """beta, ramped linearly from 0 over the first `warmup` share of `total` steps."""
+    ramp = warmup * total
+    return beta if ramp <= 0 else beta * min(1.0, step / ramp)
+
+
 def mmd_to_prior(z: torch.Tensor) -> torch.Tensor:
     """Squared MMD between the codes z (B, d) and N(0, I) under a Gaussian kernel of variance s = d
     (k(a, b) = exp(-|a - b|^2 / 2s)); the prior's expectations in closed form, so no prior samples are
@@ -156,21 +165,23 @@ class CodePrior(nn.Module):
 
 
 def fit_code_prior(stage: CodePrior, mu: torch.Tensor, sd: torch.Tensor, epochs: int, batch_size: int, lr: float,
-                   seed: int, schedule: str = "cosine", progress: bool = False) -> list[dict[str, float]]:  # fmt: skip
+                   seed: int, schedule: str = "cosine", warmup: float = 0.25, kl_warmup: float = 0.0,
+                   progress: bool = False) -> list[dict[str, float]]:  # fmt: skip
     """Train the second stage after the first, on its frozen codes (Dai & Wipf's two stages): each
     epoch draws every training image's code once from q(z|x) = N(mu, sd^2) (mu, sd: (N, d), CPU
     tensors) in a shuffled order, and AdamW takes a step per `batch_size` codes at `lr` times
-    training.loop.lr_factor(`schedule`) (cosine: decayed to 0 over all the steps). No KL warm-up: on
-    the study's codes it made the prior's samples worse (docs/results.md). All draws come from a
-    generator seeded by `seed`, so the same inputs train the same stage. The study's VAE trains its
-    second stage in the first stage's steps instead (tasks/vae.py); this is for
-    benchmarks/vae_second_stage.py. Returns one row per epoch: {"epoch", "code_nll", "code_kl"}
-    (means over the epoch's codes)."""
+    training.loop.lr_factor(`schedule`, `warmup`), on the stage's device, with the KL term's weight
+    ramped up from 0 over the first `kl_warmup` share of the steps. With the joint training's own
+    schedules (one-cycle, KL warm-up over 30%) it scores as the joint stage does on the same codes;
+    with a cosine and no warm-up, worse (docs/results.md). All draws come from a CPU generator seeded
+    by `seed`, so the same inputs train the same stage. Returns one row per epoch: {"epoch",
+    "code_nll", "code_kl"} (means over the epoch's codes)."""
     from tqdm.auto import tqdm
 
     from mnistlab.training.loop import lr_factor
 
     n, d = mu.shape
+    device = stage.log_gamma.device
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(stage.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     total, step, rows = epochs * math.ceil(n / batch_size), 0, []
@@ -179,12 +190,13 @@ def fit_code_prior(stage: CodePrior, mu: torch.Tensor, sd: torch.Tensor, epochs:
         order = torch.randperm(n, generator=g)
         z = mu[order] + sd[order] * torch.randn(n, d, generator=g)  # (N, d): this epoch's codes
         eps = torch.randn(n, d, generator=g)  # (N, d): the stage's own reparameterisation noise
-        sums = torch.zeros(2)
+        sums = torch.zeros(2, device=device)
         for start in range(0, n, batch_size):
             for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(schedule, step, total)
-            nll, kl = stage.losses(z[start : start + batch_size], eps[start : start + batch_size])
-            loss = (nll + kl).mean()
+                group["lr"] = lr * lr_factor(schedule, step, total, warmup)
+            batch = slice(start, start + batch_size)
+            nll, kl = stage.losses(z[batch].to(device), eps[batch].to(device))
+            loss = (nll + beta_at(step, total, 1.0, kl_warmup) * kl).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -221,6 +233,48 @@ class VAE(nn.Module):
         """Draws u (B, d) of N(0, I) -> codes for the decoder (B, d): through the second stage when
         the model has one, else u itself."""
         return u if self.code_prior is None else self.code_prior(u)
+
+
+@torch.no_grad()
+def evaluate_vae(
+    model: VAE, split: Split, device, likelihood: str, batch_size: int = 1000
+) -> dict[str, float]:
+    """Means over `split`: MSE / PSNR / SSIM of the mean code's reconstruction, its NLL, and the KL;
+    `active_units`: code dimensions whose mean KL exceeds 0.01 nats (the others carry nothing)."""
+    was = model.training
+    model.eval()
+    sums = dict.fromkeys(("mse", "psnr", "ssim", "recon_nll", "kl"), 0.0)
+    kl_dims = None
+    for start in range(0, len(split), batch_size):
+        x = to_float(split.images[start : start + batch_size], device)
+        out = model(x)
+        sums["mse"] += metrics.mse(out.recon, x).sum().item()
+        sums["psnr"] += metrics.psnr(out.recon, x).sum().item()
+        sums["ssim"] += metrics.ssim(out.recon, x).sum().item()
+        sums["recon_nll"] += reconstruction_nll(out.logits, x, likelihood).sum().item()
+        per_dim = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())  # (B, d)
+        sums["kl"] += per_dim.sum().item()
+        kl_dims = per_dim.sum(0) if kl_dims is None else kl_dims + per_dim.sum(0)
+    model.train(was)
+    n = max(len(split), 1)
+    result = {k: v / n for k, v in sums.items()}
+    result["active_units"] = int(((kl_dims / n) > 0.01).sum()) if kl_dims is not None else 0
+    return result
+
+
+def refit_code_prior(model: VAE, moments: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int,
+                     **schedules) -> dict[str, float]:  # fmt: skip
+    """Replace `model`'s second stage by a fresh one of the same width (weights seeded by `seed`) and
+    train it on the first stage's frozen codes, `moments` (N, 2d): the mean and log-variance of q(z|x)
+    of the training images (`fit_code_prior`, given its `schedules` keywords). Returns its last
+    epoch's row."""
+    mu, logvar = moments.chunk(2, dim=1)  # (N, d) each
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    model.code_prior = CodePrior(model.cfg.latent_dim, model.cfg.code_prior).to(device)
+    return fit_code_prior(
+        model.code_prior, mu, logvar.mul(0.5).exp(), epochs, batch_size, lr, seed, **schedules
+    )[-1]
 
 
 # ------------------------------------------------------------- start from an autoencoder

@@ -50,7 +50,9 @@ class TaskSpec:
     load(run_dir, exp, device) -> TrainedRun: the finished run, its roles as methods.
     evaluate(run_dir, exp, device, **options) -> dict: recompute the test numbers (`mnistlab eval`).
     report(run, folder) -> report.content.Section: the task's part of the study report.
-    stage_options(study_dir) -> dict: the `options` its stage of `mnistlab run` passes to `train`.
+    stage_options(study_dir, exp) -> dict: the `options` its stage of `mnistlab run` passes to `train`
+        (`exp`: the stage's config; a one-argument stage_options(study_dir) is called without it);
+        a stage given options waits for the study's encoder stage.
     """
 
     name: str
@@ -64,7 +66,7 @@ class TaskSpec:
     report: Callable[[Any, str], Any] | None = None
     study: bool = False  # a stage of `mnistlab run`
     order: int = 100  # its place among the stages (smaller first)
-    stage_options: Callable[[Path], dict] | None = None
+    stage_options: Callable[..., dict] | None = None
     options: tuple[str, ...] = ()
     prunable: bool = False
     conditional: bool = False  # its generator can be asked for a digit

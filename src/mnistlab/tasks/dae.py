@@ -69,7 +69,8 @@ def load_run(run_dir: Path, exp: Any, device: torch.device) -> DenoisingRun:
 
 
 def stage_options(study_dir: Path) -> dict:
-    """In `mnistlab run`: compare with the study's first autoencoder stage that is not a denoiser."""
+    """In `mnistlab run`: compare with (or, with init.from_baseline, start from) the study's first
+    autoencoder stage that is not a denoiser."""
     for spec in all_tasks():
         if spec.study and plain_coder(spec.roles):
             return {"baseline": Path(study_dir) / spec.name}

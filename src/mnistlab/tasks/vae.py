@@ -2,20 +2,21 @@
 answer to the report's unreadable decoded random codes: its prior N(0, I) is the distribution the
 decoder is trained to decode, so prior samples need no sampler fitted after the fact.
 
-Loss per image: reconstruction negative log-likelihood (Bernoulli: BCE from logits summed over the
-784 pixels; or "mse": the summed squared error, a Gaussian of variance 1/2 up to a constant) plus
-beta x KL(q(z|x) || N(0, I)), beta ramped linearly from 0 over the first `vae.kl_warmup` share of the
-steps (KL annealing, Bowman et al. 2016). Validation reports the reconstruction MSE of the mean code
-as val_loss, so runs with different betas compare on reconstruction, not on their weighted losses.
+Loss per image: reconstruction NLL (Bernoulli: BCE from logits summed over the 784 pixels; or "mse":
+the summed squared error) plus beta x KL(q(z|x) || N(0, I)), beta ramped from 0 over the first
+`vae.kl_warmup` share of the steps (KL annealing, Bowman et al. 2016). Validation reports the mean
+code's reconstruction MSE as val_loss, so runs with different betas compare on reconstruction.
 With `model.code_prior` the model carries a second-stage VAE on its codes (models/vae.py says why),
 trained in the same steps on the detached codes: its ELBO is added to the loss, its KL warmed up on the
-same schedule. Roles: encoder (the mean of q(z|x)), decoder, generator ("prior": N(0, I) through the
+same schedule; or, with `vae.code_prior_epochs`, after them on the first stage's frozen codes (Dai &
+Wipf's order). Roles: encoder (the mean of q(z|x)), decoder, generator ("prior": N(0, I) through the
 second stage when there is one; "stage1": N(0, I) as the code; or samplers fitted to the codes).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab import distributed, metrics, rundir
+from mnistlab import distributed, rundir
 from mnistlab.data import Data, DataConfig, Split, load, to_float
 from mnistlab.errors import ConfigError, check, check_float, check_int, check_seed
 from mnistlab.latent import AutoencoderGenerator, SampleRequest, check_sampler, decode, encode
@@ -32,9 +33,12 @@ from mnistlab.models.vae import (
     VAE,
     GaussianEncoder,
     VAEConfig,
+    beta_at,
+    evaluate_vae,
     kl_divergence,
     mmd_to_prior,
     reconstruction_nll,
+    refit_code_prior,
     warm_start,
 )
 from mnistlab.report.content import RunFolder, Section, Table, num, pct
@@ -42,7 +46,9 @@ from mnistlab.report.figures import image_rows, plot_curves
 from mnistlab.tasks import TaskSpec, register
 from mnistlab.tasks.ae import AutoencoderRun
 from mnistlab.tasks.dae import load_baseline
+from mnistlab.tasks.dae import stage_options as study_autoencoder
 from mnistlab.training import run_folder
+from mnistlab.training.checkpoint import save_checkpoint
 from mnistlab.training.denoise import InitConfig
 from mnistlab.training.loop import TrainConfig, conv_channels_last, make_optimizer
 
@@ -57,6 +63,9 @@ class VAETrainConfig:
     mmd: float = 0.0  # weight of MMD(codes of the global batch, N(0, I)): InfoVAE's aggregate-posterior term
     eval_samples: int = 10_000  # prior samples scored at the end (FID-MNIST, coverage); 0 = none
     sample_seed: int = 0
+    # 0: the second stage (model.code_prior) trains in the first stage's steps; N: a fresh one trains N
+    # epochs after them on the frozen codes, with the first stage's batch size, rate and schedules.
+    code_prior_epochs: int = 0
 
     def __post_init__(self):
         check_float(self.beta, "vae.beta", 0, 1000)
@@ -65,6 +74,7 @@ class VAETrainConfig:
         check_float(self.mmd, "vae.mmd", 0, 1e6)
         check_int(self.eval_samples, "vae.eval_samples", 0, 100_000)
         check_seed(self.sample_seed, "vae.sample_seed")
+        check_int(self.code_prior_epochs, "vae.code_prior_epochs", 0, 10_000)
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,9 @@ class VAEExperiment:
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     init: InitConfig = field(default_factory=InitConfig)  # from_baseline: start from --baseline's autoencoder
 
-
-def beta_at(step: int, total: int, beta: float, warmup: float) -> float:
-    """beta, ramped linearly from 0 over the first `warmup` share of `total` steps."""
-    ramp = warmup * total
-    return beta if ramp <= 0 else beta * min(1.0, step / ramp)
+    def __post_init__(self):
+        check(not self.vae.code_prior_epochs or self.model.code_prior > 0,
+              "vae.code_prior_epochs trains a second stage: give its width, model.code_prior > 0")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- training
@@ -99,6 +107,10 @@ class VAETask:
         fmt = torch.channels_last if conv_channels_last(device) else torch.preserve_format
         self.model = self.net = model.to(device, memory_format=fmt)  # net: the model or its DDP wrapper
         self.cfg, self.device, self.val, self.total = exp.vae, device, val, total_steps
+        # A second stage trained after these steps is out of them and of DDP's gradients.
+        self.joint = model.code_prior is not None and not exp.vae.code_prior_epochs
+        if model.code_prior is not None and not self.joint:
+            model.code_prior.requires_grad_(False)
         self.eval_batch_size = exp.train.eval_batch_size
         self.steps = _Steps()
         self.modules = {"model": self.model, "steps": self.steps}
@@ -112,8 +124,8 @@ class VAETask:
         # The global batch's noise, this rank's rows: torchrun draws what one process would.
         d = self.model.cfg.latent_dim
         eps = distributed.randn_rows(len(x), d, device=self.device)
-        staged = self.model.code_prior is not None  # the second stage draws its own noise the same way
-        code_eps = distributed.randn_rows(len(x), d, device=self.device) if staged else None
+        # The second stage draws its own noise the same way.
+        code_eps = distributed.randn_rows(len(x), d, device=self.device) if self.joint else None
         out = self.net(x, eps, code_eps)
         recon = reconstruction_nll(out.logits, x, self.cfg.likelihood)  # (B,)
         kl = kl_divergence(out.mu, out.logvar)  # (B,)
@@ -144,33 +156,6 @@ class VAETask:
         return {"loss": s["mse"], "recon_nll": s["recon_nll"], "kl": s["kl"]}
 
 
-@torch.no_grad()
-def evaluate_vae(
-    model: VAE, split: Split, device, likelihood: str, batch_size: int = 1000
-) -> dict[str, float]:
-    """Means over `split`: MSE / PSNR / SSIM of the mean code's reconstruction, its NLL, and the KL;
-    `active_units`: code dimensions whose mean KL exceeds 0.01 nats (the others carry nothing)."""
-    was = model.training
-    model.eval()
-    sums = dict.fromkeys(("mse", "psnr", "ssim", "recon_nll", "kl"), 0.0)
-    kl_dims = None
-    for start in range(0, len(split), batch_size):
-        x = to_float(split.images[start : start + batch_size], device)
-        out = model(x)
-        sums["mse"] += metrics.mse(out.recon, x).sum().item()
-        sums["psnr"] += metrics.psnr(out.recon, x).sum().item()
-        sums["ssim"] += metrics.ssim(out.recon, x).sum().item()
-        sums["recon_nll"] += reconstruction_nll(out.logits, x, likelihood).sum().item()
-        per_dim = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())  # (B, d)
-        sums["kl"] += per_dim.sum().item()
-        kl_dims = per_dim.sum(0) if kl_dims is None else kl_dims + per_dim.sum(0)
-    model.train(was)
-    n = max(len(split), 1)
-    result = {k: v / n for k, v in sums.items()}
-    result["active_units"] = int(((kl_dims / n) > 0.01).sum()) if kl_dims is not None else 0
-    return result
-
-
 def train(exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None,
           baseline: Path | None = None) -> dict:  # fmt: skip
     """Train the VAE of `exp` into run folder `out` (from autoencoder run `baseline` if init.from_baseline)."""
@@ -189,10 +174,32 @@ def train(exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = 
     result = run_folder.fit_plain(task, data.train, exp, run_dir, SPEC.name, resume, progress, on_epoch_end)
     if result is None:
         return {}  # not rank 0
+    after = _code_prior_after(task, exp, data.train, run_dir, result, progress) if exp.vae.code_prior_epochs else None  # fmt: skip
     summary = evaluate(run_dir, exp, device, model=model, data=data, write=False)
-    summary.update(run_folder.finished(result), device=str(device), started_from=base and str(base[0]))
+    summary.update(run_folder.finished(result), device=str(device), started_from=base and str(base[0]),
+                   **({"code_prior_after": after} if after else {}))  # fmt: skip
     rundir.write_summary(run_dir, summary)
     return summary
+
+
+def _code_prior_after(task: VAETask, exp: VAEExperiment, train_split: Split, run_dir: Path, result,
+                      progress: bool) -> dict:  # fmt: skip
+    """A fresh second stage trained on the frozen codes (`vae.code_prior_epochs`), saved into the last
+    checkpoint marked in its state: a resumed run keeps a finished one, or trains it again from its seed.
+    Updates `result`'s checkpoint SHA-256 and seconds; returns its last epoch's losses and seconds."""
+    _, state = rundir.read_run_checkpoint(run_dir)
+    after = state.get("code_prior_after")
+    if after is None:
+        t0, model = time.perf_counter(), task.model
+        moments = torch.from_numpy(encode(model.encoder.body, train_split.images, task.device))  # (N, 2d)
+        last = refit_code_prior(model, moments, exp.vae.code_prior_epochs, exp.train.batch_size, exp.train.lr,
+                                exp.train.seed, schedule=exp.train.schedule, warmup=exp.train.warmup,
+                                kl_warmup=exp.vae.kl_warmup, progress=progress)  # fmt: skip
+        after = {**{k: round(v, 6) for k, v in last.items()}, "seconds": round(time.perf_counter() - t0, 2)}
+        result.checkpoint_sha256 = save_checkpoint(rundir.checkpoint_path(run_dir), task.modules, task.optimizers,
+                                                   state["epoch"], state["step"], {"code_prior_after": after})  # fmt: skip
+    result.seconds += after["seconds"]
+    return after
 
 
 def prior_samples(
@@ -297,6 +304,11 @@ def load_run(run_dir: Path, exp: VAEExperiment, device: torch.device) -> VAERun:
     return VAERun(SPEC, run_dir, exp, device, _load_model(run_dir, exp))
 
 
+def stage_options(study_dir: Path, exp: VAEExperiment) -> dict:
+    """In `mnistlab run`: the study's autoencoder to start from, when init.from_baseline asks for one."""
+    return study_autoencoder(study_dir) if exp.init.from_baseline else {}
+
+
 # ---------------------------------------------------------------------------------- report
 
 
@@ -307,13 +319,14 @@ def report_section(run: RunFolder, stage: str) -> Section:
         return sec
     s = run.json(f"{stage}/summary.json")
     test, v = s.get("test", {}), s.get("vae", {})
+    after = f", trained {num(v.get('code_prior_epochs'))} epochs after the first," if s.get("code_prior_after") else ""  # fmt: skip
     sec.intro = (f"The report's encoder and decoder as a VAE (beta {num(v.get('beta'))}, KL warm-up over "
                  f"{pct(v.get('kl_warmup'))} of the steps, {v.get('likelihood')} likelihood), trained "
                  f"{num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in {num(s.get('train_seconds'))} s"
                  + (", starting from the autoencoder's weights (its codes standardised)" if s.get("started_from") else "")
                  + ". Its prior N(0, I) is what the decoder learnt to decode: random codes need no fitted sampler."
-                 + (" A second-stage VAE on the codes (Dai & Wipf 2019) carries N(0, I) draws to where digits "
-                    "encode." if (s.get("generation") or {}).get("stage1") else ""))  # fmt: skip
+                 + (f" A second-stage VAE on the codes (Dai & Wipf 2019){after} carries N(0, I) draws to where "
+                    "digits encode." if (s.get("generation") or {}).get("stage1") else ""))  # fmt: skip
     sec.tables.append(Table(f"Test set ({num(s.get('n_test'))} images), mean code", ["MSE", "PSNR (dB)", "SSIM",
                             "KL (nats)", "active code dimensions"],
                             [[num(test.get("mse")), num(test.get("psnr")), num(test.get("ssim")), num(test.get("kl")),
@@ -335,13 +348,10 @@ def report_section(run: RunFolder, stage: str) -> Section:
     f = f"{stage}/figures/"
     sec.figures += run.figure(f + "samples_prior.png", "Decoded draws from the prior N(0, I), through the second "
                               "stage when the run has one (image grid).")  # fmt: skip
-    sec.figures += run.figure(
-        f + "reconstructions.png", "Top: test images; bottom: reconstructions of the mean code."
-    )
-    sec.figures += run.figure(
-        f + "loss_curves.png", "Training reconstruction NLL and KL per image. x: epoch; y: nats."
-    )
-    sec.figures += run.figure(f + "val_mse.png", "Validation MSE of the mean code. x: epoch; y: MSE.")
+    for name, caption in (("reconstructions.png", "Top: test images; bottom: reconstructions of the mean code."),
+                          ("loss_curves.png", "Training reconstruction NLL and KL per image. x: epoch; y: nats."),
+                          ("val_mse.png", "Validation MSE of the mean code. x: epoch; y: MSE.")):  # fmt: skip
+        sec.figures += run.figure(f + name, caption)
     return sec
 
 
@@ -384,6 +394,7 @@ SPEC = register(
         study=True,
         order=30,
         prunable=True,
-        options=("baseline",),  # an autoencoder run to start from (init.from_baseline); not in the study
+        stage_options=stage_options,
+        options=("baseline",),  # an autoencoder run to start from (init.from_baseline)
     )
 )
