@@ -134,6 +134,21 @@ def test_a_run_folder_refuses_other_folders_and_an_impossible_plan(tmp_path):
     assert not (fresh / "run.json").exists()
 
 
+@pytest.mark.parametrize("stages", ["vae,gan", "dae"])
+def test_a_stage_that_reads_the_autoencoder_needs_it_in_the_study(tmp_path, monkeypatch, stages):
+    """The tiny preset starts its VAE from the study's autoencoder; the DAE compares with it. Said
+    before any stage; a VAE that does not start from it runs alone."""
+    name = stages.split(",")[0]
+    with pytest.raises(ConfigError, match=f"^{name} reads the study's ae stage.*add ae to run.tasks"):
+        pipeline.run_study(tmp_path / "r", PRESET, [f"run.tasks={stages}"], progress=False)
+    assert not (tmp_path / "r").exists()
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda ctx, stage, resume: ran.append(stage))
+    pipeline.run_study(tmp_path / "cold", PRESET, [f"run.tasks={stages}", "vae.init.from_baseline=false"],
+                       progress=False, report=False) if name == "vae" else None  # fmt: skip
+    assert ran == (["vae", "gan"] if name == "vae" else [])
+
+
 @pytest.mark.parametrize(
     "override, rerun",
     [

@@ -113,11 +113,16 @@ def stage_reads(names: list[str], enc: str | None, options=lambda name: {}) -> d
 
 
 def check_plan(ctx: Any, enc: str | None, trained: list[str]) -> None:
-    """What the data must allow, checked before the first stage: the plan's labelled-subset sizes
-    against the encoder stage's training split (a failure would otherwise come after hours)."""
+    """What the plan and the data must allow, checked before the first stage (a failure would otherwise
+    come after hours): a stage whose options read the encoder stage needs it in the study; the plan's
+    labelled-subset sizes must fit the encoder stage's training split."""
     from mnistlab.data import load
     from mnistlab.training.probe import check_labels_per_class, parse_labels_per_class
 
+    for name in trained:
+        if name != enc and enc not in trained and task_options(ctx, name):
+            raise ConfigError(f"{name} reads the study's {enc} stage (its study settings start it from it, or "
+                              f"compare with it): add {enc} to run.tasks")  # fmt: skip
     labels = ctx.plan.labels_per_class
     if enc is None or enc not in trained or not labels:
         return
