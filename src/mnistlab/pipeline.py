@@ -365,7 +365,7 @@ def _run_stages(
     # Worker processes: no progress bars inside (they would interleave); the stages log instead.
     quiet = dataclasses.replace(ctx, progress=False)
     names = stage_pool.start_order([e["name"] for e in todo], ctx.plan.start_first)
-    reads = run_inputs.stage_reads(names, enc, lambda name: run_inputs.task_options(ctx, name))
+    reads = run_inputs.stage_reads(ctx, names, enc)
     error = stage_pool.run_graph(names, reads, workers, lambda name: (run_stage, (quiet, name, resume[name])),
                                  start, end, exclusive=frozenset({"search"}))  # fmt: skip
     if error is not None:

@@ -81,7 +81,7 @@ def fingerprints(ctx: Any, stages: list[tuple[str, str]], enc: str | None) -> di
                          "probe": table}  # fmt: skip
         else:
             own[name] = {"config": to_doc(ctx.experiment(name), name)}
-    return stage_fingerprints(names, own, stage_reads(names, enc, lambda name: task_options(ctx, name)))
+    return stage_fingerprints(names, own, stage_reads(ctx, names, enc))
 
 
 def task_options(ctx: Any, name: str) -> dict[str, Any]:
@@ -95,9 +95,9 @@ def task_options(ctx: Any, name: str) -> dict[str, Any]:
     return given(ctx.out, ctx.experiment(name))
 
 
-def stage_reads(names: list[str], enc: str | None, options=lambda name: {}) -> dict[str, list[str]]:
-    """The stages (of `names`) whose output each stage reads: what its fingerprint carries and what
-    must finish before it starts. `options(name)`: a task stage's study options (`task_options`)."""
+def stage_reads(ctx: Any, names: list[str], enc: str | None) -> dict[str, list[str]]:
+    """The stages (of `names`) of the study in `ctx` whose output each stage reads: what its
+    fingerprint carries and what must finish before it starts."""
     reads: dict[str, list[str]] = {}
     for name in names:
         if name in ("probe", "latent"):
@@ -107,7 +107,7 @@ def stage_reads(names: list[str], enc: str | None, options=lambda name: {}) -> d
         elif name == "search":
             wanted = []
         else:  # a task: the encoder stage reads the search; a task given study options reads the encoder
-            wanted = ["search"] if name == enc else ([enc] if options(name) else [])
+            wanted = ["search"] if name == enc else ([enc] if task_options(ctx, name) else [])
         reads[name] = [r for r in wanted if r in names]
     return reads
 

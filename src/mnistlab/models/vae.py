@@ -92,9 +92,14 @@ class BernoulliDecoder(nn.Module):
 # ------------------------------------------------------------------------ losses (pure)
 
 
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) of each code dimension: (B, d) -> (B, d)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per row: (B, d) -> (B,)."""
-    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+    return kl_per_dimension(mu, logvar).sum(1)
 
 
 def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -252,7 +257,7 @@ def evaluate_vae(
         sums["psnr"] += metrics.psnr(out.recon, x).sum().item()
         sums["ssim"] += metrics.ssim(out.recon, x).sum().item()
         sums["recon_nll"] += reconstruction_nll(out.logits, x, likelihood).sum().item()
-        per_dim = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())  # (B, d)
+        per_dim = kl_per_dimension(out.mu, out.logvar)  # (B, d)
         sums["kl"] += per_dim.sum().item()
         kl_dims = per_dim.sum(0) if kl_dims is None else kl_dims + per_dim.sum(0)
     model.train(was)
