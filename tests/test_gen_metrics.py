@@ -144,15 +144,56 @@ def test_the_float32_search_finds_what_the_int8_one_does(monkeypatch):
     g = torch.Generator().manual_seed(2)
     train = torch.randint(0, 256, (300, 28, 28), generator=g, dtype=torch.uint8)
     query = torch.cat([train[[7]], torch.randint(0, 256, (20, 28, 28), generator=g, dtype=torch.uint8)])
-    monkeypatch.setattr(gm, "int8_matmul_is_exact", lambda: False)
+    monkeypatch.setattr(gm, "int8_search_pays", lambda: False)
     dist, index = gm.nearest_distances(query, train, chunk=8)
     brute = torch.cdist(query.reshape(21, -1).double(), train.reshape(300, -1).double())
     assert index.tolist() == brute.argmin(1).tolist() and dist[0] == 0.0
 
 
-def test_int8_kernels_that_saturate_are_not_used():
-    """oneDNN's int8 kernels below AVX512-VNNI sum pairs of products in 16 bits with saturation (a third
-    of the nearest images came out wrong); limited to them, the search must notice and still be exact."""
+def _saturating_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """An int8 matmul as oneDNN's pre-VNNI kernels sum it: adjacent pairs of products added in 16 bits
+    with saturation, then summed in 32 bits."""
+    products = a.to(torch.int32)[:, :, None] * b.to(torch.int32)[None, :, :]  # (M, K, N)
+    pairs = products.reshape(a.shape[0], a.shape[1] // 2, 2, b.shape[1]).sum(2)
+    return pairs.clamp(-32768, 32767).sum(1).to(torch.int32)
+
+
+def test_the_exactness_check_refuses_a_kernel_that_saturates(monkeypatch):
+    monkeypatch.setattr(torch, "_int_mm", _saturating_int_mm)
+    gm.int8_matmul_is_exact.cache_clear()
+    try:
+        assert gm.int8_matmul_is_exact() is False
+    finally:
+        gm.int8_matmul_is_exact.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("exact", "seconds", "pays"),
+    [
+        (False, {"int8": 0.1, "float32": 1.0}, False),  # fast but wrong: never
+        (True, {"int8": 2.0, "float32": 0.1}, False),  # exact but slow (no VNNI): float32
+        (True, {"int8": 0.1, "float32": 0.3}, True),
+    ],
+)
+def test_the_int8_search_is_chosen_only_when_exact_and_faster(monkeypatch, exact, seconds, pays):
+    monkeypatch.setattr(gm, "int8_matmul_is_exact", lambda: exact)
+    monkeypatch.setattr(gm, "kernel_seconds", lambda: seconds)
+    gm.int8_search_pays.cache_clear()
+    try:
+        assert gm.int8_search_pays() is pays
+    finally:
+        gm.int8_search_pays.cache_clear()
+
+
+def test_kernel_seconds_times_both_kernels():
+    seconds = gm.kernel_seconds()
+    assert set(seconds) == {"int8", "float32"} and all(0 < s < 60 for s in seconds.values())
+
+
+@pytest.mark.parametrize("isa", [None, "AVX2"])
+def test_the_search_is_exact_on_the_kernels_the_host_offers(isa):
+    """Whatever kernel the host's check picks (limited to AVX2 or not), the nearest images are the
+    brute-force ones."""
     script = (
         "import torch; from mnistlab import gen_metrics as gm\n"
         "g = torch.Generator().manual_seed(3)\n"
@@ -160,8 +201,10 @@ def test_int8_kernels_that_saturate_are_not_used():
         "q = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)\n"
         "_, index = gm.nearest_distances(q, s)\n"
         "brute = torch.cdist(q.reshape(40, -1).double(), s.reshape(400, -1).double()).argmin(1)\n"
-        "print(gm.int8_matmul_is_exact(), index.tolist() == brute.tolist())\n"
+        "print(index.tolist() == brute.tolist())\n"
     )
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+    assert out.stdout.split() == ["True"], out.stdout + out.stderr

@@ -17,6 +17,7 @@ few k-NN radii by content, and whether this CPU's int8 matmul is exact; neither 
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 import torch
@@ -142,11 +143,47 @@ def int8_matmul_is_exact() -> bool:
     )
 
 
+def _best_seconds(fn, repeats: int = 3) -> float:
+    """The fastest of `repeats` timed calls of fn(), after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def kernel_seconds() -> dict[str, float]:
+    """Seconds of one product of the search's shape (64 x 784 by 784 x 2048) by each kernel, best of
+    three: {"int8": ..., "float32": ...}."""
+    g = torch.Generator().manual_seed(0)
+    q8 = torch.randint(-128, 128, (64, 784), generator=g, dtype=torch.int8)
+    s8 = torch.randint(-128, 128, (2048, 784), generator=g, dtype=torch.int8)
+    q32, s32 = q8.float(), s8.float()
+    return {
+        "int8": _best_seconds(lambda: torch._int_mm(q8, s8.T)),
+        "float32": _best_seconds(lambda: torch.mm(q32, s32.T)),
+    }
+
+
+@functools.cache  # once per process
+def int8_search_pays() -> bool:
+    """Whether the nearest-image search should use the int8 matmul here: it must sum exactly
+    (`int8_matmul_is_exact`) and beat float32 (`kernel_seconds`, timed once). Exactness alone is not
+    enough: without VNNI, oneDNN's exact int8 path can run two orders of magnitude slower than
+    float32. The choice only picks a kernel: both find the same nearest images."""
+    if not int8_matmul_is_exact():
+        return False
+    seconds = kernel_seconds()
+    return seconds["int8"] < seconds["float32"]
+
+
 def _nearest(q: torch.Tensor, s: torch.Tensor, chunk: int) -> torch.Tensor:
     """Index of the nearest row of s for each row of q, both (N, 784) int8: argmin of |s|^2 - 2 q.s,
-    in int32 by the int8 matmul where it sums exactly (|q.s| <= 784 x 128^2, far inside int32; ties go
-    to the first), else in float32 (the nearest up to round-off)."""
-    exact = int8_matmul_is_exact()
+    in int32 by the int8 matmul where it sums exactly and pays (`int8_search_pays`; |q.s| <= 784 x
+    128^2, far inside int32; ties go to the first), else in float32 (the nearest up to round-off)."""
+    exact = int8_search_pays()
     if not exact:
         q, s = q.float(), s.float()  # (Nq, 784), (Ns, 784)
     kind = torch.int32 if exact else torch.float32
@@ -166,11 +203,10 @@ def nearest_distances(
     (Ns, 28, 28) in [0, 1] pixel units, the index of that image). (Nq,) float, (Nq,) int64.
 
     In integers: pixels centred to int8 (p - 128: differences unchanged), the nearest image found by
-    an int8 matmul per chunk of queries where that sums exactly (`int8_matmul_is_exact`), float32
-    elsewhere, and its distance computed exactly, so copies read as 0. On a Zen 4 core (AVX512-VNNI)
-    the int8 search is 3.0x the float32 one with the same distances (`python -m
-    benchmarks.nearest_images`) and holds the support as int8: about 200 MB at its peak for 70,000
-    training images against float32's 290 MB, where the study runs two stages side by side."""
+    an int8 matmul per chunk of queries where that sums exactly and is the faster kernel
+    (`int8_search_pays`), float32 elsewhere, and its distance computed exactly, so copies read as 0.
+    The int8 path also holds the support as int8 (a quarter of float32's bytes); `python -m
+    benchmarks.nearest_images` times both."""
     q, s = _centred(query), _centred(support)  # (Nq, 784), (Ns, 784)
     if len(s) == 0:
         raise ValueError("the support set is empty")
