@@ -55,12 +55,21 @@ def main(argv: list[str] | None = None) -> int:
             "matmul_peak_gflops": round(peak, 1),
             "quick": args.quick,
             "results": [
-                {"name": o.entry.name, "status": o.status, "verdict": o.verdict, "target": o.entry.target,
-                 "metric": o.entry.metric, "value": o.value, "seconds": round(o.seconds, 1),
-                 "peak_rss_mib": o.peak_rss_mib, "message": o.message, "data": o.data}
+                {
+                    "name": o.entry.name,
+                    "status": o.status,
+                    "verdict": o.verdict,
+                    "target": o.entry.target,
+                    "metric": o.entry.metric,
+                    "value": o.value,
+                    "seconds": round(o.seconds, 1),
+                    "peak_rss_mib": o.peak_rss_mib,
+                    "message": o.message,
+                    "data": o.data,
+                }
                 for o in outcomes
             ],
-        }  # fmt: skip
+        }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)
     failed = [o for o in outcomes if o.status in ("error", "timeout")]

@@ -71,8 +71,10 @@ def main() -> None:
         diff = (after[True] - after[False]).abs().max().item()
         per_net[name] = {"per_tensor_ms": round(base, 3), "fused_ms": round(fast, 3), "max_abs_diff": diff}
         base_total, fused_total = base_total + base, fused_total + fast
-        print(f"{name:<18} per-tensor {base:.3f} ms, fused {fast:.3f} ms per step ({base / fast:.2f}x); "
-              f"largest parameter difference after {args.steps} steps {diff:.2g}")  # fmt: skip
+        print(
+            f"{name:<18} per-tensor {base:.3f} ms, fused {fast:.3f} ms per step ({base / fast:.2f}x); "
+            f"largest parameter difference after {args.steps} steps {diff:.2g}"
+        )
     print(f"all three: {base_total / fused_total:.2f}x ({args.threads} thread(s))")
     out = result(
         "adam_step", 1e3 / base_total, 1e3 / fused_total, "steps/s", networks=per_net, threads=args.threads

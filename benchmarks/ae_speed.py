@@ -28,8 +28,8 @@ from benchmarks.common import (
     tutorial_model,
     write_result,
 )
-from mnistlab.allocator import keep_freed_memory
-from mnistlab.data import DataConfig, load, to_float
+from mnistlab.core.allocator import keep_freed_memory
+from mnistlab.data.datasets import DataConfig, load, to_float
 from mnistlab.models import build_model
 from mnistlab.tasks import load_experiment
 from mnistlab.training.autoencoder import AutoencoderTask
@@ -112,12 +112,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"preset {args.preset}: batch {cfg.batch_size}, dropout {exp.model.dropout}, {args.images} images per epoch"
     )
-    print(f"threads {torch.get_num_threads()}, fp32 matmul peak {peak:.1f} GFLOP/s, "
-          f"{flops / 1e6:.1f} MFLOP per image per training step -> limit {limit:,.0f} images/s")  # fmt: skip
+    print(
+        f"threads {torch.get_num_threads()}, fp32 matmul peak {peak:.1f} GFLOP/s, "
+        f"{flops / 1e6:.1f} MFLOP per image per training step -> limit {limit:,.0f} images/s"
+    )
     for name, ips in results.items():
-        print(f"{name:9s} {ips:9,.0f} images/s  {ips / results['baseline']:5.2f}x baseline  "
-              f"{ips * flops / 1e9 / peak:6.1%} of peak   |  per CPU second {cpu_rates[name]:7,.0f} images, "
-              f"{cpu_rates[name] / cpu_rates['baseline']:5.2f}x baseline")  # fmt: skip
+        print(
+            f"{name:9s} {ips:9,.0f} images/s  {ips / results['baseline']:5.2f}x baseline  "
+            f"{ips * flops / 1e9 / peak:6.1%} of peak   |  per CPU second {cpu_rates[name]:7,.0f} images, "
+            f"{cpu_rates[name] / cpu_rates['baseline']:5.2f}x baseline"
+        )
     print(f"mnistlab loop / bare compute: {results['mnistlab'] / results['bare']:.2f}")
     out = result(
         "ae_epoch",

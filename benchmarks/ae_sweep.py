@@ -32,13 +32,23 @@ def grid(name: str) -> dict[str, list[str]]:
     configs: dict[str, list[str]] = {}
     if name in ("lr_batch", "all"):
         for lr, bs in itertools.product(["1e-3", "2e-3", "4e-3"], ["32", "64", "128", "256"]):
-            configs[f"onecycle-lr{lr}-bs{bs}"] = [*BASE, f"train.lr={lr}", f"train.batch_size={bs}",
-                                                  "train.schedule=onecycle", "train.optimizer=adamw"]  # fmt: skip
+            configs[f"onecycle-lr{lr}-bs{bs}"] = [
+                *BASE,
+                f"train.lr={lr}",
+                f"train.batch_size={bs}",
+                "train.schedule=onecycle",
+                "train.optimizer=adamw",
+            ]
     if name in ("schedules", "all"):
         for sched in ("constant", "cosine"):
             for opt in ("adam", "adamw"):
-                configs[f"{sched}-{opt}-lr2e-3-bs64"] = [*BASE, "train.lr=2e-3", "train.batch_size=64",
-                                                         f"train.schedule={sched}", f"train.optimizer={opt}"]  # fmt: skip
+                configs[f"{sched}-{opt}-lr2e-3-bs64"] = [
+                    *BASE,
+                    "train.lr=2e-3",
+                    "train.batch_size=64",
+                    f"train.schedule={sched}",
+                    f"train.optimizer={opt}",
+                ]
     if name in ("seed", "all"):
         configs["seed-preset"] = []
     if name == "presets":  # the quality benchmark: each preset exactly as shipped
@@ -63,8 +73,22 @@ def preset_of(name: str, fallback: str) -> str:
 
 def train_one(name: str, overrides: list[str], out: Path, device: str, preset: str, timeout: float) -> dict:
     run_dir = out / name
-    cmd = [sys.executable, "-m", "mnistlab", "-q", "train", "ae", "--preset", preset, "--out", str(run_dir),
-           "--device", device, "--no-progress", "--resume"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "-q",
+        "train",
+        "ae",
+        "--preset",
+        preset,
+        "--out",
+        str(run_dir),
+        "--device",
+        device,
+        "--no-progress",
+        "--resume",
+    ]
     for o in overrides:
         cmd += ["--set", o]
     t0 = time.perf_counter()
@@ -78,7 +102,7 @@ def train_one(name: str, overrides: list[str], out: Path, device: str, preset: s
 
 def probe_accuracy(run_dir: Path, device: str) -> float:
     """Logistic regression on standardised frozen codes: fit on train, score on test."""
-    from mnistlab.data import load, to_float
+    from mnistlab.data.datasets import load, to_float
     from mnistlab.tasks import load_run
 
     run = load_run(run_dir)
@@ -87,8 +111,9 @@ def probe_accuracy(run_dir: Path, device: str) -> float:
 
     @torch.no_grad()
     def codes(images):
-        return torch.cat([model.encode(to_float(images[i : i + 2000], device)).cpu()
-                          for i in range(0, len(images), 2000)]).numpy()  # fmt: skip
+        return torch.cat(
+            [model.encode(to_float(images[i : i + 2000], device)).cpu() for i in range(0, len(images), 2000)]
+        ).numpy()
 
     scaler = StandardScaler().fit(codes(data.train.images))
     clf = LogisticRegression(max_iter=2000).fit(scaler.transform(codes(data.train.images)), data.train.labels)
@@ -107,8 +132,10 @@ def main() -> None:
     configs = grid(args.grid)
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.parallel) as pool:
-        jobs = {n: pool.submit(train_one, n, o, args.out, args.device, preset_of(n, args.preset), args.timeout)
-                for n, o in configs.items()}  # fmt: skip
+        jobs = {
+            n: pool.submit(train_one, n, o, args.out, args.device, preset_of(n, args.preset), args.timeout)
+            for n, o in configs.items()
+        }
         results = []
         for name, job in jobs.items():
             try:
@@ -124,9 +151,12 @@ def main() -> None:
     lines = ["| config | test MSE | PSNR | SSIM | logistic probe | seconds |", "|---|---|---|---|---|---|"]
     for r in results:
         t = r.get("test")
-        lines.append(f"| {r['name']} | {t['mse']:.5f} | {t['psnr']:.2f} | {t['ssim']:.4f} | "
-                     f"{r.get('probe_acc', float('nan')):.4f} | {r['seconds']} |" if t else
-                     f"| {r['name']} | error: {r.get('error')} | | | | |")  # fmt: skip
+        lines.append(
+            f"| {r['name']} | {t['mse']:.5f} | {t['psnr']:.2f} | {t['ssim']:.4f} | "
+            f"{r.get('probe_acc', float('nan')):.4f} | {r['seconds']} |"
+            if t
+            else f"| {r['name']} | error: {r.get('error')} | | | | |"
+        )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

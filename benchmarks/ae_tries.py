@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import tutorial_model
-from mnistlab.allocator import keep_freed_memory
+from mnistlab.core.allocator import keep_freed_memory
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 
 CL = torch.channels_last
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated variant names (tutorial always runs)")
-    ap.add_argument("--malloc", action="store_true", help="keep freed memory (mnistlab.allocator) first")
+    ap.add_argument("--malloc", action="store_true", help="keep freed memory (mnistlab.core.allocator) first")
     args = ap.parse_args(argv)
     if args.malloc:
         keep_freed_memory()
@@ -158,13 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                 steps[n]()
             best[n] = min(best[n], (time.perf_counter() - t0) / args.steps)
             cpu[n] = min(cpu[n], (time.process_time() - c0) / args.steps)
-    print(f"batch {args.batch}, dropout {args.dropout}, threads {torch.get_num_threads()}, "
-          f"{args.rounds} rounds x {args.steps} steps, best step time (wall, and CPU time of the process)")  # fmt: skip
+    print(
+        f"batch {args.batch}, dropout {args.dropout}, threads {torch.get_num_threads()}, "
+        f"{args.rounds} rounds x {args.steps} steps, best step time (wall, and CPU time of the process)"
+    )
     for n in names:
         diff = grad_diff(x, all_v[n]) if n != "tutorial" else 0.0
-        print(f"{n:26s} {best[n] * 1e3:7.1f} ms wall {args.batch / best[n]:6.0f} img/s "
-              f"{best['tutorial'] / best[n]:5.2f}x | {cpu[n] * 1e3:7.1f} ms CPU {cpu['tutorial'] / cpu[n]:5.2f}x"
-              f" | rel. grad diff (no dropout) {diff:.1e}")  # fmt: skip
+        print(
+            f"{n:26s} {best[n] * 1e3:7.1f} ms wall {args.batch / best[n]:6.0f} img/s "
+            f"{best['tutorial'] / best[n]:5.2f}x | {cpu[n] * 1e3:7.1f} ms CPU {cpu['tutorial'] / cpu[n]:5.2f}x"
+            f" | rel. grad diff (no dropout) {diff:.1e}"
+        )
     return 0
 
 

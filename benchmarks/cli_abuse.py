@@ -59,11 +59,27 @@ def invocations(tmp: Path) -> list[list[str]]:
         + b"\n"
     )
     cases = []
-    task_keys = {"dae": {"noise.sigma": ["0", "-1", "11", "nan"], "noise.seed": ["-1"], "noise.eval_sigmas": ["0,1", "x"]},
-                 "vae": {"vae.beta": ["-1", "1e9", "nan"], "vae.kl_warmup": ["2", "-1"], "vae.likelihood": ["gauss"],
-                         "vae.eval_samples": ["-1", "1e9"]},
-                 "gan": {"gan.d_lr": ["-1", "inf"], "gan.loss": ["wgan"], "gan.r1_every": ["0"], "gan.g_ema": ["1.5"],
-                         "gan.grid_epochs": ["x"], "model.noise_dim": ["0", "100000"]}}  # fmt: skip
+    task_keys = {
+        "dae": {
+            "noise.sigma": ["0", "-1", "11", "nan"],
+            "noise.seed": ["-1"],
+            "noise.eval_sigmas": ["0,1", "x"],
+        },
+        "vae": {
+            "vae.beta": ["-1", "1e9", "nan"],
+            "vae.kl_warmup": ["2", "-1"],
+            "vae.likelihood": ["gauss"],
+            "vae.eval_samples": ["-1", "1e9"],
+        },
+        "gan": {
+            "gan.d_lr": ["-1", "inf"],
+            "gan.loss": ["wgan"],
+            "gan.r1_every": ["0"],
+            "gan.g_ema": ["1.5"],
+            "gan.grid_epochs": ["x"],
+            "model.noise_dim": ["0", "100000"],
+        },
+    }
     for task, keys in task_keys.items():
         for key, values in keys.items():
             cases += [
@@ -80,16 +96,29 @@ def invocations(tmp: Path) -> list[list[str]]:
     for preset in ("nosuch", str(folder), str(bad_toml), str(garbage), "quik"):
         cases += [["train", "ae", "--preset", preset], ["run", "--preset", preset, "--out", str(tmp / "r")]]
     for path in (tmp / "missing", folder, garbage, fake_run):
-        cases += [["eval", str(path)], ["probe", str(path)], ["latent", str(path)],
-                  ["sample", str(path), "--n", "3", "--out", str(tmp / "s.npy")], ["serve", str(path), "--port", "0"],
-                  ["report", str(path)], ["compare", str(path)]]  # fmt: skip
+        cases += [
+            ["eval", str(path)],
+            ["probe", str(path)],
+            ["latent", str(path)],
+            ["sample", str(path), "--n", "3", "--out", str(tmp / "s.npy")],
+            ["serve", str(path), "--port", "0"],
+            ["report", str(path)],
+            ["compare", str(path)],
+        ]
     for samples in (garbage, npy, tmp / "missing.npy", folder):
         cases.append(["score", str(samples)])
-    cases += [["train", "nosuchtask"], ["search", "ae", "--objective", "loss"], ["sample", str(fake_run), "--n", "0",
-              "--out", str(tmp / "x.npy")], ["sample", str(fake_run), "--n", "3", "--out", str(tmp / "x.png")],
-              ["data", "info", "--data-dir", str(folder)], ["data", "info", "--data-dir", str(tmp / "missing")],
-              ["data", "download", "nosuch"], ["run", "--set", "run.labels_per_class=abc", "--out", str(tmp / "r2")],
-              ["run", "--set", "nope=1", "--out", str(tmp / "r3")], ["run", "--set", "run.tasks=aee", "--out", str(tmp / "r4")]]  # fmt: skip
+    cases += [
+        ["train", "nosuchtask"],
+        ["search", "ae", "--objective", "loss"],
+        ["sample", str(fake_run), "--n", "0", "--out", str(tmp / "x.npy")],
+        ["sample", str(fake_run), "--n", "3", "--out", str(tmp / "x.png")],
+        ["data", "info", "--data-dir", str(folder)],
+        ["data", "info", "--data-dir", str(tmp / "missing")],
+        ["data", "download", "nosuch"],
+        ["run", "--set", "run.labels_per_class=abc", "--out", str(tmp / "r2")],
+        ["run", "--set", "nope=1", "--out", str(tmp / "r3")],
+        ["run", "--set", "run.tasks=aee", "--out", str(tmp / "r4")],
+    ]
     return cases
 
 

@@ -24,8 +24,8 @@ import torch
 
 from benchmarks.common import matmul_peak_gflops, tutorial_loader, write_result
 from benchmarks.common import result as common_result
-from mnistlab.allocator import keep_freed_memory
-from mnistlab.data import DataConfig, Split, load
+from mnistlab.core.allocator import keep_freed_memory
+from mnistlab.data.datasets import DataConfig, Split, load
 from mnistlab.models.gan import DISCRIMINATOR_MACS, GAN, GANConfig, train_step_flops
 from mnistlab.training.gan import GANTask, GANTrainConfig
 from mnistlab.training.loop import TrainConfig, fit

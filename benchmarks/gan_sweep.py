@@ -64,8 +64,21 @@ def read_configs(path: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def command(job: Job, device: str, common: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "mnistlab", "-q", "train", "gan", "--preset", job.preset, "--no-progress",
-           "--out", str(job.out), "--device", device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "-q",
+        "train",
+        "gan",
+        "--preset",
+        job.preset,
+        "--no-progress",
+        "--out",
+        str(job.out),
+        "--device",
+        device,
+    ]
     for s in [*job.overrides, *common]:
         cmd += ["--set", s]
     if (job.out / "config.toml").exists():
@@ -83,8 +96,9 @@ def start(job: Job, device: str, common: list[str]) -> None:
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
     # A session of its own, so a timeout can stop the run and anything it started, and nothing else.
-    job.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)  # fmt: skip
+    job.proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     log.close()
     job.started = time.monotonic()
 
@@ -211,11 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         "--configs", type=Path, default=HERE / "gan_sweep_configs.toml", help="TOML of named configs"
     )
     p.add_argument("--only", default="", help="comma-separated config names to run (default: all)")
-    p.add_argument("--common-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an override added to every config (repeatable), e.g. train.epochs=5")  # fmt: skip
+    p.add_argument(
+        "--common-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override added to every config (repeatable), e.g. train.epochs=5",
+    )
     p.add_argument("--jobs", type=int, default=4, help="configs running at once [4]")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto = cuda when available [auto]")  # fmt: skip
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available [auto]"
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds before a config is stopped [3600]")
     p.add_argument("--out", type=Path, default=Path("runs/gan-sweep"), help="folder for runs and results")
     p.add_argument("--force", action="store_true", help="rerun configs that already finished")
@@ -253,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [result_row(j) for j in jobs]
     add_targets(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.json").write_text(json.dumps({"device": device, "common_set": args.common_set,
-                                                     "results": rows}, indent=2) + "\n")  # fmt: skip
+    (args.out / "sweep.json").write_text(
+        json.dumps({"device": device, "common_set": args.common_set, "results": rows}, indent=2) + "\n"
+    )
     table = markdown(rows)
     (args.out / "sweep.md").write_text(table)
     print(table)

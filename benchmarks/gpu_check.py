@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mnistlab.data import DataConfig, Split, load
+from mnistlab.data.datasets import DataConfig, Split, load
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.gan import GANConfig
@@ -43,11 +43,18 @@ VARIANTS = {  # name -> TrainConfig fields
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or platform.machine(),
-    ) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor() or platform.machine(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     return f"CPU {model}, {torch.get_num_threads()} threads"
 
 
@@ -111,8 +118,15 @@ def main(argv: list[str] | None = None) -> dict:
             )
             seconds = epoch_time(kind, splits[kind], cfg, device, args.warmup)
             n = len(splits[kind])
-            rows.append({"model": kind, "variant": variant, "images": n, "epoch_s": round(seconds, 3),
-                         "images_per_s": round(n / seconds, 1)})  # fmt: skip
+            rows.append(
+                {
+                    "model": kind,
+                    "variant": variant,
+                    "images": n,
+                    "epoch_s": round(seconds, 3),
+                    "images_per_s": round(n / seconds, 1),
+                }
+            )
     base = {r["model"]: r["images_per_s"] for r in rows if r["variant"] == "fp32"}
     print(f"\n| model | variant | images | epoch (s) | images/s | vs fp32 |  ({name})")
     print("|---|---|---:|---:|---:|---:|")

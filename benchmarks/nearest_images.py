@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import result, write_result
-from mnistlab.data import DataConfig, load
-from mnistlab.gen_metrics import int8_matmul_is_exact, int8_search_pays, nearest_distances
+from mnistlab.data.datasets import DataConfig, load
+from mnistlab.metrics.scores import int8_matmul_is_exact, int8_search_pays, nearest_distances
 
 
 def float32_search(query: torch.Tensor, support: torch.Tensor, chunk: int = 256) -> np.ndarray:
@@ -64,10 +64,20 @@ def main() -> None:
         kind = "float32 (this CPU's int8 matmul is exact but slower)"
     else:
         kind = "float32 (this CPU's int8 matmul is not exact)"
-    print(f"{len(query)} queries x {len(support)} support images, {args.threads} thread(s): float32 {base:.2f} s, "
-          f"mnistlab's {kind} {new:.2f} s ({base / new:.2f}x); largest distance difference {diff:.2g}")  # fmt: skip
-    out = result("nearest_images", len(query) / base, len(query) / new, "queries/s", threads=args.threads,
-                 max_abs_diff=diff, int8_exact=int8_matmul_is_exact(), int8_used=int8_search_pays())  # fmt: skip
+    print(
+        f"{len(query)} queries x {len(support)} support images, {args.threads} thread(s): float32 {base:.2f} s, "
+        f"mnistlab's {kind} {new:.2f} s ({base / new:.2f}x); largest distance difference {diff:.2g}"
+    )
+    out = result(
+        "nearest_images",
+        len(query) / base,
+        len(query) / new,
+        "queries/s",
+        threads=args.threads,
+        max_abs_diff=diff,
+        int8_exact=int8_matmul_is_exact(),
+        int8_used=int8_search_pays(),
+    )
     if args.json:
         write_result(args.json, out)
 

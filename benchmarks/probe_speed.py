@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import result, tutorial_loader, write_result
-from mnistlab.data import DataConfig, Split, load
+from mnistlab.data.datasets import DataConfig, Split, load
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.models.encoder_classifier import LinearHead
+from mnistlab.probe.fit import encode, features_to, predict, train_classifier
 from mnistlab.training.loop import TrainConfig
-from mnistlab.training.probe import encode, features_to, predict, train_classifier
 
 
 def tutorial_probe(encoder, head, train: Split, test: Split, cfg: TrainConfig) -> float:
@@ -57,8 +57,17 @@ def mnistlab_probe(encoder, head, train: Split, test: Split, cfg: TrainConfig) -
     cpu = torch.device("cpu")
     codes = [encode(encoder, s.images, cpu, cfg.eval_batch_size) for s in (train, test)]
     empty = Split(codes[0][:0], train.labels[:0])  # no validation: the tutorial loop has none either
-    train_classifier(head, [{"params": head.parameters()}], Split(codes[0], train.labels), empty, cfg, cpu,
-                     features_to, None, progress=False)  # fmt: skip
+    train_classifier(
+        head,
+        [{"params": head.parameters()}],
+        Split(codes[0], train.labels),
+        empty,
+        cfg,
+        cpu,
+        features_to,
+        None,
+        progress=False,
+    )
     logits = predict(head, codes[1], cpu, features_to, cfg.eval_batch_size)
     return (logits.argmax(1) == test.labels).float().mean().item()
 

@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistlab.pipeline import run_study
 from mnistlab.report.build import write_report
+from mnistlab.study.run import run_study
 
 TINY = Path(__file__).resolve().parent.parent / "tests" / "presets" / "tiny.toml"
 
@@ -29,7 +29,7 @@ def main() -> None:
     if run is None:
         run = Path(tempfile.mkdtemp(prefix="mnistlab-report-build-")) / "run"
         print(f"making a tiny study in {run} (not timed) ...", flush=True)
-        run_study(run, str(TINY), [], progress=False, report=False)
+        run_study(run, str(TINY), [], progress=False, report=None)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -37,11 +37,17 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     html = run / "report.html"
     best = min(times)
-    print(f"report of {run}: best of {args.repeats} builds {best:.2f} s "
-          f"(all: {', '.join(f'{t:.2f}' for t in times)}); report.html {html.stat().st_size / 1e6:.2f} MB")  # fmt: skip
+    print(
+        f"report of {run}: best of {args.repeats} builds {best:.2f} s "
+        f"(all: {', '.join(f'{t:.2f}' for t in times)}); report.html {html.stat().st_size / 1e6:.2f} MB"
+    )
     if args.json:
-        result = {"seconds": round(best, 3), "all_seconds": [round(t, 3) for t in times], "run": str(run),
-                  "html_bytes": html.stat().st_size}  # fmt: skip
+        result = {
+            "seconds": round(best, 3),
+            "all_seconds": [round(t, 3) for t in times],
+            "run": str(run),
+            "html_bytes": html.stat().st_size,
+        }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistlab.search import run_grid
+from mnistlab.search.grid import run_grid
 
 GRID = {"train.lr": ["1e-3", "3e-3"], "model.latent_dim": ["4", "16"]}
 

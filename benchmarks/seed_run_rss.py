@@ -18,10 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistlab.pipeline import run_study
+from mnistlab.report.build import write_report
+from mnistlab.study.run import run_study
 
-EPOCH_KEYS = ("ae.train.epochs", "dae.train.epochs", "gan.train.epochs", "probe.linear.epochs",
-              "probe.finetune.epochs")  # fmt: skip
+EPOCH_KEYS = (
+    "ae.train.epochs",
+    "dae.train.epochs",
+    "gan.train.epochs",
+    "probe.linear.epochs",
+    "probe.finetune.epochs",
+)
 
 
 def main() -> None:
@@ -36,18 +42,26 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     overrides = [f"{k}={args.epochs}" for k in EPOCH_KEYS] if args.epochs else []
     t0 = time.perf_counter()
-    state = run_study(out, "seed", overrides, progress=False, report=True)
+    state = run_study(out, "seed", overrides, progress=False, report=write_report)
     wall = time.perf_counter() - t0
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     peak = max(own, children)
     stages = {s["name"]: s.get("peak_rss_mb") for s in state["stages"]}
-    print(f"mnistlab run --preset seed ({'preset epochs' if not args.epochs else f'{args.epochs} epoch(s) per stage'}): "
-          f"{wall:.0f} s; peak RSS {peak:.0f} MiB (this process {own:.0f}, largest worker {children:.0f}); "
-          f"after each stage: {stages}")  # fmt: skip
+    print(
+        f"mnistlab run --preset seed ({'preset epochs' if not args.epochs else f'{args.epochs} epoch(s) per stage'}): "
+        f"{wall:.0f} s; peak RSS {peak:.0f} MiB (this process {own:.0f}, largest worker {children:.0f}); "
+        f"after each stage: {stages}"
+    )
     if args.json:
-        result = {"peak_rss_mib": round(peak), "self_mib": round(own), "children_mib": round(children),
-                  "epochs": args.epochs, "seconds": round(wall), "stages_peak_rss_mb": stages}  # fmt: skip
+        result = {
+            "peak_rss_mib": round(peak),
+            "self_mib": round(own),
+            "children_mib": round(children),
+            "epochs": args.epochs,
+            "seconds": round(wall),
+            "stages_peak_rss_mb": stages,
+        }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 

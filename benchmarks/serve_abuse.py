@@ -55,8 +55,12 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def start_server(run_dir: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(run_dir)], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(run_dir)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     for line in proc.stderr:  # logging goes to stderr
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if m:
@@ -65,8 +69,9 @@ def start_server(run_dir: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError(f"the server exited with {proc.wait()} before listening")
 
 
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
-            ctype: str = "") -> tuple[int, bytes]:  # fmt: skip
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None, ctype: str = ""
+) -> tuple[int, bytes]:
     conn.request(method, path, body=body, headers={"Content-Type": ctype} if ctype else {})
     r = conn.getresponse()
     return r.status, r.read()
@@ -134,15 +139,21 @@ def main() -> None:
         return info_ms[min(len(info_ms) - 1, int(q * len(info_ms)))]
 
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
-    print(f"server: {run_dir}; upload: {args.side}x{args.side} PNG of {len(png):,} bytes; "
-          f"{args.clients} uploaders for {elapsed:.1f} s")  # fmt: skip
+    print(
+        f"server: {run_dir}; upload: {args.side}x{args.side} PNG of {len(png):,} bytes; "
+        f"{args.clients} uploaders for {elapsed:.1f} s"
+    )
     print(
         f"uploads answered: {len(statuses)} ({len(statuses) / elapsed:.1f}/s), statuses {json.dumps(counts)}"
     )
-    print(f"server RSS: idle {idle:.0f} MB, peak sampled {max(samples):.0f} MB "
-          f"(+{max(samples) - idle:.0f} MB above idle; target under +1024), VmHWM {hwm:.0f} MB")  # fmt: skip
-    print(f"/api/info during the flood: {len(info_ms)} requests, median {pct(0.5):.1f} ms, p95 {pct(0.95):.1f} ms, "
-          f"p99 {pct(0.99):.1f} ms, max {info_ms[-1]:.1f} ms (target p99 under 200 ms)")  # fmt: skip
+    print(
+        f"server RSS: idle {idle:.0f} MB, peak sampled {max(samples):.0f} MB "
+        f"(+{max(samples) - idle:.0f} MB above idle; target under +1024), VmHWM {hwm:.0f} MB"
+    )
+    print(
+        f"/api/info during the flood: {len(info_ms)} requests, median {pct(0.5):.1f} ms, p95 {pct(0.95):.1f} ms, "
+        f"p99 {pct(0.99):.1f} ms, max {info_ms[-1]:.1f} ms (target p99 under 200 ms)"
+    )
 
 
 if __name__ == "__main__":

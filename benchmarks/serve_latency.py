@@ -32,12 +32,12 @@ def build_study(root: Path) -> Path:
     """ae (+ probe, pca/t-SNE maps), dae, gan: one epoch each on a training slice, full test set."""
     import torch
 
-    from mnistlab.explore import LatentConfig, run_latent
+    from mnistlab.latent.run import LatentConfig, run_latent
+    from mnistlab.probe.run import run_probe
     from mnistlab.tasks import load_experiment
     from mnistlab.training.autoencoder import train_autoencoder
     from mnistlab.training.denoise import train_dae
     from mnistlab.training.gan_run import train_gan
-    from mnistlab.training.probe_run import run_probe
 
     torch.set_num_threads(1)
     data = ["data.train_limit=6000", "data.test_limit=0", "train.epochs=1", "train.device=cpu"]
@@ -52,8 +52,15 @@ def build_study(root: Path) -> Path:
     if not (root / "dae" / "summary.json").is_file():
         train_dae(load_experiment("dae", "quick", data), root / "dae", progress=False)
     if not (root / "gan" / "summary.json").is_file():
-        gan = ["data.train_limit=2000", "data.test_limit=500", "train.epochs=1", "train.device=cpu",
-               "gan.eval_samples=0", "gan.final_samples=0", "gan.grid_epochs=1"]  # fmt: skip
+        gan = [
+            "data.train_limit=2000",
+            "data.test_limit=500",
+            "train.epochs=1",
+            "train.device=cpu",
+            "gan.eval_samples=0",
+            "gan.final_samples=0",
+            "gan.grid_epochs=1",
+        ]
         train_gan(load_experiment("gan", "quick", gan), root / "gan", progress=False)
     return root
 
@@ -118,14 +125,14 @@ def measure(port: int, requests: int, pid: int) -> list[dict]:
             (f"sample {s} n=16", "POST", "/api/sample", json.dumps({"sampler": s, "n": 16}).encode(), js)
             for s, v in info["samplers"].items()
             if v["available"]
-        ],  # fmt: skip
+        ],
         (
             "interpolate 10 steps",
             "POST",
             "/api/interpolate",
             json.dumps({"a": {"index": 0}, "b": {"index": 1}, "steps": 10}).encode(),
             js,
-        ),  # fmt: skip
+        ),
         *[
             (f"map {m} (all points)", "GET", f"/api/map/{m}", None, "")
             for m, v in info["maps"].items()
@@ -135,7 +142,7 @@ def measure(port: int, requests: int, pid: int) -> list[dict]:
             (f"map {m} click", "POST", f"/api/map/{m}/click", json.dumps({"x": 0.5, "y": 0.5}).encode(), js)
             for m, v in info["maps"].items()
             if v["available"]
-        ],  # fmt: skip
+        ],
         ("test digit (hover)", "GET", "/api/test/123", None, ""),
     ]
     rows = []
@@ -152,9 +159,16 @@ def measure(port: int, requests: int, pid: int) -> list[dict]:
                 raise RuntimeError(f"{name}: HTTP {status}: {raw[:200]!r}")
         cpu_ms = (cpu_seconds(pid) - cpu0) * 1000 / requests  # the server's CPU per request
         times.sort()
-        rows.append({"endpoint": name, "median_ms": round(statistics.median(times), 2), "server_cpu_ms": round(cpu_ms, 2),
-                     "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2), "max_ms": round(times[-1], 2),
-                     "bytes": len(raw)})  # fmt: skip
+        rows.append(
+            {
+                "endpoint": name,
+                "median_ms": round(statistics.median(times), 2),
+                "server_cpu_ms": round(cpu_ms, 2),
+                "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+                "max_ms": round(times[-1], 2),
+                "bytes": len(raw),
+            }
+        )
     conn.close()
     return rows
 
@@ -183,8 +197,10 @@ def main() -> None:
         f"{'endpoint':28s} {'median ms':>10s} {'p95 ms':>8s} {'max ms':>8s} {'server CPU ms':>14s} {'bytes':>9s}"
     )
     for r in rows:
-        print(f"{r['endpoint']:28s} {r['median_ms']:10.2f} {r['p95_ms']:8.2f} {r['max_ms']:8.2f} "
-              f"{r['server_cpu_ms']:14.2f} {r['bytes']:9d}")  # fmt: skip
+        print(
+            f"{r['endpoint']:28s} {r['median_ms']:10.2f} {r['p95_ms']:8.2f} {r['max_ms']:8.2f} "
+            f"{r['server_cpu_ms']:14.2f} {r['bytes']:9d}"
+        )
     worst = max(rows, key=lambda r: r["p95_ms"])
     print(f"slowest p95: {worst['endpoint']} {worst['p95_ms']:.1f} ms (target: well under 100 ms)")
     if args.json:

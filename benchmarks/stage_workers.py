@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from mnistlab.allocator import keep_freed_memory
-from mnistlab.data import DataConfig, load
+from mnistlab.core.allocator import keep_freed_memory
+from mnistlab.data.datasets import DataConfig, load
 from mnistlab.models import build_model
 from mnistlab.tasks import load_experiment
 
@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
                     layout(kind, cores, 1, steps) if name == "processes" else layout(kind, 1, cores, steps)
                 )
             rows.append(got)
-            print(f"{kind} round {r + 1}: one process x {cores} threads {got['threads']:.0f} img/s, "
-                  f"{cores} processes x 1 thread {got['processes']:.0f} img/s "
-                  f"({got['processes'] / got['threads']:.2f}x)")  # fmt: skip
+            print(
+                f"{kind} round {r + 1}: one process x {cores} threads {got['threads']:.0f} img/s, "
+                f"{cores} processes x 1 thread {got['processes']:.0f} img/s "
+                f"({got['processes'] / got['threads']:.2f}x)"
+            )
         results[kind] = rows
     # The suite's number: the smaller of the two steps' median ratios (processes over threads).
     medians = {

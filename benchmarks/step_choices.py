@@ -20,18 +20,18 @@ import torch
 
 from benchmarks.common import write_result
 from mnistlab import tasks
-from mnistlab.data import Split, to_float
+from mnistlab.data.datasets import Split, to_float
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.models.cgan import CGAN, CGANConfig
 from mnistlab.models.encoder_classifier import encoder_classifier
 from mnistlab.models.gan import GAN, GANConfig
 from mnistlab.models.vae import VAE
-from mnistlab.tasks.cgan import CGANTask
+from mnistlab.probe.fit import ProbeTask
+from mnistlab.tasks.cgan import cgan_task
 from mnistlab.tasks.vae import VAETask
 from mnistlab.training.autoencoder import AutoencoderTask
 from mnistlab.training.gan import GANTask, GANTrainConfig
 from mnistlab.training.loop import TrainConfig, cpu_has_bf16, make_optimizer
-from mnistlab.training.probe import ProbeTask
 
 CPU = torch.device("cpu")
 
@@ -48,7 +48,7 @@ def gan(amp: str, batch: int):
 
 def cgan(amp: str, batch: int):
     cfg = TrainConfig(batch_size=batch, lr=1e-3, device="cpu", amp=amp)
-    return CGANTask(CGAN(CGANConfig()), cfg, _gan_recipe(), CPU, 10_000)
+    return cgan_task(CGAN(CGANConfig()), cfg, _gan_recipe(), CPU, 10_000)
 
 
 def autoencoder(amp: str, batch: int):
@@ -124,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
                 rates[v].append(images_per_s(task, batch, args.steps))
         best = {v: max(r) for v, r in rates.items()}
         ratio = best[chosen] / best[other]
-        print(f"{name:14s} batch {size}: {chosen} {best[chosen]:7.0f} img/s, {other} {best[other]:7.0f} img/s, "
-              f"{ratio:.2f}x  (rounds: " + "; ".join(f"{v} " + "/".join(f"{x:.0f}" for x in r)
-                                                  for v, r in rates.items()) + ")")  # fmt: skip
-        out["steps"][name] = {"batch": size, "variant": chosen, "other": other, "ratio": round(ratio, 3),
-                              **{f"{v}_images_per_s": round(b, 1) for v, b in best.items()}}  # fmt: skip
+        print(
+            f"{name:14s} batch {size}: {chosen} {best[chosen]:7.0f} img/s, {other} {best[other]:7.0f} img/s, "
+            f"{ratio:.2f}x  (rounds: "
+            + "; ".join(f"{v} " + "/".join(f"{x:.0f}" for x in r) for v, r in rates.items())
+            + ")"
+        )
+        out["steps"][name] = {
+            "batch": size,
+            "variant": chosen,
+            "other": other,
+            "ratio": round(ratio, 3),
+            **{f"{v}_images_per_s": round(b, 1) for v, b in best.items()},
+        }
     out["ratio"] = min(s["ratio"] for s in out["steps"].values())
     if args.json:
         write_result(args.json, out)

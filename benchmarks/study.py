@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from mnistlab.pipeline import run_study
 from mnistlab.report.build import write_report
+from mnistlab.study.run import run_study
 
 
 def _get(d: dict, *keys: str):
@@ -119,7 +119,7 @@ def main() -> None:
     cpu0, t0 = time.process_time(), time.perf_counter()
     sampler = TreePeak()
     sampler.start()
-    state = run_study(out, args.preset, args.overrides, progress=False, report=False)
+    state = run_study(out, args.preset, args.overrides, progress=False, report=None)
     t_stages = time.perf_counter() - t0
     t1 = time.perf_counter()
     write_report(out)
@@ -128,17 +128,21 @@ def main() -> None:
     sampler.done.set()
     # The process's own high-water mark (RSS), or the process tree's summed PSS, whichever is larger.
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sampler.peak)
-    print(f"mnistlab run --preset {args.preset} (run.workers {state['plan'].get('workers', 1)}, "
-          f"{torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} cores, load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f})")  # fmt: skip
+    print(
+        f"mnistlab run --preset {args.preset} (run.workers {state['plan'].get('workers', 1)}, "
+        f"{torch.get_num_threads()} torch threads, "
+        f"{os.cpu_count()} cores, load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f})"
+    )
     print(f"{'stage':<10}{'wall s':>10}{'CPU s':>10}{'peak RSS MB':>14}")
     for s in state["stages"]:
         print(
             f"{s['name']:<10}{s['seconds']:>10.1f}{s['cpu_seconds']:>10.1f}{s.get('peak_rss_mb', 0):>14.0f}"
         )
     print(f"{'report':<10}{t_report:>10.1f}")
-    print(f"{'total':<10}{wall:>10.1f}{peak:>14.0f}   (stages {t_stages:.1f} s, process CPU {cpu:.0f} s, "
-          f"of which the memory sampler {sampler.cpu:.1f} s)")  # fmt: skip
+    print(
+        f"{'total':<10}{wall:>10.1f}{peak:>14.0f}   (stages {t_stages:.1f} s, process CPU {cpu:.0f} s, "
+        f"of which the memory sampler {sampler.cpu:.1f} s)"
+    )
     print(f"run folder: {out}")
     numbers = headline(out, state)
     prev = json.loads(args.previous.read_text()) if args.previous else {}
@@ -152,11 +156,18 @@ def main() -> None:
         before = prev.get("numbers", {}).get(key)
         print(f"{key:<44}{value:>12.4g}" + (f"{before:>12.4g}" if isinstance(before, (int, float)) else ""))
     if args.json:
-        result = {"preset": args.preset, "stages": {s["name"]: s["seconds"] for s in state["stages"]},
-                  "cpu": {s["name"]: s["cpu_seconds"] for s in state["stages"]},
-                  "report_s": round(t_report, 1), "total_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                  "peak_rss_mb": round(peak), "load_before": load0[0], "threads": torch.get_num_threads(),
-                  "numbers": numbers}  # fmt: skip
+        result = {
+            "preset": args.preset,
+            "stages": {s["name"]: s["seconds"] for s in state["stages"]},
+            "cpu": {s["name"]: s["cpu_seconds"] for s in state["stages"]},
+            "report_s": round(t_report, 1),
+            "total_s": round(wall, 1),
+            "cpu_s": round(cpu, 1),
+            "peak_rss_mb": round(peak),
+            "load_before": load0[0],
+            "threads": torch.get_num_threads(),
+            "numbers": numbers,
+        }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 

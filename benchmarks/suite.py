@@ -40,43 +40,117 @@ class Entry:
 
 
 ENTRIES: list[Entry] = [
-    Entry("ae_epoch", "benchmarks.ae_speed", ("--images", "12800", "--repeats", "2"),
-          ("--images", "1024", "--repeats", "1"), target=2.5,
-          note="AE epoch, seed preset, vs a tutorial loop (PIL Dataset + DataLoader)"),
-    Entry("gan_epoch", "benchmarks.gan_speed", ("--batches", "40", "--repeats", "2"),
-          ("--batches", "4", "--repeats", "1"), target=1.5,
-          note="GAN epoch, batch 200, vs the tutorial GAN loop"),
-    Entry("adam_step", "benchmarks.adam_kernels", ("--steps", "300", "--repeats", "3"),
-          ("--steps", "20", "--repeats", "1"), target=2.0,
-          note="optimizer step (AE + GAN parameters): fused Adam vs torch's per-tensor loop, 1 thread"),
-    Entry("probe", "benchmarks.probe_speed",
-          ("--images", "6000", "--test-images", "2000", "--epochs", "3", "--repeats", "2"),
-          ("--images", "1024", "--test-images", "1000", "--epochs", "2", "--repeats", "1"),
-          target=None, note="frozen linear probe vs encoder-per-batch loop"),
-    Entry("tsne", "benchmarks.tsne_speed", ("--only", "sklearn,opentsne-150+200", "--variants", "150+200"),
-          ("--n", "1500", "--only", "sklearn,opentsne-150+200", "--variants", "150+200"),
-          target=None, note="t-SNE of test codes (untrained encoder unless --run given) vs scikit-learn"),
-    Entry("report_build", "benchmarks.report_build", ("--repeats", "3"), ("--repeats", "1"), metric="seconds",
-          unit="s", lower_is_better=True, note="build report.html + report.md from a (tiny) finished run"),
-    Entry("seed_run_rss", "benchmarks.seed_run_rss", ("--epochs", "1"), ("--epochs", "1"), metric="peak_rss_mib",
-          target=2048, unit="MiB", lower_is_better=True,
-          note="peak RSS of `mnistlab run --preset seed`, 1 epoch per stage (target < 2 GiB)"),
-    Entry("stage_workers", "benchmarks.stage_workers", ("--rounds", "3"), ("--steps", "20", "--rounds", "1"),
-          target=1.0, note="AE and GAN steps: one 1-thread process per core vs one process with every thread "
-          "(why `mnistlab run` runs stages side by side)"),
-    Entry("step_choices", "benchmarks.step_choices", ("--rounds", "3"), ("--rounds", "1", "--steps", "3"),
-          target=None, note="the default preset's CPU step choices against their alternatives, 1 thread: bf16 "
-          "(GAN, cGAN; autoencoder not chosen), channels_last (probe networks, VAE); ratio: the smallest"),
-    Entry("nearest_images", "benchmarks.nearest_images", ("--repeats", "3"), ("--queries", "256", "--repeats", "1"),
-          target=None, note="nearest training image of each generated digit (every generation score): exact int8 "
-          "search vs the float32 one it replaced, 1 thread"),
-    Entry("study_quick", "benchmarks.study", ("--preset", "quick"), ("--preset", "quick"), metric="total_s",
-          target=90, unit="s", lower_is_better=True,
-          note="`mnistlab run --preset quick`: seconds per stage and headline numbers (target < 90 s)"),
-    Entry("study_default", "benchmarks.study", ("--preset", "default"), ("--preset", "quick"), metric="total_s",
-          target=1500, unit="s", lower_is_better=True,
-          note="`mnistlab run --preset default`, every stage (target < 25 min); --quick runs the quick preset"),
-]  # fmt: skip
+    Entry(
+        "ae_epoch",
+        "benchmarks.ae_speed",
+        ("--images", "12800", "--repeats", "2"),
+        ("--images", "1024", "--repeats", "1"),
+        target=2.5,
+        note="AE epoch, seed preset, vs a tutorial loop (PIL Dataset + DataLoader)",
+    ),
+    Entry(
+        "gan_epoch",
+        "benchmarks.gan_speed",
+        ("--batches", "40", "--repeats", "2"),
+        ("--batches", "4", "--repeats", "1"),
+        target=1.5,
+        note="GAN epoch, batch 200, vs the tutorial GAN loop",
+    ),
+    Entry(
+        "adam_step",
+        "benchmarks.adam_kernels",
+        ("--steps", "300", "--repeats", "3"),
+        ("--steps", "20", "--repeats", "1"),
+        target=2.0,
+        note="optimizer step (AE + GAN parameters): fused Adam vs torch's per-tensor loop, 1 thread",
+    ),
+    Entry(
+        "probe",
+        "benchmarks.probe_speed",
+        ("--images", "6000", "--test-images", "2000", "--epochs", "3", "--repeats", "2"),
+        ("--images", "1024", "--test-images", "1000", "--epochs", "2", "--repeats", "1"),
+        target=None,
+        note="frozen linear probe vs encoder-per-batch loop",
+    ),
+    Entry(
+        "tsne",
+        "benchmarks.tsne_speed",
+        ("--only", "sklearn,opentsne-150+200", "--variants", "150+200"),
+        ("--n", "1500", "--only", "sklearn,opentsne-150+200", "--variants", "150+200"),
+        target=None,
+        note="t-SNE of test codes (untrained encoder unless --run given) vs scikit-learn",
+    ),
+    Entry(
+        "report_build",
+        "benchmarks.report_build",
+        ("--repeats", "3"),
+        ("--repeats", "1"),
+        metric="seconds",
+        unit="s",
+        lower_is_better=True,
+        note="build report.html + report.md from a (tiny) finished run",
+    ),
+    Entry(
+        "seed_run_rss",
+        "benchmarks.seed_run_rss",
+        ("--epochs", "1"),
+        ("--epochs", "1"),
+        metric="peak_rss_mib",
+        target=2048,
+        unit="MiB",
+        lower_is_better=True,
+        note="peak RSS of `mnistlab run --preset seed`, 1 epoch per stage (target < 2 GiB)",
+    ),
+    Entry(
+        "stage_workers",
+        "benchmarks.stage_workers",
+        ("--rounds", "3"),
+        ("--steps", "20", "--rounds", "1"),
+        target=1.0,
+        note="AE and GAN steps: one 1-thread process per core vs one process with every thread "
+        "(why `mnistlab run` runs stages side by side)",
+    ),
+    Entry(
+        "step_choices",
+        "benchmarks.step_choices",
+        ("--rounds", "3"),
+        ("--rounds", "1", "--steps", "3"),
+        target=None,
+        note="the default preset's CPU step choices against their alternatives, 1 thread: bf16 "
+        "(GAN, cGAN; autoencoder not chosen), channels_last (probe networks, VAE); ratio: the smallest",
+    ),
+    Entry(
+        "nearest_images",
+        "benchmarks.nearest_images",
+        ("--repeats", "3"),
+        ("--queries", "256", "--repeats", "1"),
+        target=None,
+        note="nearest training image of each generated digit (every generation score): exact int8 "
+        "search vs the float32 one it replaced, 1 thread",
+    ),
+    Entry(
+        "study_quick",
+        "benchmarks.study",
+        ("--preset", "quick"),
+        ("--preset", "quick"),
+        metric="total_s",
+        target=90,
+        unit="s",
+        lower_is_better=True,
+        note="`mnistlab run --preset quick`: seconds per stage and headline numbers (target < 90 s)",
+    ),
+    Entry(
+        "study_default",
+        "benchmarks.study",
+        ("--preset", "default"),
+        ("--preset", "quick"),
+        metric="total_s",
+        target=1500,
+        unit="s",
+        lower_is_better=True,
+        note="`mnistlab run --preset default`, every stage (target < 25 min); --quick runs the quick preset",
+    ),
+]
 
 
 @dataclass
@@ -111,15 +185,23 @@ def available(module: str) -> bool:
         return False
 
 
-def run_entry(entry: Entry, quick: bool = False, extra: tuple[str, ...] = (), timeout: float | None = None,
-              log=None) -> Outcome:  # fmt: skip
+def run_entry(
+    entry: Entry, quick: bool = False, extra: tuple[str, ...] = (), timeout: float | None = None, log=None
+) -> Outcome:
     """Run one benchmark in a child process; its JSON, wall time and peak RSS."""
     if not available(entry.module):
         return Outcome(entry, "not available", message=f"no module {entry.module}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", entry.module, *(entry.quick_args if quick else entry.args), *extra,
-               "--json", str(out)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            entry.module,
+            *(entry.quick_args if quick else entry.args),
+            *extra,
+            "--json",
+            str(out),
+        ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
@@ -149,8 +231,13 @@ def run_entry(entry: Entry, quick: bool = False, extra: tuple[str, ...] = (), ti
             )
         if proc.returncode != 0 or not out.exists():
             last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
-            return Outcome(entry, "error", seconds=seconds, peak_rss_mib=rss,
-                           message=f"exit {proc.returncode}: {last[:200]}")  # fmt: skip
+            return Outcome(
+                entry,
+                "error",
+                seconds=seconds,
+                peak_rss_mib=rss,
+                message=f"exit {proc.returncode}: {last[:200]}",
+            )
         return Outcome(entry, "ok", json.loads(out.read_text()), seconds, rss)
 
 
@@ -171,8 +258,10 @@ def _fmt(v, spec: str) -> str:
 
 def table(outcomes: list[Outcome]) -> str:
     """The results as one plain-text table."""
-    head = (f"{'benchmark':<14}{'baseline':>11}{'mnistlab':>11}{'result':>10}{'target':>9}{'verdict':>15}"
-            f"{'% of peak':>10}{'peak RSS':>10}{'time':>8}  unit / note")  # fmt: skip
+    head = (
+        f"{'benchmark':<14}{'baseline':>11}{'mnistlab':>11}{'result':>10}{'target':>9}{'verdict':>15}"
+        f"{'% of peak':>10}{'peak RSS':>10}{'time':>8}  unit / note"
+    )
     rows = [head, "-" * len(head)]
     for o in outcomes:
         e, d = o.entry, o.data

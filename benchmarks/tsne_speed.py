@@ -25,9 +25,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from benchmarks.common import result
-from mnistlab import latent
-from mnistlab.data import DataConfig, load
-from mnistlab.explore import load_encoder_run
+from mnistlab.data.datasets import DataConfig, load
+from mnistlab.latent import maps as latent
+from mnistlab.latent.run import load_encoder_run
+from mnistlab.models import code_samplers
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 
 
@@ -43,7 +44,7 @@ def test_codes(run_dir: Path | None, n: int = 0) -> tuple[np.ndarray, np.ndarray
         encoder = model.encoder
         data_cfg = DataConfig(dataset=exp.data.dataset, data_dir=exp.data.data_dir, val_fraction=0.0)
     test = load(dataclasses.replace(data_cfg, test_limit=n)).test
-    return latent.encode(encoder, test.images), test.labels.numpy()
+    return code_samplers.encode(encoder, test.images), test.labels.numpy()
 
 
 def methods(seed: int, threads: int, variants: list[str]):

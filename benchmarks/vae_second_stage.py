@@ -1,5 +1,5 @@
 """A VAE run's second stage trained again, after its first, on the first stage's frozen codes
-(`models/vae.fit_code_prior`: Dai & Wipf's sequential two stages), then its prior samples scored as
+(`training/variational.fit_code_prior`: Dai & Wipf's sequential two stages), then its prior samples scored as
 `mnistlab eval` scores them: the experiment behind docs/results.md's "The VAE's second stage after the
 first" (could a VAE started from the study's autoencoder train its second stage in fewer CPU seconds
 than the default's joint training, and keep FID-MNIST <= 6.72?).
@@ -23,13 +23,14 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import write_result
-from mnistlab.data import load
-from mnistlab.generation import score_samples
-from mnistlab.latent import encode
-from mnistlab.models.vae import CodePrior, fit_code_prior
-from mnistlab.reference import load_reference
+from mnistlab.data.datasets import load
+from mnistlab.metrics.generation import score_samples
+from mnistlab.models.code_samplers import encode
+from mnistlab.models.vae import CodePrior
 from mnistlab.tasks import load_run_config
 from mnistlab.tasks import vae as vae_task
+from mnistlab.training.reference import load_reference
+from mnistlab.training.variational import fit_code_prior
 
 
 def main() -> None:
@@ -60,8 +61,17 @@ def main() -> None:
         model.code_prior = CodePrior(model.cfg.latent_dim, args.width)
     if model.code_prior is None:
         raise SystemExit(f"{args.run} has no second stage to train further: give --width")
-    history = fit_code_prior(model.code_prior, mu, logvar.mul(0.5).exp(), args.epochs, args.batch_size, args.lr,
-                             args.seed, args.schedule, kl_warmup=args.kl_warmup)  # fmt: skip
+    history = fit_code_prior(
+        model.code_prior,
+        mu,
+        logvar.mul(0.5).exp(),
+        args.epochs,
+        args.batch_size,
+        args.lr,
+        args.seed,
+        args.schedule,
+        kl_warmup=args.kl_warmup,
+    )
     seconds = time.process_time() - t0
     samples = vae_task.prior_samples(model, args.samples, exp.vae.sample_seed, "cpu")
     scores = score_samples(
@@ -69,16 +79,26 @@ def main() -> None:
     )
     shares = scores.get("class_hist") or [float("nan")]
     which = f"fresh, width {args.width}" if args.width else "the run's own"
-    print(f"{args.run}: second stage {which}, "
-          f"{args.epochs} epochs at batch {args.batch_size}, lr {args.lr:g} ({args.schedule}, KL warm-up "
-          f"{args.kl_warmup:g}): {seconds:.0f} CPU s; "
-          f"prior FID-MNIST {scores['fid_mnist']:.2f}, precision {scores['precision']:.3f}, recall "
-          f"{scores['recall']:.3f}, digits {min(shares):.1%} to {max(shares):.1%}")  # fmt: skip
+    print(
+        f"{args.run}: second stage {which}, "
+        f"{args.epochs} epochs at batch {args.batch_size}, lr {args.lr:g} ({args.schedule}, KL warm-up "
+        f"{args.kl_warmup:g}): {seconds:.0f} CPU s; "
+        f"prior FID-MNIST {scores['fid_mnist']:.2f}, precision {scores['precision']:.3f}, recall "
+        f"{scores['recall']:.3f}, digits {min(shares):.1%} to {max(shares):.1%}"
+    )
     if args.json:
-        write_result(args.json, {"name": "vae_second_stage", **{k: str(v) if isinstance(v, Path) else v
-                                 for k, v in vars(args).items()}, "cpu_seconds": round(seconds, 1),
-                                 "last_epoch": history[-1], "fid_mnist": scores["fid_mnist"],
-                                 "precision": scores["precision"], "recall": scores["recall"]})  # fmt: skip
+        write_result(
+            args.json,
+            {
+                "name": "vae_second_stage",
+                **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "cpu_seconds": round(seconds, 1),
+                "last_epoch": history[-1],
+                "fid_mnist": scores["fid_mnist"],
+                "precision": scores["precision"],
+                "recall": scores["recall"],
+            },
+        )
 
 
 if __name__ == "__main__":

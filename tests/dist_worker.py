@@ -28,7 +28,8 @@ def run_rank(
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
-    from mnistlab import distributed, tasks
+    from mnistlab import tasks
+    from mnistlab.core import distributed
     from mnistlab.tasks import load_experiment
 
     trainer = tasks.get(task).train

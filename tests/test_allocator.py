@@ -3,7 +3,7 @@
 import platform
 import sys
 
-from mnistlab import allocator
+from mnistlab.core import allocator
 
 
 def test_tunes_once_and_reports_it(monkeypatch):

@@ -15,17 +15,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mnistlab import cli, rundir, sampling, tasks
-from mnistlab.data import DataConfig, load
-from mnistlab.errors import ConfigError
+from mnistlab import cli, tasks
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import DataConfig, load
+from mnistlab.latent import sample as sampling
 from mnistlab.models.cgan import CGAN, CGANConfig
-from mnistlab.report.content import RunFolder
+from mnistlab.plots.content import RunFolder
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks import cgan
-from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.gan import fixed_noise
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
-from tests.conftest import write_dataset
+from tests.conftest import assert_one_line_error, write_dataset
 from tests.dist_worker import run_rank
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,7 +67,7 @@ def test_the_optional_auxiliary_classifier_trains_with_both_networks():
     assert (
         CGAN(CGANConfig()).discriminator.scores(torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3]))[1] is None
     )
-    task = cgan.CGANTask(model, exp.train, exp.gan, torch.device("cpu"), 10, aux_weight=exp.cgan.aux_weight)
+    task = cgan.cgan_task(model, exp.train, exp.gan, torch.device("cpu"), 10, aux_weight=exp.cgan.aux_weight)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = task.train_step(torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8), torch.arange(8))
     assert out["d_loss"] > 0.5 * math.log(10)  # the class cross-entropy of an untrained classifier is in it
@@ -110,7 +112,7 @@ def test_a_tiny_cgan_draws_the_class_it_is_asked_for(tmp_path):
                                                     "gan.d_lr=2e-3", "gan.g_ema=0", "train.device=cpu",
                                                     "train.amp=off"])  # fmt: skip
     seed_everything(0)
-    task = cgan.CGANTask(CGAN(exp.model), exp.train, exp.gan, torch.device("cpu"), total_steps=48)
+    task = cgan.cgan_task(CGAN(exp.model), exp.train, exp.gan, torch.device("cpu"), total_steps=48)
     fit(task, train, exp.train, None, progress=False)
     means = torch.stack([train.images[train.labels == c].float().mean(0).flatten() for c in (3, 5)])
     for c in (3, 5):
@@ -135,7 +137,8 @@ def test_digit_is_refused_for_an_unconditional_run(tiny_runs, tmp_path):
         ConfigError, match="cannot be asked for a digit; --digit needs a conditional task"
     ) as e:
         sampling.sample_to_file(gan_run, tmp_path / "s.npy", None, 5, digit=3)
-    assert "\n" not in str(e.value) and "cgan" in str(e.value) and not (tmp_path / "s.npy").exists()
+    assert_one_line_error(e, "cgan")
+    assert not (tmp_path / "s.npy").exists()
     with pytest.raises(ConfigError, match="cannot be asked for a digit"):
         tasks.load_run(gan_run).generate(5, digit=3)
 
@@ -164,8 +167,8 @@ def test_the_sample_command_refuses_digit_for_an_unconditional_run(tiny_runs, tm
         )
     out = tmp_path / "x.npy"
     assert cli.main(["-q", "sample", str(tiny_runs[0]), "--n", "5", "--digit", "3", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "cannot be asked for a digit" in err and "\n" not in err and not out.exists()
+    assert_one_line_error(capsys, "cannot be asked for a digit")
+    assert not out.exists()
     assert cli.main(["-q", "sample", str(tiny_runs[1]), "--n", "5", "--digit", "3", "--out", str(out)]) == 0
     assert np.array_equal(np.load(out), tasks.load_run(tiny_runs[1]).generate(5, digit=3).numpy())
     assert (

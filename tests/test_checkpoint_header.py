@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from mnistlab.training.checkpoint import CheckpointError, read_checkpoint
+from mnistlab.runs.checkpoint import CheckpointError, read_checkpoint
 
 
 def _safetensors_starting_with(first: int) -> bytes:

@@ -18,12 +18,13 @@ import torch
 from safetensors.torch import save as st_save
 
 import mnistlab
-from mnistlab import cli, rundir
-from mnistlab.data import Split
-from mnistlab.training import checkpoint as ckpt
-from mnistlab.training.checkpoint import CheckpointError
+from mnistlab import cli
+from mnistlab.data.datasets import Split
+from mnistlab.runs import checkpoint as ckpt
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import CheckpointError
 from mnistlab.training.loop import TrainConfig, fit
-from tests.conftest import write_dataset
+from tests.conftest import assert_one_line_error, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,7 +36,7 @@ TINY = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "mod
 SAVE_SCRIPT = """
 import random, sys
 import numpy as np, torch
-from mnistlab.training.checkpoint import save_checkpoint
+from mnistlab.runs.checkpoint import save_checkpoint
 
 def seed():
     random.seed(1); np.random.seed(1); torch.manual_seed(1)
@@ -99,20 +100,14 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "run"))
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err and "\n" not in err and "Traceback" not in err
-    return err
-
-
 def test_eval_refuses_a_checkpoint_with_one_flipped_byte(ae_run, tmp_path, capsys):
     run = _copy(ae_run, tmp_path)
     assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 0  # intact, it evaluates
     capsys.readouterr()
     _flip_last_byte(rundir.checkpoint_path(run))
     assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 2
-    err = _one_line_error(capsys)
-    assert "last.safetensors: changed since it was written" in err and "last.safetensors.sha256" in err
+    err = assert_one_line_error(capsys, "last.safetensors: changed since it was written")
+    assert "last.safetensors.sha256" in err
 
 
 def test_a_run_folder_from_before_the_sidecar_is_verified_by_its_summary(ae_run, tmp_path, capsys):
@@ -129,7 +124,7 @@ def test_a_run_folder_from_before_the_sidecar_is_verified_by_its_summary(ae_run,
 
     _flip_last_byte(path)
     assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 2
-    err = _one_line_error(capsys)
+    err = assert_one_line_error(capsys)
     assert re.search(r"changed since it was written \(SHA-256 [0-9a-f]{16}\.\.\., the run's summary\.json "
                      r"recorded [0-9a-f]{16}\.\.\.\)", err), err  # fmt: skip
 
@@ -175,7 +170,7 @@ def test_resume_refuses_a_changed_checkpoint(tmp_path):
     _flip_last_byte(tmp_path / "a" / "checkpoints" / "last.safetensors")
     with pytest.raises(CheckpointError, match=r"last\.safetensors: changed since it was written") as e:
         fit(TinyTask(), train, more, tmp_path / "a", resume=True, progress=False)
-    assert "\n" not in str(e.value)
+    assert_one_line_error(e)
 
 
 def _linear():

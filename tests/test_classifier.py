@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from mnistlab import cli
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
-from mnistlab.reference import export_reference
+from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks import load_experiment
-from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.classifier import ClassifierTask, load_classifier, random_shift, train_classifier
+from mnistlab.training.reference import export_reference
+from tests.conftest import assert_one_line_error
 
 TINY = ["data.train_limit=300", "data.test_limit=100", "train.epochs=1", "train.batch_size=64"]
 
@@ -54,7 +55,7 @@ def test_random_shift_moves_each_image_within_bounds():
 def test_train_step_changes_weights_and_reports_accuracy():
     exp = load_experiment("classifier", "quick", TINY)
     model = build_model("digit_cnn", exp.model)
-    from mnistlab.data import Split
+    from mnistlab.data.datasets import Split
 
     val = Split(torch.zeros(4, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64))
     task = ClassifierTask(model, exp.train, exp.augment, val, torch.device("cpu"))
@@ -101,4 +102,4 @@ def test_cli_train_classifier(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["test"]) == {"loss", "accuracy"}
     assert cli.main([*args[:-2], "--set", "train.epochs=2"]) == 2  # the folder already holds a run
-    assert "already holds a run" in capsys.readouterr().err
+    assert_one_line_error(capsys, "already holds a run")

@@ -11,6 +11,7 @@ import pytest
 
 from mnistlab import cli
 from mnistlab.training import autoencoder
+from tests.conftest import assert_one_line_error
 
 TINY = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "model.latent_dim=3",
         "--device", "cpu", "--no-progress"]  # fmt: skip
@@ -39,7 +40,7 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
 
     # Same folder again: refused without --resume; with it, nothing left to train and the result stands.
     assert run("train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert_one_line_error(capsys, "--resume")
     assert (
         run(
             "train",
@@ -70,7 +71,7 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
         *TINY,
     ]
     assert run(*args, "--set", "train.lr=0.5") == 2
-    assert "ae.train.lr: 0.004 -> 0.5" in capsys.readouterr().err  # the changed key is named
+    assert_one_line_error(capsys, "ae.train.lr: 0.004 -> 0.5")  # the changed key is named
     # A run folder written before a config field existed (here: no train.channels_last line) resumes,
     # since the missing field takes its default; the folder's config.toml then gains the field.
     cfg = out / "config.toml"
@@ -95,14 +96,13 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(idx_dir, tmp_path, capsys, args, message):
-    code = run("train", "ae", "--data-dir", str(idx_dir), "--out", str(tmp_path / "r"), *args)
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert run("train", "ae", "--data-dir", str(idx_dir), "--out", str(tmp_path / "r"), *args) == 2
+    assert_one_line_error(capsys, message)
 
 
 def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert run("eval", str(tmp_path)) == 2
-    assert "not a run folder" in capsys.readouterr().err
+    assert_one_line_error(capsys, "not a run folder")
 
 
 def test_diverging_training_exits_3_and_says_so(idx_dir, tmp_path, monkeypatch, capsys):
@@ -149,8 +149,8 @@ def test_python_dash_m_and_help_on_every_command():
 
 
 def test_a_corrupt_summary_is_a_one_line_error(tmp_path, capsys):
-    from mnistlab import rundir
-    from mnistlab.errors import ConfigError
+    from mnistlab.core.errors import ConfigError
+    from mnistlab.runs import folder as rundir
 
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(ConfigError, match="summary.json: not a readable JSON file"):

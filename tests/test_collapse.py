@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistlab.collapse import CollapseConfig, detect_collapse, mean_pairwise_distance
-from mnistlab.data import DataConfig, load
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import DataConfig, load
+from mnistlab.metrics.collapse import CollapseConfig, detect_collapse, mean_pairwise_distance
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import bench, bench_table, cli, tasks
+from mnistlab import cli, tasks
+from mnistlab.bench import compare as bench
+from mnistlab.bench import table as bench_table
+from mnistlab.plots.content import RunFolder
 from mnistlab.report.bench_section import bench_section
-from mnistlab.report.content import RunFolder
+from tests.conftest import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -186,8 +189,8 @@ def test_a_folder_that_is_not_a_run_is_a_one_line_error(runs, tmp_path, capsys, 
         (target,) = _copy(runs, tmp_path, "ae")
         _edit_summary(target, ["status"])
     assert cli.main(["compare", str(runs["gan"]), str(target), *SAMPLES, "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("mnistlab: error: ") and err.count("\n") == 1 and str(target) in err, err
+    err = assert_one_line_error(capsys, str(target))
+    assert err.startswith("mnistlab: error: "), err
     assert not (tmp_path / "o").exists()
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mnistlab.config import preset_path, presets_dir, save_experiment
-from mnistlab.errors import ConfigError
+from mnistlab.core.config import preset_path, presets_dir, save_experiment
+from mnistlab.core.errors import ConfigError
 from mnistlab.tasks import load_experiment, load_run_config
+from tests.conftest import assert_one_line_error
 
 
 def test_seed_preset_is_the_report():
@@ -43,7 +44,7 @@ def test_overrides_are_typed():
 def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_experiment("ae", "quick", [override])
-    assert "\n" not in str(e.value)
+    assert_one_line_error(e)
 
 
 def test_bad_preset_files(tmp_path):

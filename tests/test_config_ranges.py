@@ -15,20 +15,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnistlab import cli, latent
-from mnistlab.collapse import CollapseConfig
-from mnistlab.data import DataConfig
-from mnistlab.errors import SEED_MAX, ConfigError
-from mnistlab.fsio import read_toml
+from mnistlab import cli
+from mnistlab.core.errors import SEED_MAX, ConfigError
+from mnistlab.core.fsio import read_toml
+from mnistlab.data.datasets import DataConfig
+from mnistlab.data.noise import NoiseConfig
+from mnistlab.latent import maps as latent
+from mnistlab.latent.sample import SampleRequest
+from mnistlab.metrics.collapse import CollapseConfig
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
 from mnistlab.models.gan import GANConfig
-from mnistlab.noise import NoiseConfig
-from mnistlab.run_plan import LATENT_MAPS, RunPlan
-from mnistlab.sampling import SampleRequest
+from mnistlab.probe.config import ProbeOptions
+from mnistlab.study.plan import LATENT_MAPS, RunPlan
 from mnistlab.training.gan import GANTrainConfig
 from mnistlab.training.loop import TrainConfig
-from mnistlab.training.probe_config import ProbeOptions
+from tests.conftest import assert_one_line_error
 
 CONFIGS = [TrainConfig, AEConfig, GANConfig, ClassifierConfig, GANTrainConfig, CollapseConfig, NoiseConfig,
            DataConfig, ProbeOptions, RunPlan, SampleRequest]  # fmt: skip
@@ -48,11 +50,6 @@ def fields_of(cls: type) -> dict[str, typing.Any]:
     return {
         f.name: hints[f.name] for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])
     }
-
-
-def assert_one_line(error: ConfigError) -> None:
-    message = str(error)
-    assert message and "\n" not in message and "\r" not in message, repr(message)
 
 
 # Edges of the ranges in the code and the numbers next to them, so that draws land just outside.
@@ -99,7 +96,7 @@ def test_any_value_builds_or_is_a_one_line_config_error(case):
     try:
         build(cls, **changes)
     except ConfigError as e:
-        assert_one_line(e)
+        assert_one_line_error(e)
 
 
 def _numeric_fields() -> list[tuple[type, str]]:
@@ -114,7 +111,7 @@ def test_each_range_is_stated_and_enforced_just_outside_its_ends(cls, name):
     """The message states the range; the values just outside it fail, the ends inside it pass."""
     with pytest.raises(ConfigError) as far:
         build(cls, **{name: -(10**30)})  # below every range
-    assert_one_line(far.value)
+    assert_one_line_error(far.value)
     match = RANGE.search(str(far.value))
     assert match, f"{cls.__name__}.{name}: no range in {str(far.value)!r}"
     is_int = fields_of(cls)[name] is int
@@ -129,7 +126,7 @@ def test_each_range_is_stated_and_enforced_just_outside_its_ends(cls, name):
     for value in outside:
         with pytest.raises(ConfigError) as e:
             build(cls, **{name: value})
-        assert_one_line(e.value)
+        assert_one_line_error(e.value)
     for value in inside:
         try:
             build(cls, **{name: value})
@@ -191,8 +188,7 @@ def test_read_toml_names_a_file_that_is_not_utf8(tmp_path):
     path.write_bytes("# réglages\n[ae.train]\nlr = 1e-3\n".encode("latin-1"))
     with pytest.raises(ConfigError) as e:
         read_toml(path)
-    assert str(path) in str(e.value) and "UTF-8" in str(e.value)
-    assert_one_line(e.value)
+    assert "UTF-8" in assert_one_line_error(e, str(path))
     path.write_bytes("# réglages\n[ae.train]\nlr = 1e-3\n".encode())
     assert read_toml(path) == {"ae": {"train": {"lr": 1e-3}}}
 
@@ -213,8 +209,7 @@ def test_read_toml_names_a_file_that_is_not_utf8(tmp_path):
 def test_cli_rejects_the_failures_seen(tmp_path, capsys, args, expected):
     out = tmp_path / "run"
     assert cli.main([*args, "--preset", "quick", "--out", str(out), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert expected in err and err.count("\n") == 1, err
+    assert_one_line_error(capsys, expected)
     assert not out.exists()  # refused before the run folder was made
 
 
@@ -230,13 +225,11 @@ def test_cli_sample_rejects_a_negative_seed_before_loading_the_run(tmp_path, cap
         "-1",
     ]
     assert cli.main(args) == 2
-    err = capsys.readouterr().err
-    assert "--seed must be in [0, 4294967295]" in err and err.count("\n") == 1, err
+    assert_one_line_error(capsys, "--seed must be in [0, 4294967295]")
 
 
 def test_cli_names_a_preset_that_is_not_utf8(tmp_path, capsys):
     preset = tmp_path / "latin1.toml"
     preset.write_bytes(b"# r\xe9glages\n")
     assert cli.main(["train", "ae", "--preset", str(preset), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert str(preset) in err and "UTF-8" in err and err.count("\n") == 1, err
+    assert "UTF-8" in assert_one_line_error(capsys, str(preset))

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from mnistlab import cli
-from mnistlab.data import DataConfig, load, to_float
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import DataConfig, load, to_float
+from mnistlab.data.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise, parse_sigmas
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
-from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise, parse_sigmas
 from mnistlab.tasks import load_experiment
 from mnistlab.tasks.dae import load_baseline
 from mnistlab.tasks.dae import train as train_dae
@@ -23,6 +23,7 @@ from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
 from mnistlab.training.denoise import DAEExperiment, DenoisingTask, InitConfig, denoising_scores
 from mnistlab.training.loop import TrainConfig, fit
 from mnistlab.training.run_folder import seed_everything
+from tests.conftest import assert_one_line_error
 from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")
@@ -53,14 +54,14 @@ def tiny(idx_dir, cls=DAEExperiment, epochs=2, **noise):
 def test_noise_config_rejects_bad_levels(kwargs):
     with pytest.raises(ConfigError) as e:
         NoiseConfig(**kwargs)
-    assert "\n" not in str(e.value)
+    assert_one_line_error(e)
 
 
 @pytest.mark.parametrize("text", ["0.25,abc", "0", "-0.5", "nan", "0.5,,1"])
 def test_unknown_sigma_is_a_one_line_error(text):
     with pytest.raises(ConfigError) as e:
         parse_sigmas(text)
-    assert "--sigmas" in str(e.value) and "\n" not in str(e.value)
+    assert_one_line_error(e, "--sigmas")
     assert parse_sigmas(" 0.25, 1") == (0.25, 1.0)
 
 
@@ -187,11 +188,13 @@ def test_train_and_eval_dae_beside_a_plain_autoencoder(idx_dir, tmp_path, capsys
     after = json.loads((dae_dir / "summary.json").read_text())
     assert "baseline" not in after and after["status"] == "finished"
 
-    assert cli.main(["-q", "eval", str(dae_dir), "--sigmas", "0.5,x"]) == 2
-    assert cli.main(["-q", "eval", str(ae_dir), "--sigmas", "0.5"]) == 2
-    assert cli.main(["-q", "eval", str(dae_dir), "--baseline", str(tmp_path / "nothing")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("mnistlab: error:") for line in err)
+    for run, bad in (
+        (dae_dir, ["--sigmas", "0.5,x"]),
+        (ae_dir, ["--sigmas", "0.5"]),
+        (dae_dir, ["--baseline", str(tmp_path / "nothing")]),
+    ):
+        assert cli.main(["-q", "eval", str(run), *bad]) == 2
+        assert assert_one_line_error(capsys).startswith("mnistlab: error:"), bad
 
 
 def test_train_dae_refuses_a_bad_baseline_before_training(idx_dir, tmp_path, capsys):
@@ -203,7 +206,8 @@ def test_train_dae_refuses_a_bad_baseline_before_training(idx_dir, tmp_path, cap
     code = cli.main(
         ["-q", "train", "ae", "--preset", "quick", "--baseline", str(tmp_path), "--out", str(out)]
     )
-    assert code == 2 and "--baseline" in capsys.readouterr().err
+    assert code == 2
+    assert_one_line_error(capsys, "--baseline")
 
 
 def test_warm_start_begins_from_the_baseline_autoencoder(idx_dir, tmp_path, monkeypatch):

@@ -29,11 +29,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mnistlab import distributed, rundir
-from mnistlab.errors import ConfigError
+from mnistlab.core import distributed
+from mnistlab.core.errors import ConfigError
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks import load_experiment
 from mnistlab.training.autoencoder import train_autoencoder
-from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.gan_run import train_gan
 from tests.dist_worker import run_rank
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from mnistlab.fsio import atomic_write_bytes, write_json
+from mnistlab.core.fsio import atomic_write_bytes, write_json
 
 
 @pytest.mark.parametrize(

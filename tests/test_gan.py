@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import cli, rundir
-from mnistlab.data import Split
-from mnistlab.errors import ConfigError
+from mnistlab import cli
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import Split
 from mnistlab.models import build_model
 from mnistlab.models.gan import GANConfig, train_step_flops
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks import load_experiment
 from mnistlab.training import gan_run
-from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.gan import (
     GANDivergedError,
     GANTask,
@@ -28,6 +29,7 @@ from mnistlab.training.gan import (
     r1_penalty,
 )
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig
+from tests.conftest import assert_one_line_error
 
 # A run small enough for seconds: 24 train images + 6 test, merged = 30 (val_fraction 0.2 moves
 # 5 of the train images to val, merged back in), batch 15 -> 2 steps per epoch; no scoring.
@@ -283,7 +285,7 @@ def test_scores_at_grid_epochs_sample_and_score_commands(tmp_path, capsys):
     assert arr.shape == (7, 28, 28) and arr.dtype == np.uint8
     assert np.array_equal(arr, gan_run.sample_gan(run, 7, seed=0, device="cpu").numpy())  # seeded
     assert cli.main(["-q", "sample", str(run), "--n", "7", "--out", str(out), "--sampler", "gmm"]) == 2
-    assert "unknown sampler 'gmm'" in capsys.readouterr().err
+    assert_one_line_error(capsys, "unknown sampler 'gmm'")
     # `mnistlab eval` redraws the final samples from the same noise: the recorded test numbers again.
     (run / "summary.json").write_text(json.dumps({**summary, "test": {"fid_mnist": -1.0}}))
     assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 0
@@ -394,7 +396,7 @@ def test_merge_test_uses_all_splits():
 
 
 def test_tile_lays_images_row_by_row():
-    from mnistlab.report.gan_figures import tile
+    from mnistlab.plots.gan import tile
 
     imgs = torch.stack([torch.full((28, 28), v, dtype=torch.uint8) for v in (0, 255, 51)])
     t = tile(imgs, rows=2, pad=2)

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnistlab import gen_metrics as gm
+from mnistlab.metrics import scores as gm
 
 
 def _rng(seed=0):
@@ -195,7 +195,7 @@ def test_the_search_is_exact_on_the_kernels_the_host_offers(isa):
     """Whatever kernel the host's check picks (limited to AVX2 or not), the nearest images are the
     brute-force ones."""
     script = (
-        "import torch; from mnistlab import gen_metrics as gm\n"
+        "import torch; from mnistlab.metrics import scores as gm\n"
         "g = torch.Generator().manual_seed(3)\n"
         "s = torch.randint(0, 256, (400, 28, 28), generator=g, dtype=torch.uint8)\n"
         "q = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)\n"

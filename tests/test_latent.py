@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import cli, latent
-from mnistlab.errors import ConfigError
-from mnistlab.explore import LatentConfig, run_latent
+from mnistlab import cli
+from mnistlab.core.errors import ConfigError
+from mnistlab.latent import maps as latent
+from mnistlab.latent.run import LatentConfig, run_latent
+from mnistlab.models import code_samplers
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.tasks import load_experiment
 from mnistlab.training.autoencoder import train_autoencoder
+from tests.conftest import assert_one_line_error
 
 TINY = ["data.train_limit=400", "data.test_limit=150", "train.epochs=1", "train.batch_size=64"]
 FAST_TSNE = latent.TSNEConfig(early_exaggeration_iter=50, n_iter=50)  # tiny sets need few iterations
@@ -47,9 +50,9 @@ def _blobs(n_per=30, dim=4, spread=0.1, seed=0):
 def test_encode_decode_shapes_and_modes():
     model = ConvAutoencoder(AEConfig(latent_dim=3)).train()
     images = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8)
-    codes = latent.encode(model.encoder, images, batch_size=3)
+    codes = code_samplers.encode(model.encoder, images, batch_size=3)
     assert codes.shape == (7, 3) and codes.dtype == np.float32
-    out = latent.decode(model.decoder, codes, batch_size=4)
+    out = code_samplers.decode(model.decoder, codes, batch_size=4)
     assert out.shape == (7, 28, 28) and out.dtype == np.uint8
     assert model.training  # the mode is restored
 
@@ -81,13 +84,13 @@ def test_umap_without_the_extra_is_a_clear_error():
 def test_samplers_fit_the_codes():
     rng = np.random.default_rng(0)
     codes = rng.normal(loc=[1.0, -2.0, 5.0], scale=[1.0, 0.5, 2.0], size=(3000, 3)).astype(np.float32)
-    u = latent.fit_sampler("uniform", codes).sample(2000, np.random.default_rng(1))
+    u = code_samplers.fit_sampler("uniform", codes).sample(2000, np.random.default_rng(1))
     assert (u >= codes.min(0)).all() and (u <= codes.max(0)).all()
-    g = latent.fit_sampler("gaussian", codes).sample(4000, np.random.default_rng(1))
+    g = code_samplers.fit_sampler("gaussian", codes).sample(4000, np.random.default_rng(1))
     np.testing.assert_allclose(g.mean(0), codes.mean(0), atol=0.1)
     np.testing.assert_allclose(g.std(0), codes.std(0), rtol=0.1)
     two = np.concatenate([codes[:1500] - 20, codes[1500:] + 20])
-    gmm = latent.fit_sampler("gmm", two, components=2)
+    gmm = code_samplers.fit_sampler("gmm", two, components=2)
     s1, s2 = gmm.sample(500, np.random.default_rng(3)), gmm.sample(500, np.random.default_rng(3))
     np.testing.assert_array_equal(s1, s2)  # seeded
     assert 0.35 < (s1[:, 0] > 0).mean() < 0.65  # both modes, not sorted by component
@@ -96,11 +99,11 @@ def test_samplers_fit_the_codes():
 
 def test_sampler_errors():
     with pytest.raises(ConfigError, match="unknown sampler 'normal'; choose one of uniform, gaussian, gmm"):
-        latent.fit_sampler("normal", np.zeros((10, 2)))
+        code_samplers.fit_sampler("normal", np.zeros((10, 2)))
     with pytest.raises(ConfigError, match="at least 2 codes"):
-        latent.fit_sampler("gaussian", np.zeros((1, 2)))
+        code_samplers.fit_sampler("gaussian", np.zeros((1, 2)))
     with pytest.raises(ConfigError, match="components"):
-        latent.fit_sampler("gmm", np.zeros((10, 2)), components=0)
+        code_samplers.fit_sampler("gmm", np.zeros((10, 2)), components=0)
 
 
 def test_interpolation_pairs_and_grid():
@@ -164,11 +167,11 @@ def _fake_run(tmp_path, task):
 
 def test_cli_latent_errors(tmp_path, capsys):
     assert cli.main(["latent", str(_fake_run(tmp_path, "classifier"))]) == 2
-    assert "has no encoder" in capsys.readouterr().err
+    assert_one_line_error(capsys, "has no encoder")
     assert cli.main(["latent", str(tmp_path / "nothing")]) == 2
-    assert "not a run folder" in capsys.readouterr().err
+    assert_one_line_error(capsys, "not a run folder")
     assert cli.main(["latent", str(_fake_run(tmp_path, "ae")), "--no-score"]) == 2
-    assert "has no checkpoint" in capsys.readouterr().err
+    assert_one_line_error(capsys, "has no checkpoint")
 
 
 def test_cli_sample_writes_npy_and_png(ae_run, tmp_path, capsys):
@@ -200,8 +203,7 @@ def test_cli_sample_writes_npy_and_png(ae_run, tmp_path, capsys):
 )
 def test_cli_sample_bad_arguments(ae_run, tmp_path, capsys, extra, message):
     assert cli.main(["sample", str(ae_run), "--out", str(tmp_path / "x.npy"), *extra]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err
+    assert_one_line_error(capsys, message)
     assert not (tmp_path / "x.npy").exists()
 
 
@@ -212,10 +214,10 @@ def test_cli_sample_bad_output_and_runs(ae_run, tmp_path, capsys):
         (tmp_path / "x.png", "expected a .npy"),
     ]:
         assert cli.main(["sample", str(ae_run), "--n", "5", "--out", str(out)]) == 2
-        assert message in capsys.readouterr().err
+        assert_one_line_error(capsys, message)
     run = _fake_run(tmp_path, "classifier")
     assert cli.main(["sample", str(run), "--n", "5", "--out", str(tmp_path / "y.npy")]) == 2
-    assert "has no generator" in capsys.readouterr().err
+    assert_one_line_error(capsys, "has no generator")
 
 
 def test_sample_records_where_its_digits_came_from_and_score_uses_it(ae_run, tmp_path, capsys, monkeypatch):
@@ -230,7 +232,7 @@ def test_sample_records_where_its_digits_came_from_and_score_uses_it(ae_run, tmp
         seen["cfg"], seen["digit"] = cfg, digit
         return {"fid_mnist": 1.0, "class_hist": [0.1] * 10}
 
-    monkeypatch.setattr("mnistlab.generation.score_file", fake_score_file)
+    monkeypatch.setattr("mnistlab.latent.sample.score_file", fake_score_file)
     capsys.readouterr()
     assert cli.main(["score", str(out)]) == 0
     assert seen["cfg"].dataset == record["data"]["dataset"] and "digits 0-9" in capsys.readouterr().out
@@ -248,8 +250,7 @@ def test_sample_on_a_study_folder_names_its_generators(tmp_path, capsys):
     (study / "run.json").write_text('{"stages": []}')
     (study / "gan" / "config.toml").write_text('task = "gan"\n')
     assert cli.main(["sample", str(study), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
-    err = capsys.readouterr().err
-    assert "study folder" in err and str(study / "gan") in err
+    assert str(study / "gan") in assert_one_line_error(capsys, "study folder")
 
 
 def test_search_objective_is_checked_before_any_work(capsys):
@@ -264,7 +265,6 @@ def test_digit_is_refused_for_a_generator_that_is_not_conditional(ae_run, tmp_pa
             cli.main(["sample", str(ae_run), "--n", "5", "--digit", digit, "--out", str(tmp_path / "x.npy")])
             == 2
         )
-        err = capsys.readouterr().err.strip()
-        assert "cannot be asked for a digit" in err and "\n" not in err
+        assert_one_line_error(capsys, "cannot be asked for a digit")
     with pytest.raises(SystemExit):
         cli.main(["sample", str(ae_run), "--n", "5", "--digit", "12", "--out", str(tmp_path / "x.npy")])

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mnistlab import metrics
+from mnistlab.metrics import images as metrics
 
 
 def test_mse_and_psnr_known_values():

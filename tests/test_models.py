@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
 from mnistlab.models.dropout import FastDropout

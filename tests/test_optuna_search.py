@@ -22,9 +22,10 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mnistlab import cli, rundir, tasks
-from mnistlab.optuna_search import StudySpec, TrialObjective, open_study, run_optuna
-from mnistlab.search_space import parse_space
+from mnistlab import cli, tasks
+from mnistlab.runs import folder as rundir
+from mnistlab.search.optuna import StudySpec, TrialObjective, open_study, run_optuna
+from mnistlab.search.space import parse_space
 
 TINY = ("data.train_limit=200", "data.test_limit=100", "train.epochs=2", "train.batch_size=32",
         "train.eval_batch_size=200", "train.threads=1")  # fmt: skip
@@ -220,7 +221,7 @@ def test_a_killed_worker_is_noticed_by_its_launcher(tmp_path):
 def test_requeue_dead_takes_only_trials_whose_local_process_is_gone(tmp_path):
     """A trial of a process of this machine that is gone is failed and re-queued, without that
     process's identity; trials of a live process, or of another machine, are left running."""
-    from mnistlab.optuna_search import requeue_dead
+    from mnistlab.search.optuna import requeue_dead
 
     spec = spec_for(tmp_path)
     study = open_study(spec)

@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab import cli, pretrained, pretrained_pack, rundir, tasks
-from mnistlab.training.checkpoint import CheckpointError, read_checkpoint, restore
+from mnistlab import cli, tasks
+from mnistlab.pretrained import pack as pretrained_pack
+from mnistlab.pretrained import shipped as pretrained
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import CheckpointError, read_checkpoint, restore
 from mnistlab.web import cache
 from mnistlab.web.explorer import Explorer
+from tests.conftest import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +92,7 @@ def test_a_changed_shipped_checkpoint_refreshes_the_copy(bundle, tmp_path):
 
 def test_bad_names_and_an_empty_bundle_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert cli.main(["pretrained", "path", "nope"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "no shipped run named 'nope'" in err and "\n" not in err
+    assert_one_line_error(capsys, "no shipped run named 'nope'")
     monkeypatch.setattr(pretrained, "BUNDLE", tmp_path / "empty")
     with pytest.raises(Exception, match="ships no trained runs"):
         pretrained.bundle_path(tmp_path / "empty", root=tmp_path / "home")
@@ -121,7 +124,7 @@ def test_pack_takes_a_study_folder_and_refuses_two_runs_of_one_task(tiny_study, 
         cli.main(["-q", "pretrained", "pack", str(tiny_study), str(tiny_study / "ae"), "--out", str(out)])
         == 2
     )
-    assert "two runs named 'ae'" in capsys.readouterr().err
+    assert_one_line_error(capsys, "two runs named 'ae'")
     assert cli.main(["pretrained", "list", "--json"]) == 0
 
 

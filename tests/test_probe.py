@@ -8,18 +8,13 @@ import json
 import pytest
 import torch
 
-from mnistlab import cli, rundir, tasks
-from mnistlab.data import DataConfig, Split
-from mnistlab.errors import ConfigError
+from mnistlab import cli, tasks
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import DataConfig, Split
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.encoder_classifier import LinearHead
-from mnistlab.rundir import checkpoint_path
-from mnistlab.tasks import load_experiment
-from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
-from mnistlab.training.checkpoint import file_sha256, module_state, read_checkpoint
-from mnistlab.training.loop import TrainConfig
-from mnistlab.training.probe import (
+from mnistlab.probe.fit import (
     ProbeTask,
     balanced_subset,
     features_to,
@@ -29,7 +24,14 @@ from mnistlab.training.probe import (
     repeat_to,
     standardize,
 )
-from mnistlab.training.probe_run import run_probe
+from mnistlab.probe.run import run_probe
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import file_sha256, module_state, read_checkpoint
+from mnistlab.runs.folder import checkpoint_path
+from mnistlab.tasks import load_experiment
+from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
+from mnistlab.training.loop import TrainConfig
+from tests.conftest import assert_one_line_error
 from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")
@@ -59,7 +61,7 @@ def test_labels_per_class_parsing():
     for bad in ("0", "ten", "10,,all", "-5"):
         with pytest.raises(ConfigError, match="--labels-per-class") as e:
             parse_labels_per_class(bad)
-        assert "\n" not in str(e.value)
+        assert_one_line_error(e)
 
 
 def test_balanced_subsets_are_seeded_balanced_and_nested():
@@ -221,8 +223,7 @@ def test_probe_cli_and_its_one_line_errors(ae_run, tmp_path, capsys):
     }
     for why, argv in bad.items():
         assert cli.main(argv) == 2, why
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("mnistlab: error:") and "\n" not in err, (why, err)
+        assert assert_one_line_error(capsys).startswith("mnistlab: error:"), why
     assert cli.main(args + ["--overwrite"]) == 0
 
 
@@ -233,7 +234,7 @@ def test_scratch_network_is_the_autoencoders_encoder_plus_a_head():
 
 
 def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
-    from mnistlab.noise import NoiseConfig
+    from mnistlab.data.noise import NoiseConfig
     from mnistlab.tasks import load_run_config
     from mnistlab.training.denoise import DAEExperiment, train_dae
 
@@ -250,10 +251,10 @@ def test_probe_reads_a_denoising_autoencoder_run(ae_run, tmp_path):
 def test_on_the_cpu_a_probe_network_trains_channels_last_and_steps_as_in_nchw():
     """channels_last (1.15x per step alone) is a speed choice only: the step's gradients are the NCHW
     step's to float rounding."""
-    from mnistlab.data import to_float
+    from mnistlab.data.datasets import to_float
     from mnistlab.models.encoder_classifier import encoder_classifier
+    from mnistlab.probe.fit import ProbeTask
     from mnistlab.training.loop import make_optimizer
-    from mnistlab.training.probe import ProbeTask
 
     torch.manual_seed(0)
     images, labels = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8), torch.arange(32) % 10

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import reference
-from mnistlab.data import DataConfig, DataError, embedded_dir, load
-from mnistlab.reference import load_reference, read_reference, shipped_reference
-from mnistlab.training.checkpoint import CheckpointError
+from mnistlab.data.datasets import DataConfig, DataError, embedded_dir, load
+from mnistlab.metrics import reference
+from mnistlab.metrics.reference import read_reference, shipped_reference
+from mnistlab.runs.checkpoint import CheckpointError
+from mnistlab.training.reference import load_reference
 
 
 def write_idx_dataset(folder, n_train=120, n_test=40, seed=0):
@@ -89,7 +90,7 @@ def test_reference_for_another_dataset_is_trained_once_and_cached(tmp_path, monk
     def no_training(*args, **kwargs):
         raise AssertionError("the cached reference should have been reused")
 
-    monkeypatch.setattr("mnistlab.training.classifier.train_classifier", no_training)
+    monkeypatch.setattr("mnistlab.training.reference.train_classifier", no_training)
     again = load_reference(DataConfig(data_dir=str(folder)), progress=False, overrides=tiny)
     assert again.name == ref.name
     # Another config or other files give another reference (and would train it).

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import cli, pipeline
+from mnistlab import cli
 from mnistlab.report.build import write_report
 from mnistlab.report.sections import ORIGINAL
+from mnistlab.study import run as pipeline
+from tests.conftest import assert_one_line_error
 
-SECTIONS = ["key", "settings", "ae", "dae", "vae", "classification", "latent", "labels", "gan", "bench",
+SECTIONS = ["key", "settings", "ae", "classification", "latent", "dae", "vae", "labels", "gan", "bench",
             "original"]  # fmt: skip
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -116,8 +118,8 @@ def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys, make):
     folder.mkdir()
     make(folder)
     assert cli.main(["report", str(folder)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and ("not a run folder" in err or "not valid JSON" in err), err
+    err = assert_one_line_error(capsys)
+    assert "not a run folder" in err or "not valid JSON" in err, err
 
 
 def test_report_in_headless_chromium(tiny_study):

@@ -7,12 +7,18 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 
-from mnistlab import cli, pipeline
-from mnistlab.errors import ConfigError
-from mnistlab.fsio import read_jsonl
+from mnistlab import cli
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import read_jsonl
+from mnistlab.report.build import write_report
+from mnistlab.study import registry
+from mnistlab.study import run as pipeline
+from mnistlab.study.context import StudyContext, split_overrides
+from mnistlab.study.plan import RunPlan
 from mnistlab.training.denoise import DenoisingTask
 
 from .conftest import TINY_RUN_PRESET
@@ -29,7 +35,7 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
         assert (tiny_study / rel).is_file(), rel
     state = json.loads((tiny_study / "run.json").read_text())
     assert state["status"] == "done" and state["preset"] == PRESET
-    stages = ["search", "ae", "dae", "vae", "probe", "latent", "labels", "gan"]
+    stages = ["search", "ae", "probe", "latent", "dae", "vae", "labels", "gan"]
     assert [s["name"] for s in state["stages"]] == stages
     for s in state["stages"]:
         assert s["status"] == "done" and s["attempts"] == 1 and s["seconds"] >= 0, s
@@ -88,19 +94,19 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(DenoisingTask, "evaluate", evaluate_then_crash)
     with pytest.raises(RuntimeError, match="power cut"):
-        pipeline.run_study(out, PRESET, progress=False)  # the report of what ran is written anyway
+        pipeline.run_study(out, PRESET, progress=False, report=write_report)  # what ran is reported anyway
     state = json.loads((out / "run.json").read_text())
     status = {s["name"]: s["status"] for s in state["stages"]}
     assert status == {
         "ae": "done",
+        "probe": "done",  # skipped by `short`
+        "latent": "done",
         "dae": "failed",
         "vae": "pending",
-        "probe": "pending",
-        "latent": "pending",
         "labels": "pending",
         "gan": "pending",
     }
-    assert state["status"] == "failed" and "power cut" in state["stages"][1]["error"]
+    assert state["status"] == "failed" and "power cut" in state["stages"][3]["error"]
     assert "The dae stage has not run to the end (status: failed)" in (out / "report.html").read_text()
     first_epoch = read_jsonl(out / "dae/metrics.jsonl")
     assert [r["epoch"] for r in first_epoch] == [1]
@@ -108,7 +114,7 @@ def test_resume_after_an_interrupted_stage(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(DenoisingTask, "evaluate", real_evaluate)
     with caplog.at_level(logging.INFO, logger="mnistlab"):
-        state = pipeline.run_study(out, PRESET, progress=False, report=False)
+        state = pipeline.run_study(out, PRESET, progress=False, report=None)
     assert state["status"] == "done"
     stages = {s["name"]: s for s in state["stages"]}
     assert stages["ae"]["attempts"] == 1 and stages["dae"]["attempts"] == 2
@@ -139,13 +145,13 @@ def test_a_stage_that_reads_the_autoencoder_needs_it_in_the_study(tmp_path, monk
     """The tiny preset starts its VAE from the study's autoencoder; the DAE compares with it. Said
     before any stage; a VAE that does not start from it runs alone."""
     name = stages.split(",")[0]
-    with pytest.raises(ConfigError, match=f"^{name} reads the study's ae stage.*add ae to run.tasks"):
+    with pytest.raises(ConfigError, match=rf"^{name} reads the study's autoencoder stage.*add one to run.tasks \(ae\)"):
         pipeline.run_study(tmp_path / "r", PRESET, [f"run.tasks={stages}"], progress=False)
     assert not (tmp_path / "r").exists()
     ran = []
     monkeypatch.setattr(pipeline, "run_stage", lambda ctx, stage, resume: ran.append(stage))
     pipeline.run_study(tmp_path / "cold", PRESET, [f"run.tasks={stages}", "vae.init.from_baseline=false"],
-                       progress=False, report=False) if name == "vae" else None  # fmt: skip
+                       progress=False, report=None) if name == "vae" else None  # fmt: skip
     assert ran == (["vae", "gan"] if name == "vae" else [])
 
 
@@ -156,7 +162,7 @@ def test_a_stage_that_reads_the_autoencoder_needs_it_in_the_study(tmp_path, monk
         ("dae.train.epochs=1", ["dae", "labels"]),
         (
             "ae.train.lr=5e-3",
-            ["search", "ae", "dae", "vae", "probe", "latent", "labels"],
+            ["search", "ae", "probe", "latent", "dae", "vae", "labels"],
         ),  # the search trains the AE; the rest read it (the VAE starts from it)
         ("vae.init.from_baseline=false", ["vae", "labels"]),
         ("run.latent_samples=50", ["latent"]),
@@ -169,7 +175,7 @@ def test_a_changed_setting_reruns_the_stages_that_read_it_and_keeps_the_rest(
     shutil.copytree(tiny_study, copy)
     ran = []
     monkeypatch.setattr(pipeline, "run_stage", lambda ctx, name, resume: ran.append(name))
-    state = pipeline.run_study(copy, PRESET, ["run.search=true", override], progress=False, report=False)
+    state = pipeline.run_study(copy, PRESET, ["run.search=true", override], progress=False, report=None)
     assert ran == rerun and state["status"] == "done"
     assert state["overrides"] == ["run.search=true", override]
     if "ae" in rerun:
@@ -191,12 +197,12 @@ def test_the_plans_stage_settings_apply_before_the_commands_own(tmp_path, monkey
     seen = {}
     monkeypatch.setattr(pipeline, "run_stage", lambda ctx, name, resume: seen.setdefault(name, ctx))
     plan = "run.set=dae.init.from_baseline=true,dae.train.epochs=3"
-    pipeline.run_study(tmp_path / "a", PRESET, [plan], progress=False, report=False)
+    pipeline.run_study(tmp_path / "a", PRESET, [plan], progress=False, report=None)
     dae = seen["dae"].experiment("dae")
     assert dae.init.from_baseline and dae.train.epochs == 3
     assert seen["dae"].experiment("ae").train.epochs != 3  # only the task the item names
     seen.clear()
-    pipeline.run_study(tmp_path / "b", PRESET, [plan, "dae.train.epochs=2"], progress=False, report=False)
+    pipeline.run_study(tmp_path / "b", PRESET, [plan, "dae.train.epochs=2"], progress=False, report=None)
     assert seen["dae"].experiment("dae").train.epochs == 2  # --set wins over the plan
     with pytest.raises(ConfigError, match="run.set item 'data.train_limit=5'"):
         pipeline.run_study(tmp_path / "c", PRESET, ["run.set=data.train_limit=5"], progress=False)
@@ -241,12 +247,24 @@ def test_latent_command_writes_into_out(tiny_study, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["cluster_quality"]["pca"]["knn_accuracy"] >= 0
 
 
-def test_the_default_study_trains_every_study_task_and_compares_every_encoder():
-    from mnistlab.run_plan import RunPlan
+def _planned(plan: RunPlan) -> list[tuple[str, str]]:
+    ctx = StudyContext(Path("study"), "default", plan, split_overrides(list(plan.set)))
+    return [(stage.name, stage.folder(ctx)) for stage in registry.planned(ctx)]
 
-    names = [name for name, _ in pipeline.stage_list(RunPlan())]
-    assert names == ["ae", "dae", "vae", "probe", "latent", "labels", "gan", "cgan"]
-    assert dict(pipeline.stage_list(RunPlan()))["labels"] == "label_efficiency"
-    one_encoder = [n for n, _ in pipeline.stage_list(RunPlan(tasks=("ae", "gan")))]
+
+def test_the_default_study_trains_every_study_task_and_compares_every_encoder():
+    names = [name for name, _ in _planned(RunPlan())]
+    # Each stage that trains no task comes right after the last stage it reads.
+    assert names == ["ae", "probe", "latent", "dae", "vae", "labels", "gan", "cgan"]
+    assert dict(_planned(RunPlan()))["labels"] == "label_efficiency"
+    assert dict(_planned(RunPlan()))["probe"] == "ae/probe"
+    one_encoder = [n for n, _ in _planned(RunPlan(tasks=("ae", "gan")))]
     assert one_encoder == ["ae", "probe", "latent", "gan"]  # one encoder: the probe stage has its curve
-    assert "labels" not in [n for n, _ in pipeline.stage_list(RunPlan(labels_per_class=()))]
+    assert "labels" not in [n for n, _ in _planned(RunPlan(labels_per_class=()))]
+    searched = _planned(RunPlan(search=True))
+    assert [n for n, _ in searched][:2] == ["search", "ae"]  # the search before the stage it becomes
+
+
+def test_an_unknown_stage_name_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="unknown stage 'porbe'; stages: search, probe, latent, labels"):
+        registry.check_names(("porbe",), "run.start_first")

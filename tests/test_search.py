@@ -9,7 +9,9 @@ import json
 
 import pytest
 
-from mnistlab import rundir, search, tasks
+from mnistlab import tasks
+from mnistlab.runs import folder as rundir
+from mnistlab.search import grid as search
 from mnistlab.tasks import load_experiment, load_run_config
 from mnistlab.training.loop import NonFiniteLossError
 

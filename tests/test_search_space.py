@@ -7,9 +7,10 @@ import optuna
 import pytest
 
 from mnistlab import cli
-from mnistlab.errors import ConfigError
-from mnistlab.search import objective_of, probe_accuracy
-from mnistlab.search_space import (
+from mnistlab.core.errors import ConfigError
+from mnistlab.metrics.codes import probe_accuracy
+from mnistlab.search.grid import objective_of
+from mnistlab.search.space import (
     REPORT_GRID,
     default_space_path,
     grid_points,
@@ -20,6 +21,7 @@ from mnistlab.search_space import (
     suggest,
     trial_name,
 )
+from tests.conftest import assert_one_line_error
 
 
 def test_parse_grid_and_points_in_order():
@@ -49,7 +51,7 @@ def test_report_grid_has_twelve_points():
 def test_bad_grid_items_give_one_line_errors(item, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         parse_grid([item])
-    assert "\n" not in str(info.value)
+    assert_one_line_error(info)
 
 
 def test_grid_key_given_twice_is_an_error():
@@ -61,16 +63,15 @@ def test_cli_bad_grid_exits_2_with_one_line(capsys, tmp_path):
     code = cli.main(
         ["search", "ae", "--grid", "train.lr:1e-3", "--out", str(tmp_path / "s"), "--no-progress"]
     )
-    err = capsys.readouterr().err.strip()
     assert code == cli.EXIT_BAD_INPUT
-    assert err.startswith("mnistlab: error: --grid 'train.lr:1e-3'") and "\n" not in err
+    assert assert_one_line_error(capsys).startswith("mnistlab: error: --grid 'train.lr:1e-3'")
     assert not (tmp_path / "s").exists()  # nothing trained or written
 
 
 def test_cli_unknown_grid_key_is_caught_before_training(capsys, tmp_path):
     code = cli.main(["search", "ae", "--grid", "train.learning_rate=1e-3", "--out", str(tmp_path / "s")])
     assert code == cli.EXIT_BAD_INPUT
-    assert "unknown key 'train.learning_rate'" in capsys.readouterr().err
+    assert_one_line_error(capsys, "unknown key 'train.learning_rate'")
     assert not (tmp_path / "s").exists()
 
 

@@ -2,19 +2,17 @@
 TestClient (including every bad-input path: always a 4xx with a one-line message, never a 500), a
 real uvicorn on 127.0.0.1 under a few hundred requests, and the page in headless Chromium.
 
-One tiny study folder (ae + probe + latent maps, dae, gan; trained for a few steps on MNIST slices) is
-built once for the module; single-run and missing-piece folders are made from it by copying.
+The tiny study folder (ae + probe + latent maps, dae, gan; trained for a few steps on MNIST slices) is
+conftest.py's `serve_study`, built once for the session; single-run and missing-piece folders are made
+from it by copying.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
 import shutil
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,76 +24,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mnistlab import cli, latent
-from mnistlab.errors import ConfigError
-from mnistlab.explore import LatentConfig, run_latent
-from mnistlab.tasks import load_experiment
-from mnistlab.training.autoencoder import train_autoencoder
-from mnistlab.training.denoise import train_dae
-from mnistlab.training.gan_run import train_gan
-from mnistlab.training.probe_run import run_probe
+from mnistlab import cli
+from mnistlab.core.errors import ConfigError
+from mnistlab.models import code_samplers
 from mnistlab.web import preprocess
 from mnistlab.web.app import bind, check_host, create_app
 from mnistlab.web.errors import ApiError
 from mnistlab.web.explorer import Explorer
 from mnistlab.web.runs import find_runs
+from tests.conftest import assert_one_line_error
+from tests.serve_helpers import browser_page, png_bytes, running, stroke
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 
-AE = [
-    "data.train_limit=400",
-    "data.test_limit=150",
-    "train.epochs=1",
-    "train.batch_size=64",
-    "train.device=cpu",
-]
-PROBE = ["linear.epochs=2", "linear.batch_size=64", "options.min_epoch_images=0", "linear.device=cpu"]
-GAN = ["data.train_limit=64", "data.test_limit=16", "train.batch_size=32", "train.epochs=1", "train.device=cpu",
-       "gan.eval_samples=0", "gan.final_samples=0", "gan.grid_epochs=1", "gan.grid_size=4"]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "serve"  # gitignored
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """RUN/ae (+ probe/, figures/latent/ maps), RUN/dae, RUN/gan: what `mnistlab run` writes."""
-    root = tmp_path_factory.mktemp("study")
-    train_autoencoder(load_experiment("ae", "quick", AE), root / "ae", progress=False)
-    run_probe(root / "ae", "quick", PROBE, progress=False)
-    fast = latent.TSNEConfig(early_exaggeration_iter=30, n_iter=30)
-    run_latent(root / "ae", LatentConfig(maps=("pca", "tsne"), n_samples=20, pairs=1, steps=3, score=False, tsne=fast))  # fmt: skip
-    train_dae(load_experiment("dae", "quick", AE), root / "dae", progress=False)
-    train_gan(load_experiment("gan", "quick", GAN), root / "gan", progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def explorer(study) -> Explorer:
-    return Explorer(study)
-
-
-@pytest.fixture(scope="module")
-def client(explorer):
-    with TestClient(create_app(explorer)) as c:
-        yield c
-
-
-def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array, mode).save(buf, "PNG") if mode else Image.fromarray(array).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def stroke(size: int = 200, dark_on_light: bool = False) -> np.ndarray:
-    """A thick off-centre '7'-like stroke on a square canvas (uint8)."""
-    a = np.zeros((size, size), np.uint8)
-    a[30:45, 100:170] = 255  # the bar, top right
-    for t in range(120):  # the diagonal
-        r, c = 45 + t, 165 - t // 2
-        a[r : r + 4, c - 7 : c + 7] = 255
-    return 255 - a if dark_on_light else a
 
 
 # --------------------------------------------------------------------------------------- preprocess
@@ -144,7 +89,7 @@ def test_mnist_digits_survive_preprocessing(explorer):
 def test_preprocess_refuses_bad_images(data, status, words):
     with pytest.raises(ApiError) as e:
         preprocess.preprocess_bytes(data)
-    assert e.value.status == status and words in e.value.message and "\n" not in e.value.message
+    assert_one_line_error(e, words, status=status)
 
 
 # ------------------------------------------------------------------------------------ run folders
@@ -156,38 +101,39 @@ def _copy_ae_only(study: Path, dest: Path) -> Path:
     return dest
 
 
-def test_layouts(study, tmp_path):
-    full = find_runs(study)
+def test_layouts(serve_study, tmp_path):
+    full = find_runs(serve_study)
     assert (full.encoder, full.denoiser, full.generators) == (
-        study / "ae",
-        study / "dae",
-        {"gan": study / "gan"},
+        serve_study / "ae",
+        serve_study / "dae",
+        {"gan": serve_study / "gan"},
     )
     assert not full.missing
-    single = find_runs(study / "ae")
-    assert single.encoder == study / "ae" and single.denoiser is None
+    single = find_runs(serve_study / "ae")
+    assert single.encoder == serve_study / "ae" and single.denoiser is None
     assert "single ae run" in single.missing["denoiser"]
-    dae = find_runs(study / "dae")
-    assert dae.encoder == dae.denoiser == study / "dae"
+    dae = find_runs(serve_study / "dae")
+    assert dae.encoder == dae.denoiser == serve_study / "dae"
     with pytest.raises(ConfigError, match="holds no run"):
         find_runs(tmp_path)
     with pytest.raises(ConfigError, match="holds a 'probe' run"):
-        find_runs(study / "ae" / "probe")
+        find_runs(serve_study / "ae" / "probe")
     with pytest.raises(ConfigError, match="not a folder"):
         find_runs(tmp_path / "nope")
 
 
-def test_probe_head_reproduces_the_probes_test_accuracy(study, explorer):
+def test_probe_head_reproduces_the_probes_test_accuracy(serve_study, explorer):
     """The head on raw codes (standardization recomputed and folded in) is the trained probe."""
     probs = explorer.classify(explorer.test_codes)
     acc = float((probs.argmax(1) == explorer.test_labels).mean())
-    reported = json.loads((study / "ae" / "probe" / "summary.json").read_text())["linear_probe"]["test_acc"]
+    probe = json.loads((serve_study / "ae" / "probe" / "summary.json").read_text())
+    reported = probe["linear_probe"]["test_acc"]
     assert abs(acc - reported) <= 1.0 / len(explorer.test_labels) + 1e-9, (acc, reported)
 
 
-def test_saved_tsne_map_is_read_and_a_mismatched_one_is_refused(study, tmp_path, explorer):
+def test_saved_tsne_map_is_read_and_a_mismatched_one_is_refused(serve_study, tmp_path, explorer):
     assert set(explorer.maps) == {"pca", "tsne"}
-    ae = _copy_ae_only(study, tmp_path / "ae")
+    ae = _copy_ae_only(serve_study, tmp_path / "ae")
     (ae / "latent").mkdir()
     (ae / "latent" / "map_tsne.csv").write_text("index,label,tsne_1,tsne_2\n0,3,0.1,0.2\n")
     ex = Explorer(ae)
@@ -234,7 +180,7 @@ def test_encode_decode_classify_agree_with_the_models(client, explorer):
     np.testing.assert_allclose(code, explorer.test_codes[5], atol=1e-4)
     dec = client.post("/api/decode", json={"code": enc["code"]}).json()
     with torch.inference_mode():
-        want = latent.decode(explorer.ae.decoder, code[None])[0]
+        want = code_samplers.decode(explorer.ae.decoder, code[None])[0]
     assert np.abs(np.array(dec["image"]) - want.astype(int)).max() <= 1
     by_image = client.post("/api/classify", json={"image": image}).json()
     by_code = client.post("/api/classify", json={"code": enc["code"]}).json()
@@ -330,10 +276,7 @@ BAD = [
 
 @pytest.mark.parametrize("method, path, kwargs, status, words", BAD, ids=[f"{b[1]}-{b[4]}" for b in BAD])
 def test_bad_input_is_a_4xx_with_one_line(client, method, path, kwargs, status, words):
-    r = getattr(client, method)(path, **kwargs)
-    assert r.status_code == status, r.text
-    msg = r.json()["error"]
-    assert words in msg and "\n" not in msg and "Traceback" not in msg, msg
+    assert_one_line_error(getattr(client, method)(path, **kwargs), words, status=status)
 
 
 FIELDS = ["code", "image", "png", "sampler", "n", "seed", "steps", "sigma", "a", "b", "x", "y", "index"]
@@ -355,16 +298,16 @@ def test_random_json_never_makes_a_500(client, path, body):
     r = client.post(path, content=json.dumps(body).encode())
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
-        assert "\n" not in r.json()["error"]
+        assert_one_line_error(r)
 
 
 def test_deeply_nested_json_is_a_400(client):
     r = client.post("/api/decode", content=b"[" * 100_000 + b"]" * 100_000)
-    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+    assert_one_line_error(r, "malformed JSON", status=400)
 
 
-def test_missing_pieces_are_409_and_named_on_the_page(study, tmp_path):
-    ae_only = Explorer(_copy_ae_only(study, tmp_path / "ae"))
+def test_missing_pieces_are_409_and_named_on_the_page(serve_study, tmp_path):
+    ae_only = Explorer(_copy_ae_only(serve_study, tmp_path / "ae"))
     with TestClient(create_app(ae_only)) as c:
         info = c.get("/api/info").json()
         assert (
@@ -384,11 +327,10 @@ def test_missing_pieces_are_409_and_named_on_the_page(study, tmp_path):
             ("/api/denoise", image),
             ("/api/sample", {"sampler": "gan"}),
         ):
-            r = c.post(path, json=body)
-            assert r.status_code == 409 and "unavailable" in r.json()["error"], (path, r.text)
+            assert_one_line_error(c.post(path, json=body), "unavailable", status=409)
         out = c.post("/api/analyze", content=png_bytes(stroke())).json()
         assert "reconstruction" in out and set(out["unavailable"]) == {"classify", "denoise"}
-    gan_only = Explorer(study / "gan")
+    gan_only = Explorer(serve_study / "gan")
     with TestClient(create_app(gan_only)) as c:
         assert not c.get("/api/info").json()["panels"]["draw"]["available"]
         assert c.post("/api/sample", json={"sampler": "gan", "n": 2}).status_code == 200
@@ -420,41 +362,14 @@ def test_a_busy_port_and_a_bad_folder_are_one_line_errors(tmp_path, capsys):
     finally:
         sock.close()
     assert cli.main(["serve", str(tmp_path / "missing"), "--port", "0"]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert_one_line_error(capsys, "not a folder")
     assert (
         cli.main(["serve", str(tmp_path), "--host", "0.0.0.0", "--port", "0"]) == 2
     )  # named host, empty folder
-    assert "holds no run" in capsys.readouterr().err
+    assert_one_line_error(capsys, "holds no run")
 
 
 # ------------------------------------------------------------------------- a real server on 127.0.0.1
-
-
-@contextlib.contextmanager
-def running(app):
-    """uvicorn in a thread on a free port of 127.0.0.1; yields the base URL."""
-    import uvicorn
-
-    sock = bind("127.0.0.1", 0)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@pytest.fixture(scope="module")
-def server(explorer):
-    with running(create_app(explorer, ["127.0.0.1", "localhost"])) as url:
-        yield url
 
 
 def test_load_a_few_hundred_requests_without_an_error(server, explorer):
@@ -495,27 +410,6 @@ def wait_until(condition, timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the page"
         time.sleep(0.05)
-
-
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-@contextlib.contextmanager
-def browser_page():
-    """A page of Debian's chromium driven by Playwright; skips with the reason when either is missing."""
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=FLAGS)
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900})
-        finally:
-            browser.close()
 
 
 def test_the_page_in_headless_chromium(server, tmp_path):
@@ -591,8 +485,8 @@ def test_the_page_in_headless_chromium(server, tmp_path):
         wait_until(lambda: "not an image" in page.inner_text("#status"))
 
 
-def test_the_page_names_the_panels_a_gan_run_cannot_fill(study):
-    with running(create_app(Explorer(study / "gan"))) as url, browser_page() as page:
+def test_the_page_names_the_panels_a_gan_run_cannot_fill(serve_study):
+    with running(create_app(Explorer(serve_study / "gan"))) as url, browser_page() as page:
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url + "/")
@@ -611,7 +505,7 @@ def test_the_page_names_the_panels_a_gan_run_cannot_fill(study):
 def test_a_digit_is_refused_by_samplers_that_are_not_conditional(client):
     for sampler in ("gan", "gmm"):
         r = client.post("/api/sample", json={"sampler": sampler, "n": 2, "digit": 3})
-        assert r.status_code == 422 and "not conditional" in r.json()["error"], r.text
+        assert_one_line_error(r, "not conditional", status=422)
     r = client.post("/api/sample", json={"sampler": "gan", "n": 2, "digit": 12})
     assert r.status_code == 422
     assert client.get("/api/info").json()["samplers"]["gan"]["conditional"] is False

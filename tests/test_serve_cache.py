@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from safetensors.torch import save as st_save
 
-import mnistlab.data
-from mnistlab import latent
-from mnistlab.data import DataConfig
+import mnistlab.data.datasets
+from mnistlab.data.datasets import DataConfig
+from mnistlab.models import code_samplers
 from mnistlab.models.autoencoder import AEConfig
-from mnistlab.rundir import checkpoint_path, read_summary
+from mnistlab.runs.checkpoint import read_checkpoint, sidecar_path
+from mnistlab.runs.folder import checkpoint_path, read_summary
 from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
-from mnistlab.training.checkpoint import read_checkpoint, sidecar_path
 from mnistlab.training.loop import TrainConfig
 from mnistlab.web import cache
 from mnistlab.web.explorer import Explorer
@@ -79,7 +79,7 @@ def computes(monkeypatch) -> list[int]:
 def _answers(ex: Explorer) -> dict[str, np.ndarray]:
     """What the page shows from the start state: maps, codes, samples, a decoded map click."""
     out = {"pca": ex.maps["pca"], "codes": ex.test_codes, "images": ex.test_images, "labels": ex.test_labels}
-    for name in latent.SAMPLERS:
+    for name in code_samplers.SAMPLERS:
         out[name] = ex.sample(name, 6, seed=3)
     out["click"] = np.asarray(ex.click("pca", 0.1, -0.2)["image"])
     return out
@@ -102,16 +102,19 @@ def test_a_second_start_reads_the_cache_and_answers_the_same(run, monkeypatch, c
 
     for target, name in (
         (cache, "compute"),
-        (latent, "encode"),
-        (latent, "fit_sampler"),
-        (mnistlab.data, "load"),
+        (code_samplers, "encode"),
+        (code_samplers, "fit_sampler"),
+        (mnistlab.data.datasets, "load"),
     ):
         monkeypatch.setattr(target, name, refuse)
     with caplog.at_level(logging.INFO, logger="mnistlab"):
         second = Explorer(run)
     assert "read from" in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     _same(_answers(first), _answers(second))
-    assert set(second.samplers) == set(latent.SAMPLERS) and second.info()["panels"]["samplers"]["available"]
+    assert (
+        set(second.samplers) == set(code_samplers.SAMPLERS)
+        and second.info()["panels"]["samplers"]["available"]
+    )
 
 
 def _loaded(run: Path):
@@ -227,7 +230,7 @@ def test_an_unreadable_cache_is_one_line_and_the_server_starts(run, caplog):
         ex = Explorer(run)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "unreadable" in warnings[0], warnings
-    assert ex.ae is not None and set(ex.samplers) == set(latent.SAMPLERS)
+    assert ex.ae is not None and set(ex.samplers) == set(code_samplers.SAMPLERS)
 
 
 def test_a_checkpoint_replaced_while_loading_is_not_cached(run, computes, monkeypatch):
@@ -239,8 +242,8 @@ def test_a_checkpoint_replaced_while_loading_is_not_cached(run, computes, monkey
 
 def test_sampler_state_round_trips_and_refuses_bad_shapes():
     codes = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
-    for name, cls in latent.SAMPLERS.items():
-        fitted = latent.fit_sampler(name, codes, components=2)
+    for name, cls in code_samplers.SAMPLERS.items():
+        fitted = code_samplers.fit_sampler(name, codes, components=2)
         again = cls.from_state(fitted.state())
         rng = lambda: np.random.default_rng(5)  # noqa: E731
         np.testing.assert_array_equal(fitted.sample(7, rng()), again.sample(7, rng()))
@@ -249,4 +252,4 @@ def test_sampler_state_round_trips_and_refuses_bad_shapes():
         with pytest.raises(ValueError):
             cls.from_state(state)
     with pytest.raises(ValueError, match="not finite|finite numbers"):
-        latent.GaussianSampler.from_state({"mean": np.array([np.nan]), "cov": np.ones((1, 1))})
+        code_samplers.GaussianSampler.from_state({"mean": np.array([np.nan]), "cov": np.ones((1, 1))})

@@ -6,7 +6,8 @@ app called directly; no sockets. Memory and latency under a flood of uploads are
 benchmarks/serve_abuse.py, not here.
 
 The study is a small ae run with its probe (no dae, gan or t-SNE map: their routes answer 409/404,
-which is what the bad-input paths need); trained once for the module.
+which is what the bad-input paths need): conftest.py's `serve_ae_run`, trained once for the session and
+copied for this module, whose `explorer` it is (conftest.py's `client` serves it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import base64
 import io
 import json
 import logging
+import shutil
 import struct
 import threading
 import time
@@ -28,13 +30,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from mnistlab.tasks import load_experiment
-from mnistlab.training.autoencoder import train_autoencoder
-from mnistlab.training.probe_run import run_probe
 from mnistlab.web import parse, preprocess
 from mnistlab.web.app import create_app, host_policy
 from mnistlab.web.explorer import Explorer
-from tests.test_serve import AE, PROBE, png_bytes, stroke
+from tests.conftest import assert_one_line_error
+from tests.serve_helpers import png_bytes, stroke
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 
@@ -42,17 +42,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def explorer(tmp_path_factory) -> Explorer:
-    root = tmp_path_factory.mktemp("hardening")
-    train_autoencoder(load_experiment("ae", "quick", AE), root / "ae", progress=False)
-    run_probe(root / "ae", "quick", PROBE, progress=False)
-    return Explorer(root / "ae")
-
-
-@pytest.fixture(scope="module")
-def client(explorer):
-    with TestClient(create_app(explorer)) as c:
-        yield c
+def explorer(serve_ae_run, tmp_path_factory) -> Explorer:
+    """The explorer over a copy of the session's ae run (its start writes a cache file into the folder)."""
+    run = shutil.copytree(serve_ae_run, tmp_path_factory.mktemp("hardening") / "ae")
+    return Explorer(run)
 
 
 JSON = {"Content-Type": "application/json"}
@@ -63,8 +56,8 @@ def assert_clean(r, path: str = "") -> None:
     """No 5xx; a 4xx carries {"error": one short line}."""
     assert r.status_code < 500, (path[:80], r.status_code, r.text[:300])
     if r.status_code >= 400:
-        msg = r.json()["error"]
-        assert isinstance(msg, str) and msg and "\n" not in msg and len(msg) <= 300, msg
+        msg = assert_one_line_error(r)
+        assert len(msg) <= 300, msg
 
 
 # ------------------------------------------------------------------------------------ JSON bodies
@@ -147,8 +140,7 @@ HOSTILE = [
 @pytest.mark.parametrize("path, body, status, words", HOSTILE, ids=[f"{h[0]}-{h[3]}" for h in HOSTILE])
 def test_hostile_bodies_are_a_4xx(client, path, body, status, words):
     r = client.post(path, content=body.replace("HUGE", HUGE).encode(), headers=JSON)
-    assert r.status_code == status, r.text[:300]
-    assert words in r.json()["error"]
+    assert_one_line_error(r, words, status=status)
     assert_clean(r)
 
 
@@ -193,9 +185,9 @@ def test_long_digit_segments_and_queries_are_a_4xx(client, explorer):
     assert client.get("/api/test/7").json()["index"] == 7  # the str segment still reads an index
     assert client.get("/api/test/\u0663").status_code == 404  # a non-ASCII digit is not an index
     r = client.post(f"/api/analyze?seed={HUGE}", content=png_bytes(stroke()), headers=PNG)
-    assert r.status_code == 400 and "?seed" in r.json()["error"]
+    assert_one_line_error(r, "?seed", status=400)
     r = client.get("/api/" + quote("x\ny" * 400, safe=""))
-    assert r.status_code == 404 and len(r.json()["error"]) <= 300 and "\n" not in r.json()["error"]
+    assert len(assert_one_line_error(r, status=404)) <= 300
 
 
 # ------------------------------------------------------------------- content type, Origin, Host
@@ -206,7 +198,8 @@ def test_a_json_route_refuses_other_content_types(client, monkeypatch, explorer,
     ran = []
     monkeypatch.setattr(explorer, "sample", lambda *a: ran.append(a))
     r = client.post("/api/sample", content=b'{"sampler": "gmm", "n": 2}', headers={"Content-Type": ctype})
-    assert r.status_code == 415 and "application/json" in r.json()["error"] and ran == []
+    assert_one_line_error(r, "application/json", status=415)
+    assert ran == []
     assert_clean(r)
 
 
@@ -218,7 +211,7 @@ def test_json_and_image_content_types_are_accepted(client):
         assert client.post("/api/analyze", content=png_bytes(stroke()), headers={"Content-Type": ctype}).status_code == 200  # fmt: skip
     for ctype in ("text/plain", "application/json", "application/x-www-form-urlencoded"):
         r = client.post("/api/analyze", content=png_bytes(stroke()), headers={"Content-Type": ctype})
-        assert r.status_code == 415 and "image/png" in r.json()["error"], ctype
+        assert_one_line_error(r, "image/png", status=415)
 
 
 def test_the_page_sends_the_content_types_the_server_wants():
@@ -239,7 +232,7 @@ def test_origin_must_be_this_server(client, origin, status):
     assert post.status_code == get.status_code == status, (post.text, get.text)
     assert_clean(post)
     if status == 403:
-        assert "cross-origin" in post.json()["error"]
+        assert_one_line_error(post, "cross-origin")
 
 
 @pytest.mark.parametrize("bind", ["::1", "127.0.0.1", "127.3.4.5", "localhost"])
@@ -256,7 +249,7 @@ def test_loopback_binds_answer_loopback_host_names_only(explorer, bind, host, ok
         assert r.status_code == (200 if ok else 400), (host, r.text)
         assert_clean(r)
         if not ok:
-            assert "loopback" in r.json()["error"]
+            assert_one_line_error(r, "loopback")
 
 
 def test_the_server_port_comes_from_serve_when_given(explorer):
@@ -290,7 +283,7 @@ def test_an_oversized_png_header_is_refused_before_decoding(client, monkeypatch,
     loads = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.size))
     r = client.post("/api/analyze", content=png_header(width, height), headers=PNG)
-    assert r.status_code == 422 and "pixels" in r.json()["error"], r.text
+    assert_one_line_error(r, "pixels", status=422)
     r = client.post("/api/encode", json={"png": base64.b64encode(png_header(width, height)).decode()})
     assert r.status_code == 422 and loads == [], (r.text, loads)
 

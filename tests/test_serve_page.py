@@ -3,13 +3,15 @@ report page; and every control of the page driven in headless Chromium at a desk
 phone (390x844) viewport. The browser test fails on a console error, on a control whose use changes
 nothing on the page, and on an element wider than the viewport; its screenshots go to tests/artifacts/.
 
-The study (ae + probe + maps, dae, gan) is test_serve's fixture, built again for this module.
+The study (ae + probe + maps, dae, gan, a report) is conftest.py's `serve_study`, built once for the
+session; the API tests share its `client`, the page tests its `server`.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -22,36 +24,31 @@ from PIL import Image
 
 from mnistlab.web.app import create_app
 from mnistlab.web.runs import _pick
-from tests.test_serve import browser_page, client, explorer, png_bytes, running, server, stroke, study  # noqa: F401
+from tests.conftest import assert_one_line_error
+from tests.serve_helpers import browser_page, png_bytes, stroke
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # gitignored
 
 
-def one_line_error(r, status: int, words: str) -> None:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    msg = r.json()["error"]
-    assert words in msg and "\n" not in msg, msg
-
-
 # ------------------------------------------------------------------------------------------ the API
 
 
-def test_sample_counts_are_checked_on_the_server(client):  # noqa: F811
+def test_sample_counts_are_checked_on_the_server(client):
     out = client.post("/api/sample", json={"sampler": "gan", "n": 256, "seed": 1}).json()
     assert np.array(out["images"]).shape == (256, 28, 28) and out["n"] == 256
     assert client.get("/api/info").json()["limits"]["sample_counts"] == [16, 64, 256]
-    one_line_error(
-        client.post("/api/sample", json={"sampler": "gan", "n": 257}), 422, "'n' must be in 1..256"
-    )
-    one_line_error(client.post("/api/sample", json={"sampler": "gmm", "n": 0}), 422, "'n' must be in 1..256")
-    one_line_error(client.post("/api/sample", json={"sampler": "gmm", "n": "16"}), 400, "whole number")
-    rows = {"sampler": "gan", "n": 65, "every_digit": True}
-    one_line_error(client.post("/api/sample", json=rows), 422, "'n' must be in 1..64")
+    for body, status, words in (
+        ({"sampler": "gan", "n": 257}, 422, "'n' must be in 1..256"),
+        ({"sampler": "gmm", "n": 0}, 422, "'n' must be in 1..256"),
+        ({"sampler": "gmm", "n": "16"}, 400, "whole number"),
+        ({"sampler": "gan", "n": 65, "every_digit": True}, 422, "'n' must be in 1..64"),
+    ):
+        assert_one_line_error(client.post("/api/sample", json=body), words, status=status)
 
 
-def test_sample_downloads_hold_the_same_digits_as_the_page(client):  # noqa: F811
+def test_sample_downloads_hold_the_same_digits_as_the_page(client):
     want = np.array(client.post("/api/sample", json={"sampler": "gan", "n": 64, "seed": 3}).json()["images"])
     r = client.get("/api/sample.npy?sampler=gan&n=64&seed=3")
     assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
@@ -89,46 +86,43 @@ BAD_QUERIES = [
 
 @pytest.mark.parametrize("kind", ["png", "npy"])
 @pytest.mark.parametrize("query, status, words", BAD_QUERIES, ids=[q[2] for q in BAD_QUERIES])
-def test_bad_download_queries_are_one_line_4xx(client, kind, query, status, words):  # noqa: F811
-    one_line_error(client.get(f"/api/sample.{kind}{query}"), status, words)
+def test_bad_download_queries_are_one_line_4xx(client, kind, query, status, words):
+    assert_one_line_error(client.get(f"/api/sample.{kind}{query}"), words, status=status)
 
 
-def test_downloads_refuse_other_sites(client):  # noqa: F811
+def test_downloads_refuse_other_sites(client):
     r = client.get("/api/sample.png?sampler=gan", headers={"Sec-Fetch-Site": "cross-site"})
-    one_line_error(r, 403, "another site")
+    assert_one_line_error(r, "another site", status=403)
     assert (
         client.get("/api/sample.png?sampler=gan&n=1", headers={"Sec-Fetch-Site": "same-origin"}).status_code
         == 200
     )
-    one_line_error(client.post("/api/sample.png"), 405, "POST is not allowed")
-    one_line_error(client.get("/report", headers={"Sec-Fetch-Site": "same-site"}), 403, "another site")
+    assert_one_line_error(client.post("/api/sample.png"), "POST is not allowed", status=405)
+    r = client.get("/report", headers={"Sec-Fetch-Site": "same-site"})
+    assert_one_line_error(r, "another site", status=403)
 
 
-def test_the_report_link_serves_only_the_runs_own_page(study, tmp_path):  # noqa: F811
+def test_the_report_link_serves_only_the_runs_own_page(serve_study, tmp_path):
     from mnistlab.web.explorer import Explorer
 
-    ex = Explorer(study / "gan")  # a run folder without a report: no link, a 404
+    gan = Path(shutil.copytree(serve_study / "gan", tmp_path / "gan"))  # this test writes into it
+    ex = Explorer(gan)  # a run folder without a report: no link, a 404
     with TestClient(create_app(ex)) as c:
         assert c.get("/api/info").json()["report"] is None
-        one_line_error(c.get("/report"), 404, "has no report page")
-        (study / "gan" / "figures").mkdir(exist_ok=True)
-        compare = study / "gan" / "figures" / "compare.html"
+        assert_one_line_error(c.get("/report"), "has no report page", status=404)
+        (gan / "figures").mkdir(exist_ok=True)
+        compare = gan / "figures" / "compare.html"
         compare.write_text("<html><body>compare page</body></html>")
-        try:
-            assert c.get("/api/info").json()["report"] == "figures/compare.html"
-            r = c.get("/report")
-            assert r.status_code == 200 and "compare page" in r.text
-            assert "default-src 'none'" in r.headers["content-security-policy"]
-        finally:
-            compare.unlink()
+        assert c.get("/api/info").json()["report"] == "figures/compare.html"
+        r = c.get("/report")
+        assert r.status_code == 200 and "compare page" in r.text
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        compare.unlink()
         outside = tmp_path / "secret.html"  # a link out of the run folder is not followed
         outside.write_text("secret")
-        (study / "gan" / "report.html").symlink_to(outside)
-        try:
-            assert c.get("/api/info").json()["report"] is None
-            assert c.get("/report").status_code == 404
-        finally:
-            (study / "gan" / "report.html").unlink()
+        (gan / "report.html").symlink_to(outside)
+        assert c.get("/api/info").json()["report"] is None
+        assert c.get("/report").status_code == 404
 
 
 def test_every_generator_run_gets_a_panel():
@@ -376,8 +370,8 @@ def drive(page, server_url: str, phone: bool, tmp_path: Path) -> Driver:  # noqa
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
-def test_every_control_of_the_page(study, server, viewport, tmp_path):  # noqa: F811
-    (study / "report.html").write_text("<html><body><h1>the study's report</h1></body></html>")
+def test_every_control_of_the_page(server, viewport, tmp_path):
+    # The report link opens the study's report.html (serve_helpers.REPORT, written by serve_study).
     with browser_page() as first:
         browser = first.context.browser
         options = dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True) if viewport == "phone" else dict(viewport={"width": 1280, "height": 900})  # fmt: skip
@@ -411,8 +405,8 @@ QUERY_TEXT = st.lists(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["png", "npy"]), query=QUERY_TEXT)
-def test_random_download_queries_never_make_a_500(client, kind, query):  # noqa: F811
+def test_random_download_queries_never_make_a_500(client, kind, query):
     r = client.get(f"/api/sample.{kind}?{query}")
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
-        assert "\n" not in r.json()["error"]
+        assert_one_line_error(r)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mnistlab import cli
-from mnistlab.data import Split, load, to_float
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import Split, load, to_float
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig
 from mnistlab.models.classifier import ClassifierConfig
@@ -22,6 +22,7 @@ from mnistlab.training.classifier import AugmentConfig, ClassifierTask
 from mnistlab.training.gan import GANTask, GANTrainConfig
 from mnistlab.training.loop import TrainConfig, amp_mode, autocast, on_device
 from mnistlab.training.run_folder import seed_everything
+from tests.conftest import assert_one_line_error
 
 CPU = torch.device("cpu")
 FAST = {"amp": "bf16", "channels_last": True}
@@ -134,7 +135,7 @@ def test_cli_trains_with_the_flags_and_rejects_a_bad_value(idx_dir, tmp_path, ca
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
     assert 'amp = "bf16"' in (out / "config.toml").read_text()
     assert cli.main([*common, "--out", str(tmp_path / "bad"), "--set", "train.amp=fp8"]) == 2
-    assert "train.amp must be one of off, bf16" in capsys.readouterr().err
+    assert_one_line_error(capsys, "train.amp must be one of off, bf16")
 
 
 def test_gpu_check_runs_on_the_cpu_and_names_the_device(capsys):

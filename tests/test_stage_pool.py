@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from mnistlab import cli, pipeline, stage_pool
-from mnistlab.errors import ConfigError
+from mnistlab import cli
+from mnistlab.core.errors import ConfigError
+from mnistlab.study import pool as stage_pool
+from mnistlab.study import run as pipeline
 
 from .conftest import TINY_RUN_PRESET
 
@@ -119,16 +121,16 @@ def _numbers(run):
 
 def test_a_study_with_two_workers_keeps_the_books_and_the_numbers(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    pipeline.run_study(one, str(TINY_RUN_PRESET), [*SMALL, "run.workers=1"], progress=False, report=False)
+    pipeline.run_study(one, str(TINY_RUN_PRESET), [*SMALL, "run.workers=1"], progress=False, report=None)
     # latent and probe asked to start first: once the autoencoder ends they take both workers, the DAE
-    # (first in stage order) waits for one of them.
+    # waits for one of them.
     first = "run.start_first=latent,probe"
     pipeline.run_study(
-        two, str(TINY_RUN_PRESET), [*SMALL, "run.workers=2", first], progress=False, report=False
+        two, str(TINY_RUN_PRESET), [*SMALL, "run.workers=2", first], progress=False, report=None
     )
     state = json.loads((two / "run.json").read_text())
     stage = {s["name"]: s for s in state["stages"]}
-    assert list(stage) == ["ae", "dae", "probe", "latent", "labels"] and state["status"] == "done"
+    assert list(stage) == ["ae", "probe", "latent", "dae", "labels"] and state["status"] == "done"
     assert all(
         s["status"] == "done" and s["cpu_seconds"] > 0 and s["peak_rss_mb"] > 0 for s in stage.values()
     )

@@ -1,9 +1,10 @@
 """The task registry: names, roles, preset tables, a plug-in through an entry point driven through the
-CLI, the Python API, and the dependency rules of the package layout."""
+CLI, a plug-in study stage, the Python API, and the package's layers (import-linter)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,12 @@ import pytest
 import torch
 
 from mnistlab import cli, tasks
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
+from mnistlab.report.build import write_report
+from mnistlab.study import registry
+from mnistlab.study.run import run_study
+
+from .conftest import TINY_RUN_PRESET
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = Path(__file__).parent / "plugin"
@@ -61,13 +67,18 @@ def plugin_installed(tmp_path, monkeypatch):
     info = site / "toy_mnistlab-0.1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mnistlab\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[mnistlab.tasks]\nlinae = toy_mnistlab:SPEC\n")
+    (info / "entry_points.txt").write_text(
+        "[mnistlab.tasks]\nlinae = toy_mnistlab:SPEC\n\n[mnistlab.stages]\nknn_probe = toy_mnistlab.knn_stage:STAGE\n"
+    )
     paths = [str(site), str(PLUGIN / "src")]
     monkeypatch.setattr(sys, "path", [*paths, *sys.path])
     monkeypatch.setattr(tasks, "_loaded", False)
+    monkeypatch.setattr(registry, "_loaded", False)
     yield paths
     tasks.unregister("linae")
+    registry.unregister("knn_probe")
     monkeypatch.setattr(tasks, "_loaded", False)
+    monkeypatch.setattr(registry, "_loaded", False)
 
 
 def test_a_plugin_task_trains_samples_probes_and_maps_through_the_cli(plugin_installed, tmp_path, capsys):
@@ -135,16 +146,25 @@ def test_python_api_trains_and_loads_a_run(tmp_path):
         mnistlab.train("ae", preset="quick", out=tmp_path / "x", baseline=tmp_path)
 
 
-def test_the_layout_has_no_cycles_and_nothing_imports_the_cli():
-    tool = ROOT.parent / "shared" / "tools" / "structure.py"
-    if not tool.is_file():
-        pytest.skip(f"{tool} is not here (it lives beside the repository)")
-    done = subprocess.run(
-        [sys.executable, str(tool), str(ROOT / "src" / "mnistlab")], capture_output=True, text=True
-    )
-    figures = json.loads(done.stdout)
-    assert figures["cycles"] == [] and figures["library_modules_importing_cli"] == []
-    assert (
-        figures["task_name_comparisons_outside_tasks"] == [] and figures["task_name_keys_outside_tasks"] == 0
-    )
-    assert figures["longest_module"]["lines"] <= 400, figures["longest_module"]
+def test_a_plugin_stage_runs_in_the_study_and_reports_with_nothing_edited(plugin_installed, tmp_path):
+    """tests/plugin's k-NN probe stage, found by its entry point: planned after the encoders it reads,
+    run, recorded in run.json, fingerprinted, and given its section of the report."""
+    out = tmp_path / "study"
+    plan = ["run.tasks=ae,linae", "run.labels_per_class=", "run.finetune=false", "run.latent_maps=pca",
+            "run.latent_score=false", "run.workers=1", "linae.train.epochs=1"]  # fmt: skip
+    state = run_study(out, str(TINY_RUN_PRESET), plan, progress=False, report=write_report)
+    names = [s["name"] for s in state["stages"]]
+    assert names.index("knn_probe") > max(names.index("ae"), names.index("linae"))
+    accuracy = json.loads((out / "knn_probe" / "summary.json").read_text())["test_accuracy"]
+    assert set(accuracy) == {"ae", "linae"} and all(0.1 < a <= 1 for a in accuracy.values())
+    html = (out / "report.html").read_text()
+    assert "k-nearest-neighbour probe (a plug-in stage)" in html and "5-NN on each encoder" in html
+
+
+def test_the_layers_hold(tmp_path):
+    """The import-linter contracts of pyproject.toml (layers one way; models import no training; metrics
+    no tasks): an upward import anywhere, inside a function too, fails here."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

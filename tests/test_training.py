@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab.data import load
+from mnistlab.data.datasets import load
 from mnistlab.models import build_model
-from mnistlab.training import checkpoint as ckpt
+from mnistlab.runs import checkpoint as ckpt
 from mnistlab.training.autoencoder import AutoencoderTask
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit, lr_factor, make_optimizer
 from mnistlab.training.run_folder import seed_everything

@@ -10,21 +10,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mnistlab import rundir, tasks
-from mnistlab.data import load
-from mnistlab.models.vae import (
-    VAE,
-    CodePrior,
-    VAEConfig,
-    fit_code_prior,
-    kl_divergence,
-    mmd_to_prior,
-    reconstruction_nll,
-)
+from mnistlab import tasks
+from mnistlab.data.datasets import load
+from mnistlab.models.vae import VAE, CodePrior, VAEConfig, kl_divergence, mmd_to_prior, reconstruction_nll
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks.vae import VAETask, beta_at
-from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
+from mnistlab.training.variational import fit_code_prior
+from tests.conftest import assert_one_line_error
 from tests.dist_worker import run_rank
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -240,7 +235,7 @@ def test_on_the_cpu_it_trains_channels_last_and_steps_as_in_nchw():
 
 
 def test_warm_start_decodes_the_mean_code_as_the_autoencoder_did_on_standardised_codes():
-    from mnistlab.errors import ConfigError
+    from mnistlab.core.errors import ConfigError
     from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
     from mnistlab.models.vae import WARM_LOGVAR, warm_start
 
@@ -268,7 +263,7 @@ def test_warm_start_decodes_the_mean_code_as_the_autoencoder_did_on_standardised
 
 def test_a_vae_run_starts_from_the_baseline_autoencoder_only_when_asked(tmp_path, capsys):
     from mnistlab import cli
-    from mnistlab.errors import ConfigError
+    from mnistlab.core.errors import ConfigError
 
     ae_dir = tmp_path / "ae"
     tasks.train(
@@ -287,14 +282,13 @@ def test_a_vae_run_starts_from_the_baseline_autoencoder_only_when_asked(tmp_path
         spec.train(wide, tmp_path / "wide", progress=False, baseline=ae_dir)
     # Its evaluation compares with no baseline: a one-line error, not a traceback.
     assert cli.main(["-q", "eval", str(tmp_path / "warm"), "--baseline", str(ae_dir)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--baseline and --sigmas apply to runs of dae" in err[0], err
+    assert_one_line_error(capsys, "--baseline and --sigmas apply to runs of dae")
 
 
 def test_a_second_stage_after_the_first_trains_into_the_checkpoint_and_resumes(tmp_path, monkeypatch):
     """vae.code_prior_epochs: a fresh second stage trains on the frozen codes into the last checkpoint;
     a run stopped inside it trains it again to the same weights, and a finished run resumed keeps it."""
-    from mnistlab.errors import ConfigError
+    from mnistlab.core.errors import ConfigError
     from mnistlab.tasks import vae as vae_task
 
     spec = tasks.get("vae")

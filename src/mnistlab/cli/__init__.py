@@ -36,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from mnistlab.data import DataError
-    from mnistlab.errors import ConfigError, WorkersDied
-    from mnistlab.rundir import cli_command
-    from mnistlab.training.checkpoint import CheckpointError
+    from mnistlab.core.errors import ConfigError, WorkersDied
+    from mnistlab.data.datasets import DataError
+    from mnistlab.runs.checkpoint import CheckpointError
+    from mnistlab.runs.folder import cli_command
     from mnistlab.training.loop import NonFiniteLossError
 
     try:

@@ -9,10 +9,19 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_config_args(p: argparse.ArgumentParser, preset_default: str = "default") -> None:
-    p.add_argument("--preset", default=preset_default,
-                   help=f"preset name (quick, seed, default) or path to a .toml preset [{preset_default}]")  # fmt: skip
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config field, e.g. --set model.latent_dim=2 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        default=preset_default,
+        help=f"preset name (quick, seed, default) or path to a .toml preset [{preset_default}]",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set model.latent_dim=2 (repeatable)",
+    )
     p.add_argument("--data-dir", help="folder with the four IDX files (gzip or raw) to use instead of MNIST")
     p.add_argument("--dataset", help="a known dataset name (mnist, fashion-mnist, kmnist) from the cache")
     add_device(p, None)
@@ -21,8 +30,12 @@ def add_config_args(p: argparse.ArgumentParser, preset_default: str = "default")
 
 def add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     what = "[config: auto]" if default is None else f"[{default}]"
-    p.add_argument("--device", choices=DEVICES, default=default,
-                   help=f"where to compute: auto (cuda when available), cpu or cuda {what}")  # fmt: skip
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=default,
+        help=f"where to compute: auto (cuda when available), cpu or cuda {what}",
+    )
 
 
 def add_progress(p: argparse.ArgumentParser) -> None:

@@ -10,33 +10,44 @@ from mnistlab.cli.common import add_device, names
 
 
 def add_parsers(sub) -> None:
-    c = sub.add_parser("compare", help="one table of finished runs of any tasks (the models bench)",
-                       description="Measure finished run folders side by side: reconstruction (decoders), denoising "
-                       "gain (denoisers), frozen probe and k-NN (encoders), FID-MNIST, precision, recall, digit "
-                       "coverage and nearest-training-image distance per sampler (generators), parameters and "
-                       "training speed (every run). A study folder of `mnistlab run` stands for its finished "
-                       "stages. What a run's summary.json lacks is computed from its checkpoint and cached in "
-                       "RUN/compare.json, so the same compare again only reads files.")  # fmt: skip
+    c = sub.add_parser(
+        "compare",
+        help="one table of finished runs of any tasks (the models bench)",
+        description="Measure finished run folders side by side: reconstruction (decoders), denoising "
+        "gain (denoisers), frozen probe and k-NN (encoders), FID-MNIST, precision, recall, digit "
+        "coverage and nearest-training-image distance per sampler (generators), parameters and "
+        "training speed (every run). A study folder of `mnistlab run` stands for its finished "
+        "stages. What a run's summary.json lacks is computed from its checkpoint and cached in "
+        "RUN/compare.json, so the same compare again only reads files.",
+    )
     c.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN", help="run folders or `mnistlab run` study folders"
     )
-    c.add_argument("--out", type=Path, help="folder for compare.md, compare.csv, compare.html "
-                   "[runs/compare-<UTC date-time>]")  # fmt: skip
+    c.add_argument(
+        "--out",
+        type=Path,
+        help="folder for compare.md, compare.csv, compare.html [runs/compare-<UTC date-time>]",
+    )
     c.add_argument(
         "--samples", type=int, default=10_000, help="samples scored per sampler of a generator [10000]"
     )
-    c.add_argument("--samplers", metavar="NAME,...",
-                   help="samplers to score (e.g. prior,gmm,uniform) [every one but uniform]")  # fmt: skip
-    c.add_argument("--probe-train", type=int, default=10_000,
-                   help="training images the frozen probe is fit on [10000]")  # fmt: skip
+    c.add_argument(
+        "--samplers",
+        metavar="NAME,...",
+        help="samplers to score (e.g. prior,gmm,uniform) [every one but uniform]",
+    )
+    c.add_argument(
+        "--probe-train", type=int, default=10_000, help="training images the frozen probe is fit on [10000]"
+    )
     c.add_argument("--seed", type=int, default=0, help="seed of the samples and the probe [0]")
     add_device(c, "cpu")
     c.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mnistlab import bench, bench_table
-    from mnistlab.allocator import keep_freed_memory
+    from mnistlab.bench import compare as bench
+    from mnistlab.bench import table as bench_table
+    from mnistlab.core.allocator import keep_freed_memory
     from mnistlab.report import bench_page
 
     # Scoring allocates and frees the same large feature and distance tensors per batch: keeping freed
@@ -45,8 +56,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     keep_freed_memory()
 
     samplers = names(args.samplers) if args.samplers else None
-    cfg = bench.BenchConfig(samples=args.samples, seed=args.seed, probe_train=args.probe_train,
-                            samplers=samplers, device=args.device)  # fmt: skip
+    cfg = bench.BenchConfig(
+        samples=args.samples,
+        seed=args.seed,
+        probe_train=args.probe_train,
+        samplers=samplers,
+        device=args.device,
+    )
     out = bench_page.check_out(args.out or bench_page.default_out())
     entries, notes = bench.compare(args.runs, cfg, compute=True)
     paths = bench_page.write(entries, notes, cfg, out)

@@ -12,10 +12,13 @@ HEADLINE = ("mse", "psnr", "ssim", "kl", "fid_mnist", "precision", "recall", "ac
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("pretrained", help="trained runs shipped with mnistlab (list, path, pack, make)",
-                       description="Runs trained with each task's default preset ship inside the package. "
-                       "`path NAME` prints a writable copy of one (in $MNISTLAB_HOME or ~/.cache/mnistlab) that "
-                       "every command takes: sample, score, probe, latent, eval, serve, compare.")  # fmt: skip
+    p = sub.add_parser(
+        "pretrained",
+        help="trained runs shipped with mnistlab (list, path, pack, make)",
+        description="Runs trained with each task's default preset ship inside the package. "
+        "`path NAME` prints a writable copy of one (in $MNISTLAB_HOME or ~/.cache/mnistlab) that "
+        "every command takes: sample, score, probe, latent, eval, serve, compare.",
+    )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="the shipped runs with their test numbers and origin")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -23,10 +26,13 @@ def add_parsers(sub) -> None:
     pa = actions.add_parser("path", help="print the folder of a writable copy of a shipped run")
     pa.add_argument("name", help="a shipped run's name (see `mnistlab pretrained list`)")
     pa.set_defaults(func=cmd_path)
-    pk = actions.add_parser("pack", help="pack finished runs into a bundle (the package's, by default)",
-                            description="Copy finished run folders (or the task stages of `mnistlab run` study "
-                            "folders) into a bundle with weights-only checkpoints, re-evaluate them, build the "
-                            "explorer's start-up cache and the `mnistlab compare` page; replaces the bundle.")  # fmt: skip
+    pk = actions.add_parser(
+        "pack",
+        help="pack finished runs into a bundle (the package's, by default)",
+        description="Copy finished run folders (or the task stages of `mnistlab run` study "
+        "folders) into a bundle with weights-only checkpoints, re-evaluate them, build the "
+        "explorer's start-up cache and the `mnistlab compare` page; replaces the bundle.",
+    )
     pk.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished run folders or study folders")
     pk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")
     pk.add_argument(
@@ -37,9 +43,12 @@ def add_parsers(sub) -> None:
     )
     add_device(pk, "cpu")
     pk.set_defaults(func=cmd_pack)
-    mk = actions.add_parser("make", help="train every task's default preset, then pack: the bundle from scratch",
-                            description="Train each registered task with its default preset into --work "
-                            "(finished runs are kept, interrupted ones resumed), then pack them into --out.")  # fmt: skip
+    mk = actions.add_parser(
+        "make",
+        help="train every task's default preset, then pack: the bundle from scratch",
+        description="Train each registered task with its default preset into --work "
+        "(finished runs are kept, interrupted ones resumed), then pack them into --out.",
+    )
     mk.add_argument(
         "--work", type=Path, default=Path("runs/pretrained"), help="training folder [runs/pretrained]"
     )
@@ -50,7 +59,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from mnistlab import pretrained
+    from mnistlab.pretrained import shipped as pretrained
 
     rows = [pretrained.describe(n) for n in pretrained.available()]
     if args.json:
@@ -74,15 +83,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_path(args: argparse.Namespace) -> int:
-    from mnistlab import pretrained
+    from mnistlab.pretrained import shipped as pretrained
 
     print(pretrained.path(args.name))
     return 0
 
 
 def _sources(runs: list[Path]) -> dict[str, Path]:
-    from mnistlab import bench, tasks
-    from mnistlab.errors import ConfigError
+    from mnistlab import tasks
+    from mnistlab.bench import compare as bench
+    from mnistlab.core.errors import ConfigError
 
     sources: dict[str, Path] = {}
     for run in runs:
@@ -97,16 +107,23 @@ def _sources(runs: list[Path]) -> dict[str, Path]:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from mnistlab import pretrained, pretrained_pack
+    from mnistlab.pretrained import pack as pretrained_pack
+    from mnistlab.pretrained import shipped as pretrained
 
-    records = pretrained_pack.pack(_sources(args.runs), args.out or pretrained.BUNDLE, args.device,
-                              compare=not args.no_compare, half=not args.float32)  # fmt: skip
+    records = pretrained_pack.pack(
+        _sources(args.runs),
+        args.out or pretrained.BUNDLE,
+        args.device,
+        compare=not args.no_compare,
+        half=not args.float32,
+    )
     print(json.dumps(records, indent=2))
     return 0
 
 
 def cmd_make(args: argparse.Namespace) -> int:
-    from mnistlab import pretrained, pretrained_pack
+    from mnistlab.pretrained import pack as pretrained_pack
+    from mnistlab.pretrained import shipped as pretrained
 
     records = pretrained_pack.make(
         args.work, args.out or pretrained.BUNDLE, args.device, progress=not args.no_progress

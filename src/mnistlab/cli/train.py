@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnistlab import tasks
 from mnistlab.cli.common import add_config_args, add_device, experiment_overrides
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
 
 
 def objective(text: str) -> str:
@@ -40,68 +40,113 @@ def _evaluates_beside_baseline() -> str:
 
 
 def add_parsers(sub) -> None:
-    train = sub.add_parser("train", help="train a model into a run folder",
-                           description="Train a model; the run folder gets config, metrics, checkpoints, figures, "
-                           f"summary. Tasks: {_task_list()}.")  # fmt: skip
+    train = sub.add_parser(
+        "train",
+        help="train a model into a run folder",
+        description="Train a model; the run folder gets config, metrics, checkpoints, figures, "
+        f"summary. Tasks: {_task_list()}.",
+    )
     train.add_argument("task", choices=tasks.names(), help="what to train (see the task list above)")
     add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder [runs/<task>-<preset>]")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    train.add_argument("--baseline", type=Path, metavar="AE_RUN",
-                       help=f"tasks {_with_option('baseline')}: a plain autoencoder run (the DAE compares with it on "
-                       "the same noisy test images; with --set init.from_baseline=true a DAE or VAE starts from "
-                       "its weights)")  # fmt: skip
+    train.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="AE_RUN",
+        help=f"tasks {_with_option('baseline')}: a plain autoencoder run (the DAE compares with it on "
+        "the same noisy test images; with --set init.from_baseline=true a DAE or VAE starts from "
+        "its weights)",
+    )
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a trained run on the test set",
-                        description="Recompute test metrics and figures of a run folder from its checkpoint.")  # fmt: skip
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained run on the test set",
+        description="Recompute test metrics and figures of a run folder from its checkpoint.",
+    )
     ev.add_argument("run_dir", type=Path, help="a run folder written by `mnistlab train`")
     add_device(ev)
-    ev.add_argument("--baseline", type=Path, metavar="AE_RUN",
-                    help=f"tasks {_evaluates_beside_baseline()}: a plain autoencoder run fed the same noisy test images")  # fmt: skip
-    ev.add_argument("--sigmas", metavar="S1,S2,...",
-                    help=f"tasks {_evaluates_beside_baseline()}: test noise levels [the run's noise.eval_sigmas]")  # fmt: skip
+    ev.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="AE_RUN",
+        help=f"tasks {_evaluates_beside_baseline()}: a plain autoencoder run fed the same noisy test images",
+    )
+    ev.add_argument(
+        "--sigmas",
+        metavar="S1,S2,...",
+        help=f"tasks {_evaluates_beside_baseline()}: test noise levels [the run's noise.eval_sigmas]",
+    )
     ev.set_defaults(func=cmd_eval)
     _add_search_parser(sub)
 
 
 def _add_search_parser(sub) -> None:
-    s = sub.add_parser("search", help="grid or Optuna search over any config fields",
-                       description="Train one run folder per trial and write results.csv/.md, val_curves.png and "
-                       "best.toml (a preset). Without --grid and --optuna it runs the report's grid: "
-                       "train.lr=1e-3,2e-2 x train.weight_decay=1e-4,5e-3 x model.latent_dim=2,10,100. "
-                       "Re-running the same search skips finished trials and resumes interrupted ones.")  # fmt: skip
+    s = sub.add_parser(
+        "search",
+        help="grid or Optuna search over any config fields",
+        description="Train one run folder per trial and write results.csv/.md, val_curves.png and "
+        "best.toml (a preset). Without --grid and --optuna it runs the report's grid: "
+        "train.lr=1e-3,2e-2 x train.weight_decay=1e-4,5e-3 x model.latent_dim=2,10,100. "
+        "Re-running the same search skips finished trials and resumes interrupted ones.",
+    )
     s.add_argument("task", choices=tasks.names(), help="what to train in each trial")
     add_config_args(s)
-    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a config field and its values, e.g. --grid train.lr=1e-3,2e-2 (repeatable)")  # fmt: skip
-    s.add_argument("--objective", default="val_loss", metavar="OBJECTIVE", type=objective,
-                   help="val_loss: best validation loss (minimised; any val_* metric the task logs works, e.g. "
-                   "val_recon for a VAE); probe_acc: logistic regression on the frozen codes, fit on train, "
-                   "scored on validation (maximised; tasks with an encoder)")  # fmt: skip
+    s.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a config field and its values, e.g. --grid train.lr=1e-3,2e-2 (repeatable)",
+    )
+    s.add_argument(
+        "--objective",
+        default="val_loss",
+        metavar="OBJECTIVE",
+        type=objective,
+        help="val_loss: best validation loss (minimised; any val_* metric the task logs works, e.g. "
+        "val_recon for a VAE); probe_acc: logistic regression on the frozen codes, fit on train, "
+        "scored on validation (maximised; tasks with an encoder)",
+    )
     s.add_argument("--out", type=Path, help="search folder [runs/search-<task>-<preset>]")
-    s.add_argument("--workers", type=int,
-                   help="local worker processes, one torch thread each unless train.threads is set "
-                   "[one per core, at most 4: measured faster than one worker with all the threads]")  # fmt: skip
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes, one torch thread each unless train.threads is set "
+        "[one per core, at most 4: measured faster than one worker with all the threads]",
+    )
     o = s.add_argument_group("Optuna")
     o.add_argument("--optuna", action="store_true", help="TPE sampling with median pruning instead of a grid")
     o.add_argument("--trials", type=int, help="trials the study should hold in all [20]")
     o.add_argument("--space", type=Path, help="search space TOML [configs/spaces/<task>.toml]")
-    o.add_argument("--storage", help="any SQLAlchemy RDB URL, e.g. postgresql+psycopg2://user@host/db "
-                   "[sqlite file study.db in the search folder]")  # fmt: skip
+    o.add_argument(
+        "--storage",
+        help="any SQLAlchemy RDB URL, e.g. postgresql+psycopg2://user@host/db "
+        "[sqlite file study.db in the search folder]",
+    )
     o.add_argument("--study-name", help="study name inside the storage [<task>-search]")
-    o.add_argument("--seed", type=int, help="sampler seed for a repeatable study; local worker k uses seed+k. "
-                   "Leave it out when several machines share a study [fresh per process]")  # fmt: skip
+    o.add_argument(
+        "--seed",
+        type=int,
+        help="sampler seed for a repeatable study; local worker k uses seed+k. "
+        "Leave it out when several machines share a study [fresh per process]",
+    )
     o.add_argument("--no-prune", action="store_true", help="never stop a trial early")
-    o.add_argument("--heartbeat", type=int, default=None, help="seconds between worker heartbeats; a trial "
-                   "silent for twice this is failed and retried [the StudySpec default]")  # fmt: skip
+    o.add_argument(
+        "--heartbeat",
+        type=int,
+        default=None,
+        help="seconds between worker heartbeats; a trial "
+        "silent for twice this is failed and retried [the StudySpec default]",
+    )
     s.set_defaults(func=cmd_search)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnistlab import distributed
+    from mnistlab.core import distributed
 
     spec = tasks.get(args.task)
     options = {}
@@ -132,9 +177,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options = {}
     if args.baseline is not None or args.sigmas:
         if "baseline" not in inspect.signature(spec.evaluate).parameters:
-            raise ConfigError(f"{args.run_dir} holds a {task!r} run; --baseline and --sigmas apply to "
-                              f"runs of {_evaluates_beside_baseline()}")  # fmt: skip
-        from mnistlab.noise import parse_sigmas
+            raise ConfigError(
+                f"{args.run_dir} holds a {task!r} run; --baseline and --sigmas apply to "
+                f"runs of {_evaluates_beside_baseline()}"
+            )
+        from mnistlab.data.noise import parse_sigmas
 
         options = {"baseline": args.baseline, "sigmas": parse_sigmas(args.sigmas) if args.sigmas else None}
     result = spec.evaluate(args.run_dir, exp, resolve_device(args.device), **options)
@@ -144,32 +191,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from mnistlab.search import default_workers, run_grid
-    from mnistlab.search_space import REPORT_GRID, default_space_path, load_space, parse_grid
+    from mnistlab.search.grid import default_workers, run_grid
+    from mnistlab.search.space import REPORT_GRID, default_space_path, load_space, parse_grid
 
     exp_overrides = experiment_overrides(args)
     workers = default_workers() if args.workers is None else args.workers
     kind = "optuna" if args.optuna else "search"
     out = args.out or Path("runs") / f"{kind}-{args.task}-{Path(args.preset).stem}"
     if args.optuna:
-        from mnistlab.optuna_search import StudySpec, run_optuna
+        from mnistlab.search.optuna import StudySpec, run_optuna
 
         if args.grid:
             raise ConfigError("--grid and --optuna exclude each other; declare Optuna ranges in --space")
         space = load_space(args.space or default_space_path(args.task))
         n_trials = 20 if args.trials is None else args.trials
         extra = {} if args.heartbeat is None else {"heartbeat_s": args.heartbeat}
-        spec = StudySpec(task=args.task, out=out, space=tuple(space), n_trials=n_trials, preset=args.preset,
-                         overrides=tuple(exp_overrides), objective=args.objective, storage=args.storage or "",
-                         study_name=args.study_name or "", seed=args.seed, prune=not args.no_prune,
-                         progress=not args.no_progress, **extra)  # fmt: skip
+        spec = StudySpec(
+            task=args.task,
+            out=out,
+            space=tuple(space),
+            n_trials=n_trials,
+            preset=args.preset,
+            overrides=tuple(exp_overrides),
+            objective=args.objective,
+            storage=args.storage or "",
+            study_name=args.study_name or "",
+            seed=args.seed,
+            prune=not args.no_prune,
+            progress=not args.no_progress,
+            **extra,
+        )
         rows = run_optuna(spec, workers)
     else:
         if args.space or args.storage or args.study_name or args.trials is not None:
             raise ConfigError("--trials, --space, --storage and --study-name need --optuna")
         grid = parse_grid(args.grid) if args.grid else REPORT_GRID
-        rows = run_grid(args.task, grid, out, args.preset, exp_overrides, args.objective, workers,
-                        progress=not args.no_progress)  # fmt: skip
+        rows = run_grid(
+            args.task,
+            grid,
+            out,
+            args.preset,
+            exp_overrides,
+            args.objective,
+            workers,
+            progress=not args.no_progress,
+        )
     print((out / "results.md").read_text(), end="")
     best = rows[0] if rows and rows[0].get(args.objective) is not None else None
     print(

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mnistlab.errors import check_float, check_int
+from mnistlab.core.errors import check_float, check_int
 from mnistlab.models.dropout import FastDropout
 
 MAX_WIDTH = 4096  # widest latent code and hidden layer
@@ -42,7 +42,7 @@ class AEOutput(NamedTuple):
 
 def _act(p: float) -> list[nn.Module]:
     # Dropout with p=0 is skipped entirely: its mask costs time on CPU even when it drops nothing.
-    # FastDropout is nn.Dropout with masks that are ~6x cheaper to draw on CPU (models/dropout.py).
+    # FastDropout is nn.Dropout with masks that are cheaper to draw on CPU (models/dropout.py).
     return [nn.ReLU(inplace=True)] + ([FastDropout(p)] if p > 0 else [])
 
 
@@ -51,13 +51,17 @@ class Encoder(nn.Module):
         super().__init__()
         p = cfg.dropout
         self.net = nn.Sequential(
-            nn.Conv2d(1, 24, 3, stride=2, padding=1), *_act(p),  # (24, 14, 14)
-            nn.Conv2d(24, 48, 3, stride=2, padding=1), *_act(p),  # (48, 7, 7)
-            nn.Conv2d(48, 96, 3, stride=2, padding=0), *_act(p),  # (96, 3, 3)
+            nn.Conv2d(1, 24, 3, stride=2, padding=1),
+            *_act(p),  # (24, 14, 14)
+            nn.Conv2d(24, 48, 3, stride=2, padding=1),
+            *_act(p),  # (48, 7, 7)
+            nn.Conv2d(48, 96, 3, stride=2, padding=0),
+            *_act(p),  # (96, 3, 3)
             nn.Flatten(),  # 864
-            nn.Linear(96 * 3 * 3, cfg.hidden), *_act(p),
+            nn.Linear(96 * 3 * 3, cfg.hidden),
+            *_act(p),
             nn.Linear(cfg.hidden, cfg.latent_dim),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -68,14 +72,18 @@ class Decoder(nn.Module):
         super().__init__()
         p = cfg.dropout
         self.net = nn.Sequential(
-            nn.Linear(cfg.latent_dim, cfg.hidden), *_act(p),
-            nn.Linear(cfg.hidden, 96 * 3 * 3), *_act(p),
+            nn.Linear(cfg.latent_dim, cfg.hidden),
+            *_act(p),
+            nn.Linear(cfg.hidden, 96 * 3 * 3),
+            *_act(p),
             nn.Unflatten(1, (96, 3, 3)),
-            nn.ConvTranspose2d(96, 48, 3, stride=2, padding=0), *_act(p),  # (48, 7, 7)
-            nn.ConvTranspose2d(48, 24, 3, stride=2, padding=1, output_padding=1), *_act(p),  # (24, 14, 14)
+            nn.ConvTranspose2d(96, 48, 3, stride=2, padding=0),
+            *_act(p),  # (48, 7, 7)
+            nn.ConvTranspose2d(48, 24, 3, stride=2, padding=1, output_padding=1),
+            *_act(p),  # (24, 14, 14)
             nn.ConvTranspose2d(24, 1, 3, stride=2, padding=1, output_padding=1),  # (1, 28, 28)
             nn.Sigmoid(),
-        )  # fmt: skip
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mnistlab.errors import check, check_bool, check_float, check_int
+from mnistlab.core.errors import check, check_bool, check_float, check_int
 from mnistlab.models.gan import Discriminator, GANConfig, Generator
 
 N_CLASSES = 10
@@ -137,8 +137,14 @@ def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor, batch_size: int = 1
     device, was = next(G.parameters()).device, G.training
     G.eval()
     try:
-        out = [G(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).squeeze(1).mul(255)
-               .round_().to("cpu", torch.uint8) for i in range(0, len(z), batch_size)]  # fmt: skip
+        out = [
+            G(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device))
+            .squeeze(1)
+            .mul(255)
+            .round_()
+            .to("cpu", torch.uint8)
+            for i in range(0, len(z), batch_size)
+        ]
     finally:
         G.train(was)
     return torch.cat(out) if out else torch.empty(0, 28, 28, dtype=torch.uint8)

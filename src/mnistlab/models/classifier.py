@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mnistlab.errors import check, check_int
+from mnistlab.core.errors import check, check_int
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Dropout whose random masks are cheap on CPU: the same layer as `nn.Dropout`, other random draws.
 
-Why: on this machine's AMD CPU, torch's `bernoulli_` (which `nn.Dropout` uses for its mask) runs one
-double-precision draw per element on one thread, about 7 ns per element; the report's autoencoder
-draws 4.1 million mask elements per batch of 256, a third of its training step. (torch uses MKL's
-vectorised generator only on Intel CPUs.) Here a mask comes from numpy's SFC64 bit generator, 32 raw
-bits per element (about 1 ns), kept where bits >= round(p * 2**32): each element is dropped
+Why: on AMD CPUs torch's `bernoulli_` (which `nn.Dropout` uses for its mask) runs one
+double-precision draw per element on one thread, and the report's autoencoder draws 4.1 million mask
+elements per batch of 256, a large share of its training step (benchmarks/results/cpu_speed.md).
+(torch uses MKL's vectorised generator only on Intel CPUs.) Here a mask comes from numpy's SFC64 bit
+generator, 32 raw bits per element, several times cheaper, kept where bits >= round(p * 2**32): each element is dropped
 independently with probability p to within 2**-32 (torch's float32 `rand() < p` resolves 2**-24).
 
 What is the same as `nn.Dropout`: the layer (inverted dropout, kept values times 1 / (1 - p), identity

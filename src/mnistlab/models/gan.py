@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mnistlab.errors import check_float, check_int
+from mnistlab.core.errors import check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,16 @@ class Generator(nn.Module):
         super().__init__()
         self.noise_dim = cfg.noise_dim
         self.net = nn.Sequential(
-            nn.Linear(cfg.noise_dim, 128 * 3 * 3), nn.SELU(),
+            nn.Linear(cfg.noise_dim, 128 * 3 * 3),
+            nn.SELU(),
             nn.Unflatten(1, (128, 3, 3)),
-            nn.ConvTranspose2d(128, 64, 3, stride=2), nn.SELU(),  # (64, 7, 7)
-            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.SELU(),  # (32, 14, 14)
+            nn.ConvTranspose2d(128, 64, 3, stride=2),
+            nn.SELU(),  # (64, 7, 7)
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+            nn.SELU(),  # (32, 14, 14)
             nn.ConvTranspose2d(32, 1, 3, stride=2, padding=1, output_padding=1),  # (1, 28, 28)
             nn.Sigmoid(),
-        )  # fmt: skip
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, noise_dim) -> images (B, 1, 28, 28) in [0, 1]."""
@@ -57,11 +60,14 @@ class Discriminator(nn.Module):
         super().__init__()
         a = cfg.leak
         self.features = nn.Sequential(
-            nn.Conv2d(1, 64, 3, stride=2, padding=1), nn.LeakyReLU(a),  # (64, 14, 14)
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.LeakyReLU(a),  # (128, 7, 7)
-            nn.Conv2d(128, 256, 3, stride=2, padding=0), nn.LeakyReLU(a),  # (256, 3, 3)
+            nn.Conv2d(1, 64, 3, stride=2, padding=1),
+            nn.LeakyReLU(a),  # (64, 14, 14)
+            nn.Conv2d(64, 128, 3, stride=2, padding=1),
+            nn.LeakyReLU(a),  # (128, 7, 7)
+            nn.Conv2d(128, 256, 3, stride=2, padding=0),
+            nn.LeakyReLU(a),  # (256, 3, 3)
             nn.Flatten(),  # 2304
-        )  # fmt: skip
+        )
         self.head = nn.Linear(256 * 3 * 3, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

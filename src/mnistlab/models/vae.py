@@ -14,12 +14,11 @@ by both stages lands where digits do. It trains on the detached codes, so the fi
 is unchanged by it.
 
 The losses are pure functions here too: KL to N(0, I), the reconstruction NLL, MMD to N(0, I), the
-KL weight's warm-up; and the model's own measures on a split (`evaluate_vae`).
+KL weight's warm-up. (Its training pieces and evaluation: training/variational.py.)
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,9 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab import metrics
-from mnistlab.data import Split, to_float
-from mnistlab.errors import check
+from mnistlab.core.errors import check
 from mnistlab.models.autoencoder import AEConfig, Decoder, Encoder
 
 
@@ -40,12 +37,18 @@ class VAEConfig:
     code_prior: int = 0  # hidden width of the second-stage VAE on the codes; 0: none (draws are N(0, I))
 
     def __post_init__(self):
-        check(isinstance(self.latent_dim, int) and 0 < self.latent_dim <= 4096,
-              f"model.latent_dim must be in [1, 4096], got {self.latent_dim}")  # fmt: skip
-        check(isinstance(self.hidden, int) and 0 < self.hidden <= 65536,
-              f"model.hidden must be in [1, 65536], got {self.hidden}")  # fmt: skip
-        check(isinstance(self.code_prior, int) and 0 <= self.code_prior <= 65536,
-              f"model.code_prior must be in [0, 65536], got {self.code_prior}")  # fmt: skip
+        check(
+            isinstance(self.latent_dim, int) and 0 < self.latent_dim <= 4096,
+            f"model.latent_dim must be in [1, 4096], got {self.latent_dim}",
+        )
+        check(
+            isinstance(self.hidden, int) and 0 < self.hidden <= 65536,
+            f"model.hidden must be in [1, 65536], got {self.hidden}",
+        )
+        check(
+            isinstance(self.code_prior, int) and 0 <= self.code_prior <= 65536,
+            f"model.code_prior must be in [0, 65536], got {self.code_prior}",
+        )
 
 
 class VAEOutput(NamedTuple):
@@ -133,8 +136,9 @@ def mmd_to_prior(z: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, n_out))  # fmt: skip
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_out)
+    )
 
 
 # The second stage's decoder variance gamma starts at exp(-2) ~ 0.14, about its squared error per code
@@ -169,49 +173,6 @@ class CodePrior(nn.Module):
         return self.decoder(u)
 
 
-def fit_code_prior(stage: CodePrior, mu: torch.Tensor, sd: torch.Tensor, epochs: int, batch_size: int, lr: float,
-                   seed: int, schedule: str = "cosine", warmup: float = 0.25, kl_warmup: float = 0.0,
-                   progress: bool = False) -> list[dict[str, float]]:  # fmt: skip
-    """Train the second stage after the first, on its frozen codes (Dai & Wipf's two stages): each
-    epoch draws every training image's code once from q(z|x) = N(mu, sd^2) (mu, sd: (N, d), CPU
-    tensors) in a shuffled order, and AdamW takes a step per `batch_size` codes at `lr` times
-    training.loop.lr_factor(`schedule`, `warmup`), on the stage's device, with the KL term's weight
-    ramped up from 0 over the first `kl_warmup` share of the steps. With the joint training's own
-    schedules (one-cycle, KL warm-up over 30%) it came within 0.1 FID-MNIST of the joint stage on the
-    same codes; with a cosine and no warm-up, 0.36 worse (docs/results.md). All draws come from a CPU
-    generator seeded by `seed`, so the same inputs train the same stage. Returns one row per epoch:
-    {"epoch", "code_nll", "code_kl"} (means over the epoch's codes)."""
-    from tqdm.auto import tqdm
-
-    from mnistlab.training.loop import lr_factor
-
-    n, d = mu.shape
-    device = stage.log_gamma.device
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(stage.parameters(), lr=lr, weight_decay=0.0, foreach=True)
-    total, step, rows = epochs * math.ceil(n / batch_size), 0, []
-    stage.train()
-    for epoch in tqdm(range(epochs), desc="second stage", disable=not progress, leave=False):
-        order = torch.randperm(n, generator=g)
-        z = mu[order] + sd[order] * torch.randn(n, d, generator=g)  # (N, d): this epoch's codes
-        eps = torch.randn(n, d, generator=g)  # (N, d): the stage's own reparameterisation noise
-        sums = torch.zeros(2, device=device)
-        for start in range(0, n, batch_size):
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(schedule, step, total, warmup)
-            batch = slice(start, start + batch_size)
-            nll, kl = stage.losses(z[batch].to(device), eps[batch].to(device))
-            loss = (nll + beta_at(step, total, 1.0, kl_warmup) * kl).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums += torch.stack([nll.detach().sum(), kl.detach().sum()])
-            step += 1
-        rows.append({"epoch": epoch + 1, "code_nll": sums[0].item() / n, "code_kl": sums[1].item() / n})
-    stage.eval()
-    return rows
-
-
 class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
@@ -240,48 +201,6 @@ class VAE(nn.Module):
         return u if self.code_prior is None else self.code_prior(u)
 
 
-@torch.no_grad()
-def evaluate_vae(
-    model: VAE, split: Split, device, likelihood: str, batch_size: int = 1000
-) -> dict[str, float]:
-    """Means over `split`: MSE / PSNR / SSIM of the mean code's reconstruction, its NLL, and the KL;
-    `active_units`: code dimensions whose mean KL exceeds 0.01 nats (the others carry nothing)."""
-    was = model.training
-    model.eval()
-    sums = dict.fromkeys(("mse", "psnr", "ssim", "recon_nll", "kl"), 0.0)
-    kl_dims = None
-    for start in range(0, len(split), batch_size):
-        x = to_float(split.images[start : start + batch_size], device)
-        out = model(x)
-        sums["mse"] += metrics.mse(out.recon, x).sum().item()
-        sums["psnr"] += metrics.psnr(out.recon, x).sum().item()
-        sums["ssim"] += metrics.ssim(out.recon, x).sum().item()
-        sums["recon_nll"] += reconstruction_nll(out.logits, x, likelihood).sum().item()
-        per_dim = kl_per_dimension(out.mu, out.logvar)  # (B, d)
-        sums["kl"] += per_dim.sum().item()
-        kl_dims = per_dim.sum(0) if kl_dims is None else kl_dims + per_dim.sum(0)
-    model.train(was)
-    n = max(len(split), 1)
-    result = {k: v / n for k, v in sums.items()}
-    result["active_units"] = int(((kl_dims / n) > 0.01).sum()) if kl_dims is not None else 0
-    return result
-
-
-def refit_code_prior(model: VAE, moments: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int,
-                     **schedules) -> dict[str, float]:  # fmt: skip
-    """Replace `model`'s second stage by a fresh one of the same width (weights seeded by `seed`) and
-    train it on the first stage's frozen codes, `moments` (N, 2d): the mean and log-variance of q(z|x)
-    of the training images (`fit_code_prior`, given its `schedules` keywords). Returns its last
-    epoch's row."""
-    mu, logvar = moments.chunk(2, dim=1)  # (N, d) each
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    model.code_prior = CodePrior(model.cfg.latent_dim, model.cfg.code_prior).to(device)
-    return fit_code_prior(
-        model.code_prior, mu, logvar.mul(0.5).exp(), epochs, batch_size, lr, seed, **schedules
-    )[-1]
-
-
 # ------------------------------------------------------------- start from an autoencoder
 
 # Log-variance q(z|x) starts at when the VAE starts from an autoencoder: a posterior s.d. of 0.14 on
@@ -295,8 +214,14 @@ def _weighted(net: nn.Module) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def warm_start(model: VAE, encoder: nn.Module, decoder: nn.Module, codes: torch.Tensor,
-               logvar: float = WARM_LOGVAR, where: str = "") -> None:  # fmt: skip
+def warm_start(
+    model: VAE,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    codes: torch.Tensor,
+    logvar: float = WARM_LOGVAR,
+    where: str = "",
+) -> None:
     """Start `model` from a trained autoencoder of the same shapes (its `encoder` and `decoder`), its
     codes standardised: the mean head gives (c - m) / s for the autoencoder's code c, where m and s
     (d,) are the mean and s.d. of `codes` (N, d), its training codes; the decoder's first layer undoes
@@ -305,14 +230,18 @@ def warm_start(model: VAE, encoder: nn.Module, decoder: nn.Module, codes: torch.
     train (20 epochs gave a better first stage than the default's 60; docs/results.md, "the VAE started
     from the autoencoder"). A one-line error, `where` first, if the shapes differ."""
     d = model.cfg.latent_dim
-    check(codes.ndim == 2 and codes.shape[1] == d,
-          f"{where}the autoencoder has a {codes.shape[-1]}-d code, the VAE model.latent_dim={d}")  # fmt: skip
+    check(
+        codes.ndim == 2 and codes.shape[1] == d,
+        f"{where}the autoencoder has a {codes.shape[-1]}-d code, the VAE model.latent_dim={d}",
+    )
     src_enc, src_dec = _weighted(encoder), _weighted(decoder)
     dst_enc, dst_dec = _weighted(model.encoder.body), _weighted(model.decoder.body)
     pairs = list(zip(src_enc[:-1] + src_dec[1:], dst_enc[:-1] + dst_dec[1:]))  # all but the code layers
     same = len(src_enc) == len(dst_enc) and len(src_dec) == len(dst_dec)
-    check(same and all(a.weight.shape == b.weight.shape for a, b in pairs),
-          f"{where}the autoencoder's layers do not match the VAE's (model.hidden={model.cfg.hidden})")  # fmt: skip
+    check(
+        same and all(a.weight.shape == b.weight.shape for a, b in pairs),
+        f"{where}the autoencoder's layers do not match the VAE's (model.hidden={model.cfg.hidden})",
+    )
     for src, dst in pairs:
         dst.weight.copy_(src.weight)
         dst.bias.copy_(src.bias)

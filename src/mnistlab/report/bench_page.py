@@ -1,6 +1,6 @@
 """The pages of `mnistlab compare`: compare.md (the table, notes, figures linked by path), compare.csv
 (raw numbers) and compare.html (self-contained: the table and each run's key figures side by side,
-embedded as base64 PNG; inline CSS, no script, no network), from the entries of mnistlab.bench.
+embedded as base64 PNG; inline CSS, no script, no network), from the entries of mnistlab.bench.compare.
 """
 
 from __future__ import annotations
@@ -10,13 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mnistlab import bench, bench_table
-from mnistlab.errors import ConfigError
-from mnistlab.fsio import atomic_write_bytes
+from mnistlab.bench import compare as bench
+from mnistlab.bench import table as bench_table
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import atomic_write_bytes
 from mnistlab.report.build import _environment, data_uri
 
-FIGURE_ROWS = (("reconstructions", "Reconstructions"), ("denoising", f"Denoising (sigma {bench.GAIN_SIGMA:g})"),
-               ("samples", "Samples"))  # fmt: skip
+FIGURE_ROWS = (
+    ("reconstructions", "Reconstructions"),
+    ("denoising", f"Denoising (sigma {bench.GAIN_SIGMA:g})"),
+    ("samples", "Samples"),
+)
 
 
 def figure_grid(entries: list[bench.Entry]) -> list[dict[str, Any]]:
@@ -38,11 +42,17 @@ def render(entries: list[bench.Entry], notes: list[str], cfg: bench.BenchConfig,
     images = {str(p): data_uri(p.read_bytes()) for row in grid for cell in row["cells"] for _, p in cell}
     links = {str(p): Path(os.path.relpath(p, out)).as_posix() for p in map(Path, images)}
     context = {
-        "runs": entries, "headers": headers, "cells": cells, "notes": [*notes, *bench_table.table_notes(entries)],
-        "definitions": bench_table.definitions(cfg), "grid": grid, "images": images, "links": links,
+        "runs": entries,
+        "headers": headers,
+        "cells": cells,
+        "notes": [*notes, *bench_table.table_notes(entries)],
+        "definitions": bench_table.definitions(cfg),
+        "grid": grid,
+        "images": images,
+        "links": links,
         "table_md": bench_table.markdown(headers, cells),
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
     env = _environment()
     return {
         "html": env.get_template("compare.html.j2").render(**context),

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from mnistlab.fsio import atomic_write_bytes
-from mnistlab.report.content import Figure, Section
+from mnistlab.core.fsio import atomic_write_bytes
+from mnistlab.plots.content import Figure, Section
+from mnistlab.plots.figures import plt
 from mnistlab.report.sections import build_sections
+from mnistlab.runs.folder import read_run
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -37,8 +39,6 @@ def data_uri(png: bytes) -> str:
 
 def timing_figure(state: dict) -> bytes | None:
     """Horizontal bars: seconds per stage (summed over attempts), as PNG bytes; None before any stage ran."""
-    from mnistlab.report.figures import plt
-
     stages = [(s["name"], s.get("seconds") or 0.0) for s in state.get("stages", []) if s.get("seconds")]
     if not stages:
         return None
@@ -68,11 +68,18 @@ def render(run_dir: Path, state: dict, sections: list[Section]) -> tuple[str, st
     if timing is not None:
         atomic_write_bytes(timing_path, timing)  # report.md links it; the HTML embeds it
         target = next((s for s in sections if s.id == "settings"), sections[0])
-        target.figures.insert(0, Figure(timing_path, timing_path.name, "Wall-clock seconds of each "
-                                             "stage. x: seconds; y: stage."))  # fmt: skip
+        target.figures.insert(
+            0,
+            Figure(timing_path, timing_path.name, "Wall-clock seconds of each stage. x: seconds; y: stage."),
+        )
     images = {f.rel: data_uri(f.path.read_bytes()) for s in sections for f in s.figures}
-    context = {"run": state, "run_name": Path(run_dir).resolve().name, "sections": sections, "images": images,
-               "generated": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    context = {
+        "run": state,
+        "run_name": Path(run_dir).resolve().name,
+        "sections": sections,
+        "images": images,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     return env.get_template("report.html.j2").render(**context), env.get_template("report.md.j2").render(
         **context
     )
@@ -80,8 +87,6 @@ def render(run_dir: Path, state: dict, sections: list[Section]) -> tuple[str, st
 
 def write_report(run_dir: Path) -> dict[str, Path]:
     """Write RUN_DIR/report.html and RUN_DIR/report.md; a one-line error for a folder that is not a run."""
-    from mnistlab.rundir import read_run
-
     run_dir = Path(run_dir)
     state = read_run(run_dir)
     html, md = render(run_dir, state, build_sections(run_dir, state))

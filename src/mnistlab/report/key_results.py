@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnistlab.report.content import RunFolder, Section, Table, num, pct, read_json
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct, read_json
+from mnistlab.pretrained import shipped as pretrained
 from mnistlab.training.denoise import OWN  # the denoiser's column in its summary's table
 
 # The original study's own numbers (its written report), labelled as such wherever they appear.
 ORIGINAL_PROBE, ORIGINAL_SUPERVISED = 0.8941, 0.9912
-# What the banner says the full study costs: measured on the 2-core AMD EPYC the shipped runs were
-# trained on (2026-11-29, docs/results.md): the default VAE's 60 epochs took 2,612 s on one core.
+# What the banner says the full study costs: the shipped runs' training time, its longest stage being
+# the default VAE's 60 epochs (docs/results.md).
 DEFAULT_COST = "its VAE stage alone trains for about 45 minutes on one core of a 2-core CPU"
 
 
@@ -38,9 +39,13 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
             f"show that every stage works, not what the models reach. The full study is `mnistlab run --preset "
             f"default` ({DEFAULT_COST}); its measured "
             "results are in docs/results.md"
-            + ("; the last column holds the runs trained with the default preset that ship with mnistlab "
-               "(`mnistlab pretrained list`)." if shipped else ".")
-        )  # fmt: skip
+            + (
+                "; the last column holds the runs trained with the default preset that ship with mnistlab "
+                "(`mnistlab pretrained list`)."
+                if shipped
+                else "."
+            )
+        )
     mine = {n: run.json(f"{n}/summary.json") for n in run.trained if run.done(n)}
     probe = run.json(f"{run.folder('probe')}/summary.json") if run.done("probe") else {}
     rows = _rows(mine, probe, enc, roles)
@@ -57,8 +62,6 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
 
 def _shipped_summaries() -> dict[str, dict[str, Any]]:
     """Summaries of the runs shipped in the package (and "<name>/probe" of a probed one); {} if none."""
-    from mnistlab import pretrained
-
     out: dict[str, dict[str, Any]] = {}
     for name in pretrained.available():
         out[name] = read_json(pretrained.BUNDLE / name / "summary.json")
@@ -73,22 +76,44 @@ def _with_epochs(row: list[str] | None) -> str:
     return f"{row[1]} ({row[3]})" if row[3] else row[1]
 
 
-def _rows(summaries: dict[str, dict[str, Any]], probe: dict[str, Any], enc: str | None,
-          roles: dict[str, frozenset[str]]) -> list[list[str]]:  # fmt: skip
+def _rows(
+    summaries: dict[str, dict[str, Any]],
+    probe: dict[str, Any],
+    enc: str | None,
+    roles: dict[str, frozenset[str]],
+) -> list[list[str]]:
     """[measure, value, the original report's number, what was trained] for each headline."""
     rows: list[list[str]] = []
     ae = summaries.get(enc or "", {})
     if ae.get("test"):
         t = ae["test"]
-        rows.append([f"{enc}: test reconstruction", f"MSE {num(t.get('mse'))}, PSNR {num(t.get('psnr'))} dB", "-",
-                     f"{_epochs(ae.get('epochs'))}, {num(ae.get('n_train'))} images"])  # fmt: skip
+        rows.append(
+            [
+                f"{enc}: test reconstruction",
+                f"MSE {num(t.get('mse'))}, PSNR {num(t.get('psnr'))} dB",
+                "-",
+                f"{_epochs(ae.get('epochs'))}, {num(ae.get('n_train'))} images",
+            ]
+        )
     lp, ft = probe.get("linear_probe") or {}, probe.get("finetune") or {}
     if lp:
-        rows.append(["frozen encoder + linear layer, test accuracy", pct(lp.get("test_acc")), pct(ORIGINAL_PROBE),
-                     f"{_epochs(lp.get('epochs'))} on the {num(probe.get('latent_dim'))}-d code"])  # fmt: skip
+        rows.append(
+            [
+                "frozen encoder + linear layer, test accuracy",
+                pct(lp.get("test_acc")),
+                pct(ORIGINAL_PROBE),
+                f"{_epochs(lp.get('epochs'))} on the {num(probe.get('latent_dim'))}-d code",
+            ]
+        )
     if ft:
-        rows.append(["fine-tuned encoder, test accuracy", pct(ft.get("test_acc")),
-                     f"{pct(ORIGINAL_SUPERVISED)} (its supervised CNN)", _epochs(ft.get("epochs"))])  # fmt: skip
+        rows.append(
+            [
+                "fine-tuned encoder, test accuracy",
+                pct(ft.get("test_acc")),
+                f"{pct(ORIGINAL_SUPERVISED)} (its supervised CNN)",
+                _epochs(ft.get("epochs")),
+            ]
+        )
     for name, s in summaries.items():
         r = roles.get(name, frozenset())
         if "denoiser" in r:
@@ -107,21 +132,42 @@ def _denoiser_row(name: str, s: dict[str, Any]) -> list[str] | None:
     row = max(table, key=lambda r: r.get("sigma", 0))  # the report's sigma 1 is the largest default level
     own = row.get(OWN, {})
     noisy = row.get("noisy", {})
-    return [f"{name}: PSNR at noise sigma {num(row.get('sigma'))}",
-            f"{num(own.get('psnr'))} dB (noisy input {num(noisy.get('psnr'))} dB)", "- (shown as pictures)",
-            _epochs(s.get("epochs"))]  # fmt: skip
+    return [
+        f"{name}: PSNR at noise sigma {num(row.get('sigma'))}",
+        f"{num(own.get('psnr'))} dB (noisy input {num(noisy.get('psnr'))} dB)",
+        "- (shown as pictures)",
+        _epochs(s.get("epochs")),
+    ]
 
 
 def _generator_rows(name: str, s: dict[str, Any]) -> list[list[str]]:
     rows = []
     test = s.get("test") if isinstance(s.get("test"), dict) and "fid_mnist" in s.get("test", {}) else None
     if test:
-        rows.append([f"{name}: FID-MNIST of its samples (lower is better)", num(test.get("fid_mnist")), "- (not measured)",
-                     _epochs(s.get("epochs"))])  # fmt: skip
-        rows.append([f"{name}: digit shares of its samples", _share_range(test.get("class_hist") or []),
-                     "digits 0, 2, 5, 6, 8 poorly generated (by eye)", ""])  # fmt: skip
+        rows.append(
+            [
+                f"{name}: FID-MNIST of its samples (lower is better)",
+                num(test.get("fid_mnist")),
+                "- (not measured)",
+                _epochs(s.get("epochs")),
+            ]
+        )
+        rows.append(
+            [
+                f"{name}: digit shares of its samples",
+                _share_range(test.get("class_hist") or []),
+                "digits 0, 2, 5, 6, 8 poorly generated (by eye)",
+                "",
+            ]
+        )
     prior = (s.get("generation") or {}).get("prior")
     if prior:
-        rows.append([f"{name}: FID-MNIST of prior samples", num(prior.get("fid_mnist")), "- (no VAE in the report)",
-                     _epochs(s.get("epochs"))])  # fmt: skip
+        rows.append(
+            [
+                f"{name}: FID-MNIST of prior samples",
+                num(prior.get("fid_mnist")),
+                "- (no VAE in the report)",
+                _epochs(s.get("epochs")),
+            ]
+        )
     return rows

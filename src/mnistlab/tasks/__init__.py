@@ -26,17 +26,18 @@ from typing import Any
 
 import torch
 
-from mnistlab import config
-from mnistlab.errors import ConfigError
-from mnistlab.fsio import read_toml
-from mnistlab.run_plan import RunPlan
-from mnistlab.training.probe_config import ProbeExperiment
+from mnistlab.core import config
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import read_toml
+from mnistlab.training.loop import resolve_device
 
 log = logging.getLogger("mnistlab")
 
 ROLES = ("encoder", "decoder", "generator", "denoiser", "classifier")
-# Preset tables that configure a command rather than a trained task: [probe.*] and [run].
-TABLES: dict[str, type] = {"probe": ProbeExperiment, "run": RunPlan}
+# The kinds of trained run a task's `train` can read (TaskSpec.run_inputs) and a task's runs can serve
+# as (TaskSpec.provides): "autoencoder" is a plain autoencoder run that a denoiser compares with and
+# starts from, a VAE starts from, and the study's probe and latent stages read.
+RUN_KINDS = ("autoencoder",)
 ENTRY_POINT_GROUP = "mnistlab.tasks"
 
 
@@ -49,10 +50,11 @@ class TaskSpec:
         names in `options`, and `on_epoch_end` when `prunable` (Optuna's pruner calls through it).
     load(run_dir, exp, device) -> TrainedRun: the finished run, its roles as methods.
     evaluate(run_dir, exp, device, **options) -> dict: recompute the test numbers (`mnistlab eval`).
-    report(run, folder) -> report.content.Section: the task's part of the study report.
-    stage_options(study_dir, exp) -> dict: the `options` its stage of `mnistlab run` passes to `train`
-        (`exp`: the stage's config; a one-argument stage_options(study_dir) is called without it);
-        a stage given options waits for the study's encoder stage.
+    report(run, stage) -> plots.content.Section: the task's part of the study report.
+    run_inputs(exp) -> {option: kind}: the trained runs its `train` reads under config `exp`, by the
+        option that takes the folder and the kind of run (RUN_KINDS); `mnistlab run` passes its
+        stage of that kind, `mnistlab train` the user's --baseline.
+    provides: the kinds of run (RUN_KINDS) its runs can serve as.
     """
 
     name: str
@@ -64,9 +66,9 @@ class TaskSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     evaluate: Callable[..., dict] | None = None
     report: Callable[[Any, str], Any] | None = None
-    study: bool = False  # a stage of `mnistlab run`
-    order: int = 100  # its place among the stages (smaller first)
-    stage_options: Callable[..., dict] | None = None
+    run_inputs: Callable[[Any], Mapping[str, str]] = field(default=lambda exp: {})
+    provides: frozenset[str] = frozenset()
+    order: int = 100  # its place in listings (smaller first)
     options: tuple[str, ...] = ()
     prunable: bool = False
     conditional: bool = False  # its generator can be asked for a digit
@@ -75,6 +77,9 @@ class TaskSpec:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"task {self.name!r}: unknown roles {sorted(unknown)}; roles are {ROLES}")
+        kinds = set(self.provides) - set(RUN_KINDS)
+        if kinds:
+            raise ValueError(f"task {self.name!r}: unknown run kinds {sorted(kinds)}; kinds are {RUN_KINDS}")
         if not self.name.isidentifier():
             raise ValueError(f"task name {self.name!r} must be an identifier (it names preset tables)")
 
@@ -90,7 +95,7 @@ def register(spec: TaskSpec, replace: bool = False) -> TaskSpec:
         raise TypeError(f"register() takes a TaskSpec, got {type(spec).__name__}")
     if spec.name in _TASKS and not replace and _TASKS[spec.name] is not spec:
         raise ValueError(f"a task named {spec.name!r} is already registered")
-    if spec.name in TABLES or spec.name in ("data", "task"):
+    if spec.name in config.COMMAND_TABLES or spec.name in ("data", "task"):
         raise ValueError(f"{spec.name!r} names a preset table of its own; choose another task name")
     _TASKS[spec.name] = spec
     return spec
@@ -142,7 +147,7 @@ def names() -> list[str]:
 
 
 def with_role(role: str) -> list[TaskSpec]:
-    """The tasks whose trained runs have `role` (in stage order)."""
+    """The tasks whose trained runs have `role` (in listing order)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
     return [s for s in all_tasks() if role in s.roles]
@@ -159,7 +164,7 @@ def plain_coder(roles: frozenset[str]) -> bool:
 
 def check_tables(doc: dict[str, Any], source: str) -> None:
     """A preset's top-level tables must be [data], a task's or a command's ([probe], [run])."""
-    known = {"data", "task", *TABLES, *names()}
+    known = {"data", "task", *config.COMMAND_TABLES, *names()}
     unknown = sorted(set(doc) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -169,33 +174,28 @@ def check_tables(doc: dict[str, Any], source: str) -> None:
         )
 
 
-def experiment_from_doc(doc: dict[str, Any], task: str, source: str, overrides: list[str],
-                        preset: str | None = None) -> Any:  # fmt: skip
+def experiment_from_doc(
+    doc: dict[str, Any], task: str, source: str, overrides: list[str], preset: str | None = None
+) -> Any:
     """The config of `task` from a preset document: the task's own table for the built-in `preset`
     (if any), overridden by the document's tables and then `overrides`."""
     check_tables(doc, source)
-    if task in TABLES:
-        return config.build(TABLES[task], task, doc, source, overrides)
+    if task in config.COMMAND_TABLES:
+        return config.build(config.table_type(task), task, doc, source, overrides)
     spec = get(task)
     base = dict(spec.presets.get(preset, {})) if preset else {}
     return config.build(spec.experiment, task, doc, source, overrides, base)
 
 
 def load_experiment(task: str, preset: str = "default", overrides: list[str] | None = None) -> Any:
-    """The frozen config of `task` (a registered task, or "probe" / "run") from a preset name or a
-    .toml file, plus `--set` style overrides ("train.lr=1e-3")."""
-    if task not in TABLES:
+    """The frozen config of `task` (a registered task, or a command table such as "probe") from a
+    preset name or a .toml file, plus `--set` style overrides ("train.lr=1e-3")."""
+    if task not in config.COMMAND_TABLES:
         get(task)  # an unknown task is named before the preset is read
     path = config.preset_path(preset)
     return experiment_from_doc(
         read_toml(path), task, str(path), list(overrides or []), config.preset_name(preset)
     )
-
-
-def load_table(name: str, preset: str = "default", overrides: list[str] | None = None) -> Any:
-    """The config of a command's table of a preset: "probe" or "run"."""
-    path = config.preset_path(preset)
-    return config.build(TABLES[name], name, read_toml(path), str(path), list(overrides or []))
 
 
 def load_run_config(run_dir: Path) -> tuple[str, Any]:
@@ -295,8 +295,6 @@ class TrainedRun:
 def load_run(run_dir: Path | str, device: str | torch.device = "cpu", role: str | None = None) -> TrainedRun:
     """The finished run in `run_dir` as a TrainedRun; with `role`, a run without it is a one-line
     error. A run that has not finished (no checkpoint) is a one-line error too."""
-    from mnistlab.training.loop import resolve_device
-
     run_dir = Path(run_dir)
     task, exp = load_run_config(run_dir)
     spec = get(task)
@@ -306,8 +304,15 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", role: str 
     return spec.load(run_dir, exp, dev)
 
 
-def train(task: str, preset: str = "default", overrides: list[str] | None = None, out: Path | str | None = None,
-          resume: bool = False, progress: bool = True, **options: Any) -> dict:  # fmt: skip
+def train(
+    task: str,
+    preset: str = "default",
+    overrides: list[str] | None = None,
+    out: Path | str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> dict:
     """Train `task` with `preset` plus `overrides` into run folder `out` (default runs/<task>-<preset>);
     returns its summary. `options` are the task's own (e.g. a DAE's `baseline`)."""
     spec = get(task)

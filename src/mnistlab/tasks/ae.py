@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
-from mnistlab.data import load
-from mnistlab.latent import AutoencoderGenerator, SampleRequest
+from mnistlab.data.datasets import load
 from mnistlab.models.autoencoder import ConvAutoencoder, Encoder
-from mnistlab.report.content import Figure, RunFolder, Section, Table, num
+from mnistlab.models.code_samplers import AutoencoderGenerator, SampleRequest
+from mnistlab.plots.content import Figure, RunFolder, Section, Table, num
+from mnistlab.runs import folder as rundir
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, as_images, register
 from mnistlab.training.autoencoder import (
     AEExperiment,
@@ -102,8 +103,6 @@ def load_run(run_dir: Path, exp: Any, device: torch.device) -> AutoencoderRun:
 
 def evaluate(run_dir: Path, exp: Any, device: torch.device) -> dict:
     """Test MSE / PSNR / SSIM and figures again from the checkpoint; summary.json updated."""
-    from mnistlab import rundir
-
     model = load_autoencoder(run_dir, exp).to(device)
     result = evaluate_autoencoder(run_dir, model, load(exp.data), device, exp.train.eval_batch_size)
     rundir.write_summary(run_dir, {**rundir.read_summary(run_dir), **result})
@@ -121,16 +120,33 @@ def report_section(run: RunFolder, stage: str) -> Section:
     s = run.json(f"{stage}/summary.json")
     test = s.get("test", {})
     trial = f" It is the search's best trial, {s['search_trial']}." if s.get("search_trial") else ""
-    sec.intro = (f"The convolutional autoencoder trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} "
-                 f"images in {num(s.get('train_seconds'))} s.{trial}")  # fmt: skip
-    sec.tables.append(Table(f"Test reconstruction quality ({num(s.get('n_test'))} test images)",
-                            ["MSE", "PSNR (dB)", "SSIM", "best validation MSE"],
-                            [[num(test.get("mse")), num(test.get("psnr")), num(test.get("ssim")),
-                              num(s.get("best_val_loss"))]]))  # fmt: skip
-    sec.figures += run.figure(f"{stage}/figures/loss_curves.png", "Training and validation reconstruction MSE "
-                              "per epoch (log scale). x: epoch; y: MSE.")  # fmt: skip
-    sec.figures += run.figure(f"{stage}/figures/reconstructions.png", "Top row: test images; bottom row: their "
-                              "reconstructions (image grid, no axes: one column per digit).")  # fmt: skip
+    sec.intro = (
+        f"The convolutional autoencoder trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} "
+        f"images in {num(s.get('train_seconds'))} s.{trial}"
+    )
+    sec.tables.append(
+        Table(
+            f"Test reconstruction quality ({num(s.get('n_test'))} test images)",
+            ["MSE", "PSNR (dB)", "SSIM", "best validation MSE"],
+            [
+                [
+                    num(test.get("mse")),
+                    num(test.get("psnr")),
+                    num(test.get("ssim")),
+                    num(s.get("best_val_loss")),
+                ]
+            ],
+        )
+    )
+    sec.figures += run.figure(
+        f"{stage}/figures/loss_curves.png",
+        "Training and validation reconstruction MSE per epoch (log scale). x: epoch; y: MSE.",
+    )
+    sec.figures += run.figure(
+        f"{stage}/figures/reconstructions.png",
+        "Top row: test images; bottom row: their "
+        "reconstructions (image grid, no axes: one column per digit).",
+    )
     return sec
 
 
@@ -151,10 +167,19 @@ def _search(run: RunFolder, sec: Section) -> list[Figure]:
     cols = ["rank", "trial", *params, objective, "status", "best_epoch", "test_mse", "train_seconds"]
     cols = list(dict.fromkeys(cols))
     body = [[_cell(r.get(c)) for c in cols] for r in rows]
-    sec.tables.append(Table(f"Grid search: {len(rows)} trials ranked by {objective} (best first); "
-                            f"preset {spec.get('preset')!r}", cols, body))  # fmt: skip
-    return run.figure("search/val_curves.png", "Validation loss per epoch of every trial (log scale), the "
-                      "best one thick black. x: epoch; y: validation MSE.")  # fmt: skip
+    sec.tables.append(
+        Table(
+            f"Grid search: {len(rows)} trials ranked by {objective} (best first); "
+            f"preset {spec.get('preset')!r}",
+            cols,
+            body,
+        )
+    )
+    return run.figure(
+        "search/val_curves.png",
+        "Validation loss per epoch of every trial (log scale), the "
+        "best one thick black. x: epoch; y: validation MSE.",
+    )
 
 
 def _cell(text: str | None) -> str:
@@ -174,8 +199,8 @@ SPEC = register(
         roles=frozenset({"encoder", "decoder", "generator"}),
         evaluate=evaluate,
         report=report_section,
-        study=True,
         order=10,
+        provides=frozenset({"autoencoder"}),
         prunable=True,
     )
 )

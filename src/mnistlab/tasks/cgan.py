@@ -20,23 +20,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save
 from torch import nn
 
-from mnistlab import distributed, rundir
-from mnistlab.collapse import detect_collapse
-from mnistlab.data import DataConfig, Split, to_float
-from mnistlab.errors import check_float, check_int
-from mnistlab.fsio import atomic_write_bytes
-from mnistlab.generation import score_samples
-from mnistlab.latent import SampleRequest, check_sampler
-from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, ProjectionScores, digit_labels, generate
-from mnistlab.report import gan_figures
-from mnistlab.report.content import RunFolder, Section, Table, num, pct, precision
-from mnistlab.report.figures import plot_curves
+from mnistlab.core import distributed
+from mnistlab.core.errors import check_float, check_int
+from mnistlab.core.fsio import atomic_write_bytes
+from mnistlab.data.datasets import DataConfig, Split
+from mnistlab.metrics.collapse import detect_collapse
+from mnistlab.metrics.generation import score_samples
+from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, digit_labels, generate
+from mnistlab.models.code_samplers import SampleRequest, check_sampler
+from mnistlab.plots import gan as gan_figures
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct, precision
+from mnistlab.plots.figures import plot_curves
+from mnistlab.runs import folder as rundir
 from mnistlab.tasks import TaskSpec, TrainedRun, register
-from mnistlab.training import gan, gan_run, run_folder
+from mnistlab.training import gan_run, run_folder
 from mnistlab.training.gan import GANTask, GANTrainConfig, fixed_noise
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit
 
@@ -70,88 +70,27 @@ def grid_inputs(size: int, noise_dim: int, seed: int, device) -> tuple[torch.Ten
     return z, torch.arange(N_CLASSES, device=device).repeat_interleave(size)
 
 
-class CGANTask:
-    """The GAN's two-phase step (training/gan.py's module docstring), with the batch's digits given to G and D."""
-
-    metrics_reduced = True
-
-    def __init__(self, cgan: CGAN, cfg: TrainConfig, gcfg: GANTrainConfig, device, total_steps: int, val=None,
-                 aux_weight: float = 1.0):  # fmt: skip
-        self.core = GANTask(cgan, cfg, gcfg, device, total_steps)  # networks, optimizers, G average, watch
-        self.modules, self.optimizers, self.device = self.core.modules, self.core.optimizers, device
-        self.G, self.D = self.core.G, self.core.D
-        self.g_net, self.d_scores = self.G, self.D.scores  # or their DDP wrappers (distribute)
-        self.aux, self.val = aux_weight, (val if val is not None and len(val) else None)
-
-    def distribute(self, wrap) -> None:
-        self.g_net, self.d_scores = wrap(self.G), wrap(ProjectionScores(self.D))
-
-    @property
-    def sampler(self) -> nn.Module:
-        return self.core.sampler  # G's weight average when gan.g_ema > 0
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        c, g = self.core, self.core.gcfg
-        x = to_float(images, self.device).contiguous(memory_format=c.memory_format)  # (B, 1, 28, 28)
-        y = labels.to(self.device)  # (B,): the real digits, and the fakes' too
-        z = distributed.randn_rows(len(x), self.G.noise_dim, device=self.device)  # global draw, sliced
-        with c.autocast():
-            fake = self.g_net(z, y)
-        # Phase 1, discriminator: real and fake (detached) in one batch of 2B with their digits.
-        use_r1 = g.r1 > 0 and c.step % g.r1_every == 0
-        x_in = c._d_input(x).requires_grad_(use_r1)
-        with c.autocast():
-            both, cls = self.d_scores(torch.cat([x_in, c._d_input(fake.detach()).to(x_in.dtype)]), torch.cat([y, y]))  # fmt: skip
-        s_real, s_fake = both.float().split(len(x))
-        d_loss = gan.discriminator_loss(s_real, s_fake, g.real_label, g.loss)
-        if cls is not None:  # AC-GAN (Odena et al. 2017): D's classifier learns the real images' digits ...
-            d_loss = d_loss + self.aux * F.cross_entropy(cls[: len(x)].float(), y)
-        r1 = gan.r1_penalty(s_real, x_in) if use_r1 else None
-        self.optimizers["discriminator"].zero_grad(set_to_none=True)
-        (d_loss + 0.5 * g.r1 * g.r1_every * r1 if r1 is not None else d_loss).backward()
-        self.optimizers["discriminator"].step()
-        # Phase 2, generator: the updated D (its weights frozen) scores the same fakes with their digits.
-        self.D.requires_grad_(False)
-        try:
-            with c.autocast():
-                g_scores, g_cls = self.D.scores(c._d_input(fake), y)
-            g_loss = gan.generator_loss(g_scores.float(), g.loss)
-            if g_cls is not None:  # ... and G draws fakes that it reads as the digits asked for
-                g_loss = g_loss + self.aux * F.cross_entropy(g_cls.float(), y)
-            self.optimizers["generator"].zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.optimizers["generator"].step()
-        finally:
-            self.D.requires_grad_(True)
-        if c.G_ema is not None:
-            decay = gan.ema_decay(g.g_ema, c.step)
-            with torch.no_grad():
-                for pe, p in zip(c.G_ema.parameters(), self.G.parameters()):
-                    pe.lerp_(p, 1.0 - decay)  # pe = decay * pe + (1 - decay) * p
-        c.step += 1
-        stats = [d_loss.detach(), g_loss.detach(), torch.sigmoid(s_real.detach()).mean(),
-                 torch.sigmoid(s_fake.detach()).mean()] + ([r1.detach()] if r1 is not None else [])  # fmt: skip
-        vals = distributed.mean_over_ranks(torch.stack(stats)).tolist()
-        out = {"loss": vals[0] + vals[1], "d_loss": vals[0], "g_loss": vals[1],
-               "d_real": vals[2], "d_fake": vals[3]}  # fmt: skip
-        if g.r1 > 0:  # the last computed penalty on lazy steps
-            c._last_r1 = vals[4] if r1 is not None else c._last_r1
-            out["r1"] = c._last_r1
-        c._watch(out)  # pinned losses: stop (GANDivergedError) or flag
-        return out
-
-    def evaluate(self) -> dict[str, float]:
-        """Mean D(x, y) on held-out images and on as many fakes of their digits (empty when merged)."""
-        if self.val is None:
-            return {}
-        n = min(len(self.val), 1000)
-        x, y = to_float(self.val.images[:n], self.device), self.val.labels[:n].to(self.device)
-        fake = to_float(generate(self.sampler, fixed_noise(n, self.G.noise_dim, 1, self.device), y), self.device)  # fmt: skip
-        return {"d_real": self.D(x, y).mean().item(), "d_fake": self.D(fake, y).mean().item()}
+def cgan_task(
+    cgan: CGAN,
+    cfg: TrainConfig,
+    gcfg: GANTrainConfig,
+    device,
+    total_steps: int,
+    val=None,
+    aux_weight: float = 1.0,
+) -> GANTask:
+    """The GAN's two-phase step (training/gan.py) with the batch's digits given to G and D."""
+    return GANTask(cgan, cfg, gcfg, device, total_steps, val, conditional=True, aux_weight=aux_weight)
 
 
-def collapse_checks(samples: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor | None,
-                    real: list[torch.Tensor], history: list[dict], exp: CGANExperiment) -> tuple[list[str], dict]:  # fmt: skip
+def collapse_checks(
+    samples: torch.Tensor,
+    labels: torch.Tensor,
+    classes: torch.Tensor | None,
+    real: list[torch.Tensor],
+    history: list[dict],
+    exp: CGANExperiment,
+) -> tuple[list[str], dict]:
     """The collapse detector on uint8 `samples` (N, 28, 28) of digits `labels` (N,), read as `classes` by the
     reference (or None): on all of them (a class dominating, samples alike, D stuck), then per digit d (its
     samples alike against real[d], images of d; or read as d under cgan.min_digit_share of the time)."""
@@ -169,8 +108,10 @@ def collapse_checks(samples: torch.Tensor, labels: torch.Tensor, classes: torch.
         if classes is not None:
             share = stats[f"digit_share_{d}"] = round(float((classes[mine] == d).double().mean()), 4)
             if share < exp.cgan.min_digit_share:
-                warnings.append(f"digit {d}: only {share:.0%} of its samples read as {d} "
-                                f"(threshold {exp.cgan.min_digit_share:.0%})")  # fmt: skip
+                warnings.append(
+                    f"digit {d}: only {share:.0%} of its samples read as {d} "
+                    f"(threshold {exp.cgan.min_digit_share:.0%})"
+                )
     shares = [v for k, v in stats.items() if k.startswith("digit_share_")]
     return warnings, {**stats, "digit_share_min": min(shares, default=None)}
 
@@ -191,7 +132,7 @@ def evaluate(run_dir: Path, exp: CGANExperiment, device: torch.device) -> dict[s
 class DigitWatch:
     """The loop's on_epoch_end (rank 0): the per-digit grid, scores at the grid epochs, collapse checks."""
 
-    def __init__(self, task: CGANTask, exp: CGANExperiment, run_dir: Path, scorer: Any, train: Split):
+    def __init__(self, task: cgan_task, exp: CGANExperiment, run_dir: Path, scorer: Any, train: Split):
         g, nd, dev, seed = exp.gan, exp.model.noise_dim, task.device, exp.train.seed
         self.task, self.exp, self.run_dir, self.scorer = task, exp, run_dir, scorer
         self.grid = grid_inputs(g.grid_size, nd, seed + gan_run.GRID_STREAM, dev)
@@ -204,13 +145,17 @@ class DigitWatch:
         grid = generate(self.task.sampler, *self.grid, bs)
         kept = epoch in g.grid_epochs or epoch == self.exp.train.epochs
         n = len(self.z) if kept and self.scorer else self.exp.cgan.check_samples
-        samples, labels = (generate(self.task.sampler, self.z[:n], self.y[:n], bs), self.y[:n]) if n else (
-            grid, self.grid[1].cpu())  # fmt: skip
+        samples, labels = (
+            (generate(self.task.sampler, self.z[:n], self.y[:n], bs), self.y[:n])
+            if n
+            else (grid, self.grid[1].cpu())
+        )
         if kept:
-            atomic_write_bytes(self.run_dir / "grids" / f"epoch_{epoch:03d}.safetensors",
-                               save({"images": grid.contiguous()}))  # fmt: skip
+            atomic_write_bytes(
+                self.run_dir / "grids" / f"epoch_{epoch:03d}.safetensors", save({"images": grid.contiguous()})
+            )
             if self.scorer is not None and g.eval_samples:
-                row.update(gan_run._scalars(self.scorer.score(samples[: g.eval_samples])))
+                row.update(gan_run.score_scalars(self.scorer.score(samples[: g.eval_samples])))
         classes = self.scorer.classes(samples) if self.scorer is not None else None
         history = rundir.read_history(self.run_dir) + [row]
         warnings, stats = collapse_checks(samples, labels, classes, self.real, history, self.exp)
@@ -225,37 +170,57 @@ def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool =
     data, device = run_folder.start(exp)
     train_split = gan_run.merged(data) if exp.gan.merge_test else data.train
     total = math.ceil(len(train_split) / exp.train.batch_size) * exp.train.epochs
-    task = CGANTask(CGAN(exp.model), exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val,
-                    exp.cgan.aux_weight)  # fmt: skip
+    task = cgan_task(
+        CGAN(exp.model),
+        exp.train,
+        exp.gan,
+        device,
+        total,
+        None if exp.gan.merge_test else data.val,
+        exp.cgan.aux_weight,
+    )
     run_dir = run_folder.prepare(out, exp, SPEC.name, resume)
     main = distributed.current().is_main
     if resume and rundir.checkpoint_path(run_dir).exists():
-        task.core.step = rundir.read_run_checkpoint(run_dir)[1]["step"]  # R1 / noise / G-average schedules
+        task.step = rundir.read_run_checkpoint(run_dir)[1]["step"]  # R1 / noise / G-average schedules
     scoring = exp.gan.eval_samples or exp.gan.final_samples or exp.cgan.check_samples
     scorer = gan_run.Scorer(data, exp.data, train_split, device, progress) if scoring and main else None
     watch = DigitWatch(task, exp, run_dir, scorer, train_split)  # called on rank 0 only
-    base = {"task": SPEC.name, "data": data.source, "n_train": len(train_split), "device": str(device),
-            "amp": amp_mode(exp.train, device), "aux_classifier": exp.model.aux_classifier}  # fmt: skip
+    base = {
+        "task": SPEC.name,
+        "data": data.source,
+        "n_train": len(train_split),
+        "device": str(device),
+        "amp": amp_mode(exp.train, device),
+        "aux_classifier": exp.model.aux_classifier,
+    }
     try:
-        result = fit(task, train_split, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)  # fmt: skip
+        result = fit(
+            task, train_split, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch
+        )
     except NonFiniteLossError as e:
         if main:
             gan_run.draw_figures(run_dir, None, None)
-            rundir.write_summary(run_dir, {**base, "status": "diverged", "error": str(e),
-                                           "collapse_warnings": watch.warned})  # fmt: skip
+            rundir.write_summary(
+                run_dir, {**base, "status": "diverged", "error": str(e), "collapse_warnings": watch.warned}
+            )
         raise
     if not main:
         return {}
     summary = {**base, **finish(run_dir, task.sampler, exp, scorer, data.test, watch.real)}
-    summary.update(run_folder.finished(result), diverged_at_step=task.core.diverged_at,
-                   collapse_warnings=watch.warned + [f"final: {w}" for w in summary["collapse"]["warnings"]],
-                   collapse_epochs=[r["epoch"] for r in result.history if r.get("collapse_warnings")])  # fmt: skip
+    summary.update(
+        run_folder.finished(result),
+        diverged_at_step=task.diverged_at,
+        collapse_warnings=watch.warned + [f"final: {w}" for w in summary["collapse"]["warnings"]],
+        collapse_epochs=[r["epoch"] for r in result.history if r.get("collapse_warnings")],
+    )
     rundir.write_summary(run_dir, summary)
     return summary
 
 
-def finish(run_dir: Path, G: nn.Module, exp: CGANExperiment, scorer: Any, test: Split,
-           real: list[torch.Tensor]) -> dict[str, Any]:  # fmt: skip
+def finish(
+    run_dir: Path, G: nn.Module, exp: CGANExperiment, scorer: Any, test: Split, real: list[torch.Tensor]
+) -> dict[str, Any]:
     """Final equal-share samples scored overall and per digit, the collapse checks, the figures."""
     g, bs, nd, seed = exp.gan, exp.train.eval_batch_size, exp.model.noise_dim, exp.train.seed
     device = next(G.parameters()).device
@@ -268,14 +233,25 @@ def finish(run_dir: Path, G: nn.Module, exp: CGANExperiment, scorer: Any, test: 
     out, scores, classes = {}, None, None
     if scorer is not None and g.final_samples:
         scores, classes = scorer.score(samples, nearest_train=True), scorer.classes(samples)
-        out.update(test=gan_run._jsonable(scores), n_samples_scored=len(samples), per_digit=[])
+        out.update(test=gan_run.jsonable(scores), n_samples_scored=len(samples), per_digit=[])
         for d in range(N_CLASSES):  # the share read as d; FID-MNIST etc. against d's test images (k = 3)
             mine, real_d = labels == d, test.take(test.labels == d)
-            row = {"digit": d, "n": int(mine.sum()), "n_real": len(real_d),
-                   "share_as_digit": round(float((classes[mine] == d).double().mean()), 4) if mine.any() else None}  # fmt: skip
+            row = {
+                "digit": d,
+                "n": int(mine.sum()),
+                "n_real": len(real_d),
+                "share_as_digit": round(float((classes[mine] == d).double().mean()), 4)
+                if mine.any()
+                else None,
+            }
             if row["n"] > 3 and len(real_d) > 3:
-                row.update({k: v for k, v in score_samples(samples[mine], scorer.reference, real_d, None).items()
-                            if k in ("fid_mnist", "precision", "recall")})  # fmt: skip
+                row.update(
+                    {
+                        k: v
+                        for k, v in score_samples(samples[mine], scorer.reference, real_d, None).items()
+                        if k in ("fid_mnist", "precision", "recall")
+                    }
+                )
             out["per_digit"].append(row)
     history = rundir.read_history(run_dir)
     warnings, stats = collapse_checks(samples, labels, classes, real, history, exp)
@@ -284,11 +260,21 @@ def finish(run_dir: Path, G: nn.Module, exp: CGANExperiment, scorer: Any, test: 
     out["collapse"] = {"collapsed": bool(warnings), "warnings": warnings, "stats": stats}
     figures = Path(run_dir) / "figures"
     gan_run.draw_figures(run_dir, None, scores)  # curves, grids by epoch (one row per digit), histogram
-    gan_figures.sample_grid(grid, figures / "samples_final.png", "Final generator: one row per digit",
-                            rows=N_CLASSES, caption="the same noise in each column")  # fmt: skip
+    gan_figures.sample_grid(
+        grid,
+        figures / "samples_final.png",
+        "Final generator: one row per digit",
+        rows=N_CLASSES,
+        caption="the same noise in each column",
+    )
     if any("digit_share_min" in r for r in history):
-        plot_curves(history, [f"digit_share_{d}" for d in range(N_CLASSES)], figures / "digit_share_by_epoch.png",
-                    "Share of each digit's samples read as that digit", ylabel="share")  # fmt: skip
+        plot_curves(
+            history,
+            [f"digit_share_{d}" for d in range(N_CLASSES)],
+            figures / "digit_share_by_epoch.png",
+            "Share of each digit's samples read as that digit",
+            ylabel="share",
+        )
     return out
 
 
@@ -314,7 +300,9 @@ class CGANRun(TrainedRun):
         y = digit_labels(request.n, request.digit)
         return generate(self.model.generator, z, y, self.exp.train.eval_batch_size).numpy()
 
-    def generate(self, n: int, digit: int | None = None, seed: int = 0, sampler: str | None = None) -> torch.Tensor:  # fmt: skip
+    def generate(
+        self, n: int, digit: int | None = None, seed: int = 0, sampler: str | None = None
+    ) -> torch.Tensor:
         return torch.from_numpy(self.sample(SampleRequest(sampler or "prior", n, seed, digit=digit)))
 
 
@@ -330,34 +318,78 @@ def report_section(run: RunFolder, stage: str) -> Section:
     s = run.json(f"{stage}/summary.json")
     test, stats = s.get("test", {}), s.get("collapse", {}).get("stats", {})
     head = " with a class head as in AC-GAN" if s.get("aux_classifier") else ""
-    sec.intro = (f"The report's GAN conditioned on the digit (label embedding concatenated to the noise, projection "
-                 f"discriminator{head}), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
-                 f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')}).")  # fmt: skip
+    sec.intro = (
+        f"The report's GAN conditioned on the digit (label embedding concatenated to the noise, projection "
+        f"discriminator{head}), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
+        f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')})."
+    )
     if test:
         hist = test.get("class_hist") or []
-        sec.tables.append(Table(f"{num(s.get('n_samples_scored'))} samples, equal shares of every digit, scored "
-                                "against the test set", ["FID-MNIST", "precision", "recall", "KL(class | uniform)",
-                                "rarest digit", "commonest digit", "nearest training image (L2)"],
-                                [[num(test.get("fid_mnist")), num(test.get("precision")), num(test.get("recall")),
-                                  num(test.get("kl_uniform")), pct(min(hist)) if hist else "-",
-                                  pct(max(hist)) if hist else "-", num(test.get("nn_train_dist"))]]))  # fmt: skip
-    rows = [[str(r["digit"]), pct(r.get("share_as_digit")), num(r.get("fid_mnist")), num(r.get("precision")),
-             num(r.get("recall")), num(stats.get(f"digit_diversity_{r['digit']}"))] for r in s.get("per_digit", [])]  # fmt: skip
+        sec.tables.append(
+            Table(
+                f"{num(s.get('n_samples_scored'))} samples, equal shares of every digit, scored "
+                "against the test set",
+                [
+                    "FID-MNIST",
+                    "precision",
+                    "recall",
+                    "KL(class | uniform)",
+                    "rarest digit",
+                    "commonest digit",
+                    "nearest training image (L2)",
+                ],
+                [
+                    [
+                        num(test.get("fid_mnist")),
+                        num(test.get("precision")),
+                        num(test.get("recall")),
+                        num(test.get("kl_uniform")),
+                        pct(min(hist)) if hist else "-",
+                        pct(max(hist)) if hist else "-",
+                        num(test.get("nn_train_dist")),
+                    ]
+                ],
+            )
+        )
+    rows = [
+        [
+            str(r["digit"]),
+            pct(r.get("share_as_digit")),
+            num(r.get("fid_mnist")),
+            num(r.get("precision")),
+            num(r.get("recall")),
+            num(stats.get(f"digit_diversity_{r['digit']}")),
+        ]
+        for r in s.get("per_digit", [])
+    ]
     if rows:
-        sec.tables.append(Table("Per digit: samples asked for that digit, scored against that digit's test images",
-                                ["digit", "read as that digit", "FID-MNIST", "precision", "recall",
-                                 "diversity / real's"], rows))  # fmt: skip
+        sec.tables.append(
+            Table(
+                "Per digit: samples asked for that digit, scored against that digit's test images",
+                ["digit", "read as that digit", "FID-MNIST", "precision", "recall", "diversity / real's"],
+                rows,
+            )
+        )
     sec.warnings = list(s.get("collapse_warnings", []))
     if not sec.warnings:
         sec.notes.append("The collapse detector (overall and per digit) raised no warning.")
     for name, caption in (
-        ("epoch_grids", "Fixed noise at each kept epoch: row d asks for digit d, the same noise in each column."),
-        ("samples_final", "Final generator: row d asks for digit d, the same noise in each column (image grid)."),
+        (
+            "epoch_grids",
+            "Fixed noise at each kept epoch: row d asks for digit d, the same noise in each column.",
+        ),
+        (
+            "samples_final",
+            "Final generator: row d asks for digit d, the same noise in each column (image grid).",
+        ),
         ("loss_curves", "D and G losses (epoch means). x: epoch; y: BCE loss."),
         ("fid_by_epoch", "FID-MNIST of equal-share samples at the kept epochs. x: epoch; y: FID-MNIST."),
         ("digit_share_by_epoch", "Share of each digit's samples read as that digit. x: epoch; y: share."),
-        ("class_histogram", "Final equal-share samples by the digit the reference reads. x: digit; y: share."),
-    ):  # fmt: skip
+        (
+            "class_histogram",
+            "Final equal-share samples by the digit the reference reads. x: digit; y: share.",
+        ),
+    ):
         sec.figures += run.figure(f"{stage}/figures/{name}.png", caption)
     return sec
 
@@ -394,7 +426,18 @@ PRESETS = {
 }
 # fmt: on
 
-SPEC = register(TaskSpec(name="cgan", description="the report's GAN conditioned on the digit (sample --digit d)",
-                         experiment=CGANExperiment, train=train, load=load_run, evaluate=evaluate,
-                         roles=frozenset({"generator"}), presets=PRESETS, report=report_section, order=45,
-                         conditional=True, study=True))  # fmt: skip
+SPEC = register(
+    TaskSpec(
+        name="cgan",
+        description="the report's GAN conditioned on the digit (sample --digit d)",
+        experiment=CGANExperiment,
+        train=train,
+        load=load_run,
+        evaluate=evaluate,
+        roles=frozenset({"generator"}),
+        presets=PRESETS,
+        report=report_section,
+        order=45,
+        conditional=True,
+    )
+)

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mnistlab import rundir
 from mnistlab.models import build_model
+from mnistlab.runs import folder as rundir
 from mnistlab.tasks import TaskSpec, TrainedRun, as_images, register
 from mnistlab.training.classifier import ClassifierExperiment, train_classifier
 
@@ -24,8 +24,13 @@ class ClassifierRun(TrainedRun):
     @torch.inference_mode()
     def classify(self, images: Any) -> torch.Tensor:
         x = as_images(images)
-        return torch.cat([torch.softmax(self.model(x[i : i + 1000].to(self.device)).logits, 1).cpu()
-                          for i in range(0, len(x), 1000)] or [torch.zeros(0, 10)])  # fmt: skip
+        return torch.cat(
+            [
+                torch.softmax(self.model(x[i : i + 1000].to(self.device)).logits, 1).cpu()
+                for i in range(0, len(x), 1000)
+            ]
+            or [torch.zeros(0, 10)]
+        )
 
 
 def load_run(run_dir: Path, exp: Any, device: torch.device) -> ClassifierRun:

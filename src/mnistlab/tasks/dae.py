@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from mnistlab import rundir
-from mnistlab.data import load
-from mnistlab.errors import ConfigError
-from mnistlab.report.content import RunFolder, Section, Table, num
-from mnistlab.tasks import TaskSpec, all_tasks, plain_coder, register
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import load
+from mnistlab.plots.content import RunFolder, Section, Table, num
+from mnistlab.runs import folder as rundir
+from mnistlab.tasks import TaskSpec, register
 from mnistlab.tasks import load_run as load_run_folder
 from mnistlab.tasks.ae import AutoencoderRun
 from mnistlab.training.autoencoder import load_autoencoder
@@ -42,8 +42,13 @@ def train(
     return train_dae(exp, out, resume=resume, progress=progress, base=base)
 
 
-def evaluate(run_dir: Path, exp: Any, device: torch.device, baseline: Path | None = None,
-             sigmas: tuple[float, ...] | None = None) -> dict:  # fmt: skip
+def evaluate(
+    run_dir: Path,
+    exp: Any,
+    device: torch.device,
+    baseline: Path | None = None,
+    sigmas: tuple[float, ...] | None = None,
+) -> dict:
     """Re-evaluate at `sigmas` (default: the config's), beside `baseline`; summary.json updated."""
     base = load_baseline(baseline) if baseline is not None else None
     model = load_autoencoder(run_dir, exp)
@@ -68,13 +73,10 @@ def load_run(run_dir: Path, exp: Any, device: torch.device) -> DenoisingRun:
     return DenoisingRun(SPEC, run_dir, exp, device, load_autoencoder(run_dir, exp))
 
 
-def stage_options(study_dir: Path) -> dict:
-    """In `mnistlab run`: compare with (or, with init.from_baseline, start from) the study's first
-    autoencoder stage that is not a denoiser."""
-    for spec in all_tasks():
-        if spec.study and plain_coder(spec.roles):
-            return {"baseline": Path(study_dir) / spec.name}
-    return {}
+def run_inputs(exp: DAEExperiment) -> dict[str, str]:
+    """The denoiser reads an autoencoder run: the one it is compared with (and, with
+    init.from_baseline, starts from)."""
+    return {"baseline": "autoencoder"}
 
 
 def report_section(run: RunFolder, stage: str) -> Section:
@@ -86,28 +88,49 @@ def report_section(run: RunFolder, stage: str) -> Section:
     s = run.json(f"{stage}/summary.json")
     noise = s.get("noise", {})
     clipped = "clipped to [0, 1]" if noise.get("clip") else "not clipped"
-    sec.intro = (f"The same network trained on inputs plus Gaussian noise (sigma {num(noise.get('sigma'))}, "
-                 f"{clipped}) against the clean image, {num(s.get('epochs'))} epochs; tested on fixed, seeded "
-                 "noise beside the plain autoencoder fed the same noisy images.")  # fmt: skip
+    sec.intro = (
+        f"The same network trained on inputs plus Gaussian noise (sigma {num(noise.get('sigma'))}, "
+        f"{clipped}) against the clean image, {num(s.get('epochs'))} epochs; tested on fixed, seeded "
+        "noise beside the plain autoencoder fed the same noisy images."
+    )
     has_ae = any(BASELINE in r for r in s.get("denoising", []))
     cols = ["sigma", "noisy PSNR", "noisy SSIM", "DAE PSNR", "DAE SSIM"]
     cols += ["plain AE PSNR", "plain AE SSIM"] if has_ae else []
     rows = []
     for r in s.get("denoising", []):
-        row = [num(r.get("sigma")), num(r["noisy"]["psnr"]), num(r["noisy"]["ssim"]),
-               num(r[OWN]["psnr"]), num(r[OWN]["ssim"])]  # fmt: skip
+        row = [
+            num(r.get("sigma")),
+            num(r["noisy"]["psnr"]),
+            num(r["noisy"]["ssim"]),
+            num(r[OWN]["psnr"]),
+            num(r[OWN]["ssim"]),
+        ]
         if has_ae:
             row += [num(r.get(BASELINE, {}).get("psnr")), num(r.get(BASELINE, {}).get("ssim"))]
         rows.append(row)
-    sec.tables.append(Table(f"Test set ({num(s.get('n_test'))} images): PSNR (dB) and SSIM against the clean "
-                            "image, of the noisy input and of each model's output", cols, rows))  # fmt: skip
-    sec.figures += run.figure(f"{stage}/figures/denoising_examples.png", "Triplets per noise level (one row per "
-                              "sigma): noisy input, DAE output" + (", plain AE output" if has_ae else "")
-                              + ", original (image grid, no axes).")  # fmt: skip
-    sec.figures += run.figure(f"{stage}/figures/denoising_metrics.png", "PSNR and SSIM against the noise level. "
-                              "x: noise sigma; y: PSNR (dB) / SSIM against the clean image.")  # fmt: skip
-    sec.figures += run.figure(f"{stage}/figures/loss_curves.png", "DAE training and validation MSE per epoch. "
-                              "x: epoch; y: MSE against the clean image (log scale).")  # fmt: skip
+    sec.tables.append(
+        Table(
+            f"Test set ({num(s.get('n_test'))} images): PSNR (dB) and SSIM against the clean "
+            "image, of the noisy input and of each model's output",
+            cols,
+            rows,
+        )
+    )
+    sec.figures += run.figure(
+        f"{stage}/figures/denoising_examples.png",
+        "Triplets per noise level (one row per "
+        "sigma): noisy input, DAE output"
+        + (", plain AE output" if has_ae else "")
+        + ", original (image grid, no axes).",
+    )
+    sec.figures += run.figure(
+        f"{stage}/figures/denoising_metrics.png",
+        "PSNR and SSIM against the noise level. x: noise sigma; y: PSNR (dB) / SSIM against the clean image.",
+    )
+    sec.figures += run.figure(
+        f"{stage}/figures/loss_curves.png",
+        "DAE training and validation MSE per epoch. x: epoch; y: MSE against the clean image (log scale).",
+    )
     return sec
 
 
@@ -121,9 +144,8 @@ SPEC = register(
         roles=frozenset({"encoder", "decoder", "generator", "denoiser"}),
         evaluate=evaluate,
         report=report_section,
-        study=True,
         order=20,
-        stage_options=stage_options,
+        run_inputs=run_inputs,
         options=("baseline",),
     )
 )

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mnistlab.latent import SampleRequest
-from mnistlab.report.content import RunFolder, Section, Table, num, pct, precision, read_toml
+from mnistlab.models.code_samplers import SampleRequest
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct, precision, read_toml
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, register
 from mnistlab.training.gan_run import GANExperiment, GANSampler, evaluate, load_gan, train_gan
 
@@ -48,23 +48,47 @@ def report_section(run: RunFolder, stage: str) -> Section:
     s = run.json(f"{stage}/summary.json")
     cfg = read_toml(run.root / stage / "config.toml").get(stage, {})
     test = s.get("test", {})
-    sec.intro = (f"The GAN trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
-                 f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')}); grids kept at epochs "
-                 f"{', '.join(str(e) for e in cfg.get('gan', {}).get('grid_epochs', []) or [])}".rstrip() + ".")  # fmt: skip
+    sec.intro = (
+        f"The GAN trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
+        f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')}); grids kept at epochs "
+        f"{', '.join(str(e) for e in cfg.get('gan', {}).get('grid_epochs', []) or [])}".rstrip()
+        + "."
+    )
     if test:
         hist = test.get("class_hist") or []
-        sec.tables.append(Table(f"Final samples ({num(s.get('n_samples_scored'))}) scored against the test set",
-                                ["FID-MNIST", "precision", "recall", "KL(class | uniform)", "rarest digit",
-                                 "commonest digit", "nearest training image (L2)"],
-                                [[num(test.get("fid_mnist")), num(test.get("precision")), num(test.get("recall")),
-                                  num(test.get("kl_uniform")), pct(min(hist)) if hist else "-",
-                                  pct(max(hist)) if hist else "-", num(test.get("nn_train_dist"))]]))  # fmt: skip
+        sec.tables.append(
+            Table(
+                f"Final samples ({num(s.get('n_samples_scored'))}) scored against the test set",
+                [
+                    "FID-MNIST",
+                    "precision",
+                    "recall",
+                    "KL(class | uniform)",
+                    "rarest digit",
+                    "commonest digit",
+                    "nearest training image (L2)",
+                ],
+                [
+                    [
+                        num(test.get("fid_mnist")),
+                        num(test.get("precision")),
+                        num(test.get("recall")),
+                        num(test.get("kl_uniform")),
+                        pct(min(hist)) if hist else "-",
+                        pct(max(hist)) if hist else "-",
+                        num(test.get("nn_train_dist")),
+                    ]
+                ],
+            )
+        )
     sec.warnings = list(s.get("collapse_warnings", []))
     if not sec.warnings:
         sec.notes.append("The collapse detector raised no warning.")
     g = f"{stage}/figures/"
-    sec.figures += run.figure(g + "epoch_grids.png", "The same fixed noise decoded at each kept epoch "
-                              "(one panel per epoch; image grids, no axes).")  # fmt: skip
+    sec.figures += run.figure(
+        g + "epoch_grids.png",
+        "The same fixed noise decoded at each kept epoch (one panel per epoch; image grids, no axes).",
+    )
     sec.figures += run.figure(
         g + "samples_final.png", "Final generator: samples from fixed noise (image grid, no axes)."
     )
@@ -74,12 +98,19 @@ def report_section(run: RunFolder, stage: str) -> Section:
     sec.figures += run.figure(
         g + "fid_by_epoch.png", "FID-MNIST of samples at the kept epochs. x: epoch; y: FID-MNIST (log scale)."
     )
-    sec.figures += run.figure(g + "coverage_by_epoch.png", "Share of the rarest and commonest generated digit. "
-                              "x: epoch; y: share of samples.")  # fmt: skip
-    sec.figures += run.figure(g + "class_histogram.png", "Final samples by digit, as the reference classifier "
-                              "reads them. x: digit; y: share of samples (red: outside 5%-15%).")  # fmt: skip
-    sec.figures += run.figure(g + "d_outputs.png", "Mean discriminator output on real and generated images. "
-                              "x: epoch; y: mean D output.")  # fmt: skip
+    sec.figures += run.figure(
+        g + "coverage_by_epoch.png",
+        "Share of the rarest and commonest generated digit. x: epoch; y: share of samples.",
+    )
+    sec.figures += run.figure(
+        g + "class_histogram.png",
+        "Final samples by digit, as the reference classifier "
+        "reads them. x: digit; y: share of samples (red: outside 5%-15%).",
+    )
+    sec.figures += run.figure(
+        g + "d_outputs.png",
+        "Mean discriminator output on real and generated images. x: epoch; y: mean D output.",
+    )
     return sec
 
 
@@ -93,7 +124,6 @@ SPEC = register(
         evaluate=evaluate,
         roles=frozenset({"generator"}),
         report=report_section,
-        study=True,
         order=40,
     )
 )

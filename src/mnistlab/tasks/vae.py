@@ -25,32 +25,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab import distributed, rundir
-from mnistlab.data import Data, DataConfig, Split, load, to_float
-from mnistlab.errors import ConfigError, check, check_float, check_int, check_seed
-from mnistlab.latent import AutoencoderGenerator, SampleRequest, check_sampler, decode, encode
+from mnistlab.core import distributed
+from mnistlab.core.errors import ConfigError, check, check_float, check_int, check_seed
+from mnistlab.data.datasets import Data, DataConfig, Split, load, to_float
+from mnistlab.metrics.generation import score_samples
+from mnistlab.models.code_samplers import AutoencoderGenerator, SampleRequest, check_sampler, decode, encode
 from mnistlab.models.vae import (
     VAE,
     GaussianEncoder,
     VAEConfig,
     beta_at,
-    evaluate_vae,
     kl_divergence,
     mmd_to_prior,
     reconstruction_nll,
-    refit_code_prior,
     warm_start,
 )
-from mnistlab.report.content import RunFolder, Section, Table, num, pct
-from mnistlab.report.figures import image_rows, plot_curves
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct
+from mnistlab.plots.figures import image_rows, plot_curves
+from mnistlab.plots.latent import image_grid
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import save_checkpoint
 from mnistlab.tasks import TaskSpec, register
 from mnistlab.tasks.ae import AutoencoderRun
 from mnistlab.tasks.dae import load_baseline
-from mnistlab.tasks.dae import stage_options as study_autoencoder
 from mnistlab.training import run_folder
-from mnistlab.training.checkpoint import save_checkpoint
 from mnistlab.training.denoise import InitConfig
 from mnistlab.training.loop import TrainConfig, conv_channels_last, make_optimizer
+from mnistlab.training.reference import load_reference
+from mnistlab.training.variational import evaluate_vae, refit_code_prior
 
 LIKELIHOODS = ("bernoulli", "mse")
 
@@ -86,8 +88,10 @@ class VAEExperiment:
     init: InitConfig = field(default_factory=InitConfig)  # from_baseline: start from --baseline's autoencoder
 
     def __post_init__(self):
-        check(not self.vae.code_prior_epochs or self.model.code_prior > 0,
-              "vae.code_prior_epochs trains a second stage: give its width, model.code_prior > 0")  # fmt: skip
+        check(
+            not self.vae.code_prior_epochs or self.model.code_prior > 0,
+            "vae.code_prior_epochs trains a second stage: give its width, model.code_prior > 0",
+        )
 
 
 # ----------------------------------------------------------------------------- training
@@ -146,8 +150,14 @@ class VAETask:
         loss.backward()
         opt.step()
         self.steps.step += 1
-        return {"loss": loss.item(), "recon": recon.mean().item(), "kl": kl.mean().item(), "beta": beta,
-                "mmd": mmd.item(), **logs}  # fmt: skip
+        return {
+            "loss": loss.item(),
+            "recon": recon.mean().item(),
+            "kl": kl.mean().item(),
+            "beta": beta,
+            "mmd": mmd.item(),
+            **logs,
+        }
 
     def evaluate(self) -> dict[str, float]:
         if len(self.val) == 0:
@@ -156,8 +166,14 @@ class VAETask:
         return {"loss": s["mse"], "recon_nll": s["recon_nll"], "kl": s["kl"]}
 
 
-def train(exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = True, on_epoch_end=None,
-          baseline: Path | None = None) -> dict:  # fmt: skip
+def train(
+    exp: VAEExperiment,
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end=None,
+    baseline: Path | None = None,
+) -> dict:
     """Train the VAE of `exp` into run folder `out` (from autoencoder run `baseline` if init.from_baseline)."""
     if exp.init.from_baseline and baseline is None:
         raise ConfigError("init.from_baseline=true needs the autoencoder to start from: --baseline AE_RUN")
@@ -174,16 +190,25 @@ def train(exp: VAEExperiment, out: Path, resume: bool = False, progress: bool = 
     result = run_folder.fit_plain(task, data.train, exp, run_dir, SPEC.name, resume, progress, on_epoch_end)
     if result is None:
         return {}  # not rank 0
-    after = _code_prior_after(task, exp, data.train, run_dir, result, progress) if exp.vae.code_prior_epochs else None  # fmt: skip
+    after = (
+        _code_prior_after(task, exp, data.train, run_dir, result, progress)
+        if exp.vae.code_prior_epochs
+        else None
+    )
     summary = evaluate(run_dir, exp, device, model=model, data=data, write=False)
-    summary.update(run_folder.finished(result), device=str(device), started_from=base and str(base[0]),
-                   **({"code_prior_after": after} if after else {}))  # fmt: skip
+    summary.update(
+        run_folder.finished(result),
+        device=str(device),
+        started_from=base and str(base[0]),
+        **({"code_prior_after": after} if after else {}),
+    )
     rundir.write_summary(run_dir, summary)
     return summary
 
 
-def _code_prior_after(task: VAETask, exp: VAEExperiment, train_split: Split, run_dir: Path, result,
-                      progress: bool) -> dict:  # fmt: skip
+def _code_prior_after(
+    task: VAETask, exp: VAEExperiment, train_split: Split, run_dir: Path, result, progress: bool
+) -> dict:
     """A fresh second stage trained on the frozen codes (`vae.code_prior_epochs`), saved into the last
     checkpoint marked in its state: a resumed run keeps a finished one, or trains it again from its seed.
     Updates `result`'s checkpoint SHA-256 and seconds; returns its last epoch's losses and seconds."""
@@ -192,12 +217,27 @@ def _code_prior_after(task: VAETask, exp: VAEExperiment, train_split: Split, run
     if after is None:
         t0, model = time.perf_counter(), task.model
         moments = torch.from_numpy(encode(model.encoder.body, train_split.images, task.device))  # (N, 2d)
-        last = refit_code_prior(model, moments, exp.vae.code_prior_epochs, exp.train.batch_size, exp.train.lr,
-                                exp.train.seed, schedule=exp.train.schedule, warmup=exp.train.warmup,
-                                kl_warmup=exp.vae.kl_warmup, progress=progress)  # fmt: skip
+        last = refit_code_prior(
+            model,
+            moments,
+            exp.vae.code_prior_epochs,
+            exp.train.batch_size,
+            exp.train.lr,
+            exp.train.seed,
+            schedule=exp.train.schedule,
+            warmup=exp.train.warmup,
+            kl_warmup=exp.vae.kl_warmup,
+            progress=progress,
+        )
         after = {**{k: round(v, 6) for k, v in last.items()}, "seconds": round(time.perf_counter() - t0, 2)}
-        result.checkpoint_sha256 = save_checkpoint(rundir.checkpoint_path(run_dir), task.modules, task.optimizers,
-                                                   state["epoch"], state["step"], {"code_prior_after": after})  # fmt: skip
+        result.checkpoint_sha256 = save_checkpoint(
+            rundir.checkpoint_path(run_dir),
+            task.modules,
+            task.optimizers,
+            state["epoch"],
+            state["step"],
+            {"code_prior_after": after},
+        )
     result.seconds += after["seconds"]
     return after
 
@@ -220,44 +260,68 @@ def prior_samples(
     return decode(model.decoder, u.numpy(), device, batch_size)
 
 
-def evaluate(run_dir: Path, exp: VAEExperiment, device, model: VAE | None = None, data: Data | None = None,
-             write: bool = True) -> dict:  # fmt: skip
+def evaluate(
+    run_dir: Path,
+    exp: VAEExperiment,
+    device,
+    model: VAE | None = None,
+    data: Data | None = None,
+    write: bool = True,
+) -> dict:
     """Test numbers, figures and the prior samples' scores of a VAE run (`mnistlab eval` too)."""
     model = (model or _load_model(run_dir, exp)).to(device).eval()
     data = data or load(exp.data)
     test = evaluate_vae(model, data.test, device, exp.vae.likelihood, exp.train.eval_batch_size)
     figures = Path(run_dir) / "figures"
     history = rundir.read_history(run_dir)
-    plot_curves(history, ("train_recon", "train_kl"), figures / "loss_curves.png",
-                "VAE: reconstruction NLL and KL per image (training)", ylabel="nats", log_y=True)  # fmt: skip
-    plot_curves(history, ("val_loss",), figures / "val_mse.png", "VAE: validation MSE of the mean code",
-                ylabel="MSE", log_y=True)  # fmt: skip
+    plot_curves(
+        history,
+        ("train_recon", "train_kl"),
+        figures / "loss_curves.png",
+        "VAE: reconstruction NLL and KL per image (training)",
+        ylabel="nats",
+        log_y=True,
+    )
+    plot_curves(
+        history,
+        ("val_loss",),
+        figures / "val_mse.png",
+        "VAE: validation MSE of the mean code",
+        ylabel="MSE",
+        log_y=True,
+    )
     x = to_float(data.test.images[:12], device)
     with torch.no_grad():
-        image_rows([x, model(x).recon], ["original", "reconstruction"], figures / "reconstructions.png",
-                   "Test images and their reconstructions (mean code)")  # fmt: skip
+        image_rows(
+            [x, model(x).recon],
+            ["original", "reconstruction"],
+            figures / "reconstructions.png",
+            "Test images and their reconstructions (mean code)",
+        )
     summary: dict[str, Any] = {
-        "task": SPEC.name, "test": {k: round(v, 6) for k, v in test.items()}, "vae": asdict(exp.vae),
+        "task": SPEC.name,
+        "test": {k: round(v, 6) for k, v in test.items()},
+        "vae": asdict(exp.vae),
         "best_val_loss": min((r["val_loss"] for r in history if "val_loss" in r), default=None),
-        "data": data.source, "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-    }  # fmt: skip
+        "data": data.source,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+    }
     n = exp.vae.eval_samples
     samples = prior_samples(model, max(n, 100), exp.vae.sample_seed, device)
-    from mnistlab.report.latent_figures import image_grid
 
     through = " through the second stage" if model.code_prior is not None else ""
     image_grid(samples[:100], figures / "samples_prior.png", f"VAE: decoded draws of N(0, I){through}")
     if n:
-        from mnistlab.generation import score_samples
-        from mnistlab.reference import load_reference
-
         ref = load_reference(exp.data, device)
         scores = score_samples(samples[:n], ref, data.test, data.train, seed=exp.vae.sample_seed)
         summary["generation"] = {"reference": ref.name, "n_samples": n, "prior": scores}
         if model.code_prior is not None:  # what the first stage alone draws, for comparison
             plain = prior_samples(model, n, exp.vae.sample_seed, device, first_stage=True)
-            summary["generation"]["stage1"] = score_samples(plain, ref, data.test, data.train,
-                                                            seed=exp.vae.sample_seed)  # fmt: skip
+            summary["generation"]["stage1"] = score_samples(
+                plain, ref, data.test, data.train, seed=exp.vae.sample_seed
+            )
     if write:
         rundir.write_summary(run_dir, {**rundir.read_summary(run_dir), **summary})
     return summary
@@ -282,8 +346,9 @@ class VAEGenerator:
     def sample(self, request: SampleRequest) -> np.ndarray:
         check_sampler(request.sampler, self.samplers, "VAE")
         if request.sampler in ("prior", "stage1"):
-            return prior_samples(self.model, request.n, request.seed, self.device,
-                                 first_stage=request.sampler == "stage1")  # fmt: skip
+            return prior_samples(
+                self.model, request.n, request.seed, self.device, first_stage=request.sampler == "stage1"
+            )
         return self.codes.sample(request)
 
 
@@ -294,8 +359,13 @@ class VAERun(AutoencoderRun):
     def generator(self) -> VAEGenerator:
         self.require("generator")
         if self._generator is None:
-            codes = AutoencoderGenerator(self.model.encoder, self.model.decoder, load(self.exp.data).train.images,
-                                         self.device, self.batch_size)  # fmt: skip
+            codes = AutoencoderGenerator(
+                self.model.encoder,
+                self.model.decoder,
+                load(self.exp.data).train.images,
+                self.device,
+                self.batch_size,
+            )
             self._generator = VAEGenerator(self.model, codes, self.device)
         return self._generator
 
@@ -304,9 +374,9 @@ def load_run(run_dir: Path, exp: VAEExperiment, device: torch.device) -> VAERun:
     return VAERun(SPEC, run_dir, exp, device, _load_model(run_dir, exp))
 
 
-def stage_options(study_dir: Path, exp: VAEExperiment) -> dict:
-    """In `mnistlab run`: the study's autoencoder to start from, when init.from_baseline asks for one."""
-    return study_autoencoder(study_dir) if exp.init.from_baseline else {}
+def run_inputs(exp: VAEExperiment) -> dict[str, str]:
+    """With init.from_baseline the VAE starts from an autoencoder run."""
+    return {"baseline": "autoencoder"} if exp.init.from_baseline else {}
 
 
 # ---------------------------------------------------------------------------------- report
@@ -319,38 +389,81 @@ def report_section(run: RunFolder, stage: str) -> Section:
         return sec
     s = run.json(f"{stage}/summary.json")
     test, v = s.get("test", {}), s.get("vae", {})
-    after = f", trained {num(v.get('code_prior_epochs'))} epochs after the first," if s.get("code_prior_after") else ""  # fmt: skip
-    sec.intro = (f"The report's encoder and decoder as a VAE (beta {num(v.get('beta'))}, KL warm-up over "
-                 f"{pct(v.get('kl_warmup'))} of the steps, {v.get('likelihood')} likelihood), trained "
-                 f"{num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in {num(s.get('train_seconds'))} s"
-                 + (", starting from the autoencoder's weights (its codes standardised)" if s.get("started_from") else "")
-                 + ". Its prior N(0, I) is what the decoder learnt to decode: random codes need no fitted sampler."
-                 + (f" A second-stage VAE on the codes (Dai & Wipf 2019){after} carries N(0, I) draws to where "
-                    "digits encode." if (s.get("generation") or {}).get("stage1") else ""))  # fmt: skip
-    sec.tables.append(Table(f"Test set ({num(s.get('n_test'))} images), mean code", ["MSE", "PSNR (dB)", "SSIM",
-                            "KL (nats)", "active code dimensions"],
-                            [[num(test.get("mse")), num(test.get("psnr")), num(test.get("ssim")), num(test.get("kl")),
-                              num(test.get("active_units"))]]))  # fmt: skip
+    after = (
+        f", trained {num(v.get('code_prior_epochs'))} epochs after the first,"
+        if s.get("code_prior_after")
+        else ""
+    )
+    sec.intro = (
+        f"The report's encoder and decoder as a VAE (beta {num(v.get('beta'))}, KL warm-up over "
+        f"{pct(v.get('kl_warmup'))} of the steps, {v.get('likelihood')} likelihood), trained "
+        f"{num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in {num(s.get('train_seconds'))} s"
+        + (
+            ", starting from the autoencoder's weights (its codes standardised)"
+            if s.get("started_from")
+            else ""
+        )
+        + ". Its prior N(0, I) is what the decoder learnt to decode: random codes need no fitted sampler."
+        + (
+            f" A second-stage VAE on the codes (Dai & Wipf 2019){after} carries N(0, I) draws to where "
+            "digits encode."
+            if (s.get("generation") or {}).get("stage1")
+            else ""
+        )
+    )
+    sec.tables.append(
+        Table(
+            f"Test set ({num(s.get('n_test'))} images), mean code",
+            ["MSE", "PSNR (dB)", "SSIM", "KL (nats)", "active code dimensions"],
+            [
+                [
+                    num(test.get("mse")),
+                    num(test.get("psnr")),
+                    num(test.get("ssim")),
+                    num(test.get("kl")),
+                    num(test.get("active_units")),
+                ]
+            ],
+        )
+    )
     gen = s.get("generation")
     if gen:
         rows = []
-        for key, name in (("prior", "N(0, I) through the second stage" if "stage1" in gen else "prior N(0, I)"),
-                          ("stage1", "N(0, I) as the code (first stage alone)")):  # fmt: skip
+        for key, name in (
+            ("prior", "N(0, I) through the second stage" if "stage1" in gen else "prior N(0, I)"),
+            ("stage1", "N(0, I) as the code (first stage alone)"),
+        ):
             p = gen.get(key)
             if p:
                 hist = p.get("class_hist") or []
-                rows.append([name, num(p.get("fid_mnist")), num(p.get("precision")), num(p.get("recall")),
-                             pct(min(hist)) if hist else "-", pct(max(hist)) if hist else "-"])  # fmt: skip
-        sec.tables.append(Table(f"{num(gen.get('n_samples'))} prior samples scored with {gen.get('reference')} "
-                                "(compare with the autoencoder's samplers in the latent-space section)",
-                                ["draws", "FID-MNIST", "precision", "recall", "rarest digit", "commonest digit"],
-                                rows))  # fmt: skip
+                rows.append(
+                    [
+                        name,
+                        num(p.get("fid_mnist")),
+                        num(p.get("precision")),
+                        num(p.get("recall")),
+                        pct(min(hist)) if hist else "-",
+                        pct(max(hist)) if hist else "-",
+                    ]
+                )
+        sec.tables.append(
+            Table(
+                f"{num(gen.get('n_samples'))} prior samples scored with {gen.get('reference')} "
+                "(compare with the autoencoder's samplers in the latent-space section)",
+                ["draws", "FID-MNIST", "precision", "recall", "rarest digit", "commonest digit"],
+                rows,
+            )
+        )
     f = f"{stage}/figures/"
-    sec.figures += run.figure(f + "samples_prior.png", "Decoded draws from the prior N(0, I), through the second "
-                              "stage when the run has one (image grid).")  # fmt: skip
-    for name, caption in (("reconstructions.png", "Top: test images; bottom: reconstructions of the mean code."),
-                          ("loss_curves.png", "Training reconstruction NLL and KL per image. x: epoch; y: nats."),
-                          ("val_mse.png", "Validation MSE of the mean code. x: epoch; y: MSE.")):  # fmt: skip
+    sec.figures += run.figure(
+        f + "samples_prior.png",
+        "Decoded draws from the prior N(0, I), through the second stage when the run has one (image grid).",
+    )
+    for name, caption in (
+        ("reconstructions.png", "Top: test images; bottom: reconstructions of the mean code."),
+        ("loss_curves.png", "Training reconstruction NLL and KL per image. x: epoch; y: nats."),
+        ("val_mse.png", "Validation MSE of the mean code. x: epoch; y: MSE."),
+    ):
         sec.figures += run.figure(f + name, caption)
     return sec
 
@@ -391,10 +504,9 @@ SPEC = register(
         presets=PRESETS,
         evaluate=evaluate,
         report=report_section,
-        study=True,
         order=30,
         prunable=True,
-        stage_options=stage_options,
+        run_inputs=run_inputs,
         options=("baseline",),  # an autoencoder run to start from (init.from_baseline)
     )
 )

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnistlab import metrics, rundir
-from mnistlab.data import Data, DataConfig, Split, to_float
+from mnistlab.data.datasets import Data, DataConfig, Split, to_float
+from mnistlab.metrics import images as metrics
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
-from mnistlab.report.figures import image_rows, plot_curves
+from mnistlab.plots.figures import image_rows, plot_curves
+from mnistlab.runs import folder as rundir
 from mnistlab.training import run_folder
 from mnistlab.training.loop import (
     TrainConfig,
@@ -156,11 +157,21 @@ def evaluate_autoencoder(
     test = evaluate_reconstruction(model, data.test, device, batch_size)
     history = rundir.read_history(run_dir)
     figures = Path(run_dir) / "figures"
-    plot_curves(history, ("train_loss", "val_loss"), figures / "loss_curves.png",
-                "Autoencoder: reconstruction MSE", ylabel="MSE", log_y=True)  # fmt: skip
+    plot_curves(
+        history,
+        ("train_loss", "val_loss"),
+        figures / "loss_curves.png",
+        "Autoencoder: reconstruction MSE",
+        ylabel="MSE",
+        log_y=True,
+    )
     x, _, recon = next(reconstruct(model, data.test.images[:12], device))
-    image_rows([x, recon], ["original", "reconstruction"], figures / "reconstructions.png",
-               "Test images and their reconstructions")  # fmt: skip
+    image_rows(
+        [x, recon],
+        ["original", "reconstruction"],
+        figures / "reconstructions.png",
+        "Test images and their reconstructions",
+    )
     return {
         "task": "ae",
         "test": {k: round(v, 6) for k, v in test.items()},

@@ -1,6 +1,6 @@
 """The classifier's part of training (task "classifier"): one cross-entropy step on randomly shifted
 digits, validation accuracy, and test evaluation. The network it trains is the reference that the
-generation metrics (FID-MNIST, precision/recall, class coverage) measure against; see reference.py.
+generation metrics (FID-MNIST, precision/recall, class coverage) measure against; see metrics/reference.py.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnistlab import rundir
-from mnistlab.data import DataConfig, Split, to_float
-from mnistlab.errors import check
+from mnistlab.core.errors import check
+from mnistlab.data.datasets import DataConfig, Split, to_float
 from mnistlab.models import build_model
 from mnistlab.models.classifier import ClassifierConfig, DigitCNN
-from mnistlab.report.figures import plot_curves
+from mnistlab.plots.figures import plot_curves
+from mnistlab.runs import folder as rundir
 from mnistlab.training import run_folder
 from mnistlab.training.loop import (
     TrainConfig,
@@ -36,7 +36,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ClassifierExperiment:
-    """The reference digit classifier (reference.py) that the generation metrics measure against."""
+    """The reference digit classifier (metrics/reference.py) that the generation metrics measure against."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
@@ -137,10 +137,21 @@ def train_classifier(exp, out: Path, resume: bool = False, progress: bool = True
     test = evaluate_classifier(model, data.test, device, exp.train.eval_batch_size)
     history = rundir.read_history(run_dir)
     figures = Path(run_dir) / "figures"
-    plot_curves(history, ("train_loss", "val_loss"), figures / "loss_curves.png",
-                "Classifier: cross-entropy", ylabel="cross-entropy", log_y=True)  # fmt: skip
-    plot_curves(history, ("train_accuracy", "val_accuracy"), figures / "accuracy.png",
-                "Classifier: accuracy (train on shifted digits)", ylabel="accuracy")  # fmt: skip
+    plot_curves(
+        history,
+        ("train_loss", "val_loss"),
+        figures / "loss_curves.png",
+        "Classifier: cross-entropy",
+        ylabel="cross-entropy",
+        log_y=True,
+    )
+    plot_curves(
+        history,
+        ("train_accuracy", "val_accuracy"),
+        figures / "accuracy.png",
+        "Classifier: accuracy (train on shifted digits)",
+        ylabel="accuracy",
+    )
     summary = {
         "task": "classifier",
         "test": {k: round(v, 6) for k, v in test.items()},

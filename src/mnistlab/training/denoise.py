@@ -14,14 +14,15 @@ from pathlib import Path
 
 import torch
 
-from mnistlab import metrics, rundir
-from mnistlab.data import Data, DataConfig, Split, to_float
-from mnistlab.errors import ConfigError, check_bool
+from mnistlab.core.errors import ConfigError, check_bool
+from mnistlab.data.datasets import Data, DataConfig, Split, to_float
+from mnistlab.data.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
+from mnistlab.metrics import images as metrics
 from mnistlab.models import build_model
 from mnistlab.models.autoencoder import AEConfig, ConvAutoencoder
-from mnistlab.noise import NoiseConfig, TrainingNoise, apply_noise, fixed_noise
-from mnistlab.report.evaluation import plot_metric_lines, triplet_grid
-from mnistlab.report.figures import plot_curves
+from mnistlab.plots.evaluation import plot_metric_lines, triplet_grid
+from mnistlab.plots.figures import plot_curves
+from mnistlab.runs import folder as rundir
 from mnistlab.training import run_folder
 from mnistlab.training.autoencoder import AutoencoderTask, evaluate_reconstruction
 from mnistlab.training.loop import TrainConfig
@@ -76,9 +77,14 @@ class DenoisingTask(AutoencoderTask):
         if len(self.val) == 0:
             return {}
         scores = denoising_scores(
-            {OWN: self.model}, self.val, self.val_eps, self.noise.sigma, self.noise.clip,
-            self.device, self.eval_batch_size,
-        )  # fmt: skip
+            {OWN: self.model},
+            self.val,
+            self.val_eps,
+            self.noise.sigma,
+            self.noise.clip,
+            self.device,
+            self.eval_batch_size,
+        )
         return {"loss": scores[OWN]["mse"], "noisy_mse": scores["noisy"]["mse"]}
 
 
@@ -166,8 +172,10 @@ def warm_start(model: ConvAutoencoder, base: Baseline) -> None:
     over them); a one-line error when the two networks differ in shape."""
     folder, _, trained = base
     if trained.cfg.latent_dim != model.cfg.latent_dim:
-        raise ConfigError(f"init.from_baseline: {folder} has a {trained.cfg.latent_dim}-d code, this DAE "
-                          f"model.latent_dim={model.cfg.latent_dim}; train the DAE with the same latent_dim")  # fmt: skip
+        raise ConfigError(
+            f"init.from_baseline: {folder} has a {trained.cfg.latent_dim}-d code, this DAE "
+            f"model.latent_dim={model.cfg.latent_dim}; train the DAE with the same latent_dim"
+        )
     try:
         model.load_state_dict(trained.state_dict())
     except RuntimeError as e:
@@ -200,19 +208,27 @@ def evaluate_dae(
     figures = Path(run_dir) / "figures"
     history = rundir.read_history(run_dir)
     noisy_val = next((r["val_noisy_mse"] for r in history if "val_noisy_mse" in r), None)
-    plot_curves(history, ("train_loss", "val_loss"), figures / "loss_curves.png",
-                f"Denoising autoencoder (sigma {noise.sigma:g}): MSE against the clean image"
-                + (f"\n(the noisy validation input itself: MSE {noisy_val:.3f})" if noisy_val is not None else ""),
-                ylabel="MSE", log_y=True)  # fmt: skip
+    plot_curves(
+        history,
+        ("train_loss", "val_loss"),
+        figures / "loss_curves.png",
+        f"Denoising autoencoder (sigma {noise.sigma:g}): MSE against the clean image"
+        + (f"\n(the noisy validation input itself: MSE {noisy_val:.3f})" if noisy_val is not None else ""),
+        ylabel="MSE",
+        log_y=True,
+    )
     labels = {"noisy": "noisy input", OWN: "denoising AE output", BASELINE: "plain AE output"}
     plot_metric_lines(
         [r["sigma"] for r in table],
-        {metric: {labels[n]: [r[n][metric] for r in table] for n in models.keys() | {"noisy"}}
-         for metric in ("psnr", "ssim")},
-        figures / "denoising_metrics.png", xlabel="noise sigma",
+        {
+            metric: {labels[n]: [r[n][metric] for r in table] for n in models.keys() | {"noisy"}}
+            for metric in ("psnr", "ssim")
+        },
+        figures / "denoising_metrics.png",
+        xlabel="noise sigma",
         ylabels={"psnr": "PSNR vs clean (dB)", "ssim": "SSIM vs clean"},
         title=f"Test set, {len(data.test)} images, fixed noise seed {noise.seed}",
-    )  # fmt: skip
+    )
     _example_figure(models, data.test, noise, sigmas, device, figures / "denoising_examples.png")
     summary = {
         "task": "dae",
@@ -242,7 +258,11 @@ def _example_figure(models, test: Split, noise: NoiseConfig, sigmas, device, pat
         rows.append([noisy.clamp(0, 1)] + [m.eval()(noisy).recon for m in models.values()] + [x])
     names = ["noisy", *("DAE" if k == OWN else "plain AE" for k in models), "original"]
     return triplet_grid(
-        rows, names, [f"sigma {s:g}" for s in sigmas], path,
+        rows,
+        names,
+        [f"sigma {s:g}" for s in sigmas],
+        path,
         title="Test digits: noisy input, denoising autoencoder (DAE) output"
-        + (", plain autoencoder output" if len(models) > 1 else "") + ", original (noisy shown clipped to [0, 1])",
-    )  # fmt: skip
+        + (", plain autoencoder output" if len(models) > 1 else "")
+        + ", original (noisy shown clipped to [0, 1])",
+    )

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from mnistlab import distributed
-from mnistlab.collapse import CollapseConfig
-from mnistlab.data import Split, to_float
-from mnistlab.errors import check, check_bool, check_float, check_int
+from mnistlab.core import distributed
+from mnistlab.core.errors import check, check_bool, check_float, check_int
+from mnistlab.data.datasets import Split, to_float
+from mnistlab.metrics.collapse import CollapseConfig
+from mnistlab.models.cgan import CGAN, ProjectionScores
+from mnistlab.models.cgan import generate as generate_digits
 from mnistlab.models.gan import GAN
 from mnistlab.training.loop import MAX_EPOCHS, NonFiniteLossError, TrainConfig, autocast, make_optimizer
 
@@ -159,21 +161,28 @@ class GANTask:
 
     def __init__(
         self,
-        gan: GAN,
+        gan: GAN | CGAN,
         cfg: TrainConfig,
         gcfg: GANTrainConfig,
         device: torch.device,
         total_steps: int,
         val: Split | None = None,
+        conditional: bool = False,
+        aux_weight: float = 1.0,
     ):
-        # channels_last suits the CPU's convolutions (about 1.2x here); the values are the same.
+        """`conditional`: `gan` is a models.cgan.CGAN, whose G and D take the batch's digits (the real
+        images' labels, which the fakes are drawn for); with a class head in D, its cross-entropies
+        weigh `aux_weight` (AC-GAN, Odena et al. 2017)."""
+        # channels_last suits oneDNN's CPU convolutions (benchmarks/results/cpu_speed.md); same values.
         last = gcfg.channels_last or cfg.channels_last
         self.memory_format = torch.channels_last if last else torch.contiguous_format
         self.gan = gan.to(device, memory_format=self.memory_format)
         self.G, self.D = self.gan.generator, self.gan.discriminator
-        # What the step calls for G's forward and D's logits in the discriminator phase: the networks,
+        self.conditional, self.aux = conditional, aux_weight
+        # What the step calls for G's forward and D's scores in the discriminator phase: the networks,
         # or their DistributedDataParallel wrappers under torchrun (see `distribute`).
-        self.g_net, self.d_logits = self.G, self.D.logits
+        self.g_net = self.G
+        self.d_net = self.D.scores if conditional else self.D.logits
         self.autocast = autocast(cfg, device)
         self.gcfg = gcfg
         self.device = device
@@ -202,7 +211,7 @@ class GANTask:
         phase (the generator phase calls the plain D, whose weights take no gradient there, so D's
         gradients are averaged once per step). `modules` keep the plain networks for checkpoints."""
         self.g_net = wrap(self.G)
-        self.d_logits = wrap(_Logits(self.D))
+        self.d_net = wrap(ProjectionScores(self.D) if self.conditional else _Logits(self.D))
 
     def _randn_like(self, x: torch.Tensor) -> torch.Tensor:
         world = distributed.current()
@@ -220,13 +229,23 @@ class GANTask:
         sigma = self.gcfg.d_noise * max(0.0, 1.0 - self.step / self.total_steps)
         return x + sigma * self._randn_like(x) if sigma > 0 else x
 
+    def _scores(
+        self, net, x: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's scores of x (N,) and its class logits (N, 10) (None without a class head), by `net`
+        (D's own method, or its wrapper); a conditional D reads the digits y (N,)."""
+        if self.conditional:
+            return net(x, y)
+        return net(x), None
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         g, loss = self.gcfg, self.gcfg.loss
         x = to_float(images, self.device).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28)
+        y = labels.to(self.device) if self.conditional else None  # (B,): the real digits, the fakes' too
         # (B, noise_dim); under torchrun drawn for the global batch and sliced (same RNG stream everywhere)
         z = distributed.randn_rows(len(x), self.G.noise_dim, device=self.device)
         with self.autocast():
-            fake = self.g_net(z)  # (B, 1, 28, 28)
+            fake = self.g_net(z, y) if self.conditional else self.g_net(z)  # (B, 1, 28, 28)
 
         # Phase 1, discriminator: fake.detach() keeps this loss out of the generator's graph.
         use_r1 = g.r1 > 0 and self.step % g.r1_every == 0
@@ -234,9 +253,15 @@ class GANTask:
         # Real and fake go through D as one batch of 2B: D has no batch statistics, so this is the same
         # function as two calls, in fewer and larger convolutions.
         with self.autocast():
-            both = self.d_logits(torch.cat([x_in, self._d_input(fake.detach()).to(x_in.dtype)]))
+            both, cls = self._scores(
+                self.d_net,
+                torch.cat([x_in, self._d_input(fake.detach()).to(x_in.dtype)]),
+                torch.cat([y, y]) if self.conditional else None,
+            )
         s_real, s_fake = both.float().split(len(x))  # (B,) each, losses in fp32
         d_loss = discriminator_loss(s_real, s_fake, g.real_label, loss)
+        if cls is not None:  # D's class head learns the real images' digits ...
+            d_loss = d_loss + self.aux * F.cross_entropy(cls[: len(x)].float(), y)
         r1 = r1_penalty(s_real, x_in) if use_r1 else None
         opt_d = self.optimizers["discriminator"]
         opt_d.zero_grad(set_to_none=True)
@@ -247,8 +272,12 @@ class GANTask:
         self.D.requires_grad_(False)
         try:
             with self.autocast():
-                g_scores = self.D.logits(self._d_input(fake))
+                g_scores, g_cls = self._scores(
+                    self.D.scores if self.conditional else self.D.logits, self._d_input(fake), y
+                )
             g_loss = generator_loss(g_scores.float(), loss)
+            if g_cls is not None:  # ... and G draws fakes that it reads as the digits asked for
+                g_loss = g_loss + self.aux * F.cross_entropy(g_cls.float(), y)
             opt_g = self.optimizers["generator"]
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -263,13 +292,22 @@ class GANTask:
         self.step += 1
 
         # One device sync for all the numbers.
-        stats = [d_loss.detach(), g_loss.detach(), torch.sigmoid(s_real.detach()).mean(),
-                 torch.sigmoid(s_fake.detach()).mean()]  # fmt: skip
+        stats = [
+            d_loss.detach(),
+            g_loss.detach(),
+            torch.sigmoid(s_real.detach()).mean(),
+            torch.sigmoid(s_fake.detach()).mean(),
+        ]
         vals = distributed.mean_over_ranks(
             torch.stack(stats + ([r1.detach()] if r1 is not None else []))
         ).tolist()
-        out = {"loss": vals[0] + vals[1], "d_loss": vals[0], "g_loss": vals[1],
-               "d_real": vals[2], "d_fake": vals[3]}  # fmt: skip
+        out = {
+            "loss": vals[0] + vals[1],
+            "d_loss": vals[0],
+            "g_loss": vals[1],
+            "d_real": vals[2],
+            "d_fake": vals[3],
+        }
         if g.r1 > 0:  # the last computed penalty on lazy steps, so the epoch mean stays meaningful
             self._last_r1 = vals[4] if r1 is not None else self._last_r1
             out["r1"] = self._last_r1
@@ -302,8 +340,19 @@ class GANTask:
         test and validation images were merged into training)."""
         if self.val is None:
             return {}
+        if self.conditional:
+            return self._evaluate_conditional()
         n = len(self._val_z)
         x = to_float(self.val.images[:n], self.device)
         real = torch.cat([self.D(x[i : i + self.eval_batch_size]) for i in range(0, n, self.eval_batch_size)])
         fake = self.D(to_float(generate(self.sampler, self._val_z, self.eval_batch_size), self.device))
         return {"d_real": real.mean().item(), "d_fake": fake.mean().item()}
+
+    def _evaluate_conditional(self) -> dict[str, float]:
+        """Mean D(x, y) on held-out images and on as many fakes of their digits."""
+        n = min(len(self.val), 1000)
+        x, y = to_float(self.val.images[:n], self.device), self.val.labels[:n].to(self.device)
+        fake = to_float(
+            generate_digits(self.sampler, fixed_noise(n, self.G.noise_dim, 1, self.device), y), self.device
+        )
+        return {"d_real": self.D(x, y).mean().item(), "d_fake": self.D(fake, y).mean().item()}

@@ -18,19 +18,23 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from mnistlab import distributed, rundir
-from mnistlab.collapse import detect_collapse
-from mnistlab.data import Data, DataConfig, Split, load
-from mnistlab.errors import ConfigError
-from mnistlab.fsio import atomic_write_bytes
+from mnistlab.core import distributed
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import atomic_write_bytes
+from mnistlab.data.datasets import Data, DataConfig, Split, load
+from mnistlab.metrics.collapse import detect_collapse
+from mnistlab.metrics.generation import score_samples
 from mnistlab.models import build_model
+from mnistlab.models.code_samplers import check_sampler
 from mnistlab.models.gan import GAN, GANConfig
-from mnistlab.report import gan_figures
-from mnistlab.report.figures import plot_curves
+from mnistlab.plots import gan as gan_figures
+from mnistlab.plots.figures import plot_curves
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.training import run_folder
-from mnistlab.training.checkpoint import read_checkpoint
 from mnistlab.training.gan import GANDivergedError, GANTask, GANTrainConfig, fixed_noise, generate
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit, resolve_device
+from mnistlab.training.reference import load_reference
 
 log = logging.getLogger("mnistlab")
 
@@ -57,9 +61,6 @@ class Scorer:
     classifier against the test split (as is usual; with gan.merge_test the GAN has seen it too)."""
 
     def __init__(self, data: Data, data_cfg: Any, train: Split, device: torch.device, progress: bool = True):
-        from mnistlab.generation import score_samples
-        from mnistlab.reference import load_reference
-
         self._score = score_samples
         self.reference = load_reference(data_cfg, device, progress=progress)
         self.real, self.train = data.test, train
@@ -81,7 +82,7 @@ def _grid_path(run_dir: Path, epoch: int) -> Path:
 SCORE_KEYS = ("fid_mnist", "precision", "recall", "kl_uniform", "mean_confidence", "nn_train_dist")
 
 
-def _scalars(scores: dict[str, Any]) -> dict[str, float]:
+def score_scalars(scores: dict[str, Any]) -> dict[str, float]:
     """The metrics of a score dict that go into metrics.jsonl (and TensorBoard), per-class shares flat."""
     row = {k: float(scores[k]) for k in SCORE_KEYS if scores.get(k) is not None}
     hist = scores.get("class_hist")
@@ -114,7 +115,7 @@ class EpochWatch:
             if self.scorer is not None and len(self.eval_z):
                 samples = generate(self.task.sampler, self.eval_z, bs)
                 scores = self.scorer.score(samples)
-                row.update(_scalars(scores))
+                row.update(score_scalars(scores))
         if self.scorer is not None:
             classes = self.scorer.classes(samples)
         history = rundir.read_history(self.run_dir) + [row]
@@ -147,8 +148,13 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     scoring = exp.gan.eval_samples or exp.gan.final_samples
     scorer = Scorer(data, exp.data, train, device, progress) if scoring and main else None
     watch = EpochWatch(task, exp, run_dir, scorer, collapse_reference(train))  # called on rank 0 only
-    base = {"task": "gan", "data": data.source, "n_train": len(train), "device": str(device),
-            "amp": amp_mode(exp.train, device)}  # fmt: skip
+    base = {
+        "task": "gan",
+        "data": data.source,
+        "n_train": len(train),
+        "device": str(device),
+        "amp": amp_mode(exp.train, device),
+    }
     try:
         result = fit(task, train, exp.train, run_dir, resume=resume, progress=progress, on_epoch_end=watch)
     except NonFiniteLossError as e:
@@ -158,8 +164,13 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
         if isinstance(e, GANDivergedError):
             message += "; " + _last_good(ckpt)
         draw_figures(run_dir, None, None)
-        summary = {**base, "status": "diverged", "error": message, "collapse_warnings": watch.warned,
-                   "last_good_checkpoint": str(ckpt) if ckpt.exists() else None}  # fmt: skip
+        summary = {
+            **base,
+            "status": "diverged",
+            "error": message,
+            "collapse_warnings": watch.warned,
+            "last_good_checkpoint": str(ckpt) if ckpt.exists() else None,
+        }
         rundir.write_summary(run_dir, summary)
         raise type(e)(message) from e
     if not main:
@@ -201,13 +212,14 @@ def finish(
     draw_figures(run_dir, grid, scores)
     out: dict[str, Any] = {"collapse": report.to_dict()}
     if scores is not None:
-        out["test"] = _jsonable(scores)
+        out["test"] = jsonable(scores)
         out["n_samples_scored"] = len(samples)
     return out
 
 
-def rescore(run_dir: Path, exp: Any, device: torch.device, finish_run: Any, generator: torch.nn.Module,
-            real: Any) -> dict[str, Any]:  # fmt: skip
+def rescore(
+    run_dir: Path, exp: Any, device: torch.device, finish_run: Any, generator: torch.nn.Module, real: Any
+) -> dict[str, Any]:
     """`mnistlab eval` of a GAN-family run: `finish_run(run_dir, generator, exp, scorer, ...)` again on the
     checkpoint's sampling generator, so the final samples come from the same seeded noise and are scored
     against the same test images as at the end of training; summary.json takes the new numbers."""
@@ -231,36 +243,59 @@ def draw_figures(run_dir: Path, grid: torch.Tensor | None, scores: dict[str, Any
     """Every figure the run's files allow: curves from metrics.jsonl, grids from grids/, the final ones."""
     fig, history = Path(run_dir) / "figures", rundir.read_history(run_dir)
     if history:
-        plot_curves(history, ("train_d_loss", "train_g_loss"), fig / "loss_curves.png",
-                    "GAN losses (epoch means)", ylabel="BCE loss")  # fmt: skip
-        plot_curves(history, ("train_d_real", "train_d_fake", "val_d_real", "val_d_fake"),
-                    fig / "d_outputs.png", "Discriminator outputs: D(x) real, D(G(z)) fake",
-                    ylabel="mean D output")  # fmt: skip
+        plot_curves(
+            history,
+            ("train_d_loss", "train_g_loss"),
+            fig / "loss_curves.png",
+            "GAN losses (epoch means)",
+            ylabel="BCE loss",
+        )
+        plot_curves(
+            history,
+            ("train_d_real", "train_d_fake", "val_d_real", "val_d_fake"),
+            fig / "d_outputs.png",
+            "Discriminator outputs: D(x) real, D(G(z)) fake",
+            ylabel="mean D output",
+        )
         if any("fid_mnist" in r for r in history):
-            plot_curves(history, ("fid_mnist",), fig / "fid_by_epoch.png", "FID-MNIST of samples by epoch",
-                        ylabel="FID-MNIST (lower is better)", log_y=True)  # fmt: skip
-            plot_curves(history, ("class_min_share", "class_max_share"), fig / "coverage_by_epoch.png",
-                        "Rarest and commonest generated digit by epoch (target: 5% to 15%)",
-                        ylabel="share of samples")  # fmt: skip
+            plot_curves(
+                history,
+                ("fid_mnist",),
+                fig / "fid_by_epoch.png",
+                "FID-MNIST of samples by epoch",
+                ylabel="FID-MNIST (lower is better)",
+                log_y=True,
+            )
+            plot_curves(
+                history,
+                ("class_min_share", "class_max_share"),
+                fig / "coverage_by_epoch.png",
+                "Rarest and commonest generated digit by epoch (target: 5% to 15%)",
+                ylabel="share of samples",
+            )
     grids = {int(p.stem.split("_")[1]): load_file(p)["images"] for p in sorted(Path(run_dir).glob("grids/*"))}
     if grids:
         gan_figures.epoch_grids(grids, fig / "epoch_grids.png", "Fixed noise decoded during training")
     if grid is not None:
-        gan_figures.sample_grid(grid, fig / "samples_final.png", "Final generator: 10x10 samples",
-                                rows=int(math.isqrt(len(grid))) or 1)  # fmt: skip
+        gan_figures.sample_grid(
+            grid,
+            fig / "samples_final.png",
+            "Final generator: 10x10 samples",
+            rows=int(math.isqrt(len(grid))) or 1,
+        )
     if scores is not None and scores.get("class_hist") is not None:
-        shares = [v for k, v in sorted(_scalars(scores).items()) if k.startswith("class_share_")]
+        shares = [v for k, v in sorted(score_scalars(scores).items()) if k.startswith("class_share_")]
         title = f"Generated digits by class ({scores.get('n_samples', '?')} samples)"
         gan_figures.class_histogram(shares, fig / "class_histogram.png", title)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if torch.is_tensor(obj):
         return obj.tolist()
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return obj
@@ -298,7 +333,5 @@ class GANSampler:
         return generate(self.generator, fixed_noise(n, self.noise_dim, seed, self.device), self.batch_size)
 
     def sample(self, request: Any) -> np.ndarray:
-        from mnistlab.latent import check_sampler
-
         check_sampler(request.sampler, self.samplers, "GAN")
         return self.draw(request.n, request.seed).numpy()

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mnistlab import distributed
-from mnistlab.data import Split, batches
-from mnistlab.errors import ConfigError, check, check_bool, check_float, check_int, check_seed
-from mnistlab.fsio import read_jsonl
-from mnistlab.training.checkpoint import file_sha256, restore, save_checkpoint
+from mnistlab.core import distributed
+from mnistlab.core.errors import ConfigError, check, check_bool, check_float, check_int, check_seed
+from mnistlab.core.fsio import read_jsonl
+from mnistlab.data.datasets import Split, batches
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import file_sha256, restore, save_checkpoint
 
 log = logging.getLogger("mnistlab")
 
@@ -121,14 +122,14 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it oneDNN converts
-    in software and bf16 autocast runs at 0.05x to 0.24x the fp32 speed (Zen 3, docs/guide.md)."""
+    in software and bf16 autocast runs several times slower than fp32 (docs/guide.md)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def amp_mode(cfg: TrainConfig, device: torch.device) -> str:
     """The precision a training step runs in on `device`: "bf16" or "off". train.amp = "auto" is bf16
-    on a CPU with bfloat16 instructions, where the GAN's step measured 1.5x (docs/results.md), and off
+    on a CPU with bfloat16 instructions, where it speeds up the GAN's step (docs/results.md), and off
     everywhere else (no GPU measurement backs it there), so one preset suits every host."""
     if cfg.amp == "auto":
         return "bf16" if device.type == "cpu" and cpu_has_bf16() else "off"
@@ -190,7 +191,7 @@ def make_optimizer(
 
 def _kernel(params: list) -> dict[str, bool]:
     """Adam's fused kernel where the parameters' device has one: one pass over each tensor instead of
-    a dozen elementwise ops, 3.5-5x faster per optimizer step on this CPU (`benchmarks/adam_kernels.py`),
+    a dozen elementwise ops, a faster optimizer step on the CPU (`benchmarks/adam_kernels.py`),
     the same update up to float rounding (~1e-7 after 300 steps); the per-tensor loop elsewhere."""
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
     on_fused_device = all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
@@ -238,7 +239,7 @@ def fit(
     after each epoch, and log one metrics.jsonl line per epoch. With `resume`, continue from the
     checkpoint so that the result equals an uninterrupted run bit for bit (on CPU).
 
-    Under torchrun (see `mnistlab.distributed`), each rank trains its slice of every global batch
+    Under torchrun (see `mnistlab.core.distributed`), each rank trains its slice of every global batch
     through DistributedDataParallel (the task's `distribute(wrap)` wraps what its step calls), step
     metrics are averaged over the ranks, and only rank 0 validates, calls `on_epoch_end` and writes;
     every rank reads the checkpoint on resume, whatever the number of processes that wrote it."""
@@ -249,8 +250,6 @@ def fit(
     history: list[dict[str, Any]] = []
     start_epoch, step, sha = 0, 0, ""
     if resume and ckpt is not None and ckpt.exists():
-        from mnistlab import rundir  # here: rundir imports config, which imports this module
-
         tensors, state = rundir.read_run_checkpoint(run_dir)
         restore(tensors, state, task.modules, task.optimizers)
         start_epoch, step = state["epoch"], state["step"]
@@ -330,9 +329,11 @@ def fit(
                                 writer.add_scalar(k, v, epoch + 1)
                         writer.flush()
                 log.info(
-                    "epoch %d/%d %s", epoch + 1, cfg.epochs,
+                    "epoch %d/%d %s",
+                    epoch + 1,
+                    cfg.epochs,
                     " ".join(f"{k}={v:.5g}" for k, v in row.items() if k.startswith(("train_", "val_"))),
-                )  # fmt: skip
+                )
             distributed.barrier()  # the other ranks wait while rank 0 validates and writes
     finally:
         if writer is not None:

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab import distributed, rundir
-from mnistlab.data import Data, Split, load
+from mnistlab.core import distributed
+from mnistlab.core.allocator import keep_freed_memory
+from mnistlab.data.datasets import Data, Split, load
+from mnistlab.runs import folder as rundir
 from mnistlab.training.loop import FitResult, NonFiniteLossError, fit, resolve_device
 
 
@@ -29,8 +31,6 @@ def start(exp: Any) -> tuple[Data, torch.device]:
     """Threads, allocator, seeds, then the data and the device of experiment `exp`."""
     if exp.train.threads:
         torch.set_num_threads(exp.train.threads)
-    from mnistlab.allocator import keep_freed_memory  # imported where used: only training tunes it
-
     keep_freed_memory()  # no page faults on each step's activations (allocator.py)
     seed_everything(exp.train.seed)
     return load(exp.data), resolve_device(exp.train.device)

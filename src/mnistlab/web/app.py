@@ -48,7 +48,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
 from mnistlab.web import downloads, parse
 from mnistlab.web.errors import ApiError, one_line
 from mnistlab.web.explorer import MAX_SIGMA, MAX_STEPS, Explorer
@@ -92,8 +92,11 @@ def _code_of(ex: Explorer, spec: Any, key: str) -> np.ndarray:
         or len(spec) != 1
         or next(iter(spec)) not in ("code", "image", "png", "index")
     ):
-        raise ApiError(422, f"{key!r} must be one of {{\"code\": [...]}}, {{\"image\": [[...]]}}, "
-                            f"{{\"png\": \"base64\"}}, {{\"index\": test index}}")  # fmt: skip
+        raise ApiError(
+            422,
+            f'{key!r} must be one of {{"code": [...]}}, {{"image": [[...]]}}, '
+            f'{{"png": "base64"}}, {{"index": test index}}',
+        )
     if "code" in spec:
         return ex.check_codes(parse.get_code(spec["code"], f"{key}.code"))[0]
     if "index" in spec:
@@ -170,7 +173,10 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
 
     def encode(body: dict[str, Any]) -> dict[str, Any]:
         x = parse.get_image(body)
-        return {"input": parse.to_uint8_list(np.round(x * 255)), "code": [round(float(v), 5) for v in ex.encode(x[None])[0]]}  # fmt: skip
+        return {
+            "input": parse.to_uint8_list(np.round(x * 255)),
+            "code": [round(float(v), 5) for v in ex.encode(x[None])[0]],
+        }
 
     def decode(body: dict[str, Any]) -> dict[str, Any]:
         return {"image": parse.to_uint8_list(ex.decode(parse.get_code(body.get("code")))[0])}
@@ -180,8 +186,11 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
         x = parse.get_image(body)
         noisy, clean = ex.denoise(x, sigma, seed)
-        return {"input": parse.to_uint8_list(np.round(x * 255)), "noisy": parse.to_uint8_list(noisy),
-                "denoised": parse.to_uint8_list(clean)}  # fmt: skip
+        return {
+            "input": parse.to_uint8_list(np.round(x * 255)),
+            "noisy": parse.to_uint8_list(noisy),
+            "denoised": parse.to_uint8_list(clean),
+        }
 
     def classify(body: dict[str, Any]) -> dict[str, Any]:
         ex.need("probe")
@@ -270,8 +279,10 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    message = {404: f"no such page or endpoint: {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))  # fmt: skip
+    message = {
+        404: f"no such page or endpoint: {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
     return JSONResponse({"error": one_line(message)}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -289,8 +300,14 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None, *, bind_host: str | None = None,
-               port: int | None = None, heavy_slots: int = HEAVY_SLOTS) -> Starlette:  # fmt: skip
+def create_app(
+    explorer: Explorer,
+    allowed_hosts: list[str] | None = None,
+    *,
+    bind_host: str | None = None,
+    port: int | None = None,
+    heavy_slots: int = HEAVY_SLOTS,
+) -> Starlette:
     """The ASGI app over a loaded explorer. The Host check that guards against DNS rebinding:
     `bind_host` a loopback address -> loopback Host names only (see `host_policy`); else
     `allowed_hosts` (Host names, any port); neither accepts any Host. Origin and Content-Type are
@@ -313,7 +330,7 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None, *, bi
             HTTPException: _http_error,
             ClientDisconnect: _client_gone,
             Exception: _server_error,
-        },  # fmt: skip
+        },
     )
 
 
@@ -335,7 +352,7 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for such sockets;
-    # without it Nagle's algorithm and delayed ACKs add ~40 ms to every keep-alive request (measured).
+    # without it Nagle's algorithm and delayed ACKs add a delayed-ACK wait to every keep-alive request.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -347,8 +364,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, explicit_host: bool = False,
-          threads: int = 1) -> None:  # fmt: skip
+def serve(
+    run_dir: Path, host: str = "127.0.0.1", port: int = 8000, explicit_host: bool = False, threads: int = 1
+) -> None:
     """Load the run folder once, then serve the explorer until interrupted."""
     import torch
     import uvicorn

@@ -1,8 +1,8 @@
 """The explorer's start-up cache: what `Explorer` computes from an encoder run before it can serve
 (the codes of the test and training digits, the PCA of the test codes, the code samplers fitted to
 the training codes), kept in the run folder as RUN/explorer_cache.safetensors so that the next start
-reads it back instead of encoding ~58,000 digits and fitting a GMM again (about 20 s of a full-size
-run's start on two CPU cores; reading it back takes milliseconds).
+reads it back instead of encoding ~58,000 digits and fitting a GMM again (most of a full-size run's
+start on a CPU; reading the file back is a small fraction of that).
 
 One safetensors file (arrays only, never unpickled), written atomically, with JSON metadata: the key
 it was computed for and a SHA-256 of its arrays. The key holds everything the result depends on: the
@@ -27,15 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab import latent
-from mnistlab.errors import ConfigError
-from mnistlab.fsio import atomic_write_bytes
+from mnistlab.core.config import to_doc
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import atomic_write_bytes
+from mnistlab.data import datasets
+from mnistlab.models import code_samplers
+from mnistlab.runs.folder import checkpoint_path
 
 log = logging.getLogger("mnistlab")
 
 FILE = "explorer_cache.safetensors"
 FORMAT = "mnistlab-explorer-cache-1"  # change it whenever what is computed or how it is stored changes
-SAMPLERS = tuple(latent.SAMPLERS)
+SAMPLERS = tuple(code_samplers.SAMPLERS)
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,13 @@ class StartState:
     test_codes: np.ndarray  # float32 (N, d)
     train_codes: np.ndarray  # float32 (N_train, d): the probe's standardization is recomputed from them
     pca: Projection
-    samplers: dict[str, latent.CodeSampler]
+    samplers: dict[str, code_samplers.CodeSampler]
     errors: dict[str, str]  # sampler -> why it could not be fitted
     cached: bool  # read from the cache file
 
 
 def checkpoint_sha256(run_dir: Path) -> str | None:
     """SHA-256 of the run's checkpoint file as it is now; None if it cannot be read."""
-    from mnistlab.rundir import checkpoint_path
-
     try:
         return hashlib.sha256(checkpoint_path(run_dir).read_bytes()).hexdigest()
     except OSError:
@@ -85,19 +86,23 @@ def checkpoint_sha256(run_dir: Path) -> str | None:
 def cache_key(run: Any, sha: str, seed: int, components: int) -> str:
     """The key (JSON text) a cache file must hold to be used for `run` (a TrainedRun) whose
     checkpoint hashed to `sha`."""
-    from mnistlab.config import to_doc
-    from mnistlab.data import resolve_dir
-
     config = json.dumps(to_doc(run.exp, run.task), sort_keys=True, default=str)
-    folder, checksums = resolve_dir(run.exp.data)
+    folder, checksums = datasets.resolve_dir(run.exp.data)
     files = []
     if checksums is None:  # a --data-dir folder: nothing vouches for its bytes but their file times
         files = [
             [p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()
         ]
-    key = {"format": FORMAT, "checkpoint_sha256": sha, "task": run.task, "data_files": files, "seed": seed,
-           "config_sha256": hashlib.sha256(config.encode()).hexdigest(), "components": components,
-           "samplers": list(SAMPLERS)}  # fmt: skip
+    key = {
+        "format": FORMAT,
+        "checkpoint_sha256": sha,
+        "task": run.task,
+        "data_files": files,
+        "seed": seed,
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "components": components,
+        "samplers": list(SAMPLERS),
+    }
     return json.dumps(key, sort_keys=True)
 
 
@@ -107,8 +112,6 @@ def start_state(
     """The explorer's start state for encoder run `run` (a TrainedRun, its weights in `encoder`), from
     RUN/explorer_cache.safetensors when it was computed for the same inputs, else computed and saved
     there. `sha` is the checkpoint's SHA-256 taken before the weights were loaded."""
-    from mnistlab.data import load, load_test
-
     path = Path(run.path) / FILE
     key = None
     if sha is not None and checkpoint_sha256(run.path) == sha:
@@ -117,7 +120,7 @@ def start_state(
         log.warning("explorer: %s changed while it was loaded; its start-up cache is not used", run.path)
     if key is not None:
         t0 = time.perf_counter()
-        test = load_test(run.exp.data)
+        test = datasets.load_test(run.exp.data)
         try:
             state = _read(path, key, test.images.numpy(), test.labels.numpy())
         except OSError as e:  # there but unreadable (permissions, a folder): it could not be replaced either
@@ -130,46 +133,62 @@ def start_state(
                 "explorer: codes, PCA and samplers read from %s (%.2f s)", path, time.perf_counter() - t0
             )
             return state
-    state = compute(encoder, load(run.exp.data), seed, components)
+    state = compute(encoder, datasets.load(run.exp.data), seed, components)
     if key is not None:
         _write(path, key, state)
     return state
 
 
 def compute(encoder: torch.nn.Module, data: Any, seed: int, components: int) -> StartState:
-    """Encode the test and training digits of `data` (mnistlab.data.Data), fit the PCA of the test
+    """Encode the test and training digits of `data` (mnistlab.data.datasets.Data), fit the PCA of the test
     codes and every code sampler to the training codes (a sampler that cannot be fitted is named
     in `errors`)."""
     from sklearn.decomposition import PCA
 
     t0 = time.perf_counter()
     with torch.inference_mode():
-        test_codes = latent.encode(encoder, data.test.images)  # (N, d)
-        train_codes = latent.encode(encoder, data.train.images)  # (N_train, d)
-    log.info("explorer: %d test and %d training digits encoded (%.1f s)", len(test_codes),
-             len(train_codes), time.perf_counter() - t0)  # fmt: skip
+        test_codes = code_samplers.encode(encoder, data.test.images)  # (N, d)
+        train_codes = code_samplers.encode(encoder, data.train.images)  # (N_train, d)
+    log.info(
+        "explorer: %d test and %d training digits encoded (%.1f s)",
+        len(test_codes),
+        len(train_codes),
+        time.perf_counter() - t0,
+    )
     # The same PCA as `mnistlab latent`'s map (latent.pca_map), kept to place and decode points.
     pca = PCA(n_components=min(2, test_codes.shape[1]), random_state=seed).fit(test_codes)
     t0 = time.perf_counter()
     samplers, errors = {}, {}
     for name in SAMPLERS:
         try:  # fitted once; each request draws from it with its own seed
-            samplers[name] = latent.fit_sampler(name, train_codes, seed, components)
+            samplers[name] = code_samplers.fit_sampler(name, train_codes, seed, components)
         except (ConfigError, ValueError) as e:
             errors[name] = str(e)
     log.info(
         "explorer: samplers fitted to %d training codes (%.1f s)", len(train_codes), time.perf_counter() - t0
     )
-    return StartState(data.test.images.numpy(), data.test.labels.numpy(), test_codes, train_codes,
-                      Projection(pca.mean_, pca.components_), samplers, errors, cached=False)  # fmt: skip
+    return StartState(
+        data.test.images.numpy(),
+        data.test.labels.numpy(),
+        test_codes,
+        train_codes,
+        Projection(pca.mean_, pca.components_),
+        samplers,
+        errors,
+        cached=False,
+    )
 
 
 # ------------------------------------------------------------------------------- the file
 
 
 def _arrays(state: StartState) -> dict[str, np.ndarray]:
-    arrays = {"test_codes": state.test_codes, "train_codes": state.train_codes,
-              "pca.mean": state.pca.mean, "pca.components": state.pca.components}  # fmt: skip
+    arrays = {
+        "test_codes": state.test_codes,
+        "train_codes": state.train_codes,
+        "pca.mean": state.pca.mean,
+        "pca.components": state.pca.components,
+    }
     for name, sampler in state.samplers.items():
         arrays.update({f"sampler.{name}.{k}": v for k, v in sampler.state().items()})
     return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
@@ -189,13 +208,20 @@ def _write(path: Path, key: str, state: StartState) -> None:
     from safetensors.numpy import save
 
     arrays = _arrays(state)
-    meta = {"format": FORMAT, "key": key, "errors": json.dumps(state.errors, sort_keys=True),
-            "content_sha256": _digest(arrays)}  # fmt: skip
+    meta = {
+        "format": FORMAT,
+        "key": key,
+        "errors": json.dumps(state.errors, sort_keys=True),
+        "content_sha256": _digest(arrays),
+    }
     try:
         atomic_write_bytes(path, save(arrays, metadata=meta))
     except OSError as e:
-        log.warning("explorer: start-up cache not written to %s (%s); the next start computes it again",
-                    path, e.strerror or e)  # fmt: skip
+        log.warning(
+            "explorer: start-up cache not written to %s (%s); the next start computes it again",
+            path,
+            e.strerror or e,
+        )
     else:
         log.info("explorer: start-up cache written to %s", path)
 
@@ -235,9 +261,15 @@ def _unpack(
     test_codes, train_codes = arrays["test_codes"], arrays["train_codes"]
     mean, comps = arrays["pca.mean"], arrays["pca.components"]
     d = test_codes.shape[-1]
-    ok = (test_codes.ndim == 2 and len(test_codes) == len(test_labels) and train_codes.ndim == 2
-          and train_codes.shape[1] == d and mean.shape == (d,) and comps.shape == (min(2, d), d)
-          and all(np.isfinite(a).all() for a in (test_codes, train_codes, mean, comps)))  # fmt: skip
+    ok = (
+        test_codes.ndim == 2
+        and len(test_codes) == len(test_labels)
+        and train_codes.ndim == 2
+        and train_codes.shape[1] == d
+        and mean.shape == (d,)
+        and comps.shape == (min(2, d), d)
+        and all(np.isfinite(a).all() for a in (test_codes, train_codes, mean, comps))
+    )
     if not ok:
         raise ValueError(f"arrays of the wrong shape for {len(test_labels)} test digits")
     if not isinstance(errors, dict) or not all(isinstance(v, str) for v in errors.values()):
@@ -246,9 +278,17 @@ def _unpack(
     for name in SAMPLERS:
         if name in errors:
             continue
-        cls = latent.SAMPLERS[name]
+        cls = code_samplers.SAMPLERS[name]
         samplers[name] = cls.from_state({f: arrays[f"sampler.{name}.{f}"] for f in cls.fields})
         if samplers[name].sample(1, np.random.default_rng(0)).shape != (1, d):
             raise ValueError(f"its {name} sampler draws codes of another size than {d}")
-    return StartState(test_images, test_labels, test_codes, train_codes, Projection(mean, comps), samplers,
-                      {k: errors[k] for k in SAMPLERS if k in errors}, cached=True)  # fmt: skip
+    return StartState(
+        test_images,
+        test_labels,
+        test_codes,
+        train_codes,
+        Projection(mean, comps),
+        samplers,
+        {k: errors[k] for k in SAMPLERS if k in errors},
+        cached=True,
+    )

@@ -37,8 +37,10 @@ MAX_QUERY_VALUE = 64  # characters
 GAP = 2  # pixels between the digits of a grid (PNG)
 # The report is a self-contained page (inline CSS, embedded PNGs): it may style itself and show its
 # own data: images, and nothing else; no script, no form, not framed by another site.
-REPORT_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
-              "form-action 'none'; frame-ancestors 'self'")  # fmt: skip
+REPORT_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'self'"
+)
 
 
 def draw(ex: Explorer, body: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
@@ -112,16 +114,25 @@ def build_routes(ex: Explorer, heavy: Callable[[Callable[[], Response]], Awaitab
             def run() -> Response:
                 fields, images = draw(ex, body)
                 flat = images.reshape(-1, 28, 28)  # rows: digit 0's row first
-                what = "every-digit" if fields["every_digit"] else (
-                    f"digit{fields['digit']}" if fields["digit"] is not None else "mixed")  # fmt: skip
+                what = (
+                    "every-digit"
+                    if fields["every_digit"]
+                    else (f"digit{fields['digit']}" if fields["digit"] is not None else "mixed")
+                )
                 name = f"samples-{fields['sampler']}-{what}-n{fields['n']}-seed{fields['seed']}.{kind}"
                 if kind == "png":
                     data, media = grid_png(flat, fields["n"] if fields["every_digit"] else None), "image/png"
                 else:
                     data, media = npy_bytes(flat), "application/octet-stream"
-                return Response(data, media_type=media, headers={
-                    "Content-Disposition": f'attachment; filename="{name}"',
-                    "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})  # fmt: skip
+                return Response(
+                    data,
+                    media_type=media,
+                    headers={
+                        "Content-Disposition": f'attachment; filename="{name}"',
+                        "X-Content-Type-Options": "nosniff",
+                        "Cache-Control": "no-store",
+                    },
+                )
 
             return await heavy(run)
 
@@ -130,10 +141,18 @@ def build_routes(ex: Explorer, heavy: Callable[[Callable[[], Response]], Awaitab
     async def report(request: Request) -> Response:
         path = find_report(ex.run_dir)
         if path is None:
-            raise ApiError(404, f"{ex.run_dir} has no report page (report.html of `mnistlab run`, or a compare page)")  # fmt: skip
-        return FileResponse(path, media_type="text/html; charset=utf-8",
-                            headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff",
-                                     "Referrer-Policy": "no-referrer"})  # fmt: skip
+            raise ApiError(
+                404, f"{ex.run_dir} has no report page (report.html of `mnistlab run`, or a compare page)"
+            )
+        return FileResponse(
+            path,
+            media_type="text/html; charset=utf-8",
+            headers={
+                "Content-Security-Policy": REPORT_CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     return [
         Route("/api/sample.png", download("png")),

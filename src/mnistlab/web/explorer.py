@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab import latent, tasks
+from mnistlab import tasks
+from mnistlab.data.datasets import add_noise
+from mnistlab.latent import maps as latent
+from mnistlab.models import code_samplers
+from mnistlab.web import cache
 from mnistlab.web.errors import ApiError
 from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_report, find_runs, load_probe_head
 
@@ -33,7 +37,7 @@ KNN = 5  # a code's place on a map that cannot embed new points: the mean of its
 MAX_SAMPLES, MAX_STEPS, MAX_SIGMA = 256, 32, 2.0
 SAMPLE_COUNTS = (16, 64, 256)  # the page's choices; the API takes any count in 1..MAX_SAMPLES
 MAX_ROW_SAMPLES = 64  # per digit when every digit is drawn from the same noise: 640 digits at most
-AE_SAMPLERS = tuple(latent.SAMPLERS)  # uniform, gaussian, gmm
+AE_SAMPLERS = tuple(code_samplers.SAMPLERS)  # uniform, gaussian, gmm
 MAP_AXES = {"latent": "latent", "pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
 
 
@@ -73,15 +77,13 @@ class Explorer:
     # ------------------------------------------------------------------------------- loading
 
     def _load_ae(self, ae_dir: Path, seed: int, components: int) -> None:
-        from mnistlab.web.cache import checkpoint_sha256, start_state
-
-        sha = checkpoint_sha256(ae_dir)  # before the weights are read: the cache's key (web/cache.py)
+        sha = cache.checkpoint_sha256(ae_dir)  # before the weights are read: the cache's key (web/cache.py)
         run = tasks.load_run(ae_dir, role="encoder")
         run.require("decoder")
         model = _Coder(run.modules("encoder"), run.modules("decoder"))
         # Codes of the test and training digits, their PCA and the fitted samplers: read back from
         # RUN/explorer_cache.safetensors when it was computed for this checkpoint, else computed.
-        state = start_state(run, model.encoder, sha, seed, components)
+        state = cache.start_state(run, model.encoder, sha, seed, components)
         self.test_images, self.test_labels = state.test_images, state.test_labels  # uint8 (N, 28, 28), (N,)
         self.test_codes = state.test_codes  # (N, d)
         d = self.test_codes.shape[1]
@@ -126,8 +128,11 @@ class Explorer:
         else:
             loaded = {"encoder": self.ae, "denoiser": self.dae, "probe": self.head}[piece]
         if loaded is None:
-            reason = (self.missing.get(piece) or self.missing.get("generator" if piece.startswith("generator:") else piece)
-                      or self.missing.get("encoder", "the autoencoder is unavailable"))  # fmt: skip
+            reason = (
+                self.missing.get(piece)
+                or self.missing.get("generator" if piece.startswith("generator:") else piece)
+                or self.missing.get("encoder", "the autoencoder is unavailable")
+            )
             raise ApiError(409, f"{piece} unavailable: {reason}")
 
     @property
@@ -143,8 +148,11 @@ class Explorer:
         bad = np.argwhere((codes < self.limit_low) | (codes > self.limit_high))
         if len(bad):
             i, j = bad[0]
-            raise ApiError(422, f"code value {codes[i, j]:.4g} in dimension {j} is out of range "
-                                f"[{self.limit_low[j]:.4g}, {self.limit_high[j]:.4g}]")  # fmt: skip
+            raise ApiError(
+                422,
+                f"code value {codes[i, j]:.4g} in dimension {j} is out of range "
+                f"[{self.limit_low[j]:.4g}, {self.limit_high[j]:.4g}]",
+            )
         return codes.astype(np.float32)
 
     def check_index(self, index: int) -> int:
@@ -173,7 +181,7 @@ class Explorer:
         """Codes (n, d), checked -> uint8 (n, 28, 28)."""
         codes = self.check_codes(codes)
         with torch.inference_mode():
-            return latent.decode(self.ae.decoder, codes)
+            return code_samplers.decode(self.ae.decoder, codes)
 
     def classify(self, codes: np.ndarray) -> np.ndarray:
         """Codes (n, d) -> the probe's class probabilities (n, 10)."""
@@ -184,8 +192,6 @@ class Explorer:
     def denoise(self, image: np.ndarray, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(28, 28) in [0, 1] plus N(0, sigma^2) noise (seeded; none for sigma 0) -> (noisy, denoised)
         uint8 images; the DAE sees the noise unclipped unless it was trained on clipped noise."""
-        from mnistlab.data import add_noise
-
         self.need("denoiser")
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]  # (1, 1, 28, 28)
@@ -228,14 +234,16 @@ class Explorer:
 
     def test_item(self, index: int) -> dict[str, Any]:
         i = self.check_index(index)
-        return {"index": i, "label": int(self.test_labels[i]), "image": self.test_images[i].tolist(),
-                "code": _floats(self.test_codes[i])}  # fmt: skip
+        return {
+            "index": i,
+            "label": int(self.test_labels[i]),
+            "image": self.test_images[i].tolist(),
+            "code": _floats(self.test_codes[i]),
+        }
 
     def sample(self, sampler: str, n: int, seed: int, digit: int | None = None) -> np.ndarray:
         """n uint8 digits (n, 28, 28) from a code sampler (decoded) or a generator run (by task name);
         `digit` asks a conditional generator for that class (the same seed gives the same noise)."""
-        from mnistlab.latent import SampleRequest
-
         known = (*AE_SAMPLERS, *dict.fromkeys([*self.generator_tasks, *self.generators]))
         if sampler not in known:
             raise ApiError(422, f"unknown sampler {sampler!r}; choose one of {', '.join(known)}")
@@ -245,7 +253,7 @@ class Explorer:
                 raise ApiError(422, f"the {sampler} sampler cannot be asked for a digit (not conditional)")
             gen = self.generators[sampler]
             with torch.inference_mode():
-                return gen.sample(SampleRequest(gen.samplers[0], n, seed, digit=digit))
+                return gen.sample(code_samplers.SampleRequest(gen.samplers[0], n, seed, digit=digit))
         if digit is not None:
             raise ApiError(422, f"the {sampler} code sampler cannot be asked for a digit (not conditional)")
         self.need("encoder")
@@ -254,7 +262,7 @@ class Explorer:
         codes = self.samplers[sampler].sample(n, np.random.default_rng(seed))
         # A gaussian or gmm draw can land past the limits `decode` enforces on requests; clip it there.
         with torch.inference_mode():
-            return latent.decode(self.ae.decoder, np.clip(codes, self.limit_low, self.limit_high))
+            return code_samplers.decode(self.ae.decoder, np.clip(codes, self.limit_low, self.limit_high))
 
     def interpolate(self, z0: np.ndarray, z1: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Codes (steps, d) on the line from z0 to z1 and their decoded digits (steps, 28, 28)."""
@@ -263,9 +271,14 @@ class Explorer:
 
     def map_data(self, name: str) -> dict[str, Any]:
         pts = self.check_map(name)
-        return {"name": name, "axis": MAP_AXES.get(name, name), "decodable": name in ("pca", "latent"),
-                "x": np.round(pts[:, 0], 4).tolist(), "y": np.round(pts[:, 1], 4).tolist(),
-                "labels": self.test_labels.tolist()}  # fmt: skip
+        return {
+            "name": name,
+            "axis": MAP_AXES.get(name, name),
+            "decodable": name in ("pca", "latent"),
+            "x": np.round(pts[:, 0], 4).tolist(),
+            "y": np.round(pts[:, 1], 4).tolist(),
+            "labels": self.test_labels.tolist(),
+        }
 
     # ------------------------------------------------------------------------------- info
 
@@ -281,20 +294,33 @@ class Explorer:
             return {"available": True, "reason": ""}
 
         ae = self.ae is not None
-        samplers = {s: ({"available": True, "reason": "", "label": f"{s} codes, decoded"} if s in self.samplers else
-                        {"available": False, "label": f"{s} codes, decoded",
-                         "reason": self.missing.get(f"sampler:{s}") or panel("encoder")["reason"]})
-                    for s in AE_SAMPLERS}  # fmt: skip
+        samplers = {
+            s: (
+                {"available": True, "reason": "", "label": f"{s} codes, decoded"}
+                if s in self.samplers
+                else {
+                    "available": False,
+                    "label": f"{s} codes, decoded",
+                    "reason": self.missing.get(f"sampler:{s}") or panel("encoder")["reason"],
+                }
+            )
+            for s in AE_SAMPLERS
+        }
         for name in dict.fromkeys([*self.generator_tasks, *self.layout.generators]):
             folder = self.layout.generators.get(name)
             default = getattr(self.generators.get(name), "samplers", ("prior",))[0]
-            samplers[name] = {**panel(f"generator:{name}"), "label": f"{name} (its {default})",
-                              "run": str(folder) if folder else None,
-                              "conditional": bool(self.conditional.get(name))}  # fmt: skip
+            samplers[name] = {
+                **panel(f"generator:{name}"),
+                "label": f"{name} (its {default})",
+                "run": str(folder) if folder else None,
+                "conditional": bool(self.conditional.get(name)),
+            }
         on = any(v["available"] for v in samplers.values())
         sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no generator loaded"}
-        maps = {m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
-                for m in self.maps}  # fmt: skip
+        maps = {
+            m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
+            for m in self.maps
+        }
         for key, reason in self.missing.items():
             if key.startswith("map:"):
                 maps[key[4:]] = {"available": False, "reason": reason, "axis": MAP_AXES.get(key[4:], key[4:])}
@@ -316,7 +342,7 @@ class Explorer:
                 "sliders": panel("encoder"),
                 "interpolate": panel("encoder"),
                 "samplers": sampler_panel,
-            },  # fmt: skip
+            },
             "latent_dim": self.test_codes.shape[1] if ae else None,
             "code_low": _floats(self.code_low) if ae else None,
             "code_high": _floats(self.code_high) if ae else None,

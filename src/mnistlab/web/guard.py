@@ -80,8 +80,9 @@ class Guard:
       another page, which sends no Origin on a GET); 403.
     """
 
-    def __init__(self, app: ASGIApp, host_ok: Callable[[str, int | None, int | None], bool] | None,
-                 describe: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, app: ASGIApp, host_ok: Callable[[str, int | None, int | None], bool] | None, describe: str = ""
+    ) -> None:
         self.app, self.host_ok, self.describe = app, host_ok, describe
 
     def refuse(self, scope: Scope) -> tuple[int, str] | None:
@@ -94,7 +95,10 @@ class Guard:
                 return 400, f"Host {host[:60]!r} refused: this server answers only {self.describe}"
         origin = headers.get("origin")
         if origin is not None and not same_origin(origin, host, scope.get("scheme", "http")):
-            return 403, f"cross-origin request from {origin[:60]!r} refused: only the explorer's own page may call it"  # fmt: skip
+            return (
+                403,
+                f"cross-origin request from {origin[:60]!r} refused: only the explorer's own page may call it",
+            )
         fetch_site = headers.get("sec-fetch-site", "")
         if scope["path"] in SAME_SITE_PATHS and fetch_site in ("cross-site", "same-site"):
             return 403, f"{scope['path']} refused: requested by another site (Sec-Fetch-Site: {fetch_site})"
@@ -102,7 +106,10 @@ class Guard:
             media = headers["content-type"].partition(";")[0].strip().lower()
             if scope["path"] in UPLOAD_PATHS:
                 if not media.startswith("image/"):
-                    return 415, f"{scope['path']} takes the image file itself: send Content-Type: image/png, not {media[:40]!r}"  # fmt: skip
+                    return (
+                        415,
+                        f"{scope['path']} takes the image file itself: send Content-Type: image/png, not {media[:40]!r}",
+                    )
             elif media != "application/json":
                 return 415, f"send the body as JSON with Content-Type: application/json, not {media[:40]!r}"
         return None

@@ -153,7 +153,7 @@ def get_pixels(value: Any, key: str = "image") -> np.ndarray:
         or len(value) != 28
         or not all(isinstance(r, list) and len(r) == 28 for r in value)
     ):
-        raise ApiError(422, f"{key!r} must be 28 rows of 28 numbers in 0..255 (or send 'png' to be resized)")  # fmt: skip
+        raise ApiError(422, f"{key!r} must be 28 rows of 28 numbers in 0..255 (or send 'png' to be resized)")
     if not all(_is_number(v) for row in value for v in row):
         raise ApiError(400, f"{key!r} must hold numbers only")
     x = _floats(value, key)

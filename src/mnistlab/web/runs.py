@@ -22,10 +22,13 @@ import numpy as np
 import torch
 
 from mnistlab import tasks
-from mnistlab.data import DataError
-from mnistlab.errors import ConfigError
+from mnistlab.core.errors import ConfigError
+from mnistlab.data.datasets import DataError
+from mnistlab.models.encoder_classifier import LinearHead
+from mnistlab.probe.fit import feature_stats, fold_standardization
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import CheckpointError
 from mnistlab.tasks import load_run_config
-from mnistlab.training.checkpoint import CheckpointError
 
 log = logging.getLogger("mnistlab")
 
@@ -155,10 +158,6 @@ def load_probe_head(ae_dir: Path, latent_dim: int, train_codes: np.ndarray):
     its test accuracy. The probe trains on codes z-scored with the training codes' statistics, which
     it does not save; they are recomputed here from the same training codes and folded into the head
     (`fold_standardization`), so the head takes raw codes."""
-    from mnistlab import rundir
-    from mnistlab.models.encoder_classifier import LinearHead
-    from mnistlab.training.probe import feature_stats, fold_standardization
-
     probe_dir = ae_dir / "probe"
     if not (probe_dir / "config.toml").is_file():
         raise ConfigError(f"no probe in {probe_dir}: run `mnistlab probe {ae_dir}` first")

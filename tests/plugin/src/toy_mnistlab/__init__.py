@@ -13,12 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab import rundir
-from mnistlab.data import DataConfig, to_float
-from mnistlab.tasks import TaskSpec
-from mnistlab.tasks.ae import AutoencoderRun
-from mnistlab.training import run_folder
-from mnistlab.training.loop import TrainConfig, make_optimizer
+from mnistlab.plugin import (
+    AutoencoderRun,
+    DataConfig,
+    TaskSpec,
+    TrainConfig,
+    finished,
+    fit_plain,
+    load_weights,
+    make_optimizer,
+    prepare,
+    start,
+    to_float,
+    write_summary,
+)
 
 
 @dataclass(frozen=True)
@@ -76,20 +84,19 @@ class LinearAETask:
 
 
 def train(exp: LinearAEExperiment, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    data, device = run_folder.start(exp)
+    data, device = start(exp)
     model = LinearAE(exp.model)
-    run_dir = run_folder.prepare(out, exp, "linae", resume)
-    result = run_folder.fit_plain(LinearAETask(model, exp, data.val, device), data.train, exp, run_dir, "linae",
-                                  resume, progress)  # fmt: skip
+    run_dir = prepare(out, exp, "linae", resume)
+    result = fit_plain(LinearAETask(model, exp, data.val, device), data.train, exp, run_dir, "linae", resume, progress)
     if result is None:
         return {}
-    summary = {"task": "linae", "n_train": len(data.train), **run_folder.finished(result)}
-    rundir.write_summary(run_dir, summary)
+    summary = {"task": "linae", "n_train": len(data.train), **finished(result)}
+    write_summary(run_dir, summary)
     return summary
 
 
 def load(run_dir: Path, exp: LinearAEExperiment, device) -> AutoencoderRun:
-    model = rundir.load_weights(run_dir, LinearAE(exp.model))
+    model = load_weights(run_dir, LinearAE(exp.model))
     run = AutoencoderRun(SPEC, run_dir, exp, device, model)
     run.fresh_encoder = lambda: LinearAE(exp.model).encoder  # the probe's from-scratch baseline
     return run

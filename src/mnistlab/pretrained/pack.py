@@ -1,0 +1,183 @@
+"""Packing the shipped runs (see pretrained/shipped.py): `pack` copies finished runs into a bundle with
+weights-only checkpoints, re-evaluates them, builds the explorer's start-up cache and the compare
+page; `make` trains every task's default preset first, so the bundle can be remade from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistlab import tasks
+from mnistlab.bench import compare as bench
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import write_json
+from mnistlab.pretrained.shipped import REPORT
+from mnistlab.report import bench_page
+from mnistlab.runs import folder as rundir
+from mnistlab.runs.checkpoint import write_weights_only
+from mnistlab.web.explorer import Explorer
+
+log = logging.getLogger("mnistlab")
+
+COPY_FILES = ("config.toml", "command.txt", "metrics.jsonl")
+# probe/ and latent/: what the explorer classifies with and maps (with `mnistlab probe` / `latent` run on it)
+COPY_DIRS = ("figures", "grids", "probe", "latent")
+
+
+def provenance(source: Path) -> dict[str, Any]:
+    """Where a run came from: its command, the commit of the tree that packed it, this machine (the
+    one that trained it: `make` trains and packs in one go)."""
+    command = (source / "command.txt").read_text().strip() if (source / "command.txt").is_file() else None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), None)
+    return {
+        "source": str(source),
+        "command": command,
+        "packed_at_commit": commit,
+        "machine": f"{platform.machine()} {cpu or platform.processor()}, {os.cpu_count()} CPUs, "
+        f"{platform.system()} {platform.release()}",
+        "packed": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def pack_run(
+    source: Path, dest: Path, device: Any, baselines: dict[Path, Path] | None = None, half: bool = True
+) -> dict[str, Any]:
+    """Copy finished run `source` into `dest` with a weights-only checkpoint (float16 with `half`),
+    then evaluate the copy (tasks that can) and record how far its test numbers moved from the
+    source's. `baselines` maps source run folders to their packed copies, for a run evaluated beside
+    another (the denoiser's baseline)."""
+    source, dest = Path(source), Path(dest)
+    task, exp = tasks.load_run_config(source)
+    summary = rundir.read_summary(source)
+    if summary.get("status") != "finished":
+        raise ConfigError(f"{source}: not a finished run (status {summary.get('status')!r}); finish it first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPY_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, dest / name)
+    for name in COPY_DIRS:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, dest / name, ignore=shutil.ignore_patterns("tensorboard"))
+    sha = write_weights_only(
+        rundir.checkpoint_path(source),
+        rundir.checkpoint_path(dest),
+        summary.get("checkpoint_sha256"),
+        half=half,
+    )
+    record = {
+        **provenance(source),
+        "source_checkpoint_sha256": summary.get("checkpoint_sha256"),
+        "weights": "float16" if half else "float32 (bit for bit)",
+    }
+    rundir.write_summary(dest, {**summary, "checkpoint_sha256": sha, "pretrained": record})
+    spec = tasks.get(task)
+    if spec.evaluate is not None:
+        options = {}
+        base = (summary.get("baseline") or {}).get("run")
+        if "baseline" in spec.options and base and Path(base).resolve() in (baselines or {}):
+            options["baseline"] = baselines[Path(base).resolve()]
+        spec.evaluate(dest, exp, device, **options)
+        after = rundir.read_summary(dest)
+        if "baseline" in options and isinstance(after.get("baseline"), dict):  # the sibling, wherever copied
+            after["baseline"]["run"] = f"../{Path(options['baseline']).name}"
+        record["source_test"] = summary.get("test")  # the trained weights' numbers, before any rounding
+        record["test_max_relative_change"] = max_relative_change(summary.get("test"), after.get("test"))
+        rundir.write_summary(dest, {**after, "pretrained": record})
+    return record
+
+
+def max_relative_change(before: Any, after: Any) -> float | None:
+    """Largest |after - before| / |before| over the numbers both test tables hold (None if none)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    changes = [
+        abs(after[k] - v) / abs(v)
+        for k, v in before.items()
+        if isinstance(v, int | float) and isinstance(after.get(k), int | float) and v != 0
+    ]
+    return max(changes) if changes else None
+
+
+def pack(
+    sources: dict[str, Path], out: Path, device: Any = "cpu", compare: bool = True, half: bool = True
+) -> dict[str, Any]:
+    """Pack finished runs (name -> run folder) into bundle `out`, replacing it whole: each run, the
+    explorer's start-up cache, and (with `compare`) `mnistlab compare`'s measures and page."""
+    out = Path(out)
+    staging = out.with_name(out.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    device = torch.device(device)
+    packed, records = {}, {}
+    for name, src in sources.items():
+        records[name] = pack_run(Path(src), staging / name, device, packed, half)
+        packed[Path(src).resolve()] = staging / name
+    Explorer(staging)  # computes and writes the start-up cache into the encoder run it serves
+    timing: dict[str, float] = {}
+    if compare:
+        t0 = time.perf_counter()
+        cfg = bench.BenchConfig(device=str(device))
+        # The measures are cached in each run (compare.json), so `mnistlab compare` of the bundle reads files.
+        entries, notes = bench.compare([staging / n for n in sources], cfg, compute=True)
+        bench_page.write(entries, notes, cfg, staging / REPORT)
+        timing["compare_seconds"] = round(time.perf_counter() - t0, 1)  # every measure computed
+    write_json(staging / "bundle.json", {"runs": records, **timing})
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return records
+
+
+def make(work: Path, out: Path, device: Any = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Train every task that has a default preset into `work` (finished runs are kept, unfinished ones
+    resumed), then pack them into `out`: the bundle, from scratch."""
+    work = Path(work)
+    sources: dict[str, Path] = {}
+    for spec in tasks.all_tasks():  # every task (built-in or plug-in) has a default preset
+        run = work / spec.name
+        if rundir.read_summary(run).get("status") != "finished":
+            options = {"baseline": sources[_first_plain_coder(sources)]} if "baseline" in spec.options else {}
+            tasks.train(
+                spec.name,
+                "default",
+                out=run,
+                resume=(run / "config.toml").is_file(),
+                progress=progress,
+                **options,
+            )
+        sources[spec.name] = run
+    return pack(sources, out, device)
+
+
+def _first_plain_coder(sources: dict[str, Path]) -> str:
+    """The first trained run that encodes and decodes without denoising (what a denoiser compares with)."""
+    for name in sources:
+        if tasks.plain_coder(tasks.get(name).roles):
+            return name
+    raise ConfigError("no plain autoencoder was trained before the denoiser to compare it with")

@@ -1,0 +1,46 @@
+"""The latent stage: `mnistlab latent RUN/<autoencoder>` (2-D maps of its codes, code samplers and
+their scores, interpolations) into RUN/<autoencoder>/latent/."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+from mnistlab.latent.maps import TSNEConfig
+from mnistlab.latent.run import LatentConfig, run_latent
+from mnistlab.latent.section import latent_section
+from mnistlab.study.context import StudyContext
+from mnistlab.study.registry import Stage, register
+from mnistlab.training.loop import resolve_device
+
+FIELDS = ("latent_samples", "latent_maps", "latent_score", "tsne_iter", "tsne_early_iter")
+
+
+def run(ctx: StudyContext, resume: bool) -> None:
+    plan = ctx.plan
+    tsne = TSNEConfig(early_exaggeration_iter=plan.tsne_early_iter, n_iter=plan.tsne_iter)
+    cfg = LatentConfig(
+        maps=plan.latent_maps, n_samples=plan.latent_samples, score=plan.latent_score, tsne=tsne
+    )
+    enc = ctx.out / ctx.encoder
+    shutil.rmtree(enc / "latent", ignore_errors=True)  # no checkpoint to resume from: start over
+    run_latent(enc, cfg, resolve_device(ctx.device or "auto"), ctx.progress, out=enc / "latent")
+
+
+def inputs(ctx: StudyContext) -> dict:
+    plain = dataclasses.asdict(ctx.plan)
+    return {"plan": {k: plain[k] for k in FIELDS}, "device": ctx.device, "probe": None}
+
+
+register(
+    Stage(
+        name="latent",
+        description="maps of the autoencoder's codes, code samplers and their scores, interpolations",
+        run=run,
+        folder=lambda ctx: f"{ctx.encoder}/latent",
+        inputs=inputs,
+        reads=lambda ctx: (ctx.encoder,),
+        include=lambda ctx: ctx.autoencoder is not None,
+        report=lambda run, name: latent_section(run),
+    )
+)

@@ -1,0 +1,86 @@
+"""What the `mnistlab serve` tests share besides fixtures (those are in conftest.py): the tiny training
+settings of their study, drawings as PNG bytes, a uvicorn server in a thread, and a headless Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+AE = [
+    "data.train_limit=400",
+    "data.test_limit=150",
+    "train.epochs=1",
+    "train.batch_size=64",
+    "train.device=cpu",
+]
+PROBE = ["linear.epochs=2", "linear.batch_size=64", "options.min_epoch_images=0", "linear.device=cpu"]
+GAN = ["data.train_limit=64", "data.test_limit=16", "train.batch_size=32", "train.epochs=1", "train.device=cpu",
+       "gan.eval_samples=0", "gan.final_samples=0", "gan.grid_epochs=1", "gan.grid_size=4"]  # fmt: skip
+REPORT = "<html><body><h1>the study's report</h1></body></html>"  # the serve study's report.html
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, "PNG") if mode else Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def stroke(size: int = 200, dark_on_light: bool = False) -> np.ndarray:
+    """A thick off-centre '7'-like stroke on a square canvas (uint8)."""
+    a = np.zeros((size, size), np.uint8)
+    a[30:45, 100:170] = 255  # the bar, top right
+    for t in range(120):  # the diagonal
+        r, c = 45 + t, 165 - t // 2
+        a[r : r + 4, c - 7 : c + 7] = 255
+    return 255 - a if dark_on_light else a
+
+
+@contextlib.contextmanager
+def running(app):
+    """uvicorn in a thread on a free port of 127.0.0.1; yields the base URL."""
+    import uvicorn
+
+    from mnistlab.web.app import bind
+
+    sock = bind("127.0.0.1", 0)
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, log_config=None))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A page of Debian's chromium driven by Playwright; skips with the reason when either is missing."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
