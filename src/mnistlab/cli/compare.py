@@ -51,8 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mnistlab.report import bench_page
 
     # Scoring allocates and frees the same large feature and distance tensors per batch: keeping freed
-    # memory in the process saves most of their page faults (allocator.py; measured: sys 7.9 s -> 1.0 s
-    # for one sampler's 10,000 samples).
+    # memory in the process saves most of their page faults (allocator.py; docs/history.md).
     keep_freed_memory()
 
     samplers = names(args.samplers) if args.samplers else None

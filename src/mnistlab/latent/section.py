@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnistlab.plots.content import RunFolder, Section, Table, num, pct
+from mnistlab.plots.content import RunFolder, Section, Table, num, score_table
 
 
 def latent_section(run: RunFolder) -> Section:
@@ -28,39 +28,21 @@ def latent_section(run: RunFolder) -> Section:
     )
     gen = s.get("generation")
     if gen:
-        rows = []
-        for name, r in _first(
-            gen.get("rows", {}), "test (floor)", "reconstruction", *s.get("config", {}).get("samplers", [])
-        ):
-            hist = r.get("class_hist") or []
-            rows.append(
-                [
-                    name,
-                    num(r.get("fid_mnist")),
-                    num(r.get("precision")),
-                    num(r.get("recall")),
-                    num(r.get("kl_uniform")),
-                    pct(min(hist)) if hist else "-",
-                    pct(max(hist)) if hist else "-",
-                ]
-            )
-        sec.tables.append(
-            Table(
-                f"Digits from each sampler ({num(gen.get('n_samples'))} each): FID-MNIST "
-                f"(lower is better; {gen.get('fid_note', '')}), precision/recall and class coverage, "
-                f"measured with {gen.get('reference')}",
-                [
-                    "digits",
-                    "FID-MNIST",
-                    "precision",
-                    "recall",
-                    "KL(class | uniform)",
-                    "rarest digit",
-                    "commonest digit",
-                ],
-                rows,
-            )
+        names = ("test (floor)", "reconstruction", *s.get("config", {}).get("samplers", []))
+        title = (
+            f"Digits from each sampler ({num(gen.get('n_samples'))} each): FID-MNIST "
+            f"(lower is better; {gen.get('fid_note', '')}), precision/recall and class coverage, "
+            f"measured with {gen.get('reference')}"
         )
+        columns = (
+            "FID-MNIST",
+            "precision",
+            "recall",
+            "KL(class | uniform)",
+            "rarest digit",
+            "commonest digit",
+        )
+        sec.tables.append(score_table(title, _first(gen.get("rows", {}), *names), columns, label="digits"))
     d = f"{run.folder('latent')}/"
     for m, axis in (("latent", "latent"), ("pca", "PC"), ("tsne", "t-SNE"), ("umap", "UMAP")):
         qm = q.get(m, {})

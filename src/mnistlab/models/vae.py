@@ -227,7 +227,7 @@ def warm_start(
     (d,) are the mean and s.d. of `codes` (N, d), its training codes; the decoder's first layer undoes
     that, so the mean code decodes to the autoencoder's reconstruction; the log-variance head starts
     flat at `logvar`. The KL term then has codes of the prior's scale to shape, not a fresh network to
-    train (20 epochs gave a better first stage than the default's 60; docs/results.md, "the VAE started
+    train (20 epochs gave a better first stage than the default's 60; docs/history.md, "the VAE started
     from the autoencoder"). A one-line error, `where` first, if the shapes differ."""
     d = model.cfg.latent_dim
     check(

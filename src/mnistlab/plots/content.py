@@ -124,3 +124,40 @@ class RunFolder:
         """[Figure] when the PNG exists, else [] (a figure a stage did not draw is left out)."""
         path = self.root / rel
         return [Figure(path, rel, caption)] if path.is_file() else []
+
+
+# ------------------------------------------------------------------------- generation scores
+
+
+def _share(pick):
+    def cell(scores: dict[str, Any]) -> str:
+        hist = scores.get("class_hist") or []
+        return pct(pick(hist)) if hist else "-"
+
+    return cell
+
+
+# A generation score's columns (header -> the cell of a score_samples dict), in the order tables show
+# them; a table picks the ones it needs by header.
+SCORE_COLUMNS: dict[str, Any] = {
+    "FID-MNIST": lambda s: num(s.get("fid_mnist")),
+    "precision": lambda s: num(s.get("precision")),
+    "recall": lambda s: num(s.get("recall")),
+    "KL(class | uniform)": lambda s: num(s.get("kl_uniform")),
+    "rarest digit": _share(min),
+    "commonest digit": _share(max),
+    "nearest training image (L2)": lambda s: num(s.get("nn_train_dist")),
+}
+
+
+def score_table(
+    title: str,
+    rows: list[tuple[str | None, dict[str, Any]]],
+    columns: tuple[str, ...] = tuple(SCORE_COLUMNS),
+    label: str = "",
+) -> Table:
+    """A table of generation scores: one row per (name, scores) with the `columns` of SCORE_COLUMNS; a
+    first column headed `label` holds the names (none when `label` is empty)."""
+    head = [label] if label else []
+    body = [([name] if label else []) + [SCORE_COLUMNS[c](scores) for c in columns] for name, scores in rows]
+    return Table(title, head + list(columns), body)

@@ -83,6 +83,8 @@ def register(stage: Stage, replace: bool = False) -> Stage:
         raise TypeError(f"register() takes a Stage, got {type(stage).__name__}")
     if stage.name in _STAGES and not replace and _STAGES[stage.name] is not stage:
         raise ValueError(f"a stage named {stage.name!r} is already registered")
+    if stage.name in tasks.names():  # a task's own stage has its name
+        raise ValueError(f"{stage.name!r} names a task; choose another stage name")
     _STAGES[stage.name] = stage
     return stage
 

@@ -32,7 +32,7 @@ from mnistlab.metrics.generation import score_samples
 from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, digit_labels, generate
 from mnistlab.models.code_samplers import SampleRequest, check_sampler
 from mnistlab.plots import gan as gan_figures
-from mnistlab.plots.content import RunFolder, Section, Table, num, pct, precision
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct, precision, score_table
 from mnistlab.plots.figures import plot_curves
 from mnistlab.runs import folder as rundir
 from mnistlab.tasks import TaskSpec, TrainedRun, register
@@ -324,33 +324,8 @@ def report_section(run: RunFolder, stage: str) -> Section:
         f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')})."
     )
     if test:
-        hist = test.get("class_hist") or []
-        sec.tables.append(
-            Table(
-                f"{num(s.get('n_samples_scored'))} samples, equal shares of every digit, scored "
-                "against the test set",
-                [
-                    "FID-MNIST",
-                    "precision",
-                    "recall",
-                    "KL(class | uniform)",
-                    "rarest digit",
-                    "commonest digit",
-                    "nearest training image (L2)",
-                ],
-                [
-                    [
-                        num(test.get("fid_mnist")),
-                        num(test.get("precision")),
-                        num(test.get("recall")),
-                        num(test.get("kl_uniform")),
-                        pct(min(hist)) if hist else "-",
-                        pct(max(hist)) if hist else "-",
-                        num(test.get("nn_train_dist")),
-                    ]
-                ],
-            )
-        )
+        title = f"{num(s.get('n_samples_scored'))} samples, equal shares of every digit, scored against the test set"
+        sec.tables.append(score_table(title, [(None, test)]))
     rows = [
         [
             str(r["digit"]),

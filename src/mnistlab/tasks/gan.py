@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from mnistlab.models.code_samplers import SampleRequest
-from mnistlab.plots.content import RunFolder, Section, Table, num, pct, precision, read_toml
+from mnistlab.plots.content import RunFolder, Section, num, precision, read_toml, score_table
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, register
 from mnistlab.training.gan_run import GANExperiment, GANSampler, evaluate, load_gan, train_gan
 
@@ -55,32 +55,8 @@ def report_section(run: RunFolder, stage: str) -> Section:
         + "."
     )
     if test:
-        hist = test.get("class_hist") or []
-        sec.tables.append(
-            Table(
-                f"Final samples ({num(s.get('n_samples_scored'))}) scored against the test set",
-                [
-                    "FID-MNIST",
-                    "precision",
-                    "recall",
-                    "KL(class | uniform)",
-                    "rarest digit",
-                    "commonest digit",
-                    "nearest training image (L2)",
-                ],
-                [
-                    [
-                        num(test.get("fid_mnist")),
-                        num(test.get("precision")),
-                        num(test.get("recall")),
-                        num(test.get("kl_uniform")),
-                        pct(min(hist)) if hist else "-",
-                        pct(max(hist)) if hist else "-",
-                        num(test.get("nn_train_dist")),
-                    ]
-                ],
-            )
-        )
+        title = f"Final samples ({num(s.get('n_samples_scored'))}) scored against the test set"
+        sec.tables.append(score_table(title, [(None, test)]))
     sec.warnings = list(s.get("collapse_warnings", []))
     if not sec.warnings:
         sec.notes.append("The collapse detector raised no warning.")

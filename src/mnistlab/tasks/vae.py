@@ -40,7 +40,7 @@ from mnistlab.models.vae import (
     reconstruction_nll,
     warm_start,
 )
-from mnistlab.plots.content import RunFolder, Section, Table, num, pct
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct, score_table
 from mnistlab.plots.figures import image_rows, plot_curves
 from mnistlab.plots.latent import image_grid
 from mnistlab.runs import folder as rundir
@@ -107,7 +107,7 @@ class _Steps(nn.Module):
 
 class VAETask:
     def __init__(self, model: VAE, exp: VAEExperiment, val: Split, device: torch.device, total_steps: int):
-        # Conv weights channels_last on the CPU (`conv_channels_last`; 1.08x per step, docs/results.md).
+        # Conv weights channels_last on the CPU (`conv_channels_last`: faster per step, docs/results.md).
         fmt = torch.channels_last if conv_channels_last(device) else torch.preserve_format
         self.model = self.net = model.to(device, memory_format=fmt)  # net: the model or its DDP wrapper
         self.cfg, self.device, self.val, self.total = exp.vae, device, val, total_steps
@@ -428,32 +428,17 @@ def report_section(run: RunFolder, stage: str) -> Section:
     )
     gen = s.get("generation")
     if gen:
-        rows = []
-        for key, name in (
+        draws = (
             ("prior", "N(0, I) through the second stage" if "stage1" in gen else "prior N(0, I)"),
             ("stage1", "N(0, I) as the code (first stage alone)"),
-        ):
-            p = gen.get(key)
-            if p:
-                hist = p.get("class_hist") or []
-                rows.append(
-                    [
-                        name,
-                        num(p.get("fid_mnist")),
-                        num(p.get("precision")),
-                        num(p.get("recall")),
-                        pct(min(hist)) if hist else "-",
-                        pct(max(hist)) if hist else "-",
-                    ]
-                )
-        sec.tables.append(
-            Table(
-                f"{num(gen.get('n_samples'))} prior samples scored with {gen.get('reference')} "
-                "(compare with the autoencoder's samplers in the latent-space section)",
-                ["draws", "FID-MNIST", "precision", "recall", "rarest digit", "commonest digit"],
-                rows,
-            )
         )
+        title = (
+            f"{num(gen.get('n_samples'))} prior samples scored with {gen.get('reference')} "
+            "(compare with the autoencoder's samplers in the latent-space section)"
+        )
+        columns = ("FID-MNIST", "precision", "recall", "rarest digit", "commonest digit")
+        rows = [(name, gen[key]) for key, name in draws if gen.get(key)]
+        sec.tables.append(score_table(title, rows, columns, label="draws"))
     f = f"{stage}/figures/"
     sec.figures += run.figure(
         f + "samples_prior.png",
@@ -470,7 +455,7 @@ def report_section(run: RunFolder, stage: str) -> Section:
 
 # ---------------------------------------------------------------------------------- presets
 
-# Tuned for prior samples (docs/results.md, "The variational autoencoder"): the tuned autoencoder's
+# Tuned for prior samples (docs/results.md, "vae"; the tries: docs/history.md): the tuned autoencoder's
 # optimiser and schedule, KL warm-up over 30%, 60 epochs (30: FID-MNIST 13.9 -> 11.5 with one stage),
 # and a second stage of width 512 on the codes (60 epochs: 11.5 -> 6.5; width 256 at 30 epochs: 8.5).
 # fmt: off

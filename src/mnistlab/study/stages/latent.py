@@ -3,13 +3,13 @@ their scores, interpolations) into RUN/<autoencoder>/latent/."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 from mnistlab.latent.maps import TSNEConfig
 from mnistlab.latent.run import LatentConfig, run_latent
 from mnistlab.latent.section import latent_section
 from mnistlab.study.context import StudyContext
+from mnistlab.study.inputs import plan_fields
 from mnistlab.study.registry import Stage, register
 from mnistlab.training.loop import resolve_device
 
@@ -28,8 +28,7 @@ def run(ctx: StudyContext, resume: bool) -> None:
 
 
 def inputs(ctx: StudyContext) -> dict:
-    plain = dataclasses.asdict(ctx.plan)
-    return {"plan": {k: plain[k] for k in FIELDS}, "device": ctx.device, "probe": None}
+    return {"plan": plan_fields(ctx.plan, FIELDS), "device": ctx.device, "probe": None}
 
 
 register(

@@ -11,6 +11,7 @@ from mnistlab.probe.fit import check_labels_per_class, parse_labels_per_class
 from mnistlab.probe.run import run_probe
 from mnistlab.probe.section import classification_section
 from mnistlab.study.context import StudyContext
+from mnistlab.study.inputs import plan_fields
 from mnistlab.study.registry import Stage, register
 
 FIELDS = ("finetune", "labels_per_class")  # the plan's fields it reads
@@ -34,9 +35,8 @@ def run(ctx: StudyContext, resume: bool) -> None:
 
 
 def inputs(ctx: StudyContext) -> dict:
-    plain = dataclasses.asdict(ctx.plan)
     return {
-        "plan": {k: plain[k] for k in FIELDS},
+        "plan": plan_fields(ctx.plan, FIELDS),
         "device": ctx.device,
         "probe": dataclasses.asdict(ctx.probe_table()),
     }

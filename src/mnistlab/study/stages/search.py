@@ -3,12 +3,11 @@ autoencoder stage, which becomes its best trial. Only when the preset's [run] ta
 
 from __future__ import annotations
 
-import dataclasses
-
 from mnistlab.core.config import to_doc
 from mnistlab.search.grid import default_workers, run_grid
 from mnistlab.search.space import REPORT_GRID, parse_grid
 from mnistlab.study.context import StudyContext
+from mnistlab.study.inputs import plan_fields
 from mnistlab.study.registry import SEARCH, Stage, register
 
 FIELDS = ("search_grid", "search_objective")  # the plan's fields it reads
@@ -31,8 +30,7 @@ def run(ctx: StudyContext, resume: bool) -> None:
 
 
 def inputs(ctx: StudyContext) -> dict:
-    plain = dataclasses.asdict(ctx.plan)
-    return {"plan": {k: plain[k] for k in FIELDS}, "config": to_doc(ctx.experiment(ctx.encoder), ctx.encoder)}
+    return {"plan": plan_fields(ctx.plan, FIELDS), "config": to_doc(ctx.experiment(ctx.encoder), ctx.encoder)}
 
 
 register(
