@@ -145,7 +145,9 @@ def test_a_stage_that_reads_the_autoencoder_needs_it_in_the_study(tmp_path, monk
     """The tiny preset starts its VAE from the study's autoencoder; the DAE compares with it. Said
     before any stage; a VAE that does not start from it runs alone."""
     name = stages.split(",")[0]
-    with pytest.raises(ConfigError, match=rf"^{name} reads the study's autoencoder stage.*add one to run.tasks \(ae\)"):
+    with pytest.raises(
+        ConfigError, match=rf"^{name} reads the study's autoencoder stage.*add one to run.tasks \(ae\)"
+    ):
         pipeline.run_study(tmp_path / "r", PRESET, [f"run.tasks={stages}"], progress=False)
     assert not (tmp_path / "r").exists()
     ran = []

@@ -87,7 +87,9 @@ def train(exp: LinearAEExperiment, out: Path, resume: bool = False, progress: bo
     data, device = start(exp)
     model = LinearAE(exp.model)
     run_dir = prepare(out, exp, "linae", resume)
-    result = fit_plain(LinearAETask(model, exp, data.val, device), data.train, exp, run_dir, "linae", resume, progress)
+    result = fit_plain(
+        LinearAETask(model, exp, data.val, device), data.train, exp, run_dir, "linae", resume, progress
+    )
     if result is None:
         return {}
     summary = {"task": "linae", "n_train": len(data.train), **finished(result)}
