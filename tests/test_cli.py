@@ -33,6 +33,9 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
     assert summary["status"] == "finished" and summary["epochs"] == 2
     assert set(summary["test"]) == {"mse", "psnr", "ssim"} and 0 < summary["test"]["mse"] < 1
     assert len(summary["checkpoint_sha256"]) == 64
+    # The machine and the precision, beside which its time means something.
+    assert summary["precision"] == "float32" and summary["host"]["cores"] >= 1
+    assert summary["host"]["kernels"] in ("DEFAULT", "AVX2", "AVX512") and summary["host"]["cpu"]
     # The command that was run, not pytest's own argv.
     assert (out / "command.txt").read_text() == shlex.join(["mnistlab", *argv]) + "\n"
     printed = json.loads(capsys.readouterr().out)

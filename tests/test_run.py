@@ -35,6 +35,7 @@ def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
         assert (tiny_study / rel).is_file(), rel
     state = json.loads((tiny_study / "run.json").read_text())
     assert state["status"] == "done" and state["preset"] == PRESET
+    assert state["host"]["cores"] >= 1 and "host" in (tiny_study / "report.md").read_text()
     stages = ["search", "ae", "probe", "latent", "dae", "vae", "labels", "gan"]
     assert [s["name"] for s in state["stages"]] == stages
     for s in state["stages"]:

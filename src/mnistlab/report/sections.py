@@ -13,6 +13,7 @@ from typing import Any
 
 from mnistlab import tasks
 from mnistlab.core.errors import ConfigError
+from mnistlab.core.host import summary_line
 from mnistlab.plots.content import RunFolder, Section, Table, num, pct, read_toml
 from mnistlab.report.bench_section import bench_section
 from mnistlab.report.key_results import key_results_section
@@ -52,6 +53,7 @@ def settings_section(run: RunFolder) -> Section:
                     f"{num(ae.get('n_train'))} / {num(ae.get('n_val'))} / {num(ae.get('n_test'))}",
                 ],
                 ["device", str(ae.get("device") or st.get("device") or "-")],
+                ["host", summary_line(st["host"]) if st.get("host") else "-"],
                 ["started", str(st.get("created"))],
                 ["last update", str(st.get("updated"))],
                 ["status", str(st.get("status"))],

@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mnistlab.core import host
 from mnistlab.core.config import load_table
 from mnistlab.runs.folder import command_line
 from mnistlab.study import inputs as run_inputs
@@ -77,6 +78,7 @@ def run_study(
         "data_dir": data_dir,
         "device": device,
         "command": command_line(),
+        "host": host.describe(),  # the machine this (last) ran on
     }
     folders = [(stage.name, stage.folder(ctx)) for stage in stages]
     state = run_state.open_state(out, plan, folders, settings, prints)

@@ -224,6 +224,7 @@ class FitResult:
     checkpoint_sha256: str
     seconds: float  # training time of the whole run, over every process that resumed it
     images_per_s: float  # of this process alone
+    precision: str = "float32"  # of the training step: "float32", or "bf16" (autocast)
 
 
 def fit(
@@ -341,7 +342,9 @@ def fit(
     seconds = time.perf_counter() - t0
     if ckpt is not None and main and not sha and ckpt.exists():
         sha = file_sha256(ckpt)
-    return FitResult(history, sha, earlier + seconds, seen / seconds if seconds > 0 else 0.0)
+    device = getattr(task, "device", None)
+    precision = "bf16" if device is not None and amp_mode(cfg, torch.device(device)) == "bf16" else "float32"
+    return FitResult(history, sha, earlier + seconds, seen / seconds if seconds > 0 else 0.0, precision)
 
 
 def _end_epoch(task, epoch: int, step: int, lr: float, sums: dict, n_epoch: int, t0: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistlab.core import distributed
+from mnistlab.core import distributed, host
 from mnistlab.core.allocator import keep_freed_memory
 from mnistlab.data.datasets import Data, Split, load
 from mnistlab.runs import folder as rundir
@@ -60,11 +60,14 @@ def fit_plain(
 
 
 def finished(result: FitResult) -> dict:
-    """The summary fields every finished training run records."""
+    """The summary fields every finished training run records, with the host that trained it and the
+    precision its step ran in (a time means something only beside them)."""
     return {
         "status": "finished",
         "epochs": len(result.history),
         "train_seconds": round(result.seconds, 2),
         "train_images_per_s": round(result.images_per_s, 1),
         "checkpoint_sha256": result.checkpoint_sha256,
+        "precision": result.precision,
+        "host": host.describe(),
     }
