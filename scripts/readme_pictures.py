@@ -58,8 +58,16 @@ def main() -> int:
         raise SystemExit(f"{report} is missing: run `mnistlab run` (or `mnistlab report`) first")
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    serve = [sys.executable, "-m", "mnistlab", "-q", "serve", *([str(args.serve)] if args.serve else []),
-             "--port", str(port)]  # fmt: skip
+    serve = [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "-q",
+        "serve",
+        *([str(args.serve)] if args.serve else []),
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(serve)
     try:
         with sync_playwright() as p:

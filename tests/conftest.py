@@ -135,7 +135,10 @@ def serve_study(serve_ae_run, tmp_path_factory) -> Path:
     shutil.copytree(serve_ae_run, root / "ae")
     fast = latent.TSNEConfig(early_exaggeration_iter=30, n_iter=30)
     with torch_threads(1):
-        run_latent(root / "ae", LatentConfig(maps=("pca", "tsne"), n_samples=20, pairs=1, steps=3, score=False, tsne=fast))  # fmt: skip
+        run_latent(
+            root / "ae",
+            LatentConfig(maps=("pca", "tsne"), n_samples=20, pairs=1, steps=3, score=False, tsne=fast),
+        )
         train_dae(load_experiment("dae", "quick", AE), root / "dae", progress=False)
         train_gan(load_experiment("gan", "quick", GAN), root / "gan", progress=False)
     (root / "report.html").write_text(REPORT)

@@ -25,8 +25,13 @@ def run_rank(
 ) -> None:
     """Train `task` (seed preset + overrides) into `out` as rank `rank` of `world`; with crash_at > 0,
     stop at that training step (1-based) as a killed job would, keeping the last epoch's checkpoint."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     from mnistlab import tasks
     from mnistlab.core import distributed

@@ -21,8 +21,17 @@ AE = [
     "train.device=cpu",
 ]
 PROBE = ["linear.epochs=2", "linear.batch_size=64", "options.min_epoch_images=0", "linear.device=cpu"]
-GAN = ["data.train_limit=64", "data.test_limit=16", "train.batch_size=32", "train.epochs=1", "train.device=cpu",
-       "gan.eval_samples=0", "gan.final_samples=0", "gan.grid_epochs=1", "gan.grid_size=4"]  # fmt: skip
+GAN = [
+    "data.train_limit=64",
+    "data.test_limit=16",
+    "train.batch_size=32",
+    "train.epochs=1",
+    "train.device=cpu",
+    "gan.eval_samples=0",
+    "gan.final_samples=0",
+    "gan.grid_epochs=1",
+    "gan.grid_size=4",
+]
 REPORT = "<html><body><h1>the study's report</h1></body></html>"  # the serve study's report.html
 
 
@@ -65,8 +74,15 @@ def running(app):
         sock.close()
 
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @contextlib.contextmanager

@@ -34,10 +34,25 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # MNIST slices: 24 train + 8 test images merged = 32 = 2 global batches of 16 (8 per rank under two
 # processes); R1 every other step, instance noise and the G average on; nothing scored.
-TINY = ["data.train_limit=24", "data.test_limit=8", "train.batch_size=16", "train.epochs=3", "train.device=cpu",
-        "train.lr=2e-4", "gan.d_lr=2e-4", "gan.loss=bce_logits", "gan.r1=1", "gan.r1_every=2", "gan.d_noise=0.1",
-        "gan.g_ema=0.9", "gan.eval_samples=0", "gan.final_samples=0", "cgan.check_samples=0",
-        "gan.grid_epochs=1,3", "gan.grid_size=3"]  # fmt: skip
+TINY = [
+    "data.train_limit=24",
+    "data.test_limit=8",
+    "train.batch_size=16",
+    "train.epochs=3",
+    "train.device=cpu",
+    "train.lr=2e-4",
+    "gan.d_lr=2e-4",
+    "gan.loss=bce_logits",
+    "gan.r1=1",
+    "gan.r1_every=2",
+    "gan.d_noise=0.1",
+    "gan.g_ema=0.9",
+    "gan.eval_samples=0",
+    "gan.final_samples=0",
+    "cgan.check_samples=0",
+    "gan.grid_epochs=1,3",
+    "gan.grid_size=3",
+]
 
 
 def test_the_label_conditions_both_networks():
@@ -58,8 +73,9 @@ def test_the_label_conditions_both_networks():
 
 
 def test_the_optional_auxiliary_classifier_trains_with_both_networks():
-    exp = tasks.load_experiment("cgan", "default", ["model.aux_classifier=true", "cgan.aux_weight=0.5",
-                                                    "train.device=cpu"])  # fmt: skip
+    exp = tasks.load_experiment(
+        "cgan", "default", ["model.aux_classifier=true", "cgan.aux_weight=0.5", "train.device=cpu"]
+    )
     torch.manual_seed(0)
     model = CGAN(exp.model)
     scores, classes = model.discriminator.scores(torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3]))
@@ -108,9 +124,19 @@ def test_a_tiny_cgan_draws_the_class_it_is_asked_for(tmp_path):
     )
     train = data.train.take((data.train.labels == 3) | (data.train.labels == 5))  # 253 images
     # fp32 on every host (the default's amp "auto" would be bf16 on some)
-    exp = tasks.load_experiment("cgan", "default", ["train.epochs=3", "train.batch_size=16", "train.lr=2e-3",
-                                                    "gan.d_lr=2e-3", "gan.g_ema=0", "train.device=cpu",
-                                                    "train.amp=off"])  # fmt: skip
+    exp = tasks.load_experiment(
+        "cgan",
+        "default",
+        [
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.lr=2e-3",
+            "gan.d_lr=2e-3",
+            "gan.g_ema=0",
+            "train.device=cpu",
+            "train.amp=off",
+        ],
+    )
     seed_everything(0)
     task = cgan.cgan_task(CGAN(exp.model), exp.train, exp.gan, torch.device("cpu"), total_steps=48)
     fit(task, train, exp.train, None, progress=False)
@@ -204,8 +230,10 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
     assert s_full["epoch"] == s_cut["epoch"] == 3 and full.keys() == cut.keys()
     assert {"module/generator_ema/embed.weight", "module/discriminator/embed.weight"} <= full.keys()
     assert all(torch.equal(full[k], cut[k]) for k in full)
-    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in rundir.read_history(tmp_path / p)]
-            for p in ("full", "cut")]  # fmt: skip
+    rows = [
+        [{k: v for k, v in r.items() if k != "seconds"} for r in rundir.read_history(tmp_path / p)]
+        for p in ("full", "cut")
+    ]
     assert rows[0] == rows[1] and [r["epoch"] for r in rows[0]] == [1, 2, 3]
 
 
@@ -220,8 +248,12 @@ def test_two_gloo_processes_match_one(tmp_path):
     """Each rank's noise is its rows of the global batch's draw and its labels its slice of the batch, so
     two processes take the steps one process takes (to float rounding: see test_distributed's bound)."""
     tasks.get("cgan").train(tasks.load_experiment("cgan", "seed", TINY), tmp_path / "one", progress=False)
-    mp.start_processes(run_rank, args=(2, _free_port(), "cgan", TINY, str(tmp_path / "two"), 0), nprocs=2,
-                       start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        run_rank,
+        args=(2, _free_port(), "cgan", TINY, str(tmp_path / "two"), 0),
+        nprocs=2,
+        start_method="spawn",
+    )
     wa, wb = _weights(tmp_path / "one")[0], _weights(tmp_path / "two")[0]
     assert wa.keys() == wb.keys()
     sq = sum(((wa[k].double() - wb[k].double()) ** 2).sum().item() for k in wa)
@@ -232,8 +264,15 @@ def test_two_gloo_processes_match_one(tmp_path):
 
 def test_summary_scores_every_digit_and_the_report_shows_them(tmp_path):
     run = tmp_path / "cgan"
-    overrides = [*TINY, "data.test_limit=100", "gan.eval_samples=40", "gan.final_samples=60",
-                 "cgan.check_samples=30", "gan.grid_epochs=2", "train.epochs=2"]  # fmt: skip
+    overrides = [
+        *TINY,
+        "data.test_limit=100",
+        "gan.eval_samples=40",
+        "gan.final_samples=60",
+        "cgan.check_samples=30",
+        "gan.grid_epochs=2",
+        "train.epochs=2",
+    ]
     summary = tasks.train("cgan", "seed", overrides, out=run, progress=False)
     assert summary["status"] == "finished" and summary["n_samples_scored"] == 60
     assert {"fid_mnist", "precision", "recall", "class_hist"} <= set(summary["test"])

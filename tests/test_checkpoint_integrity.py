@@ -28,8 +28,17 @@ from tests.conftest import assert_one_line_error, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "model.latent_dim=3",
-        "--device", "cpu", "--no-progress"]  # fmt: skip
+TINY = [
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "model.latent_dim=3",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 # Builds the same small model and Adam state in any process, then saves them to each of PATHS. The
 # RNGs are seeded again just before saving, since their states are part of the checkpoint.
@@ -125,8 +134,11 @@ def test_a_run_folder_from_before_the_sidecar_is_verified_by_its_summary(ae_run,
     _flip_last_byte(path)
     assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 2
     err = assert_one_line_error(capsys)
-    assert re.search(r"changed since it was written \(SHA-256 [0-9a-f]{16}\.\.\., the run's summary\.json "
-                     r"recorded [0-9a-f]{16}\.\.\.\)", err), err  # fmt: skip
+    assert re.search(
+        r"changed since it was written \(SHA-256 [0-9a-f]{16}\.\.\., the run's summary\.json "
+        r"recorded [0-9a-f]{16}\.\.\.\)",
+        err,
+    ), err
 
 
 def test_a_run_folder_with_neither_record_loads_as_before(ae_run, tmp_path, capsys):

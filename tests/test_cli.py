@@ -13,8 +13,17 @@ from mnistlab import cli
 from mnistlab.training import autoencoder
 from tests.conftest import assert_one_line_error
 
-TINY = ["--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "model.latent_dim=3",
-        "--device", "cpu", "--no-progress"]  # fmt: skip
+TINY = [
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "model.latent_dim=3",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def run(*args: str) -> int:
@@ -25,8 +34,15 @@ def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY]
     assert run(*argv) == 0
-    for name in ("config.toml", "command.txt", "metrics.jsonl", "summary.json",
-                 "checkpoints/last.safetensors", "figures/loss_curves.png", "figures/reconstructions.png"):  # fmt: skip
+    for name in (
+        "config.toml",
+        "command.txt",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/last.safetensors",
+        "figures/loss_curves.png",
+        "figures/reconstructions.png",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").iterdir())
     summary = json.loads((out / "summary.json").read_text())

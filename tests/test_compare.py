@@ -159,8 +159,12 @@ def test_a_study_folder_stands_for_its_finished_stages(runs, tmp_path):
     study = tmp_path / "study"
     study.mkdir()
     _copy(runs, study, "ae", "gan")
-    stages = [{"name": "ae", "folder": "ae", "status": "done"}, {"name": "probe", "folder": "ae/probe", "status": "done"},
-              {"name": "gan", "folder": "gan", "status": "done"}, {"name": "dae", "folder": "dae", "status": "pending"}]  # fmt: skip
+    stages = [
+        {"name": "ae", "folder": "ae", "status": "done"},
+        {"name": "probe", "folder": "ae/probe", "status": "done"},
+        {"name": "gan", "folder": "gan", "status": "done"},
+        {"name": "dae", "folder": "dae", "status": "pending"},
+    ]
     _copy(runs, study, "dae")
     (study / "run.json").write_text(json.dumps({"kind": "mnistlab-run", "stages": stages}))
     entries, notes = bench.compare([study], bench.BenchConfig(samples=200), compute=False)

@@ -32,8 +32,19 @@ from mnistlab.training.gan import GANTrainConfig
 from mnistlab.training.loop import TrainConfig
 from tests.conftest import assert_one_line_error
 
-CONFIGS = [TrainConfig, AEConfig, GANConfig, ClassifierConfig, GANTrainConfig, CollapseConfig, NoiseConfig,
-           DataConfig, ProbeOptions, RunPlan, SampleRequest]  # fmt: skip
+CONFIGS = [
+    TrainConfig,
+    AEConfig,
+    GANConfig,
+    ClassifierConfig,
+    GANTrainConfig,
+    CollapseConfig,
+    NoiseConfig,
+    DataConfig,
+    ProbeOptions,
+    RunPlan,
+    SampleRequest,
+]
 
 
 def default(cls: type):
@@ -54,8 +65,31 @@ def fields_of(cls: type) -> dict[str, typing.Any]:
 
 # Edges of the ranges in the code and the numbers next to them, so that draws land just outside.
 CORES = os.cpu_count() or 1
-EDGES = [0, 1, 2, 8, 9, 10, 32, 100, 256, 512, 1000, 4096, 65_536, 100_000, 10**6, 10**7, 10**9,
-         2**31 - 1, SEED_MAX, 4 * CORES, 10**8, 2**63, 10**400]  # fmt: skip
+EDGES = [
+    0,
+    1,
+    2,
+    8,
+    9,
+    10,
+    32,
+    100,
+    256,
+    512,
+    1000,
+    4096,
+    65_536,
+    100_000,
+    10**6,
+    10**7,
+    10**9,
+    2**31 - 1,
+    SEED_MAX,
+    4 * CORES,
+    10**8,
+    2**63,
+    10**400,
+]
 EDGE_INTS = sorted({s * (e + d) for e in EDGES for d in (-1, 0, 1) for s in (1, -1)})
 EDGE_FLOATS = [0.0, -0.0, 5e-324, 0.5, 1.0, 10.0, 28.0, 100.0, 1e4, 1e6, 1e308, math.inf, -math.inf, math.nan]
 EDGE_FLOATS += [math.nextafter(x, d) for x in EDGE_FLOATS[:10] for d in (-math.inf, math.inf)]
@@ -63,9 +97,28 @@ WRONG = st.sampled_from(["3", "", None, 1.5, True, [1], (), {"a": 1}, b"\xff"])
 
 INTS = st.one_of(st.integers(), st.sampled_from(EDGE_INTS))
 FLOATS = st.one_of(st.floats(), st.sampled_from(EDGE_FLOATS), st.integers(-(10**30), 10**30))
-TEXT = st.one_of(st.text(max_size=20), st.sampled_from(["adam", "cosine", "cpu", "bf16", "bce_logits",
-                                                         "pca", "umap", "all", "10", "²", "val_loss", "probe_acc",
-                                                         "mnist", "a\0b", "train.lr=1,2"]))  # fmt: skip
+TEXT = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "adam",
+            "cosine",
+            "cpu",
+            "bf16",
+            "bce_logits",
+            "pca",
+            "umap",
+            "all",
+            "10",
+            "²",
+            "val_loss",
+            "probe_acc",
+            "mnist",
+            "a\0b",
+            "train.lr=1,2",
+        ]
+    ),
+)
 SCALARS = {int: INTS, float: FLOATS, bool: st.booleans(), str: TEXT}
 
 
@@ -122,7 +175,10 @@ def test_each_range_is_stated_and_enforced_just_outside_its_ends(cls, name):
     else:
         below, above = math.nextafter(low, -math.inf), math.nextafter(high, math.inf)
         outside = [low if low_open else below, high if high_open else above, math.nan, math.inf]
-        inside = [math.nextafter(low, math.inf) if low_open else low, math.nextafter(high, -math.inf) if high_open else high]  # fmt: skip
+        inside = [
+            math.nextafter(low, math.inf) if low_open else low,
+            math.nextafter(high, -math.inf) if high_open else high,
+        ]
     for value in outside:
         with pytest.raises(ConfigError) as e:
             build(cls, **{name: value})

@@ -185,8 +185,24 @@ def test_training_on_an_empty_split_exits_2_before_writing_a_run(idx_dir, tmp_pa
     from mnistlab import cli
 
     out = tmp_path / "run"
-    argv = ["-q", "train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out),
-            "--set", "data.train_limit=1", "--set", "data.val_fraction=0.9", "--device", "cpu", "--no-progress"]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "ae",
+        "--preset",
+        "quick",
+        "--data-dir",
+        str(idx_dir),
+        "--out",
+        str(out),
+        "--set",
+        "data.train_limit=1",
+        "--set",
+        "data.val_fraction=0.9",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert cli.main(argv) == 2
     assert_one_line_error(capsys, "no training images left")
     assert not (out / "summary.json").exists()

@@ -44,13 +44,34 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
 
 # 160 images, 32 held out -> 128 training images = 4 global batches of 32 (16 per rank), no short batch.
-AE = ["data.train_limit=160", "data.test_limit=32", "model.dropout=0", "train.batch_size=32",
-      "train.epochs=3", "train.lr=4e-3", "train.schedule=onecycle", "train.device=cpu"]  # fmt: skip
+AE = [
+    "data.train_limit=160",
+    "data.test_limit=32",
+    "model.dropout=0",
+    "train.batch_size=32",
+    "train.epochs=3",
+    "train.lr=4e-3",
+    "train.schedule=onecycle",
+    "train.device=cpu",
+]
 # 24 train + 8 test images merged = 32 = 2 global batches of 16; R1, instance noise and the G average on.
-GAN = ["data.train_limit=24", "data.test_limit=8", "train.batch_size=16", "train.epochs=3",
-       "train.device=cpu", "gan.eval_samples=0", "gan.final_samples=0", "gan.grid_epochs=1,3",
-       "gan.grid_size=4", "train.lr=2e-4", "gan.d_lr=2e-4", "gan.loss=bce_logits", "gan.r1=1",
-       "gan.d_noise=0.1", "gan.g_ema=0.9"]  # fmt: skip
+GAN = [
+    "data.train_limit=24",
+    "data.test_limit=8",
+    "train.batch_size=16",
+    "train.epochs=3",
+    "train.device=cpu",
+    "gan.eval_samples=0",
+    "gan.final_samples=0",
+    "gan.grid_epochs=1,3",
+    "gan.grid_size=4",
+    "train.lr=2e-4",
+    "gan.d_lr=2e-4",
+    "gan.loss=bce_logits",
+    "gan.r1=1",
+    "gan.d_noise=0.1",
+    "gan.g_ema=0.9",
+]
 
 
 def free_port() -> int:
@@ -92,9 +113,26 @@ def test_autoencoder_crash_on_one_process_resumes_under_torchrun_on_two(tmp_path
 
     with pytest.raises(KeyboardInterrupt):
         train_autoencoder(exp, tmp_path / "two", progress=False, on_epoch_end=crash)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "mnistlab", "-q", "train", "ae", "--preset", "seed", "--no-progress", "--resume",
-           "--out", str(tmp_path / "two"), *[a for o in AE for a in ("--set", o)]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mnistlab",
+        "-q",
+        "train",
+        "ae",
+        "--preset",
+        "seed",
+        "--no-progress",
+        "--resume",
+        "--out",
+        str(tmp_path / "two"),
+        *[a for o in AE for a in ("--set", o)],
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -149,8 +187,11 @@ def test_shards_are_equal_contiguous_slices_of_the_global_batch():
     assert torch.equal(torch.cat(parts), idx) and all(len(p) == 8 for p in parts)
     short = torch.arange(10)  # a last batch of 10 on 4 ranks: 2 each, 2 images left out
     assert [distributed.shard(short, distributed.Dist(r, 4)).tolist() for r in range(4)] == [
-        [0, 1], [2, 3], [4, 5], [6, 7]
-    ]  # fmt: skip
+        [0, 1],
+        [2, 3],
+        [4, 5],
+        [6, 7],
+    ]
     draw = torch.arange(12).reshape(6, 2)
     assert distributed.local_rows(draw, distributed.Dist(1, 3)).tolist() == [[4, 5], [6, 7]]
 

@@ -34,10 +34,19 @@ from tests.conftest import assert_one_line_error
 # A run small enough for seconds: 24 train images + 6 test, merged = 30 (val_fraction 0.2 moves
 # 5 of the train images to val, merged back in), batch 15 -> 2 steps per epoch; no scoring.
 TINY = [
-    "data.train_limit=24", "data.test_limit=6", "train.batch_size=15", "train.epochs=2",
-    "train.device=cpu", "gan.eval_samples=0", "gan.final_samples=0", "gan.grid_epochs=1,2",
-    "gan.grid_size=4", "train.lr=2e-4", "gan.d_lr=2e-4", "gan.loss=bce_logits",
-]  # fmt: skip
+    "data.train_limit=24",
+    "data.test_limit=6",
+    "train.batch_size=15",
+    "train.epochs=2",
+    "train.device=cpu",
+    "gan.eval_samples=0",
+    "gan.final_samples=0",
+    "gan.grid_epochs=1,2",
+    "gan.grid_size=4",
+    "train.lr=2e-4",
+    "gan.d_lr=2e-4",
+    "gan.loss=bce_logits",
+]
 
 
 def tiny(*extra: str, preset: str = "seed"):
@@ -77,8 +86,10 @@ def test_discriminator_is_sigmoid_of_logits_and_shapes():
     assert torch.allclose(gan.discriminator(x), torch.sigmoid(gan.discriminator.logits(x)))
     layers = [m for m in gan.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(m.in_channels, m.out_channels, m.stride, m.padding) for m in layers] == [
-        (1, 64, (2, 2), (1, 1)), (64, 128, (2, 2), (1, 1)), (128, 256, (2, 2), (0, 0))
-    ]  # fmt: skip
+        (1, 64, (2, 2), (1, 1)),
+        (64, 128, (2, 2), (1, 1)),
+        (128, 256, (2, 2), (0, 0)),
+    ]
 
 
 def test_step_flops_match_the_issue_estimate():
@@ -160,8 +171,10 @@ def test_step_matches_a_tutorial_step(loss):
     ref = build_model("report_gan", GANConfig())
     ref.load_state_dict(task.gan.state_dict())
     # Plain SGD on both sides: Adam would amplify the rounding of near-zero gradients to a full step.
-    task.optimizers = {"generator": torch.optim.SGD(task.G.parameters(), lr=0.5),
-                       "discriminator": torch.optim.SGD(task.D.parameters(), lr=0.5)}  # fmt: skip
+    task.optimizers = {
+        "generator": torch.optim.SGD(task.G.parameters(), lr=0.5),
+        "discriminator": torch.optim.SGD(task.D.parameters(), lr=0.5),
+    }
     opt_g = torch.optim.SGD(ref.generator.parameters(), lr=0.5)
     opt_d = torch.optim.SGD(ref.discriminator.parameters(), lr=0.5)
     images, labels = fake_batch(16)
@@ -296,8 +309,14 @@ def test_scores_at_grid_epochs_sample_and_score_commands(tmp_path, capsys):
 
 def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, monkeypatch):
     # Instance-noise annealing needs the step count back, R1 every 2nd step too; the G average is a module.
-    exp = tiny("gan.d_noise=0.2", "gan.real_label=0.9", "gan.r1=2", "gan.r1_every=2", "gan.g_ema=0.9",
-               "train.epochs=3")  # fmt: skip
+    exp = tiny(
+        "gan.d_noise=0.2",
+        "gan.real_label=0.9",
+        "gan.r1=2",
+        "gan.r1_every=2",
+        "gan.g_ema=0.9",
+        "train.epochs=3",
+    )
     gan_run.train_gan(exp, tmp_path / "full", progress=False)
 
     original = gan_run.EpochWatch.__call__
@@ -388,9 +407,12 @@ def test_without_merging_d_is_scored_on_held_out_images(tmp_path):
 
 
 def test_merge_test_uses_all_splits():
-    data = gan_run.Data(Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long)),
-                        Split(torch.ones(2, 28, 28, dtype=torch.uint8), torch.ones(2, dtype=torch.long)),
-                        Split(torch.full((4, 28, 28), 2, dtype=torch.uint8), torch.full((4,), 2)), "x")  # fmt: skip
+    data = gan_run.Data(
+        Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long)),
+        Split(torch.ones(2, 28, 28, dtype=torch.uint8), torch.ones(2, dtype=torch.long)),
+        Split(torch.full((4, 28, 28), 2, dtype=torch.uint8), torch.full((4,), 2)),
+        "x",
+    )
     m = gan_run.merged(data)
     assert len(m) == 9 and m.labels.tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2]
 

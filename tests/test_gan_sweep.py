@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 from benchmarks import gan_sweep
 
-TINY = ["data.train_limit=24", "data.test_limit=6", "train.batch_size=15", "train.epochs=1",
-        "gan.grid_epochs=1", "gan.grid_size=2", "gan.eval_samples=0", "gan.final_samples=0"]  # fmt: skip
+TINY = [
+    "data.train_limit=24",
+    "data.test_limit=6",
+    "train.batch_size=15",
+    "train.epochs=1",
+    "gan.grid_epochs=1",
+    "gan.grid_size=2",
+    "gan.eval_samples=0",
+    "gan.final_samples=0",
+]
 
 
 def test_read_configs_and_reject_bad_tables(tmp_path):
@@ -47,8 +55,12 @@ def test_command_resumes_an_interrupted_run(tmp_path):
 def test_result_rows_and_table(tmp_path):
     ok = gan_sweep.Job("good", "seed", ["x=1"], tmp_path / "good")
     ok.out.mkdir()
-    summary = {"status": "finished", "epochs": 15, "collapse_warnings": ["w"],
-               "test": {"fid_mnist": 3.5, "precision": 0.8, "recall": 0.7, "class_hist": [0.1] * 8 + [0.05, 0.15]}}  # fmt: skip
+    summary = {
+        "status": "finished",
+        "epochs": 15,
+        "collapse_warnings": ["w"],
+        "test": {"fid_mnist": 3.5, "precision": 0.8, "recall": 0.7, "class_hist": [0.1] * 8 + [0.05, 0.15]},
+    }
     (ok.out / "summary.json").write_text(json.dumps(summary))
     ok.returncode, ok.seconds = 0, 12.0
     bad = gan_sweep.Job("bad", "seed", [], tmp_path / "bad")

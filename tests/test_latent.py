@@ -126,8 +126,14 @@ def test_run_latent_writes_maps_samples_and_evidence(ae_run, capsys):
     cfg = LatentConfig(maps=("pca", "tsne"), n_samples=120, pairs=3, steps=5, tsne=FAST_TSNE)
     section = run_latent(ae_run, cfg)
     figs = ae_run / "figures" / "latent"
-    for name in ("map_pca.png", "map_tsne.png", "map_pca.csv", "samples_gmm.png", "interpolation.png",
-                 "generation_metrics.png"):  # fmt: skip
+    for name in (
+        "map_pca.png",
+        "map_tsne.png",
+        "map_pca.csv",
+        "samples_gmm.png",
+        "interpolation.png",
+        "generation_metrics.png",
+    ):
         assert (figs / name).is_file(), name
     rows = (figs / "map_tsne.csv").read_text().splitlines()
     assert rows[0] == "index,label,tsne_1,tsne_2" and len(rows) == 151

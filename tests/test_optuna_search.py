@@ -27,8 +27,14 @@ from mnistlab.runs import folder as rundir
 from mnistlab.search.optuna import StudySpec, TrialObjective, open_study, run_optuna
 from mnistlab.search.space import parse_space
 
-TINY = ("data.train_limit=200", "data.test_limit=100", "train.epochs=2", "train.batch_size=32",
-        "train.eval_batch_size=200", "train.threads=1")  # fmt: skip
+TINY = (
+    "data.train_limit=200",
+    "data.test_limit=100",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.eval_batch_size=200",
+    "train.threads=1",
+)
 LR_SPACE = tuple(parse_space({"train": {"lr": {"type": "float", "low": 1e-6, "high": 3e-2, "log": True}}}))
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,8 +73,13 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
 
 
 def test_median_pruner_stops_a_bad_trial_early(tmp_path):
-    spec = spec_for(tmp_path, n_trials=3, prune_startup_trials=2, prune_warmup_epochs=1,
-                    overrides=(*TINY, "train.epochs=4"))  # fmt: skip
+    spec = spec_for(
+        tmp_path,
+        n_trials=3,
+        prune_startup_trials=2,
+        prune_warmup_epochs=1,
+        overrides=(*TINY, "train.epochs=4"),
+    )
     study = open_study(spec)
     for lr in (1e-2, 1e-2, 1e-6):  # two good trials set the median, then one that barely learns
         study.enqueue_trial({"train.lr": lr})
@@ -105,8 +116,22 @@ def test_diverging_trials_are_failed_not_a_crash(tmp_path, monkeypatch):
 
 def search_command(out: Path, space: Path, overrides: list[str], *extra: str) -> list[str]:
     """`mnistlab search` arguments of a 1-trial study of 20 tiny epochs: long enough to be killed in."""
-    args = ["-q", "search", "ae", "--optuna", "--trials", "1", "--preset", "quick", "--space", str(space),
-            "--out", str(out), "--no-progress", *extra]  # fmt: skip
+    args = [
+        "-q",
+        "search",
+        "ae",
+        "--optuna",
+        "--trials",
+        "1",
+        "--preset",
+        "quick",
+        "--space",
+        str(space),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     for o in overrides:
         args += ["--set", o]
     return args
@@ -120,8 +145,11 @@ def kill_after_an_epoch(process: subprocess.Popen, trials: Path, pid_of=None) ->
     while True:
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no trial finished an epoch"
-        started = [p.parent for p in sorted(trials.glob("*/metrics.jsonl"))
-                   if rundir.read_history(p.parent) and (p.parent / "checkpoints" / "last.safetensors").exists()]  # fmt: skip
+        started = [
+            p.parent
+            for p in sorted(trials.glob("*/metrics.jsonl"))
+            if rundir.read_history(p.parent) and (p.parent / "checkpoints" / "last.safetensors").exists()
+        ]
         if started:
             break
         time.sleep(0.05)
@@ -148,8 +176,9 @@ def test_killed_workers_trial_is_retried_and_resumes(tmp_path, monkeypatch, wher
     heartbeat = ["--heartbeat", "1"] if where == "another machine" else []  # else the default, 60 s
     args = search_command(out, space, overrides, "--workers", "1", *heartbeat)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    search = subprocess.Popen([sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)  # fmt: skip
+    search = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     run_dir = kill_after_an_epoch(search, out / "trials")
     first_rows = rundir.read_history(run_dir)
     assert (run_dir / "checkpoints" / "last.safetensors").exists() and len(first_rows) < 20
@@ -184,8 +213,9 @@ def test_a_killed_worker_is_noticed_by_its_launcher(tmp_path):
     space.write_text(SPACE_TOML)
     args = search_command(out, space, [*TINY, "train.epochs=20"], "--workers", "2")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    launcher = subprocess.Popen([sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     spec = spec_for(out, n_trials=1)
     killed = []
 
@@ -238,8 +268,10 @@ def test_requeue_dead_takes_only_trials_whose_local_process_is_gone(tmp_path):
     assert requeue_dead(spec, study) == 1
     state = {t.user_attrs["owner"]: t for t in study.get_trials() if t.state != TrialState.WAITING}
     assert {k: t.state for k, t in state.items()} == {
-        "gone": TrialState.FAIL, "alive": TrialState.RUNNING, "elsewhere": TrialState.RUNNING
-    }  # fmt: skip
+        "gone": TrialState.FAIL,
+        "alive": TrialState.RUNNING,
+        "elsewhere": TrialState.RUNNING,
+    }
     (queued,) = study.get_trials(states=(TrialState.WAITING,))
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(queued) == state["gone"].number
     assert queued.params == state["gone"].params and queued.user_attrs["owner"] == "gone"
@@ -288,8 +320,22 @@ def postgres_url():
         )
         if step.returncode == 0:
             opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off"
-            step = subprocess.run([bindir / "pg_ctl", "-D", data, "-l", base / "server.log", "-w", "-t", "60",
-                                   "-o", opts, "start"], **run)  # fmt: skip
+            step = subprocess.run(
+                [
+                    bindir / "pg_ctl",
+                    "-D",
+                    data,
+                    "-l",
+                    base / "server.log",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                ],
+                **run,
+            )
         if step.returncode != 0:
             log = (base / "server.log").read_text()[-500:] if (base / "server.log").exists() else ""
             pytest.skip(

@@ -36,8 +36,15 @@ from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")
 # Tiny probe settings on top of the quick preset: a few seconds in all.
-TINY = ["linear.epochs=4", "linear.batch_size=32", "finetune.epochs=2", "finetune.batch_size=32",
-        "options.min_epoch_images=0", "linear.eval_batch_size=64", "finetune.eval_batch_size=64"]  # fmt: skip
+TINY = [
+    "linear.epochs=4",
+    "linear.batch_size=32",
+    "finetune.epochs=2",
+    "finetune.batch_size=32",
+    "options.min_epoch_images=0",
+    "linear.eval_batch_size=64",
+    "finetune.eval_batch_size=64",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -147,9 +154,13 @@ def test_probe_run_frozen_then_finetuned_with_label_efficiency(ae_run, tmp_path)
     assert summary["run_task"] == "ae" and summary["latent_dim"] == 4
     assert 0 <= summary["linear_probe"]["test_acc"] <= 1 and summary["finetune"]["epochs"] == 2
     methods = [(b["method"], b["features"]) for b in summary["baselines"]]
-    assert methods == [("linear probe", "encoder code (4-d)"), ("kNN (k=5)", "encoder code (4-d)"),
-                       ("logistic regression", "encoder code (4-d)"), ("linear probe", "pixels (784-d)"),
-                       ("linear probe", "PCA (4-d)")]  # fmt: skip
+    assert methods == [
+        ("linear probe", "encoder code (4-d)"),
+        ("kNN (k=5)", "encoder code (4-d)"),
+        ("logistic regression", "encoder code (4-d)"),
+        ("linear probe", "pixels (784-d)"),
+        ("linear probe", "PCA (4-d)"),
+    ]
     rows = summary["label_efficiency"]
     assert [(r["labels_per_class"], r["n_labelled"]) for r in rows] == [("2", 20), ("all", 150)]
     assert rows[1]["finetune"] == summary["finetune"]["test_acc"]  # reused, not trained twice
@@ -175,8 +186,14 @@ def test_probe_run_frozen_then_finetuned_with_label_efficiency(ae_run, tmp_path)
 
 def test_label_efficiency_averages_several_labelled_subsets(ae_run, tmp_path):
     out = tmp_path / "probe"
-    summary = run_probe(ae_run, "quick", [*TINY, "options.label_subsets=2", "options.label_seed=3"], out=out,
-                        labels_per_class=(2, None), progress=False)  # fmt: skip
+    summary = run_probe(
+        ae_run,
+        "quick",
+        [*TINY, "options.label_subsets=2", "options.label_seed=3"],
+        out=out,
+        labels_per_class=(2, None),
+        progress=False,
+    )
     few, every = summary["label_efficiency"]
     assert [s["label_seed"] for s in few["subsets"]] == [3, 4]
     assert "subsets" not in every  # every label is one subset, whatever the seed
@@ -261,8 +278,13 @@ def test_on_the_cpu_a_probe_network_trains_channels_last_and_steps_as_in_nchw():
     nets = [encoder_classifier(AEConfig(latent_dim=4)) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     cfg = TrainConfig(lr=3e-3, optimizer="adamw")
-    fast = ProbeTask(nets[0], make_optimizer(nets[0].parameters(), cfg), Split(images, labels), torch.device("cpu"),
-                     to_float)  # fmt: skip
+    fast = ProbeTask(
+        nets[0],
+        make_optimizer(nets[0].parameters(), cfg),
+        Split(images, labels),
+        torch.device("cpu"),
+        to_float,
+    )
     assert nets[0].encoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert nets[1].encoder.net[0].weight.is_contiguous()
     fast.train_step(images, labels)  # the gradients stay on the weights after the step

@@ -18,8 +18,19 @@ from mnistlab.report.sections import ORIGINAL
 from mnistlab.study import run as pipeline
 from tests.conftest import assert_one_line_error
 
-SECTIONS = ["key", "settings", "ae", "classification", "latent", "dae", "vae", "labels", "gan", "bench",
-            "original"]  # fmt: skip
+SECTIONS = [
+    "key",
+    "settings",
+    "ae",
+    "classification",
+    "latent",
+    "dae",
+    "vae",
+    "labels",
+    "gan",
+    "bench",
+    "original",
+]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -128,8 +139,15 @@ def test_report_in_headless_chromium(tiny_study):
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
     )
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]  # fmt: skip
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)

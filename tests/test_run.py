@@ -24,10 +24,23 @@ from mnistlab.training.denoise import DenoisingTask
 from .conftest import TINY_RUN_PRESET
 
 PRESET = str(TINY_RUN_PRESET)
-LAYOUT = ["run.json", "search/results.csv", "search/best.toml", "ae/summary.json", "ae/config.toml",
-          "ae/checkpoints/last.safetensors", "ae/probe/summary.json", "ae/latent/summary.json",
-          "ae/latent/map_tsne.csv", "dae/summary.json", "label_efficiency/summary.json", "vae/summary.json", "gan/summary.json", "report.html",
-          "report.md"]  # fmt: skip
+LAYOUT = [
+    "run.json",
+    "search/results.csv",
+    "search/best.toml",
+    "ae/summary.json",
+    "ae/config.toml",
+    "ae/checkpoints/last.safetensors",
+    "ae/probe/summary.json",
+    "ae/latent/summary.json",
+    "ae/latent/map_tsne.csv",
+    "dae/summary.json",
+    "label_efficiency/summary.json",
+    "vae/summary.json",
+    "gan/summary.json",
+    "report.html",
+    "report.md",
+]
 
 
 def test_tiny_run_writes_every_stage_into_one_folder(tiny_study):
@@ -153,8 +166,13 @@ def test_a_stage_that_reads_the_autoencoder_needs_it_in_the_study(tmp_path, monk
     assert not (tmp_path / "r").exists()
     ran = []
     monkeypatch.setattr(pipeline, "run_stage", lambda ctx, stage, resume: ran.append(stage))
-    pipeline.run_study(tmp_path / "cold", PRESET, [f"run.tasks={stages}", "vae.init.from_baseline=false"],
-                       progress=False, report=None) if name == "vae" else None  # fmt: skip
+    pipeline.run_study(
+        tmp_path / "cold",
+        PRESET,
+        [f"run.tasks={stages}", "vae.init.from_baseline=false"],
+        progress=False,
+        report=None,
+    ) if name == "vae" else None
     assert ran == (["vae", "gan"] if name == "vae" else [])
 
 

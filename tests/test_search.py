@@ -15,8 +15,14 @@ from mnistlab.search import grid as search
 from mnistlab.tasks import load_experiment, load_run_config
 from mnistlab.training.loop import NonFiniteLossError
 
-TINY = ["data.train_limit=200", "data.test_limit=100", "train.epochs=1", "train.batch_size=32",
-        "train.eval_batch_size=200", "train.threads=1"]  # fmt: skip
+TINY = [
+    "data.train_limit=200",
+    "data.test_limit=100",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "train.eval_batch_size=200",
+    "train.threads=1",
+]
 GRID = {"train.lr": ["1e-2", "1e-5"], "model.latent_dim": ["4"]}
 
 

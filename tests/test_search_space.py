@@ -90,7 +90,9 @@ def test_default_space_loads_and_suggests_with_fixed_trial():
     space = load_space(default_space_path("ae"))
     keys = [p.key for p in space]
     assert {"train.lr", "train.weight_decay", "model.latent_dim"} <= set(keys)
-    fixed = optuna.trial.FixedTrial({"train.lr": 1e-3, "train.weight_decay": 1e-4, "model.latent_dim": 10, "model.dropout": 0.0})  # fmt: skip
+    fixed = optuna.trial.FixedTrial(
+        {"train.lr": 1e-3, "train.weight_decay": 1e-4, "model.latent_dim": 10, "model.dropout": 0.0}
+    )
     point = suggest(fixed, space)
     assert point["train.lr"] == 1e-3 and point["model.latent_dim"] == 10
 
@@ -101,7 +103,7 @@ def test_space_types_parse():
             "train": {
                 "lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
                 "epochs": {"type": "int", "low": 1, "high": 5},
-            },  # fmt: skip
+            },
             "model": {"latent_dim": {"type": "categorical", "choices": [2, 10]}},
         }
     )

@@ -207,7 +207,10 @@ def test_interpolation_ends_are_the_decoded_ends(client, explorer):
     assert np.array(out["images"]).shape == (5, 28, 28)
     np.testing.assert_allclose(out["codes"][0], explorer.test_codes[2], atol=1e-4)
     np.testing.assert_allclose(out["codes"][-1], explorer.test_codes[7], atol=1e-4)
-    mixed = client.post("/api/interpolate", json={"a": {"code": out["codes"][0]}, "b": {"image": explorer.test_images[7].tolist()}})  # fmt: skip
+    mixed = client.post(
+        "/api/interpolate",
+        json={"a": {"code": out["codes"][0]}, "b": {"image": explorer.test_images[7].tolist()}},
+    )
     assert mixed.status_code == 200 and len(mixed.json()["images"]) == 10
 
 
@@ -288,12 +291,23 @@ VALUES = st.recursive(
     ),
     max_leaves=40,
 )
-ENDPOINTS = ["/api/encode", "/api/decode", "/api/denoise", "/api/classify", "/api/sample", "/api/interpolate",
-             "/api/map/pca/click", "/api/map/tsne/click"]  # fmt: skip
+ENDPOINTS = [
+    "/api/encode",
+    "/api/decode",
+    "/api/denoise",
+    "/api/classify",
+    "/api/sample",
+    "/api/interpolate",
+    "/api/map/pca/click",
+    "/api/map/tsne/click",
+]
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(ENDPOINTS), body=st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=5), VALUES))  # fmt: skip
+@given(
+    path=st.sampled_from(ENDPOINTS),
+    body=st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=5), VALUES),
+)
 def test_random_json_never_makes_a_500(client, path, body):
     r = client.post(path, content=json.dumps(body).encode())
     assert r.status_code < 500, r.text
@@ -336,7 +350,10 @@ def test_missing_pieces_are_409_and_named_on_the_page(serve_study, tmp_path):
         assert c.post("/api/sample", json={"sampler": "gan", "n": 2}).status_code == 200
         assert c.post("/api/decode", json={"code": [0.0] * 10}).status_code == 409
         assert c.get("/api/map/pca").status_code == 409
-        assert c.post("/api/analyze", content=png_bytes(stroke())).json()["unavailable"].keys() == {"reconstruct", "denoise"}  # fmt: skip
+        assert c.post("/api/analyze", content=png_bytes(stroke())).json()["unavailable"].keys() == {
+            "reconstruct",
+            "denoise",
+        }
 
 
 # ---------------------------------------------------------------------------------- host and port
@@ -443,8 +460,17 @@ def test_the_page_in_headless_chromium(server, tmp_path):
             ("pointermove", (120, 200)),
             ("pointerup", (120, 200)),
         ):
-            page.dispatch_event("#pad", kind, {"pointerType": "touch", "pointerId": 7, "bubbles": True,
-                                               "clientX": box["x"] + x, "clientY": box["y"] + y})  # fmt: skip
+            page.dispatch_event(
+                "#pad",
+                kind,
+                {
+                    "pointerType": "touch",
+                    "pointerId": 7,
+                    "bubbles": True,
+                    "clientX": box["x"] + x,
+                    "clientY": box["y"] + y,
+                },
+            )
         wait_until(lambda: int(page.get_attribute("body", "data-analyses")) > count)
 
         # Click the map: a decoded point appears.
@@ -463,7 +489,9 @@ def test_the_page_in_headless_chromium(server, tmp_path):
 
         # Upload a PNG: analysed like a drawing.
         count = int(page.get_attribute("body", "data-analyses"))
-        page.set_input_files("#upload", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": png_bytes(stroke())}])  # fmt: skip
+        page.set_input_files(
+            "#upload", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": png_bytes(stroke())}]
+        )
         wait_until(lambda: int(page.get_attribute("body", "data-analyses")) > count)
 
         # Samplers filled; a new batch; an interpolation.
@@ -481,7 +509,9 @@ def test_the_page_in_headless_chromium(server, tmp_path):
         assert errors == [] and foreign == [], (errors, foreign)
 
         # A file that is not an image: the page says why, in one line.
-        page.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not a png"}])  # fmt: skip
+        page.set_input_files(
+            "#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not a png"}]
+        )
         wait_until(lambda: "not an image" in page.inner_text("#status"))
 
 

@@ -63,8 +63,16 @@ def assert_clean(r, path: str = "") -> None:
 # ------------------------------------------------------------------------------------ JSON bodies
 
 FIELDS = ["code", "image", "png", "sampler", "n", "seed", "steps", "sigma", "a", "b", "x", "y", "index"]
-JSON_ROUTES = ["/api/encode", "/api/decode", "/api/denoise", "/api/classify", "/api/sample",
-               "/api/interpolate", "/api/map/pca/click", "/api/map/tsne/click"]  # fmt: skip
+JSON_ROUTES = [
+    "/api/encode",
+    "/api/decode",
+    "/api/denoise",
+    "/api/classify",
+    "/api/sample",
+    "/api/interpolate",
+    "/api/map/pca/click",
+    "/api/map/tsne/click",
+]
 
 
 def _obj(items: list[tuple[str, str]]) -> str:
@@ -100,8 +108,11 @@ CODE = st.tuples(st.integers(0, 9), NUMBERS).map(
 IMAGE = st.tuples(st.integers(0, 27 * 28 + 27), NUMBERS).map(
     lambda t: _array([_array([t[1] if r * 28 + c == t[0] else "0" for c in range(28)]) for r in range(28)])
 )
-END = st.one_of(CODE.map(lambda v: _obj([("code", v)])), NUMBERS.map(lambda v: _obj([("index", v)])),
-                IMAGE.map(lambda v: _obj([("image", v)])))  # fmt: skip
+END = st.one_of(
+    CODE.map(lambda v: _obj([("code", v)])),
+    NUMBERS.map(lambda v: _obj([("index", v)])),
+    IMAGE.map(lambda v: _obj([("image", v)])),
+)
 VALUES = st.recursive(
     st.one_of(SCALARS, DEEP, LONG, WIDE, CODE, IMAGE, END),
     lambda inner: st.one_of(
@@ -113,7 +124,11 @@ VALUES = st.recursive(
 BODIES = st.one_of(st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), max_size=5).map(_obj), VALUES)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(path=st.sampled_from(JSON_ROUTES), body=BODIES)
 def test_random_json_bodies_never_make_a_5xx(client, path, body):
     assert_clean(client.post(path, content=body.encode("utf-8", "surrogatepass"), headers=JSON), path)
@@ -163,8 +178,16 @@ SEGMENTS = st.one_of(
 )
 
 
-TEMPLATES = ["/api/test/{}", "/api/map/{}", "/api/map/{}/click", "/static/{}", "/api/{}", "/{}",
-             "/api/analyze?sigma={}", "/api/analyze?seed={}"]  # fmt: skip
+TEMPLATES = [
+    "/api/test/{}",
+    "/api/map/{}",
+    "/api/map/{}/click",
+    "/static/{}",
+    "/api/{}",
+    "/{}",
+    "/api/analyze?sigma={}",
+    "/api/analyze?seed={}",
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -193,7 +216,10 @@ def test_long_digit_segments_and_queries_are_a_4xx(client, explorer):
 # ------------------------------------------------------------------- content type, Origin, Host
 
 
-@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "image/png"])  # fmt: skip
+@pytest.mark.parametrize(
+    "ctype",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "image/png"],
+)
 def test_a_json_route_refuses_other_content_types(client, monkeypatch, explorer, ctype):
     ran = []
     monkeypatch.setattr(explorer, "sample", lambda *a: ran.append(a))
@@ -208,7 +234,12 @@ def test_json_and_image_content_types_are_accepted(client):
         r = client.post("/api/sample", content=b'{"sampler": "gmm", "n": 2}', headers={"Content-Type": ctype})
         assert r.status_code == 200, (ctype, r.text)
     for ctype in ("image/png", "image/jpeg"):  # what the page's JS sends for the canvas and for uploads
-        assert client.post("/api/analyze", content=png_bytes(stroke()), headers={"Content-Type": ctype}).status_code == 200  # fmt: skip
+        assert (
+            client.post(
+                "/api/analyze", content=png_bytes(stroke()), headers={"Content-Type": ctype}
+            ).status_code
+            == 200
+        )
     for ctype in ("text/plain", "application/json", "application/x-www-form-urlencoded"):
         r = client.post("/api/analyze", content=png_bytes(stroke()), headers={"Content-Type": ctype})
         assert_one_line_error(r, "image/png", status=415)
@@ -223,9 +254,17 @@ def test_the_page_sends_the_content_types_the_server_wants():
 
 @pytest.mark.parametrize(
     "origin, status",
-    [("http://evil.com", 403), ("null", 403), ("https://testserver", 403), ("http://testserver:8080", 403),
-     ("http://testserver.evil.com", 403), ("garbage", 403), ("http://testserver", 200), ("http://TestServer:80", 200)],
-)  # fmt: skip
+    [
+        ("http://evil.com", 403),
+        ("null", 403),
+        ("https://testserver", 403),
+        ("http://testserver:8080", 403),
+        ("http://testserver.evil.com", 403),
+        ("garbage", 403),
+        ("http://testserver", 200),
+        ("http://TestServer:80", 200),
+    ],
+)
 def test_origin_must_be_this_server(client, origin, status):
     post = client.post("/api/sample", json={"sampler": "gmm", "n": 1}, headers={"Origin": origin})
     get = client.get("/api/info", headers={"Origin": origin})
@@ -238,11 +277,24 @@ def test_origin_must_be_this_server(client, origin, status):
 @pytest.mark.parametrize("bind", ["::1", "127.0.0.1", "127.3.4.5", "localhost"])
 @pytest.mark.parametrize(
     "host, ok",
-    [("evil.com", False), ("evil.com:8000", False), ("[::1]:8000", True), ("localhost:8000", True),
-     ("LOCALHOST", True), ("127.0.0.1", True), ("127.9.9.9:8000", True), ("[::1]:9999", False),
-     ("localhost:8001", False), ("localhost.evil.com:8000", False), ("0.0.0.0:8000", False),
-     ("[::ffff:7f00:1]:8000", False), ("::1", False), ("localhost:80000", False), ("", False)],
-)  # fmt: skip
+    [
+        ("evil.com", False),
+        ("evil.com:8000", False),
+        ("[::1]:8000", True),
+        ("localhost:8000", True),
+        ("LOCALHOST", True),
+        ("127.0.0.1", True),
+        ("127.9.9.9:8000", True),
+        ("[::1]:9999", False),
+        ("localhost:8001", False),
+        ("localhost.evil.com:8000", False),
+        ("0.0.0.0:8000", False),
+        ("[::ffff:7f00:1]:8000", False),
+        ("::1", False),
+        ("localhost:80000", False),
+        ("", False),
+    ],
+)
 def test_loopback_binds_answer_loopback_host_names_only(explorer, bind, host, ok):
     with TestClient(create_app(explorer, bind_host=bind), base_url="http://[::1]:8000") as c:
         r = c.get("/api/info", headers={"Host": host})
@@ -275,7 +327,12 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("width, height", [(100_000, 100_000), (3000, 3000), (2049, 16)])
@@ -301,10 +358,20 @@ def test_bound_decoder_lowers_pillows_bomb_bound(monkeypatch):
 
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"testserver"), *headers], "server": ("testserver", 80),
-            "client": ("127.0.0.1", 5000)}  # fmt: skip
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 5000),
+    }
 
 
 def _call(app, scope: dict, messages: list[dict]) -> list[dict]:
@@ -340,7 +407,11 @@ def test_a_client_that_hangs_up_mid_upload_is_not_an_internal_error(explorer, ca
 def test_a_garbage_content_length_is_not_a_500(explorer, length):
     app = create_app(explorer)
     body = {"type": "http.request", "body": b'{"sampler": "gmm", "n": 1}', "more_body": False}
-    sent = _call(app, _scope("/api/sample", [(b"content-type", b"application/json"), (b"content-length", length)]), [body])  # fmt: skip
+    sent = _call(
+        app,
+        _scope("/api/sample", [(b"content-type", b"application/json"), (b"content-length", length)]),
+        [body],
+    )
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     assert status == (413 if length == b"9" * 5000 else 200)
 

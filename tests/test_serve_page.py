@@ -230,8 +230,17 @@ def drive(page, server_url: str, phone: bool, tmp_path: Path) -> Driver:  # noqa
                 ("pointermove", (0.5, 0.7)),
                 ("pointerup", (0.5, 0.7)),
             ):
-                page.dispatch_event("#pad", kind, {"pointerType": "touch", "pointerId": 7, "bubbles": True,
-                                                   "clientX": box["x"] + x * box["width"], "clientY": box["y"] + y * box["height"]})  # fmt: skip
+                page.dispatch_event(
+                    "#pad",
+                    kind,
+                    {
+                        "pointerType": "touch",
+                        "pointerId": 7,
+                        "bubbles": True,
+                        "clientX": box["x"] + x * box["width"],
+                        "clientY": box["y"] + y * box["height"],
+                    },
+                )
 
         d.use("pad", touch_stroke)
     else:
@@ -374,7 +383,11 @@ def test_every_control_of_the_page(server, viewport, tmp_path):
     # The report link opens the study's report.html (serve_helpers.REPORT, written by serve_study).
     with browser_page() as first:
         browser = first.context.browser
-        options = dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True) if viewport == "phone" else dict(viewport={"width": 1280, "height": 900})  # fmt: skip
+        options = (
+            dict(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+            if viewport == "phone"
+            else dict(viewport={"width": 1280, "height": 900})
+        )
         context = browser.new_context(accept_downloads=True, **options)
         page = context.new_page()
         errors = []
@@ -397,7 +410,7 @@ QUERY_TEXT = st.lists(
         st.one_of(
             st.sampled_from(["gan", "gmm", "1", "0", "256", "257", "-1", "1e9", "\u0663", "%00", ""]),
             st.text(max_size=12),
-        ),  # fmt: skip
+        ),
     ),
     max_size=5,
 ).map(lambda items: urlencode(items))

@@ -125,8 +125,22 @@ def test_data_stays_in_host_memory_off_the_gpu():
 
 
 def test_cli_trains_with_the_flags_and_rejects_a_bad_value(idx_dir, tmp_path, capsys):
-    common = ["-q", "train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--device", "cpu",
-              "--no-progress", "--set", "train.epochs=1", "--set", "train.batch_size=32"]  # fmt: skip
+    common = [
+        "-q",
+        "train",
+        "ae",
+        "--preset",
+        "quick",
+        "--data-dir",
+        str(idx_dir),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=32",
+    ]
     out = tmp_path / "run"
     assert (
         cli.main([*common, "--out", str(out), "--set", "train.amp=bf16", "--set", "train.channels_last=true"])
@@ -145,7 +159,10 @@ def test_gpu_check_runs_on_the_cpu_and_names_the_device(capsys):
     out = capsys.readouterr().out
     assert out.startswith("device: CPU") and result["device"].startswith("CPU")
     assert [(r["model"], r["variant"]) for r in result["rows"]] == [
-        ("ae", "fp32"), ("gan", "fp32"), ("ae", "bf16"), ("gan", "bf16")
-    ]  # fmt: skip
+        ("ae", "fp32"),
+        ("gan", "fp32"),
+        ("ae", "bf16"),
+        ("gan", "bf16"),
+    ]
     assert all(r["images"] == 32 and r["images_per_s"] > 0 for r in result["rows"])
     assert "| gan | bf16 | 32 |" in out

@@ -115,8 +115,12 @@ def _numbers(run):
     ae = json.loads((run / "ae/summary.json").read_text())
     probe = json.loads((run / "ae/probe/summary.json").read_text())
     dae = json.loads((run / "dae/summary.json").read_text())
-    return [ae["test"]["mse"], probe["linear_probe"]["test_acc"], probe["finetune"]["test_acc"],
-            dae["denoising"][0]["dae"]["psnr"]]  # fmt: skip
+    return [
+        ae["test"]["mse"],
+        probe["linear_probe"]["test_acc"],
+        probe["finetune"]["test_acc"],
+        dae["denoising"][0]["dae"]["psnr"],
+    ]
 
 
 def test_a_study_with_two_workers_keeps_the_books_and_the_numbers(tmp_path):
@@ -177,8 +181,19 @@ def test_start_first_moves_stages_to_the_front_and_unknown_names_are_one_line_er
     assert stage_pool.start_order(names, ("vae", "probe", "gan")) == ["probe", "gan", "ae", "dae", "latent"]
     assert stage_pool.start_order(names, ()) == names
     assert stage_pool.start_order(names, ("gan", "gan")) == ["gan", "ae", "dae", "probe", "latent"]
-    code = cli.main(["run", "--preset", str(TINY_RUN_PRESET), "--out", str(tmp_path / "r"), "--no-progress",
-                     "--no-report", "--set", "run.start_first=probe,nope"])  # fmt: skip
+    code = cli.main(
+        [
+            "run",
+            "--preset",
+            str(TINY_RUN_PRESET),
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+            "--no-report",
+            "--set",
+            "run.start_first=probe,nope",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "run.start_first: unknown stage 'nope'" in err[0], err
     assert not (tmp_path / "r" / "run.json").exists()  # refused before any stage ran

@@ -89,8 +89,22 @@ def test_a_plugin_task_trains_samples_probes_and_maps_through_the_cli(plugin_ins
     out = tmp_path / "s.npy"
     assert cli.main(["sample", str(run), "--n", "7", "--sampler", "gaussian", "--out", str(out)]) == 0
     assert out.is_file() and out.with_suffix(".png").is_file()
-    args = ["probe", str(run), "--preset", "quick", "--no-progress", "--set", "linear.device=cpu",
-            "--set", "linear.epochs=1", "--finetune", "--set", "finetune.epochs=1", "--set", "finetune.device=cpu"]  # fmt: skip
+    args = [
+        "probe",
+        str(run),
+        "--preset",
+        "quick",
+        "--no-progress",
+        "--set",
+        "linear.device=cpu",
+        "--set",
+        "linear.epochs=1",
+        "--finetune",
+        "--set",
+        "finetune.epochs=1",
+        "--set",
+        "finetune.device=cpu",
+    ]
     assert cli.main(args) == 0
     probe = json.loads((run / "probe" / "summary.json").read_text())
     assert probe["run_task"] == "linae" and probe["linear_probe"]["test_acc"] > 0.2 and "finetune" in probe
@@ -117,8 +131,23 @@ def test_a_broken_plugin_is_named_and_does_not_hide_the_builtins(tmp_path, monke
 
 def test_a_role_the_run_lacks_is_a_one_line_error(tmp_path, capsys):
     classifier = tmp_path / "clf"
-    assert cli.main(["train", "classifier", "--preset", "quick", "--out", str(classifier), "--no-progress",
-                     "--set", "train.epochs=1", *TINY]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "train",
+                "classifier",
+                "--preset",
+                "quick",
+                "--out",
+                str(classifier),
+                "--no-progress",
+                "--set",
+                "train.epochs=1",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     run = tasks.load_run(classifier)
     assert run.classify(torch.zeros(2, 28, 28)).shape == (2, 10)
     with pytest.raises(tasks.RoleError, match="has no encoder; tasks with one: ae, dae, vae"):
@@ -131,8 +160,13 @@ def test_a_role_the_run_lacks_is_a_one_line_error(tmp_path, capsys):
 def test_python_api_trains_and_loads_a_run(tmp_path):
     import mnistlab
 
-    summary = mnistlab.train("ae", preset="quick", out=tmp_path / "ae", progress=False,
-                             overrides=["data.train_limit=300", "data.test_limit=100", "train.epochs=1"])  # fmt: skip
+    summary = mnistlab.train(
+        "ae",
+        preset="quick",
+        out=tmp_path / "ae",
+        progress=False,
+        overrides=["data.train_limit=300", "data.test_limit=100", "train.epochs=1"],
+    )
     assert summary["status"] == "finished"
     run = mnistlab.load_run(tmp_path / "ae")
     codes = run.encode(torch.rand(10, 1, 28, 28))
@@ -150,8 +184,15 @@ def test_a_plugin_stage_runs_in_the_study_and_reports_with_nothing_edited(plugin
     """tests/plugin's k-NN probe stage, found by its entry point: planned after the encoders it reads,
     run, recorded in run.json, fingerprinted, and given its section of the report."""
     out = tmp_path / "study"
-    plan = ["run.tasks=ae,linae", "run.labels_per_class=", "run.finetune=false", "run.latent_maps=pca",
-            "run.latent_score=false", "run.workers=1", "linae.train.epochs=1"]  # fmt: skip
+    plan = [
+        "run.tasks=ae,linae",
+        "run.labels_per_class=",
+        "run.finetune=false",
+        "run.latent_maps=pca",
+        "run.latent_score=false",
+        "run.workers=1",
+        "linae.train.epochs=1",
+    ]
     state = run_study(out, str(TINY_RUN_PRESET), plan, progress=False, report=write_report)
     names = [s["name"] for s in state["stages"]]
     assert names.index("knn_probe") > max(names.index("ae"), names.index("linae"))

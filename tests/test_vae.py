@@ -25,8 +25,18 @@ from tests.dist_worker import run_rank
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # 160 images, 32 held out: 128 = 4 global batches of 32 (16 per rank under two processes). One stage
 # unless a test adds the second (the presets' code_prior would shift every later random draw).
-TINY = ["data.train_limit=160", "data.test_limit=32", "train.batch_size=32", "train.epochs=3", "train.device=cpu",
-        "train.lr=2e-3", "vae.kl_warmup=0.5", "vae.eval_samples=0", "model.latent_dim=4", "model.code_prior=0"]  # fmt: skip
+TINY = [
+    "data.train_limit=160",
+    "data.test_limit=32",
+    "train.batch_size=32",
+    "train.epochs=3",
+    "train.device=cpu",
+    "train.lr=2e-3",
+    "vae.kl_warmup=0.5",
+    "vae.eval_samples=0",
+    "model.latent_dim=4",
+    "model.code_prior=0",
+]
 
 
 def test_shapes_and_the_mean_code():
@@ -120,8 +130,7 @@ def test_the_second_stage_learns_where_the_codes_are():
     centres = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
     mu = centres[torch.randint(0, 2, (4096,))]
     stage = CodePrior(latent_dim=2, hidden=64)
-    rows = fit_code_prior(stage, mu, torch.full_like(mu, 0.1), epochs=30, batch_size=256, lr=3e-3,
-                          seed=0)  # fmt: skip
+    rows = fit_code_prior(stage, mu, torch.full_like(mu, 0.1), epochs=30, batch_size=256, lr=3e-3, seed=0)
     assert [r["epoch"] for r in rows] == list(range(1, 31)) and rows[-1]["code_nll"] < rows[0]["code_nll"]
     assert not stage.training  # left in eval mode, as sampling wants it
 
@@ -186,8 +195,12 @@ def test_two_gloo_processes_match_one(tmp_path, extra):
     rounding: see test_distributed's bound)."""
     one, overrides = tmp_path / "one", [*TINY, *extra]
     tasks.get("vae").train(tasks.load_experiment("vae", "seed", overrides), one, progress=False)
-    mp.start_processes(run_rank, args=(2, _free_port(), "vae", overrides, str(tmp_path / "two"), 0), nprocs=2,
-                       start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        run_rank,
+        args=(2, _free_port(), "vae", overrides, str(tmp_path / "two"), 0),
+        nprocs=2,
+        start_method="spawn",
+    )
     wa, wb = (read_checkpoint(rundir.checkpoint_path(p))[0] for p in (one, tmp_path / "two"))
     keys = [k for k in wa if k.startswith("module/model/")]
     sq = sum(((wa[k].double() - wb[k].double()) ** 2).sum().item() for k in keys)
@@ -292,8 +305,9 @@ def test_a_second_stage_after_the_first_trains_into_the_checkpoint_and_resumes(t
     from mnistlab.tasks import vae as vae_task
 
     spec = tasks.get("vae")
-    after = tasks.load_experiment("vae", "quick", [*TINY, "train.epochs=2", "model.code_prior=16",
-                                                   "vae.code_prior_epochs=2"])  # fmt: skip
+    after = tasks.load_experiment(
+        "vae", "quick", [*TINY, "train.epochs=2", "model.code_prior=16", "vae.code_prior_epochs=2"]
+    )
     summary = spec.train(after, tmp_path / "a", progress=False)
     a = read_checkpoint(rundir.checkpoint_path(tmp_path / "a"))[0]
     torch.manual_seed(after.train.seed)
