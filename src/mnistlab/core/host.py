@@ -35,8 +35,11 @@ def describe() -> dict[str, object]:
     capability (DEFAULT / AVX2 / AVX512), "torch": version}."""
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:  # "AMD EPYC" alone does not tell Zen 3 from Zen 4
+        cpu += f" (family {info['cpu family']} model {info['model']})"
     return {
-        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu": cpu,
         "flags": [f for f in KERNEL_FLAGS if f in flags],
         "cores": os.cpu_count(),
         "kernels": torch.backends.cpu.get_cpu_capability(),
