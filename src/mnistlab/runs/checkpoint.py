@@ -194,8 +194,10 @@ def restore(
 ) -> None:
     """Load modules, optimizers and RNG states saved by `save_checkpoint`."""
     if optimizers and "optim" not in state:
-        raise CheckpointError("a weights-only checkpoint (a shipped pretrained run) holds no optimizer or "
-                              "RNG state, so training cannot resume from it; train a new run instead")
+        raise CheckpointError(
+            "a weights-only checkpoint (a shipped pretrained run) holds no optimizer or "
+            "RNG state, so training cannot resume from it; train a new run instead"
+        )
     for name, module in modules.items():
         try:
             unwrap(module).load_state_dict(module_state(tensors, name))
@@ -236,11 +238,19 @@ def write_weights_only(src: Path, dst: Path, expected_sha256: str | None = None,
     the size again; loading casts them back into the float32 modules). Returns the new file's SHA-256
     (also recorded beside it)."""
     tensors, state = read_checkpoint(src, expected_sha256)
-    kept = {k: (v.half() if half and v.dtype == torch.float32 else v).contiguous()
-            for k, v in tensors.items() if k.startswith("module/")}
-    meta = {"format": FORMAT, "epoch": state.get("epoch"), "step": state.get("step"), "float16": half,
-            # read_checkpoint verified the bytes against expected_sha256: no second read to hash them
-            "weights_only_from": expected_sha256 or file_sha256(src)}
+    kept = {
+        k: (v.half() if half and v.dtype == torch.float32 else v).contiguous()
+        for k, v in tensors.items()
+        if k.startswith("module/")
+    }
+    meta = {
+        "format": FORMAT,
+        "epoch": state.get("epoch"),
+        "step": state.get("step"),
+        "float16": half,
+        # read_checkpoint verified the bytes against expected_sha256: no second read to hash them
+        "weights_only_from": expected_sha256 or file_sha256(src),
+    }
     data = st_save(kept, metadata={"state": json.dumps(meta, sort_keys=True)})
     sha = hashlib.sha256(data).hexdigest()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)

@@ -10,18 +10,16 @@ fingerprint, how to run it and its part of the report. No other code compares a 
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from mnistlab import tasks
 from mnistlab.core.config import to_doc
 from mnistlab.core.errors import ConfigError
+from mnistlab.core.plugins import load_plugins
 from mnistlab.runs import folder as rundir
 from mnistlab.search.results import best_trial
 from mnistlab.study.context import StudyContext
@@ -100,17 +98,7 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    package = importlib.import_module("mnistlab.study.stages")
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            stage = ep.load()
-            register(stage() if callable(stage) and not isinstance(stage, Stage) else stage)
-        except Exception as e:  # a broken plug-in must not take the built-in stages down with it
-            _BROKEN[ep.name] = f"the plug-in stage {ep.name!r} ({ep.value}) failed to load: {e}"
-            log.warning("mnistlab: %s", _BROKEN[ep.name])
+    _BROKEN.update(load_plugins("mnistlab.study.stages", ENTRY_POINT_GROUP, register, Stage, "stage"))
 
 
 def registered() -> list[Stage]:

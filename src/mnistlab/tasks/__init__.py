@@ -15,12 +15,9 @@ file's [<task>.*] tables override them, so a new task needs no edit of the share
 from __future__ import annotations
 
 import difflib
-import importlib
 import logging
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ import torch
 from mnistlab.core import config
 from mnistlab.core.errors import ConfigError
 from mnistlab.core.fsio import read_toml
+from mnistlab.core.plugins import load_plugins
 from mnistlab.training.loop import resolve_device
 
 log = logging.getLogger("mnistlab")
@@ -113,16 +111,7 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            spec = ep.load()
-            register(spec() if callable(spec) and not isinstance(spec, TaskSpec) else spec)
-        except Exception as e:  # a broken plug-in must not take the built-in tasks down with it
-            _BROKEN[ep.name] = f"the plug-in task {ep.name!r} ({ep.value}) failed to load: {e}"
-            log.warning("mnistlab: %s", _BROKEN[ep.name])
+    _BROKEN.update(load_plugins(__name__, ENTRY_POINT_GROUP, register, TaskSpec, "task"))
 
 
 def get(name: str) -> TaskSpec:
