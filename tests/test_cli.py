@@ -177,3 +177,17 @@ def test_a_corrupt_summary_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "summary.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="expected a JSON object"):
         rundir.read_summary(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "word", "hint"),
+    [
+        (["trian", "ae"], "trian", "did you mean 'train'?"),
+        (["-q", "sampel"], "sampel", "did you mean 'sample'?"),
+        (["zzz"], "zzz", ""),
+    ],
+)
+def test_an_unknown_command_is_one_line_with_a_guess(capsys, argv, word, hint):
+    assert run(*argv) == 2
+    message = assert_one_line_error(capsys, f"unknown command {word!r}")
+    assert hint in message and "commands: train, eval" in message

@@ -9,6 +9,7 @@ Exit codes: 0 done, 2 bad input (one-line message), 3 training stopped on a non-
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"mnistlab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    unknown = _unknown_command(parser, argv)
+    if unknown:
+        print(f"mnistlab: error: {unknown}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
     if args.command is None:  # bare `mnistlab`: the help, not an error
         parser.print_help()
@@ -71,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
             again = "rerun the same command to resume" if args.command == "run" else "rerun with --resume"
             print(f"mnistlab: interrupted; the last finished epoch is checkpointed, {again}", file=sys.stderr)
         return 130
+
+
+def _unknown_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """ "unknown command 'trian'; did you mean 'train'? ..." for a first word that is no command (argparse
+    would list every choice without a guess), else None."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if first is None or first in commands:  # (the options before a command take no values)
+        return None
+    close = difflib.get_close_matches(first, list(commands), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown command {first!r}; {hint}commands: {', '.join(commands)} (mnistlab --help)"
 
 
 if __name__ == "__main__":
