@@ -32,6 +32,17 @@ GAN = [
     "gan.grid_epochs=1",
     "gan.grid_size=4",
 ]
+# The explorer's JSON POST routes, which the fuzz tests post random bodies to.
+JSON_ROUTES = [
+    "/api/encode",
+    "/api/decode",
+    "/api/denoise",
+    "/api/classify",
+    "/api/sample",
+    "/api/interpolate",
+    "/api/map/pca/click",
+    "/api/map/tsne/click",
+]
 REPORT = "<html><body><h1>the study's report</h1></body></html>"  # the serve study's report.html
 
 

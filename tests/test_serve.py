@@ -33,7 +33,7 @@ from mnistlab.web.errors import ApiError
 from mnistlab.web.explorer import Explorer
 from mnistlab.web.runs import find_runs
 from tests.conftest import assert_one_line_error
-from tests.serve_helpers import browser_page, png_bytes, running, stroke
+from tests.serve_helpers import JSON_ROUTES, browser_page, png_bytes, running, stroke
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 
@@ -291,21 +291,11 @@ VALUES = st.recursive(
     ),
     max_leaves=40,
 )
-ENDPOINTS = [
-    "/api/encode",
-    "/api/decode",
-    "/api/denoise",
-    "/api/classify",
-    "/api/sample",
-    "/api/interpolate",
-    "/api/map/pca/click",
-    "/api/map/tsne/click",
-]
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    path=st.sampled_from(ENDPOINTS),
+    path=st.sampled_from(JSON_ROUTES),
     body=st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=5), VALUES),
 )
 def test_random_json_never_makes_a_500(client, path, body):

@@ -34,7 +34,7 @@ from mnistlab.web import parse, preprocess
 from mnistlab.web.app import create_app, host_policy
 from mnistlab.web.explorer import Explorer
 from tests.conftest import assert_one_line_error
-from tests.serve_helpers import png_bytes, stroke
+from tests.serve_helpers import JSON_ROUTES, png_bytes, stroke
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 
@@ -63,16 +63,6 @@ def assert_clean(r, path: str = "") -> None:
 # ------------------------------------------------------------------------------------ JSON bodies
 
 FIELDS = ["code", "image", "png", "sampler", "n", "seed", "steps", "sigma", "a", "b", "x", "y", "index"]
-JSON_ROUTES = [
-    "/api/encode",
-    "/api/decode",
-    "/api/denoise",
-    "/api/classify",
-    "/api/sample",
-    "/api/interpolate",
-    "/api/map/pca/click",
-    "/api/map/tsne/click",
-]
 
 
 def _obj(items: list[tuple[str, str]]) -> str:
