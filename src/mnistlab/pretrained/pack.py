@@ -162,7 +162,7 @@ def make(work: Path, out: Path, device: Any = "cpu", progress: bool = True) -> d
     for spec in tasks.all_tasks():  # every task (built-in or plug-in) has a default preset
         run = work / spec.name
         if rundir.read_summary(run).get("status") != "finished":
-            options = {"baseline": sources[_first_plain_coder(sources)]} if "baseline" in spec.options else {}
+            options = {"baseline": sources[_first_autoencoder(sources)]} if "baseline" in spec.options else {}
             tasks.train(
                 spec.name,
                 "default",
@@ -175,9 +175,10 @@ def make(work: Path, out: Path, device: Any = "cpu", progress: bool = True) -> d
     return pack(sources, out, device)
 
 
-def _first_plain_coder(sources: dict[str, Path]) -> str:
-    """The first trained run that encodes and decodes without denoising (what a denoiser compares with)."""
+def _first_autoencoder(sources: dict[str, Path]) -> str:
+    """The first trained run that serves as an autoencoder run (TaskSpec.provides; what a denoiser
+    compares with), as the study picks its autoencoder stage."""
     for name in sources:
-        if tasks.plain_coder(tasks.get(name).roles):
+        if "autoencoder" in tasks.get(name).provides:
             return name
     raise ConfigError("no plain autoencoder was trained before the denoiser to compare it with")
