@@ -191,3 +191,66 @@ def test_an_unknown_command_is_one_line_with_a_guess(capsys, argv, word, hint):
     assert run(*argv) == 2
     message = assert_one_line_error(capsys, f"unknown command {word!r}")
     assert hint in message and "commands: train, eval" in message
+
+
+HEAVY = ("torch", "numpy", "matplotlib", "mnistlab.tasks")
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["train", "--help"], ["sample", "--help"], ["--version"], ["trian"]]
+)
+def test_help_version_and_a_typo_import_nothing_heavy(args):
+    """`mnistlab --help` and the like answer without torch, numpy, matplotlib or the task modules (the
+    CLI's start-up: cli/__init__.py); how fast is measured by benchmarks/cli_start.py, not here."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['mnistlab', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('mnistlab', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        f"print('loaded', [m for m in {HEAVY!r} if m in sys.modules], code, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    expected = 2 if args == ["trian"] else 0
+    assert proc.stderr.splitlines()[-1] == f"loaded [] {expected}", proc.stderr
+
+
+def test_the_help_task_catalogue_is_the_registry():
+    """The help texts list the built-in tasks from core.task_catalog; each built-in task module builds
+    its TaskSpec from its entry there. Every built-in task has one entry and each entry a task, with the
+    same facts, and `eval_baseline` says what the task's evaluate takes."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from mnistlab import tasks
+    from mnistlab.core import task_catalog
+
+    assert task_catalog.ENTRY_POINT_GROUP == tasks.ENTRY_POINT_GROUP
+    modules = [
+        importlib.import_module(f"mnistlab.tasks.{m.name}") for m in pkgutil.iter_modules(tasks.__path__)
+    ]
+    built_in = {m.SPEC.name: m.SPEC for m in modules if isinstance(getattr(m, "SPEC", None), tasks.TaskSpec)}
+    assert len(built_in) >= 8 and all(tasks.get(name) is spec for name, spec in built_in.items())
+    assert set(built_in) == set(task_catalog.BUILT_IN)
+    for name, spec in built_in.items():
+        entry = task_catalog.BUILT_IN[name]
+        assert {k: getattr(spec, k) for k in entry.spec_fields()} == entry.spec_fields(), name
+        takes = spec.evaluate is not None and "baseline" in inspect.signature(spec.evaluate).parameters
+        assert entry.eval_baseline == takes, name
+    assert [e.name for e in task_catalog.entries()] == [n for n in tasks.names() if n in built_in]
+
+
+def test_a_plugin_task_is_named_in_the_help_without_loading_it(tmp_path, monkeypatch, capsys):
+    from mnistlab.cli import task_help
+
+    info = tmp_path / "toy_mnistlab-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mnistlab\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[mnistlab.tasks]\nlinae = not_imported_here:SPEC\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert task_help.task_list().endswith("; plug-ins: linae") and task_help.names().endswith(", linae")
+    assert "not_imported_here" not in sys.modules
+    assert run("train", "vea") == 2  # a task's name is checked when the command runs
+    assert "did you mean 'vae'?" in assert_one_line_error(capsys, "unknown task 'vea'")

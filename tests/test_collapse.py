@@ -73,3 +73,27 @@ def test_pairwise_distance_and_config_checks():
     with pytest.raises(ConfigError, match="max_class_share"):
         CollapseConfig(max_class_share=0)
     assert detect_collapse(x[:0]).to_dict() == {"collapsed": False, "warnings": [], "stats": {}}
+
+
+def _classes(shares: list[float], n: int = 1000) -> torch.Tensor:
+    counts = [round(s * n) for s in shares]
+    return torch.cat([torch.full((c,), d) for d, c in enumerate(counts)])
+
+
+def test_uneven_digits_warn_where_the_dominance_check_did_not(real):
+    # The GAN: one digit at 35.2%, four under 5%, no class above the old 40% threshold.
+    shares = [0.352, 0.02, 0.03, 0.04, 0.045, 0.12, 0.10, 0.10, 0.093, 0.10]
+    report = detect_collapse(real.images[:200], classes=_classes(shares))
+    text = " ".join(report.warnings)
+    assert "35% of samples are class 0" in text
+    assert "4 under 5% of samples: 1 (2.0%), 2 (3.0%), 3 (4.0%), 4 (4.5%)" in text
+    assert report.stats["min_class_share"] == pytest.approx(0.02)
+
+
+def test_rare_digit_check_needs_enough_samples(real):
+    # 100 samples: a digit at 4% is within chance of its 10% share, so no rare-class warning.
+    shares = [0.04, 0.11, 0.11, 0.11, 0.11, 0.11, 0.11, 0.1, 0.1, 0.1]
+    small = detect_collapse(real.images[:100], classes=_classes(shares, 100))
+    assert not [w for w in small.warnings if "rarely" in w]
+    large = detect_collapse(real.images[:100], classes=_classes(shares, 1000))
+    assert [w for w in large.warnings if "rarely generated: 1 under 5%" in w]

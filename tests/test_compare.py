@@ -12,11 +12,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnistlab import cli, tasks
 from mnistlab.bench import compare as bench
 from mnistlab.bench import table as bench_table
+from mnistlab.latent import sample as latent_sample
 from mnistlab.plots.content import RunFolder
 from mnistlab.report.bench_section import bench_section
 from tests.conftest import assert_one_line_error
@@ -71,7 +73,10 @@ def test_each_measure_sits_in_the_rows_of_its_role(runs, tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert printed.startswith("| model | task | sampler | test MSE") and "FID-MNIST" in printed
+    # The terminal shows the headline columns with their better way; the files hold the whole table.
+    assert printed.startswith("model") and "FID-MNIST ↓" in printed and "test PSNR (dB) ↑" in printed
+    assert "test MSE" not in printed and "nearest train image" not in printed
+    assert "* the best of its column" in printed and "the full table:" in printed
     rows = _csv(out)
     ae, dae, gan = rows["ae"], rows["dae"], rows["gan"]
     # decoders: reconstruction; encoders: probe and k-NN; the denoiser alone: the PSNR gain
@@ -176,10 +181,12 @@ def test_a_study_folder_stands_for_its_finished_stages(runs, tmp_path):
     (table,) = sec.tables
     assert [r[0] for r in table.rows][:1] == ["ae"] and "gan" in [r[0] for r in table.rows]
     ae_row = dict(zip(table.columns, table.rows[0]))
-    assert ae_row["test MSE"] not in ("", "-") and ae_row["frozen probe"] == "-"
+    assert ae_row["test MSE ↓"] not in ("", "-") and ae_row["frozen probe ↑"] == "-"
     assert any("mnistlab compare" in n for n in sec.notes)
     gan_row = dict(zip(table.columns, next(r for r in table.rows if r[0] == "gan")))
-    assert gan_row["test MSE"] == "" and gan_row["FID-MNIST"] not in ("", "-")
+    assert gan_row["test MSE ↓"] == "" and gan_row["FID-MNIST ↓"] not in ("", "-")
+    # the GAN's final samples under its sampler's name, as compare and the GAN's section call it
+    assert gan_row["sampler"] == "prior"
 
 
 @pytest.mark.parametrize("kind", ["empty", "file", "missing", "unfinished"])
@@ -208,7 +215,71 @@ def test_the_table_leaves_blank_what_does_not_apply_and_marks_what_is_unknown():
     assert "fid" not in rows[0] and "mse" not in rows[1] and rows[1]["rarest"] == 0.05
     headers, cells = bench_table.table(rows)
     cell = {name: dict(zip(headers, row)) for name, row in zip(("enc", "gen"), cells)}
-    assert cell["enc"]["test MSE"] == "0.01" and cell["enc"]["frozen probe"] == "-"  # applies, unknown
-    assert cell["gen"]["test MSE"] == "" and cell["gen"]["FID-MNIST"] == "12.5"  # does not apply; known
+    assert cell["enc"]["test MSE ↓"] == "0.01" and cell["enc"]["frozen probe ↑"] == "-"  # applies, unknown
+    assert cell["gen"]["test MSE ↓"] == "" and cell["gen"]["FID-MNIST ↓"] == "12.5"  # does not apply; known
     assert "PSNR gain at sigma 1 (dB)" not in headers  # no denoiser among the rows: no column
     assert bench_table.csv_text(rows).splitlines()[0].startswith("model,task,sampler,mse,psnr,ssim,probe_acc")
+
+
+def test_compare_scores_every_generator_at_one_count(runs, tmp_path):
+    # The GAN's summary holds scores of 200 samples; asked for 100, compare scores it again at 100, like
+    # the autoencoder's samplers, so every FID in the table comes from the same count.
+    ae, gan = _copy(runs, tmp_path, "ae", "gan")
+    own = json.loads((gan / "summary.json").read_text())["test"]
+    assert own["n_samples"] == 200
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", str(ae), str(gan), "--samples", "100", "--out", str(out)]) == 0
+    rows = _csv(out)
+    assert {r["n_samples"] for r in rows.values() if r["sampler"]} == {"100"}
+    assert float(rows["gan"]["fid"]) != pytest.approx(own["fid_mnist"])
+    assert "different sample counts" not in (out / "compare.md").read_text()
+
+
+def _scored(label: str, fid: float, precision: float, n: int = 1000) -> bench.Entry:
+    entry = bench.Entry(label, Path(label), "gan", frozenset({"generator"}))
+    entry.values = bench.summary_measures({}, entry.roles)
+    hist = [0.1] * 10
+    entry.samplers = {
+        "prior": bench.score_measures(
+            {"fid_mnist": fid, "precision": precision, "recall": 0.5, "class_hist": hist, "n_samples": n}
+        )
+    }
+    return entry
+
+
+def test_the_best_value_of_each_column_is_marked():
+    rows = bench_table.rows([_scored("a", 9.0, 0.7), _scored("b", 4.0, 0.6), _scored("c", 4.0, 0.5)])
+    headers, cells = bench_table.table(rows)
+    best = bench_table.best(rows)
+    col = {h: j for j, h in enumerate(headers)}
+    assert {i for i, j in best if j == col["FID-MNIST ↓"]} == {1, 2}  # lower is better; ties both
+    assert {i for i, j in best if j == col["precision ↑"]} == {0}  # higher is better
+    assert {i for i, j in best if j == col["recall ↑"]} == {0, 1, 2}  # a tie: each
+    assert not [j for _, j in best if j == col["nearest train image (L2)"]]  # no better side: no mark
+    md = bench_table.markdown(headers, cells, best)
+    assert "| **4** |" in md and "| 9 |" in md and "| **0.7** |" in md
+    text = bench_table.terminal(rows)
+    assert "4 *" in text and "9 *" not in text and "0.7 *" in text
+    assert "FID-MNIST ↓" in text and "(-)" in bench_table.terminal(rows, arrows=False)
+    # Scores of different sample counts are not ranked: FID-MNIST grows as the count shrinks.
+    mixed = bench_table.rows([_scored("a", 9.0, 0.7, 1000), _scored("b", 4.0, 0.6, 64)])
+    assert not bench_table.best(mixed)
+
+
+def _fake_score(n: int):
+    def score_file(path, *args, **kwargs):
+        return {"n_samples": n, "fid_mnist": 1.0, "precision": 0.5, "recall": 0.5, "reference": "r"}
+
+    return score_file
+
+
+@pytest.mark.parametrize("n,cautioned", [(64, True), (999, True), (1000, False), (5000, False)])
+def test_score_cautions_below_a_thousand_samples(tmp_path, monkeypatch, capsys, n, cautioned):
+    path = tmp_path / "s.npy"
+    np.save(path, np.zeros((n, 28, 28), np.uint8))
+    monkeypatch.setattr(latent_sample, "score_file", _fake_score(n))  # the caution, not the scoring
+    assert cli.main(["score", str(path), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "lower FID-MNIST is better" in out and "higher precision" in out
+    assert ("caution:" in err and f"{n:,} samples is too few" in err) == cautioned
+    assert ("caution" in out + err) == cautioned

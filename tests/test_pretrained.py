@@ -5,6 +5,7 @@ start-up cache; `path` gives a writable copy that every command takes; bad names
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from mnistlab import cli, tasks
 from mnistlab.pretrained import pack as pretrained_pack
 from mnistlab.pretrained import shipped as pretrained
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.runs.checkpoint import CheckpointError, read_checkpoint, restore
 from mnistlab.web import cache
 from mnistlab.web.explorer import Explorer
@@ -51,6 +53,22 @@ def test_packed_runs_keep_the_weights_and_record_their_origin(bundle, tiny_study
     assert (bundle / "ae" / cache.FILE).is_file()  # the explorer starts from it
 
 
+def test_a_run_of_an_earlier_bundle_packed_again_keeps_where_it_was_trained(bundle, tmp_path):
+    for name in ("ae", "dae", "gan"):
+        shutil.copytree(bundle / name, tmp_path / name, ignore=shutil.ignore_patterns(*owner.BOOKKEEPING))
+    pretrained_pack.pack({n: tmp_path / n for n in ("ae", "dae", "gan")}, tmp_path / "again", compare=False)
+    assert rundir.read_summary(tmp_path / "again" / "dae")["baseline"]["run"] == "../ae"  # found again
+    first = rundir.read_summary(bundle / "gan")["pretrained"]
+    again = rundir.read_summary(tmp_path / "again" / "gan")["pretrained"]
+    assert again["repacked"] and {k: again[k] for k in first if k != "test_max_relative_change"} == {
+        k: v for k, v in first.items() if k != "test_max_relative_change"
+    }
+    before, after = (
+        read_checkpoint(rundir.checkpoint_path(p))[0] for p in (bundle / "gan", tmp_path / "again" / "gan")
+    )
+    assert all(torch.equal(before[k], after[k]) for k in before)  # float16 weights pass through unchanged
+
+
 def test_a_copy_serves_and_samples_without_computing_again(bundle, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MNISTLAB_HOME", str(tmp_path / "home"))
     root = pretrained.bundle_path(bundle)
@@ -82,12 +100,13 @@ def test_a_changed_shipped_checkpoint_refreshes_the_copy(bundle, tmp_path):
     shutil.copytree(bundle, shipped)
     copy = pretrained.path("gan", shipped, root=tmp_path / "home")
     mark = copy / "mine.txt"
-    mark.write_text("kept until the shipped run changes")
+    mark.write_text("the user's own notes")
     assert pretrained.path("gan", shipped, root=tmp_path / "home") == copy and mark.is_file()
     ckpt = rundir.checkpoint_path(shipped / "gan")
     ckpt.write_bytes(ckpt.read_bytes() + b" ")  # another shipped checkpoint (a newer package)
     pretrained.path("gan", shipped, root=tmp_path / "home")
-    assert not mark.exists()
+    assert rundir.checkpoint_path(copy).read_bytes() == ckpt.read_bytes()  # refreshed ...
+    assert mark.read_text() == "the user's own notes"  # ... beside the user's own file
 
 
 def test_bad_names_and_an_empty_bundle_are_one_line_errors(tmp_path, capsys, monkeypatch):

@@ -143,7 +143,7 @@ def test_a_run_folder_refuses_other_folders_and_an_impossible_plan(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a run folder of `mnistlab run`"):
+    with pytest.raises(ConfigError, match=r"holds files mnistlab did not write \(notes.txt\)"):
         pipeline.run_study(out, PRESET, progress=False)
     # 320 training images: 1000 labels per class cannot be drawn; said before any stage runs.
     fresh = tmp_path / "fresh"
@@ -276,7 +276,7 @@ def _planned(plan: RunPlan) -> list[tuple[str, str]]:
 def test_the_default_study_trains_every_study_task_and_compares_every_encoder():
     names = [name for name, _ in _planned(RunPlan())]
     # Each stage that trains no task comes right after the last stage it reads.
-    assert names == ["ae", "probe", "latent", "dae", "vae", "labels", "gan", "cgan"]
+    assert names == ["ae", "probe", "latent", "dae", "vae", "gan", "cgan", "flow", "semi", "labels"]
     assert dict(_planned(RunPlan()))["labels"] == "label_efficiency"
     assert dict(_planned(RunPlan()))["probe"] == "ae/probe"
     one_encoder = [n for n, _ in _planned(RunPlan(tasks=("ae", "gan")))]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnistlab.core.fsio import read_jsonl
 from mnistlab.data.datasets import load
 from mnistlab.models import build_model
 from mnistlab.runs import checkpoint as ckpt
@@ -129,7 +130,7 @@ def test_a_kill_at_an_epochs_end_loses_no_metrics_row(tiny_exp, tmp_path, monkey
     monkeypatch.setattr(loop, killed_in, real)
     task2, data2 = make_task(exp)
     resumed = fit(task2, data2.train, exp.train, tmp_path / "r", resume=True, progress=False)
-    rows = [r["epoch"] for r in loop.read_jsonl(tmp_path / "r" / "metrics.jsonl")]
+    rows = [r["epoch"] for r in read_jsonl(tmp_path / "r" / "metrics.jsonl")]
     assert rows == [1, 2, 3] and [r["epoch"] for r in resumed.history] == [1, 2, 3]
 
 

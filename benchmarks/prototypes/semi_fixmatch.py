@@ -9,7 +9,11 @@ distortion (Simard et al. 2003). Evaluation follows Oliver et al. 2018: fixed sc
 the last (EMA) model is reported, no early stopping, no validation/test label in training.
 
 Everything is batched tensor ops; call torch.set_num_threads(1) before training to
-reproduce the one-thread CPU-second numbers in NOTES.md.
+reproduce the one-thread CPU-second numbers in docs/history.md.
+
+The task `semi` (tasks/semi.py, training/semi.py) grew out of this file; the recipe it ships and the
+tries behind it are in docs/semi.md. Two switches were added here for those tries: `thr_floor` (a
+lower bound of FlexMatch's class thresholds) and `strong_l` (strong views on the labelled batch).
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ class Config:
     # weakly augmented unlabelled images (0 = off)
     threshold: float = 0.95
     flex: bool = True  # FlexMatch class-wise thresholds (curriculum pseudo-labelling)
+    thr_floor: float = 0.0  # lower bound of the class-wise thresholds (0 = FlexMatch as published)
+    strong_l: bool = False  # strong instead of weak augmentation on the labelled batch
     lambda_u: float = 1.0
     dist_align: bool = True
     da_momentum: float = 0.99
@@ -256,7 +262,7 @@ def train(
         ui = perm[pos : pos + n_u]
         pos += n_u
 
-        x_l = weak_aug(images_u8[li], cfg, g)
+        x_l = (strong_aug if cfg.strong_l else weak_aug)(images_u8[li], cfg, g)
         target_l = lab_of[li]
 
         # pseudo-labels from the teacher on weakly augmented unlabelled images
@@ -280,7 +286,7 @@ def train(
                 sigma = torch.bincount(flex_pred[flex_pred >= 0], minlength=10).float()
                 unused = float((flex_pred < 0).sum())
                 beta = sigma / max(float(sigma.max()), unused, 1.0)
-                thr = cfg.threshold * beta / (2 - beta)
+                thr = (cfg.threshold * beta / (2 - beta)).clamp_min(cfg.thr_floor)
                 keep = conf >= thr[pl]
                 over = conf > cfg.threshold
                 flex_pred[ui[over]] = pl[over]

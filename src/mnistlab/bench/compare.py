@@ -298,16 +298,35 @@ def _collect_samplers(
     offered = cache.get("sampler_names")
     if offered is None and comp is not None:
         offered = cache["sampler_names"] = list(comp.run.generator().samplers)
+    if offered is None and DEFAULT_SAMPLER in found:
+        offered = _generator_samplers(entry.path)
     if offered is None:  # from the files alone: the samplers they scored
         offered = [s for s in found if s != DEFAULT_SAMPLER] or list(found)
     if DEFAULT_SAMPLER in found and offered and offered[0] != DEFAULT_SAMPLER:
         found.setdefault(offered[0], found.pop(DEFAULT_SAMPLER))  # a generator's final samples: its default
     names = wanted_samplers(offered, cfg)
+    if comp is None:  # from the files alone: the samplers some file scored, not rows of '-' for the rest
+        names = [n for n in names if n in found or _sampler_key(n, cfg) in cache["samplers"]] or names[:1]
     for name in names:
-        values = found.get(name) or cache["samplers"].get(_sampler_key(name, cfg)) or {}
+        values = found.get(name)
+        if comp is not None and values and values.get("n_samples") != cfg.samples:
+            # One count for every model: a run's own scores of another count are scored again.
+            values = None
+        values = values or cache["samplers"].get(_sampler_key(name, cfg)) or {}
         entry.samplers[name] = {k: values.get(k) for k in (*SAMPLE_KEYS, "reference")}
     if cfg.samplers is not None and not names:
         entry.notes.append(f"it has none of the samplers asked for (its samplers: {', '.join(offered)})")
+
+
+def _generator_samplers(path: Path) -> list[str] | None:
+    """The sampler names of a finished generator run (the first is what its final samples were drawn
+    with, e.g. a GAN's "prior"), from its checkpoint; None when it cannot be loaded. The files name no
+    sampler for a generator's final samples, and without this the report's table would call it
+    DEFAULT_SAMPLER while `mnistlab compare` and the task's own section call it by its name."""
+    try:
+        return list(tasks.load_run(path, "cpu", "generator").generator().samplers)
+    except (ConfigError, OSError, RuntimeError, KeyError, ValueError):
+        return None
 
 
 def _figures(path: Path, cache: dict[str, Any], entry: Entry) -> list[tuple[str, str, Path]]:

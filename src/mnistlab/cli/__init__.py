@@ -2,8 +2,19 @@
 each command group is a module of this package (train, explore, study, data) that adds its parsers
 and holds its thin command functions.
 
-Exit codes: 0 done, 2 bad input (one-line message), 3 training stopped on a non-finite loss,
-130 interrupted (the last epoch's checkpoint is kept; rerun with --resume).
+Start-up: `mnistlab --help`, `train --help`, `--version` and a mistyped command answer without
+importing torch, numpy or any task module (about 0.1 s instead of 3 s). Every command module imports
+only the standard library, core.errors and the light task catalogue at module level; what a command
+needs is imported inside its command function. Help texts list the tasks from that catalogue
+(core.task_catalog, which the built-in task modules build their TaskSpec from: one source), and the
+plug-ins by their entry-point names; a task's name is checked when the command runs, by the registry.
+All the parsers are built on every call, since that costs milliseconds once nothing heavy is imported:
+each command's one-line help and options stay in its module, with no second table of commands here.
+
+Exit codes: 0 done, 1 an OS error (a read-only folder, a full disk, a name too long: one line naming
+the path), 2 bad input (one-line message), 3 training stopped on a non-finite loss, 4 search workers
+died, 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (the message says what was saved;
+rerun to resume), 141 stdout closed early (`mnistlab pretrained list --json | head`: nothing printed).
 """
 
 from __future__ import annotations
@@ -11,13 +22,25 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mnistlab import __version__
+from mnistlab.core.errors import ConfigError, Stopped, WorkersDied, os_error_line, saved_note
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 EXIT_WORKERS_DIED = 4
+EXIT_OS_ERROR = 1
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
+# Signals that stop a command as Ctrl-C does: `kill PID` (SIGTERM) from a service manager or a batch
+# scheduler, SIGHUP when the terminal closes. Left at their default they would end this process at
+# once, leaving a study's stage workers training on with run.json saying "running".
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,29 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from mnistlab.core.errors import ConfigError, WorkersDied
+    parser = build_parser()  # light: task lists from the catalogue, no task module (cli.task_help)
+    unknown = _unknown_command(parser, argv)
+    if unknown:
+        print(f"mnistlab: error: {unknown}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)  # --help and --version end here, before anything heavy is imported
+    if args.command is None:  # bare `mnistlab`: the help, not an error
+        parser.print_help()
+        return 0
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # Imported once the command is known to run: they import torch (runs.checkpoint, data.datasets).
     from mnistlab.data.datasets import DataError
     from mnistlab.runs.checkpoint import CheckpointError
     from mnistlab.runs.folder import cli_command
     from mnistlab.training.loop import NonFiniteLossError
 
     try:
-        parser = build_parser()  # lists the registered tasks: a broken plug-in is named here
-    except ConfigError as e:
-        print(f"mnistlab: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    unknown = _unknown_command(parser, argv)
-    if unknown:
-        print(f"mnistlab: error: {unknown}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    args = parser.parse_args(argv)
-    if args.command is None:  # bare `mnistlab`: the help, not an error
-        parser.print_help()
-        return 0
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        with cli_command(argv):
+        with cli_command(argv), _stop_signals_raise(Stopped):
             return args.func(args)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as e:  # read-only folder, full disk, name too long, not a folder: one line, no traceback
+        print(f"mnistlab: error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_OS_ERROR
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"mnistlab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -69,13 +94,57 @@ def main(argv: list[str] | None = None) -> int:
     except WorkersDied as e:
         print(f"mnistlab: search incomplete: {e}; rerun the same command to finish it", file=sys.stderr)
         return EXIT_WORKERS_DIED
-    except KeyboardInterrupt:
-        if args.command == "serve":
-            print("mnistlab: server stopped", file=sys.stderr)
-        else:
-            again = "rerun the same command to resume" if args.command == "run" else "rerun with --resume"
-            print(f"mnistlab: interrupted; the last finished epoch is checkpointed, {again}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"mnistlab: {_interrupted_line(args.command, saved_note(e))}", file=sys.stderr)
+        return 128 + e.signum if isinstance(e, Stopped) else 130
+
+
+def _interrupted_line(command: str, saved: str | None) -> str:
+    """What an interrupted command tells: what it had saved (training says which epoch, or that none
+    had finished yet) and how to go on."""
+    if command == "serve":
+        return "server stopped"
+    if command == "run":
+        return (
+            "interrupted; finished stages are kept and each stage's state is in run.json; "
+            "rerun the same command to resume"
+        )
+    again = "rerun the same command" if command == "search" else "rerun with --resume"
+    if saved is not None:
+        return f"interrupted; {saved}; {again} to continue"
+    return f"interrupted; {again} to continue from the last finished epoch, if any"
+
+
+@contextmanager
+def _stop_signals_raise(stopped: type[BaseException]) -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise `stopped(signum)` (a KeyboardInterrupt) in the
+    main thread, as Ctrl-C does, so that the same cleanup runs. A second one during that cleanup is
+    ignored: it would cut short the very cleanup (stopping workers, saving run.json) it asks for."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set them
+        yield
+        return
+
+    def stop(signum: int, frame) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader has gone (`| head`): point stdout at /dev/null so that the interpreter's last
+    flush at exit does not raise BrokenPipeError again (the Python docs' recipe, signal module)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout closed or replaced (a test's capture): nothing to flush
+        pass
 
 
 def _unknown_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:

@@ -4,6 +4,7 @@ run` study folder) in one table, plus compare.md / .csv / .html with their key f
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mnistlab.cli.common import add_device, names
@@ -29,7 +30,11 @@ def add_parsers(sub) -> None:
         help="folder for compare.md, compare.csv, compare.html [runs/compare-<UTC date-time>]",
     )
     c.add_argument(
-        "--samples", type=int, default=10_000, help="samples scored per sampler of a generator [10000]"
+        "--samples",
+        type=int,
+        default=10_000,
+        help="samples scored per sampler of every generator, the same count for each (a run's own "
+        "scores of another count are scored again) [10000]",
     )
     c.add_argument(
         "--samplers",
@@ -49,6 +54,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mnistlab.bench import table as bench_table
     from mnistlab.core.allocator import keep_freed_memory
     from mnistlab.report import bench_page
+    from mnistlab.runs import owner
 
     # Scoring allocates and frees the same large feature and distance tensors per batch: keeping freed
     # memory in the process saves most of their page faults (allocator.py; docs/history.md).
@@ -63,11 +69,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         device=args.device,
     )
     out = bench_page.check_out(args.out or bench_page.default_out())
-    entries, notes = bench.compare(args.runs, cfg, compute=True)
+    entries, notes = bench.compare(args.runs, cfg, compute=True)  # bad runs refused before --out exists
+    # new files, or mnistlab's; after the scoring, which each run caches (RUN/compare.json) for a rerun
+    owner.claim_files(out / f"compare.{ext}" for ext in ("html", "md", "csv"))
     paths = bench_page.write(entries, notes, cfg, out)
-    headers, cells = bench_table.table(bench_table.rows(entries))
-    print(bench_table.markdown(headers, cells))
+    # The few headline columns (the whole table is in the files); arrows where the terminal has them.
+    arrows = "↑↓".encode(sys.stdout.encoding or "ascii", "replace") != b"??"
+    print(bench_table.terminal(bench_table.rows(entries), arrows))
     for note in [*notes, *bench_table.table_notes(entries)]:
         print(f"- {note}")
-    print(f"wrote {paths['markdown']}, {paths['csv']} and {paths['html']}")
+    print(f"the full table: {paths['markdown']}, {paths['csv']} and {paths['html']}")
     return 0

@@ -76,6 +76,9 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from mnistlab.training.reference import export_reference, load_reference
 
     if args.reference_command == "export":
+        from mnistlab.runs import owner
+
+        owner.claim_files([args.out])  # a new file, or one mnistlab wrote
         sha = export_reference(args.run_dir, args.out)
         print(json.dumps({"file": str(args.out), "sha256": sha}, indent=2))
         return 0

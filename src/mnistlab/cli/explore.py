@@ -1,5 +1,6 @@
 """`mnistlab probe`, `latent`, `sample`, `score` and `serve`: the commands that use a trained run's
-roles (its encoder, decoder or generator), chosen through the task registry."""
+roles (its encoder, decoder or generator), chosen through the task registry; their help lists
+the tasks with each role from the light catalogue (cli.task_help)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,12 @@ import json
 import sys
 from pathlib import Path
 
+from mnistlab.cli import task_help
 from mnistlab.cli.common import names
 
 
-def _tasks_with(role: str) -> str:
-    from mnistlab import tasks
-
-    return ", ".join(s.name for s in tasks.with_role(role))
-
-
 def add_parsers(sub) -> None:
-    encoders, generators = _tasks_with("encoder"), _tasks_with("generator")
+    encoders, generators = task_help.with_role("encoder"), task_help.with_role("generator")
     probe = sub.add_parser(
         "probe",
         help="train classifiers on a trained encoder (linear probe, fine-tuning)",
@@ -47,7 +43,9 @@ def add_parsers(sub) -> None:
         help="override a probe setting, e.g. --set linear.lr=0.01 or options.shift=2",
     )
     probe.add_argument("--out", type=Path, help="output folder [RUN_DIR/probe]")
-    probe.add_argument("--overwrite", action="store_true", help="replace an existing probe output folder")
+    probe.add_argument(
+        "--overwrite", "--force", action="store_true", help="replace the probe in the output folder"
+    )
     probe.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train [config: auto]")
     probe.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -102,7 +100,7 @@ def add_parsers(sub) -> None:
     sam.add_argument(
         "--sampler",
         help="ae, dae: gmm, gaussian or uniform [gmm]; vae: prior [prior] or a code "
-        "sampler; gan, cgan: prior [prior]",
+        "sampler; gan, cgan: prior [prior]; ODE-solving generators (--steps): euler, midpoint or heun",
     )
     sam.add_argument("--n", type=int, required=True, help="how many digits")
     sam.add_argument(
@@ -113,6 +111,18 @@ def add_parsers(sub) -> None:
     )
     sam.add_argument("--out", type=Path, required=True, help="the .npy file to write")
     sam.add_argument("--components", type=int, default=10, help="gmm components [10]")
+    sam.add_argument(
+        "--steps",
+        type=int,
+        help=f"generators that solve an ODE ({task_help.taking_sample_option('steps')}): network evaluations per sample, "
+        "1-1000 [the run's default]",
+    )
+    sam.add_argument(
+        "--guidance",
+        type=float,
+        help=f"generators with classifier-free guidance ({task_help.taking_sample_option('guidance')}): 1 = none, larger "
+        "pulls samples toward the digit asked for [the run's default]",
+    )
     sam.add_argument("--seed", type=int, default=0)
     sam.add_argument("--score", action="store_true", help="also print the generation metrics of the digits")
     sam.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -173,19 +183,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from mnistlab.bench.table import READING, small_sample_caution
     from mnistlab.core.fsio import write_json
     from mnistlab.data.datasets import DataConfig
     from mnistlab.latent.sample import provenance_path, score_file
     from mnistlab.metrics.generation import format_table
+    from mnistlab.runs import owner
+    from mnistlab.runs.records import check_provenance
     from mnistlab.training.loop import resolve_device
 
+    _check_image_count(args.samples, MAX_SCORED_IMAGES)
     given = DataConfig(dataset=args.dataset or "mnist", data_dir=args.data_dir or "", val_fraction=0.0)
     cfg, note, digit = given, "", None
     record = provenance_path(args.samples)
-    if record.is_file():  # written by `mnistlab sample`: score against the data the run trained on
+    if record.exists():  # written by `mnistlab sample`: score against the data the run trained on
         from mnistlab.core.fsio import read_json_file
 
-        made_by = read_json_file(record)
+        made_by = check_provenance(read_json_file(record), record)  # a FIFO or a wrong type: one line
         data, digit = made_by.get("data") or {}, made_by.get("digit")  # one digit: scored against its class
         made = DataConfig(
             dataset=data.get("dataset", "mnist"), data_dir=data.get("data_dir", ""), val_fraction=0.0
@@ -209,9 +223,40 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     digits = (cfg.dataset == "mnist") and not cfg.data_dir
     print(format_table({args.samples.name[:16]: scores}, "digits" if digits else "classes"))
+    print(READING)
+    caution = small_sample_caution(scores.get("n_samples"))
+    if caution:
+        print(caution, file=sys.stderr)
     if args.json:
+        owner.claim_files([args.json])  # a new file, or one mnistlab wrote
         write_json(args.json, scores)
     return 0
+
+
+# Images `mnistlab score` takes: its features, distances and precision/recall neighbours grow with N
+# (k-NN over N x N), and 100,000 is ten times the 10,000 a FID is usually measured on.
+MAX_SCORED_IMAGES = 100_000
+
+
+def _check_image_count(path: Path, limit: int) -> None:
+    """Refuse a .npy of more than `limit` images from its header alone, before anything is read or
+    allocated. A file whose header does not parse is left to the loader, which names what is wrong."""
+    import numpy as np
+
+    from mnistlab.core.errors import ConfigError
+
+    if not Path(path).is_file():  # (a FIFO would block open(); the loader refuses what is no file)
+        return
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            shape = read_header[np.lib.format.read_magic(f)](f)[0]
+    except (OSError, ValueError, SyntaxError, TypeError, EOFError, KeyError):
+        return
+    if isinstance(shape, tuple) and shape and isinstance(shape[0], int) and shape[0] > limit:
+        raise ConfigError(
+            f"{path}: {shape[0]:,} images; mnistlab score takes at most {limit:,} (score a subset)"
+        )
 
 
 def cmd_latent(args: argparse.Namespace) -> int:
@@ -243,9 +288,12 @@ def _digit(text: str) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from mnistlab.latent.sample import sample_to_file
+    from mnistlab.runs import owner
     from mnistlab.training.loop import resolve_device
 
     digit = None if args.digit in (None, "all") else int(args.digit)
+    if args.out.suffix == ".npy":  # (another name is refused by sample_to_file)
+        owner.claim_files([args.out.with_suffix(s) for s in (".npy", ".png", ".json")])  # new or mnistlab's
     result = sample_to_file(
         args.run_dir,
         args.out,
@@ -256,6 +304,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         resolve_device(args.device),
         digit=digit,
         every_digit=args.digit == "all",
+        steps=args.steps,
+        guidance=args.guidance,
     )
     print(json.dumps(result, indent=2))
     if args.score:
@@ -270,8 +320,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mnistlab.core.errors import check_threads
     from mnistlab.web.app import serve
 
+    check_threads(args.threads, "--threads")  # before anything is copied or loaded
     run_dir = args.run_dir
     if run_dir is None:
         from mnistlab.pretrained import shipped as pretrained

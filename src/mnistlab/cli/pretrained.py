@@ -31,7 +31,8 @@ def add_parsers(sub) -> None:
         help="pack finished runs into a bundle (the package's, by default)",
         description="Copy finished run folders (or the task stages of `mnistlab run` study "
         "folders) into a bundle with weights-only checkpoints, re-evaluate them, build the "
-        "explorer's start-up cache and the `mnistlab compare` page; replaces the bundle.",
+        "explorer's start-up cache and the `mnistlab compare` page; replaces the bundle in --out "
+        "(only its own files) and writes beside a folder that is not a bundle.",
     )
     pk.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished run folders or study folders")
     pk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")

@@ -82,7 +82,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mnistlab.report.build import write_report
+    from mnistlab.runs import owner
+    from mnistlab.runs.folder import read_run
 
+    read_run(args.run_dir)  # a study folder (one line if not), then claimed: no study writes it meanwhile
+    owner.claim(args.run_dir, "run")
     paths = write_report(args.run_dir)
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return 0

@@ -1,4 +1,9 @@
-"""`mnistlab train`, `eval` and `search`: the commands that train or re-evaluate runs of any task."""
+"""`mnistlab train`, `eval` and `search`: the commands that train or re-evaluate runs of any task.
+
+Their help lists the tasks from the light catalogue (cli.task_help), so that `--help` imports no
+torch; a task's name is checked when the command runs, by the registry (`tasks.get`: one line with a
+guess), which knows the plug-ins too.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from mnistlab import tasks
+from mnistlab.cli import task_help
 from mnistlab.cli.common import add_config_args, add_device, experiment_overrides
 from mnistlab.core.errors import ConfigError
 
@@ -20,17 +25,18 @@ def objective(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r}: use val_loss (or another val_* metric) or probe_acc")
 
 
-def _task_list() -> str:
-    return "; ".join(f"{s.name}: {s.description}" for s in tasks.all_tasks())
-
-
 def _with_option(option: str) -> str:
+    """The registered tasks (plug-ins included) that take `option`, for a message at run time."""
+    from mnistlab import tasks
+
     return ", ".join(s.name for s in tasks.all_tasks() if option in s.options) or "none"
 
 
 def _evaluates_beside_baseline() -> str:
-    """Tasks whose `evaluate` takes a baseline to compare with (a task may take --baseline in training
-    only, to start from it)."""
+    """The registered tasks whose `evaluate` takes a baseline to compare with (a task may take
+    --baseline in training only, to start from it), for a message at run time."""
+    from mnistlab import tasks
+
     names = [
         s.name
         for s in tasks.all_tasks()
@@ -44,19 +50,22 @@ def add_parsers(sub) -> None:
         "train",
         help="train a model into a run folder",
         description="Train a model; the run folder gets config, metrics, checkpoints, figures, "
-        f"summary. Tasks: {_task_list()}.",
+        f"summary. Tasks: {task_help.task_list()}.",
     )
-    train.add_argument("task", choices=tasks.names(), help="what to train (see the task list above)")
+    train.add_argument("task", metavar="TASK", help="what to train (see the task list above)")
     add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder [runs/<task>-<preset>]")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     train.add_argument(
+        "--force", action="store_true", help="replace the run in --out (only the files mnistlab wrote there)"
+    )
+    train.add_argument(
         "--baseline",
         type=Path,
         metavar="AE_RUN",
-        help=f"tasks {_with_option('baseline')}: a plain autoencoder run (the DAE compares with it on "
+        help=f"tasks {task_help.with_option('baseline')}: a plain autoencoder run (the DAE compares with it on "
         "the same noisy test images; with --set init.from_baseline=true a DAE or VAE starts from "
         "its weights)",
     )
@@ -73,12 +82,12 @@ def add_parsers(sub) -> None:
         "--baseline",
         type=Path,
         metavar="AE_RUN",
-        help=f"tasks {_evaluates_beside_baseline()}: a plain autoencoder run fed the same noisy test images",
+        help=f"tasks {task_help.evaluating_beside_baseline()}: a plain autoencoder run fed the same noisy test images",
     )
     ev.add_argument(
         "--sigmas",
         metavar="S1,S2,...",
-        help=f"tasks {_evaluates_beside_baseline()}: test noise levels [the run's noise.eval_sigmas]",
+        help=f"tasks {task_help.evaluating_beside_baseline()}: test noise levels [the run's noise.eval_sigmas]",
     )
     ev.set_defaults(func=cmd_eval)
     _add_search_parser(sub)
@@ -93,7 +102,7 @@ def _add_search_parser(sub) -> None:
         "train.lr=1e-3,2e-2 x train.weight_decay=1e-4,5e-3 x model.latent_dim=2,10,100. "
         "Re-running the same search skips finished trials and resumes interrupted ones.",
     )
-    s.add_argument("task", choices=tasks.names(), help="what to train in each trial")
+    s.add_argument("task", metavar="TASK", help=f"what to train in each trial: {task_help.names()}")
     add_config_args(s)
     s.add_argument(
         "--grid",
@@ -146,7 +155,10 @@ def _add_search_parser(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mnistlab import tasks
     from mnistlab.core import distributed
+    from mnistlab.runs import owner
+    from mnistlab.training import run_folder
 
     spec = tasks.get(args.task)
     options = {}
@@ -160,6 +172,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     world = distributed.init(exp.train.device)
     if world.enabled:
         distributed.check_batch(exp.train.batch_size, world)  # before rank 0 creates the run folder
+    if world.is_main:  # rank 0 writes the run folder: it claims it (and holds it while training)
+        if args.resume and args.force:
+            raise ConfigError("--resume continues the run in --out and --force replaces it: pass one")
+        if args.resume:
+            run_folder.check_resumable(out)
+        owner.claim(out, "train", force=args.force)
     summary = spec.train(exp, out, resume=args.resume, progress=not args.no_progress, **options)
     distributed.shutdown()  # only after success: a failed rank exits and torchrun stops the others
     if world.is_main:
@@ -168,6 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from mnistlab import tasks
+    from mnistlab.runs import owner
     from mnistlab.training.loop import resolve_device
 
     task, exp = tasks.load_run_config(args.run_dir)
@@ -184,6 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from mnistlab.data.noise import parse_sigmas
 
         options = {"baseline": args.baseline, "sigmas": parse_sigmas(args.sigmas) if args.sigmas else None}
+    owner.claim(args.run_dir, "train")  # eval rewrites the run's summary and figures
     result = spec.evaluate(args.run_dir, exp, resolve_device(args.device), **options)
     shown = {k: result[k] for k in ("test", "denoising") if k in result}
     print(json.dumps({"run": str(args.run_dir), **shown}, indent=2))
@@ -191,9 +212,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from mnistlab import tasks
     from mnistlab.search.grid import default_workers, run_grid
     from mnistlab.search.space import REPORT_GRID, default_space_path, load_space, parse_grid
 
+    tasks.get(args.task)  # an unknown task: one line with a guess, before anything is read or written
     exp_overrides = experiment_overrides(args)
     workers = default_workers() if args.workers is None else args.workers
     kind = "optuna" if args.optuna else "search"

@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from mnistlab.core.errors import ConfigError
+from mnistlab.core.errors import ConfigError, show_value
 from mnistlab.core.fsio import atomic_write_bytes, read_toml
 
 
@@ -60,16 +60,22 @@ def preset_name(preset: str) -> str | None:
     return path.stem if path.resolve().parent == presets_dir().resolve() else None
 
 
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Check (TOML values) or parse (CLI strings) `value` as `typ`."""
+def _coerce(value: Any, typ: Any, where: str, text: bool) -> Any:
+    """Check `value` (a TOML value: `text` False) or parse it (a `--set` string: `text` True) as `typ`.
+    Only a command-line string is parsed: in a TOML file `epochs = "3"` is a string, and a string where
+    a number belongs is the file's mistake, refused rather than guessed at."""
     origin = typing.get_origin(typ)
     if origin is tuple:
         inner = typing.get_args(typ)[0]
         # "a,b" -> (a, b); "" -> () (`--set run.labels_per_class=` asks for none)
-        items = (value.split(",") if value.strip() else []) if isinstance(value, str) else value
+        items = (value.split(",") if value.strip() else []) if text and isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, inner, where) for v in items)
+            raise ConfigError(f"{where}: expected a list, got {show_value(value)}")
+        return tuple(_coerce(v, inner, where, text) for v in items)
+    if isinstance(value, str) and typ is not str and not text:
+        raise ConfigError(
+            f"{where}: expected {typ.__name__}, got the string {show_value(value)}; drop the quotes"
+        )
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:
@@ -92,8 +98,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
-def _apply(obj: Any, updates: dict[str, Any], where: str) -> Any:
-    """Return a copy of dataclass `obj` with `updates` (nested dicts for nested dataclasses)."""
+def _apply(obj: Any, updates: dict[str, Any], where: str, text: bool = False) -> Any:
+    """Return a copy of dataclass `obj` with `updates` (nested dicts for nested dataclasses); `text`:
+    the values are `--set` strings, to be parsed."""
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     changes = {}
@@ -108,9 +115,9 @@ def _apply(obj: Any, updates: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 first = dataclasses.fields(current)[0].name
                 raise ConfigError(f"{path} is a table, set its keys (e.g. {path}.{first}=...)")
-            changes[key] = _apply(current, value, path)
+            changes[key] = _apply(current, value, path, text)
         else:
-            changes[key] = _coerce(value, hints[key], path)
+            changes[key] = _coerce(value, hints[key], path, text)
     return dataclasses.replace(obj, **changes)
 
 
@@ -150,7 +157,7 @@ def build(
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {name} must be a table, not {type(table).__name__}")
     exp = _apply(exp, table, "")
-    return _apply(exp, _nest(overrides), "")
+    return _apply(exp, _nest(overrides), "", text=True)
 
 
 def to_doc(exp: Any, task: str) -> dict[str, Any]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
 import os
+import stat
 import urllib.error
 import urllib.request
 import zlib
@@ -104,16 +106,120 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------------------------- IDX
 
 
-def _decompress(payload: bytes, name: str) -> bytes:
-    """Return IDX bytes, decompressing gzip (detected by its magic, not its name)."""
-    if payload[:2] != b"\x1f\x8b":
-        return payload
+# The largest IDX file read (decompressed): 2^31 bytes, 2.7 million 28x28 images, some 45 x MNIST's
+# training set. A header asking for more is refused before anything is allocated or decompressed.
+MAX_IDX_BYTES = 1 << 31
+# Deflate compresses at most about 1032:1; a gzip file whose header asks for more bytes than that
+# ratio allows of its size cannot hold them, so it is refused as truncated before allocating.
+MAX_GZIP_RATIO = 1100
+_CHUNK = 1 << 20
+
+
+def _gzip_stream(payload: bytes, name: str) -> gzip.GzipFile:
+    return gzip.GzipFile(fileobj=io.BytesIO(payload), mode="rb")
+
+
+def _read_exactly(stream, n: int, name: str) -> bytes:
+    """Up to `n` bytes of a (gzip) stream, read in chunks so that a stream shorter than `n` never
+    costs more than it holds; gzip errors are DataErrors naming the file."""
+    parts, got = [], 0
     try:
-        return gzip.decompress(payload)
+        while got < n:
+            part = stream.read(min(_CHUNK, n - got))
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
     except EOFError as e:
         raise DataError(f"{name}: truncated gzip stream ({e})") from e
     except (gzip.BadGzipFile, zlib.error, OSError) as e:
         raise DataError(f"{name}: corrupt gzip data ({e})") from e
+    return b"".join(parts)
+
+
+def _decompress(payload: bytes, name: str, limit: int = MAX_IDX_BYTES) -> bytes:
+    """Return IDX bytes, decompressing gzip (detected by its magic, not its name), at most `limit`
+    bytes of them: a gzip bomb is refused after `limit` + 1 bytes, not after all of them."""
+    if payload[:2] != b"\x1f\x8b":
+        return payload
+    data = _read_exactly(_gzip_stream(payload, name), limit + 1, name)
+    if len(data) > limit:
+        raise DataError(
+            f"{name}: decompresses to more than {limit:,} bytes; no IDX file of digits is so large"
+        )
+    return data
+
+
+def read_idx(path: Path, ndim: int, checksum: str | None = None) -> np.ndarray:
+    """Read the IDX file at `path` (raw or gzip) with `ndim` dimensions, verifying `checksum` if given.
+
+    The header is read first and its dimensions bound what follows: a raw file must be exactly as long
+    as they say (checked on its size before reading it), a gzip stream is decompressed in chunks up
+    to that length plus one byte (a stream that runs on is refused as trailing bytes, whatever it would
+    decompress to), so memory never exceeds the size the header states, itself bounded by MAX_IDX_BYTES
+    and, for gzip, by what the compressed file could hold."""
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DataError(f"{name}: not a regular file")
+            compressed = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            if compressed or checksum:
+                if info.st_size > MAX_IDX_BYTES:
+                    raise DataError(f"{name}: {info.st_size:,} bytes; no IDX file of digits is so large")
+                payload = f.read()
+            else:
+                payload = None
+                head = f.read(4 + 4 * ndim)
+                dims = _idx_dims(head, ndim, name, body=info.st_size - len(head))
+                body = f.read(math.prod(dims))
+    except OSError as e:
+        raise DataError(f"{name}: cannot read ({e.strerror or e})") from e
+    if payload is None:  # a raw file, its size checked against its header before its body was read
+        data = head + body
+    elif compressed:
+        stream = _gzip_stream(payload, name)
+        head = _read_exactly(stream, 4 + 4 * ndim, name)
+        dims = _idx_dims(head, ndim, name, body=None, compressed_size=len(payload))
+        rest = _read_exactly(stream, math.prod(dims) + 1, name)  # one byte more shows a stream running on
+        if len(rest) > math.prod(dims):
+            raise DataError(
+                f"{name}: trailing bytes after {dims} of data (the stream runs on past its header)"
+            )
+        data = head + rest
+    else:
+        data = payload
+    if checksum:
+        _verify(payload, data, checksum, name)
+    return parse_idx(data, ndim, name)
+
+
+def _idx_dims(
+    head: bytes, ndim: int, name: str, body: int | None, compressed_size: int | None = None
+) -> tuple[int, ...]:
+    """The dimensions of an IDX header, checked: magic, type, rank, and what they need against the
+    body's length when it is known (`body`), MAX_IDX_BYTES, and what a gzip file of `compressed_size`
+    bytes could hold."""
+    dims = _header(head, ndim, name)
+    need = math.prod(dims)
+    if need > MAX_IDX_BYTES:
+        raise DataError(f"{name}: dimensions {dims} need {need} bytes, more than any IDX file of digits")
+    if body is not None and body != need:
+        _size_error(name, dims, need, body)
+    if compressed_size is not None and need > MAX_GZIP_RATIO * compressed_size + (1 << 16):
+        raise DataError(
+            f"{name}: data truncated: dimensions {dims} need {need} bytes, more than "
+            f"{compressed_size} compressed bytes can hold"
+        )
+    return dims
+
+
+def _size_error(name: str, dims: tuple[int, ...], need: int, body: int) -> None:
+    if body < need:
+        raise DataError(f"{name}: data truncated: dimensions {dims} need {need} bytes, got {body}")
+    raise DataError(f"{name}: {body - need} trailing bytes after {dims} of data")
 
 
 def _verify(payload: bytes, data: bytes, checksum: str, name: str) -> None:
@@ -129,8 +235,8 @@ def _verify(payload: bytes, data: bytes, checksum: str, name: str) -> None:
         raise DataError(f"{name}: {algo} {got} does not match the expected {expected}")
 
 
-def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
-    """Parse IDX bytes holding unsigned bytes with `ndim` dimensions; raise DataError naming `name`."""
+def _header(data: bytes, ndim: int, name: str) -> tuple[int, ...]:
+    """The dimensions in the header at the start of `data`: magic, element type and rank checked."""
     if len(data) < 4:
         raise DataError(f"{name}: too short for an IDX header ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
@@ -142,16 +248,19 @@ def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{name}: header truncated ({len(data)} of {header} bytes)")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+
+
+def parse_idx(data: bytes, ndim: int, name: str) -> np.ndarray:
+    """Parse IDX bytes holding unsigned bytes with `ndim` dimensions; raise DataError naming `name`."""
+    dims = _header(data, ndim, name)
     # Python integers: numpy's int64 product wraps for headers such as 2^22 x 2^22 x 2^20, which then
     # passed the size checks below and failed in reshape (or reported a wrong byte count).
     expected = math.prod(dims)
-    body = len(data) - header
-    if body < expected:
-        raise DataError(f"{name}: data truncated: dimensions {dims} need {expected} bytes, got {body}")
-    if body > expected:
-        raise DataError(f"{name}: {body - expected} trailing bytes after {dims} of data")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    body = len(data) - (4 + 4 * ndim)
+    if body != expected:
+        _size_error(name, dims, expected, body)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -183,14 +292,7 @@ def read_split(folder: Path, split: str, checksums: dict[str, str] | None = None
     arrays = []
     for stem, ndim in ((img_stem, 3), (lbl_stem, 1)):
         path = _find(folder, stem)
-        try:
-            payload = path.read_bytes()
-        except OSError as e:
-            raise DataError(f"{path}: cannot read ({e.strerror})") from e
-        data = _decompress(payload, str(path))
-        if checksums and stem in checksums:
-            _verify(payload, data, checksums[stem], str(path))
-        arrays.append(parse_idx(data, ndim, str(path)))
+        arrays.append(read_idx(path, ndim, (checksums or {}).get(stem)))
     images, labels = arrays
     if images.shape[1:] != (28, 28):
         raise DataError(f"{folder}: {split} images are {images.shape[1:]}, expected 28x28")
@@ -309,6 +411,8 @@ def load_test(cfg: DataConfig) -> Split:
     no training images, such as the explorer starting from its cache)."""
     folder, sums = resolve_dir(cfg)
     test = read_split(folder, "test", sums)
+    if len(test) == 0:  # every command ends on test metrics and figures: refused here, in one line
+        raise DataError(f"{folder}: the test split ({SPLIT_FILES['test'][0]}) holds no images; add some")
     return test.take(slice(0, cfg.test_limit)) if cfg.test_limit else test
 
 

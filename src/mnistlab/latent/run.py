@@ -37,6 +37,7 @@ from mnistlab.plots.latent import (
     scatter_map,
 )
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.training.reference import load_reference
 
 log = logging.getLogger("mnistlab")
@@ -136,7 +137,8 @@ def run_latent(
     # "ae run ae" says nothing twice: name the folder only when it is not just the task's name
     name = f"{task} run" if run_dir.name == task else f"{task} run {run_dir.name}"
     own_folder = out is not None
-    out = Path(out) if own_folder else run_dir / "figures" / "latent"
+    owner.claim(run_dir, "train")  # its summary.json gets the "latent" section (and its figures the maps)
+    out = owner.claim(out, "latent") if own_folder else run_dir / "figures" / "latent"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -53,10 +53,14 @@ def sample_to_file(
     device: torch.device | None = None,
     digit: int | None = None,
     every_digit: bool = False,
+    steps: int | None = None,
+    guidance: float | None = None,
 ) -> dict[str, Any]:
     """Draw n digits from run `run_dir` with `sampler` (None = the generator's default) and write
-    `out` (.npy uint8 (n, 28, 28)) plus a PNG grid of the first 100 beside it (same stem)."""
-    request = SampleRequest(sampler or "", n, seed, components, digit)  # checks n before any work
+    `out` (.npy uint8 (n, 28, 28)) plus a PNG grid of the first 100 beside it (same stem). `steps` and
+    `guidance` go to generators that name them in their `options` (an ODE solver's); None = the run's."""
+    options = {"steps": steps, "guidance": guidance}
+    request = SampleRequest(sampler or "", n, seed, components, digit, **options)  # checks before any work
     out = check_writable(out, ".npy")
     _refuse_study_folder(Path(run_dir))
     run = tasks.load_run(run_dir, device or torch.device("cpu"), role="generator")
@@ -67,7 +71,13 @@ def sample_to_file(
             f"--digit needs a conditional task ({conditional})"
         )
     task, gen = run.task, run.generator()
-    request = SampleRequest(sampler or gen.samplers[0], n, seed, components, digit)
+    for name, value in options.items():
+        if value is not None and name not in getattr(gen, "options", ()):
+            takes = ", ".join(s.name for s in tasks.with_role("generator") if _takes(s, name)) or "none"
+            raise ConfigError(
+                f"a {task} run's generator takes no --{name} (tasks whose generators do: {takes})"
+            )
+    request = SampleRequest(sampler or gen.samplers[0], n, seed, components, digit, **options)
     images = gen.sample(request)
     if images.dtype != np.uint8 or images.shape != (n, 28, 28):
         raise RuntimeError(
@@ -88,6 +98,7 @@ def sample_to_file(
         "n": n,
         "seed": seed,
         "digit": digit,
+        **{k: v for k, v in options.items() if v is not None},
         "data": dataclasses.asdict(run.exp.data),
         "out": str(out),
         "png": str(png),
@@ -95,6 +106,11 @@ def sample_to_file(
     write_json(provenance_path(out), record)  # what `mnistlab score` reads to score against the same data
     log.info("wrote %d samples to %s and %s", n, out, png)
     return record
+
+
+def _takes(spec: tasks.TaskSpec, option: str) -> bool:
+    """Whether task `spec`'s generators take sampling option `option` (TaskSpec.sample_options)."""
+    return option in spec.sample_options
 
 
 def provenance_path(samples: Path) -> Path:

@@ -22,7 +22,7 @@ def latent_section(run: RunFolder) -> Section:
         Table(
             "Cluster quality of the digit labels: silhouette (-1..1) and leave-one-out "
             "5-NN accuracy, in the raw code and in each 2-D map",
-            ["space", "silhouette", "kNN accuracy"],
+            ["space", "silhouette ↑", "kNN accuracy ↑"],
             [[k, num(v.get("silhouette")), num(v.get("knn_accuracy"))] for k, v in _first(q, "raw")],
         )
     )
@@ -42,7 +42,14 @@ def latent_section(run: RunFolder) -> Section:
             "rarest digit",
             "commonest digit",
         )
-        sec.tables.append(score_table(title, _first(gen.get("rows", {}), *names), columns, label="digits"))
+        # The floor (test images scored against themselves) and the reconstructions are references: the
+        # best value marked is a sampler's.
+        references = ("test (floor)", "reconstruction")
+        sec.tables.append(
+            score_table(
+                title, _first(gen.get("rows", {}), *names), columns, label="digits", unranked=references
+            )
+        )
     d = f"{run.folder('latent')}/"
     for m, axis in (("latent", "latent"), ("pca", "PC"), ("tsne", "t-SNE"), ("umap", "UMAP")):
         qm = q.get(m, {})

@@ -6,6 +6,9 @@ Three signs, each checked only when its input is given:
   those are given (real MNIST: about 10.2 in [0, 1] pixel units; one digit class alone: 6.4 to 10);
 - one class dominating: the most frequent predicted class holds more than `max_class_share`
   (real MNIST: at most 11%; the course GAN that collapsed made 97% ones);
+- classes rarely generated: a class under `min_class_share` of the samples (real MNIST: at least 9%;
+  a GAN with one digit at 35% and four under 5% had passed the dominance check at 40% unwarned),
+  checked from 400 samples on (below that a 10% class falls under 5% by chance too often);
 - the discriminator stuck: its loss near zero (it wins, the generator learns nothing) or pinned high
   (BCE on probabilities clamps log at -100, so a saturated discriminator sits at 100 and never moves),
   for the last `window` epochs of the history.
@@ -26,7 +29,9 @@ from mnistlab.core.errors import check, check_float, check_int
 class CollapseConfig:
     min_diversity_ratio: float = 0.3  # samples' mean pairwise distance / real images' below this = alike
     min_diversity: float = 2.0  # absolute floor on the mean pairwise distance, used with or without real
-    max_class_share: float = 0.4  # one predicted class above this share of the samples = dominating
+    # One predicted class above this share = dominating: three times its share in real MNIST (10%).
+    max_class_share: float = 0.3
+    min_class_share: float = 0.05  # a class below this share = rarely generated (half its share in MNIST)
     d_loss_floor: float = 0.01  # epoch-mean D loss below this ...
     d_loss_ceiling: float = 20.0  # ... or above this, for `window` epochs in a row = stuck
     window: int = 2
@@ -37,6 +42,7 @@ class CollapseConfig:
         # The largest distance between two [0, 1] images of 784 pixels is sqrt(784) = 28.
         check_float(self.min_diversity, "gan.collapse.min_diversity", 0, 28)
         check_float(self.max_class_share, "gan.collapse.max_class_share", 0, 1, low_open=True)
+        check_float(self.min_class_share, "gan.collapse.min_class_share", 0, 1)
         check_float(self.d_loss_floor, "gan.collapse.d_loss_floor", 0, 1e4)
         check_float(self.d_loss_ceiling, "gan.collapse.d_loss_ceiling", 0, 1e4)
         check(self.d_loss_floor < self.d_loss_ceiling, "gan.collapse: need d_loss_floor < d_loss_ceiling")
@@ -44,6 +50,11 @@ class CollapseConfig:
         # Pairwise distances are an n x n matrix: 10,000 samples take 400 MB.
         why = "the pairwise distances take n^2 floats"
         check_int(self.max_samples, "gan.collapse.max_samples", 2, 10_000, why)
+
+
+# The rare-class check needs this many samples at its threshold share: with fewer, a class of 10% falls
+# under 5% by chance (binomial: at 100 samples, about one time in fifteen for each class).
+MIN_EXPECTED_AT_THRESHOLD = 20
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,13 @@ def detect_collapse(
             warnings.append(
                 f"one class dominating: {float(share[top]):.0%} of samples are class {top} "
                 f"(threshold {cfg.max_class_share:.0%})"
+            )
+        rare = [c for c in range(len(share)) if share[c] < cfg.min_class_share]
+        if rare and len(classes) * cfg.min_class_share >= MIN_EXPECTED_AT_THRESHOLD:
+            listed = ", ".join(f"{c} ({float(share[c]):.1%})" for c in rare)
+            warnings.append(
+                f"classes rarely generated: {len(rare)} under {cfg.min_class_share:.0%} of samples: "
+                f"{listed} (the commonest, class {top}, holds {float(share[top]):.1%})"
             )
     losses = [float(r["train_d_loss"]) for r in history if "train_d_loss" in r]
     if len(losses) >= cfg.window:

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab.core.errors import ConfigError, check, check_int, check_seed
+from mnistlab.core.errors import ConfigError, check, check_float, check_int, check_seed
 from mnistlab.data.datasets import to_float
+
+MAX_SOLVER_STEPS = 1000  # --steps above this is a typo, not a sampler setting
 
 # ------------------------------------------------------------------------- encode / decode
 
@@ -185,8 +187,16 @@ class SampleRequest:
     seed: int = 0
     components: int = 10  # for the gmm sampler
     digit: int | None = None  # conditional generators only: the class to draw (None = equal shares)
+    # Generators that solve an ODE only (their `options` name these): network evaluations per sample and
+    # the classifier-free guidance weight; None = the run's defaults.
+    steps: int | None = None
+    guidance: float | None = None
 
     def __post_init__(self):
+        if self.steps is not None:
+            check_int(self.steps, "--steps", 1, MAX_SOLVER_STEPS, "network evaluations per sample")
+        if self.guidance is not None:
+            check_float(self.guidance, "--guidance", 0, 100)
         if self.digit is not None:
             check_int(self.digit, "--digit", 0, 9)
         check_int(self.n, "--n", 1, 1_000_000)

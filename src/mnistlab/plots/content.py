@@ -16,6 +16,8 @@ class Table:
     caption: str
     columns: list[str]
     rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of the best values
+    narrow: bool = False  # on a phone: one card per row, each cell under its header, no sideways scroll
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Section:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     banner: str = ""  # what a reader must know before the numbers (e.g. a smoke-sized preset)
+    findings: list[str] = field(default_factory=list)  # what the study found, in a few sentences
+    reading: list[str] = field(default_factory=list)  # how to read the numbers: each measure's better way
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -130,24 +134,49 @@ class RunFolder:
 
 
 def _share(pick):
-    def cell(scores: dict[str, Any]) -> str:
+    def value(scores: dict[str, Any]) -> float | None:
         hist = scores.get("class_hist") or []
-        return pct(pick(hist)) if hist else "-"
+        return pick(hist) if hist else None
 
-    return cell
+    return value
 
 
-# A generation score's columns (header -> the cell of a score_samples dict), in the order tables show
-# them; a table picks the ones it needs by header.
-SCORE_COLUMNS: dict[str, Any] = {
-    "FID-MNIST": lambda s: num(s.get("fid_mnist")),
-    "precision": lambda s: num(s.get("precision")),
-    "recall": lambda s: num(s.get("recall")),
-    "KL(class | uniform)": lambda s: num(s.get("kl_uniform")),
-    "rarest digit": _share(min),
-    "commonest digit": _share(max),
-    "nearest training image (L2)": lambda s: num(s.get("nn_train_dist")),
+@dataclass(frozen=True)
+class ScoreColumn:
+    value: Any  # score_samples dict -> the number (None when absent)
+    better: str | None  # "higher" or "lower"; None: no side is better
+    shown: Any = num  # the number -> its cell
+
+
+# A generation score's columns (header -> ScoreColumn), in the order tables show them; a table picks the
+# ones it needs by header, and shows each header with the arrow of its better way.
+SCORE_COLUMNS: dict[str, ScoreColumn] = {
+    "FID-MNIST": ScoreColumn(lambda s: s.get("fid_mnist"), "lower"),
+    "precision": ScoreColumn(lambda s: s.get("precision"), "higher"),
+    "recall": ScoreColumn(lambda s: s.get("recall"), "higher"),
+    "KL(class | uniform)": ScoreColumn(lambda s: s.get("kl_uniform"), "lower"),
+    "rarest digit": ScoreColumn(_share(min), "higher", pct),
+    "commonest digit": ScoreColumn(_share(max), "lower", pct),
+    # Near 0: copies of training images; large: unlike any digit. No side is better.
+    "nearest training image (L2)": ScoreColumn(lambda s: s.get("nn_train_dist"), None),
 }
+ARROWS = {"higher": " ↑", "lower": " ↓"}
+
+
+def best_cells(
+    values: list[list[float | None]], better: list[str | None], shown=None
+) -> set[tuple[int, int]]:
+    """(row, column) of the best value of each column of `values` with a better way (ties: each, equal
+    as `shown` formats them), where at least two rows have a value."""
+    shown = shown or [num] * len(better)
+    out = set()
+    for j, way in enumerate(better):
+        known = [(i, row[j]) for i, row in enumerate(values) if row[j] is not None]
+        if way is None or len(known) < 2:
+            continue
+        top = (max if way == "higher" else min)(v for _, v in known)
+        out |= {(i, j) for i, v in known if shown[j](v) == shown[j](top)}
+    return out
 
 
 def score_table(
@@ -155,9 +184,21 @@ def score_table(
     rows: list[tuple[str | None, dict[str, Any]]],
     columns: tuple[str, ...] = tuple(SCORE_COLUMNS),
     label: str = "",
+    unranked: tuple[str, ...] = (),
 ) -> Table:
-    """A table of generation scores: one row per (name, scores) with the `columns` of SCORE_COLUMNS; a
-    first column headed `label` holds the names (none when `label` is empty)."""
+    """A table of generation scores: one row per (name, scores) with the `columns` of SCORE_COLUMNS, each
+    header with its better way's arrow and, over two rows or more, the best value of each in bold; a
+    first column headed `label` holds the names (none when `label` is empty). Rows named in `unranked`
+    (a reference such as the test set's own floor) are shown but never marked best."""
     head = [label] if label else []
-    body = [([name] if label else []) + [SCORE_COLUMNS[c](scores) for c in columns] for name, scores in rows]
-    return Table(title, head + list(columns), body)
+    picked = [SCORE_COLUMNS[c] for c in columns]
+    values = [[c.value(scores) for c in picked] for _, scores in rows]
+    body = [
+        ([name] if label else []) + [c.shown(v) for c, v in zip(picked, vals)]
+        for (name, _), vals in zip(rows, values)
+    ]
+    ranked = [vals if name not in unranked else [None] * len(vals) for (name, _), vals in zip(rows, values)]
+    bold = best_cells(ranked, [c.better for c in picked], [c.shown for c in picked])
+    shift = len(head)
+    headers = head + [c + ARROWS.get(p.better or "", "") for c, p in zip(columns, picked)]
+    return Table(title, headers, body, {(i, j + shift) for i, j in bold})

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlab.plots.figures import _save, plt
+from mnistlab.plots.figures import LABEL_PT, TITLE_PT, _save, plt
+
+TRIPLET_COLUMNS = 12  # images on one line of a triplet grid: 3 digits of 4 panels
 
 
 def plot_metric_lines(
@@ -46,7 +48,7 @@ def plot_metric_lines(
             ax.set_xticklabels(xticklabels)
             ax.minorticks_off()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -70,7 +72,7 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
                     str(int(matrix[i, j])),
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=9,
                     color="white" if share[i, j] > 0.5 else "black",
                 )
     ax.set_xticks(range(n))
@@ -90,24 +92,31 @@ def triplet_grid(
     title: str = "",
 ) -> Path:
     """rows[r][p] holds n images (n, 1, 28, 28) in [0, 1] for panel p of row r; each row shows the n
-    digits one after another as groups of panels (e.g. noisy | denoised | original)."""
+    digits one after another as groups of panels (e.g. noisy | denoised | original), wrapped so that a
+    line holds at most TRIPLET_COLUMNS images (24 in one line left 44 pixels a header in the report)."""
     n_rows, n_panels = len(rows), len(panel_names)
     n = len(rows[0][0])
+    per_line = max(1, TRIPLET_COLUMNS // n_panels)  # digit groups on one line
+    lines = -(-n // per_line)  # lines of each row
+    cols = min(n, per_line) * n_panels
     fig, axes = plt.subplots(
-        n_rows, n * n_panels, figsize=(n * n_panels * 0.62, n_rows * 0.72 + 0.8), squeeze=False
+        n_rows * lines, cols, figsize=(cols * 0.9, n_rows * lines * 0.95 + 1.0), squeeze=False
     )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
     for r, panels in enumerate(rows):
         for p, imgs in enumerate(panels):
             imgs = imgs.detach().float().cpu().reshape(-1, 28, 28).clamp(0, 1).numpy()
             for i in range(n):
-                ax = axes[r][i * n_panels + p]
-                ax.set_xticks([])
-                ax.set_yticks([])
+                line, slot = divmod(i, per_line)
+                ax = axes[r * lines + line][slot * n_panels + p]
                 ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1)
-                if r == 0:
-                    ax.set_title(panel_names[p], fontsize=6)
-        axes[r][0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+                if r == 0 and line == 0:
+                    ax.set_title(str(panel_names[p]).replace(" ", "\n"), fontsize=LABEL_PT - 1)
+        axes[r * lines][0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=LABEL_PT)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=TITLE_PT - 1)
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
     return _save(fig, path)

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlab.plots.figures import _save, plt
+from mnistlab.plots.figures import LABEL_PT, TITLE_PT, _save, plt
+
+PANELS_PER_ROW = 3  # epoch panels side by side; more go on the next row
 
 
 def tile(images: torch.Tensor | np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
@@ -33,21 +35,26 @@ def sample_grid(images: torch.Tensor, path: Path, title: str, rows: int = 10, ca
     ax.set_yticks([])
     ax.set_title(title)
     if caption:
-        fig.text(0.5, 0.02, caption, ha="center", fontsize=8, wrap=True)
+        fig.text(0.5, 0.02, caption, ha="center", fontsize=10, wrap=True)
     return _save(fig, path)
 
 
 def epoch_grids(grids: dict[int, torch.Tensor], path: Path, title: str, rows: int = 10) -> Path:
-    """The fixed noise batch decoded at several epochs, one panel per epoch, side by side."""
-    epochs = sorted(grids)
-    fig, axes = plt.subplots(1, max(len(epochs), 1), figsize=(3.2 * max(len(epochs), 1), 3.8), squeeze=False)
-    for ax, epoch in zip(axes[0], epochs):
-        ax.imshow(tile(grids[epoch], rows), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"epoch {epoch}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.text(0.5, 0.01, "the same noise vectors in every panel", ha="center", fontsize=8)
+    """The fixed noise batch decoded at several epochs, one panel per epoch, at most PANELS_PER_ROW to a
+    row (six in one row were 19 inches wide: a report showed their digits and titles a third as big)."""
+    epochs = sorted(grids) or [0]
+    cols = min(len(epochs), PANELS_PER_ROW)
+    lines = -(-len(epochs) // cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3.6 * cols, 3.6 * lines + 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, epoch in zip(axes.flat, epochs):
+        if epoch in grids:
+            ax.imshow(tile(grids[epoch], rows), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"epoch {epoch}", fontsize=LABEL_PT)
+    fig.suptitle(title, fontsize=TITLE_PT)
+    fig.text(0.5, 0.0, "the same noise vectors in every panel", ha="center", fontsize=LABEL_PT - 1)
+    fig.subplots_adjust(wspace=0.08, hspace=0.15)
     return _save(fig, path)
 
 
@@ -66,5 +73,5 @@ def class_histogram(
     ax.set_ylabel("share of generated samples")
     ax.set_ylim(0, max(0.2, float(shares.max()) * 1.1))
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return _save(fig, path)

@@ -33,7 +33,7 @@ def image_grid(images: np.ndarray, path: Path, title: str, ncols: int = 10) -> P
     fig, ax = plt.subplots(figsize=(max(3.0, w / 40), max(1.2, h / 40) + 0.5))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     return _save(fig, path)
 
 
@@ -62,7 +62,7 @@ def scatter_map(
     ax.set_title(title, fontsize=10)
     ax.legend(title="digit", markerscale=4 if size == 2 else 2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if caption:
-        fig.text(0.01, -0.02, caption, fontsize=8, ha="left", va="top", wrap=True)
+        fig.text(0.01, -0.02, caption, fontsize=10, ha="left", va="top", wrap=True)
     return _save(fig, path)
 
 
@@ -88,9 +88,9 @@ def interpolation_figure(rows: list[np.ndarray], path: Path, title: str) -> Path
     fig, ax = plt.subplots(figsize=(ncols * 0.55, len(rows) * 0.55 + 0.6))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_xticks([14 + 30 * i for i in (0, 1, ncols - 2, ncols - 1)])  # 28 px + 2 px gap per column
-    ax.set_xticklabels(["a", "code a", "code b", "b"], fontsize=7)
+    ax.set_xticklabels(["a", "code a", "code b", "b"], fontsize=10)
     ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     return _save(fig, path)
 
 
@@ -113,7 +113,7 @@ def evidence_figure(rows: dict[str, dict[str, Any]], path: Path, title: str, cap
     ax.set_ylabel("share (higher is better)")
     ax.set_xticks(pos, names, rotation=30, ha="right")
     ax.set_title(f"precision / recall (k={rows[names[0]].get('pr_k', 3)})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax = axes[2]
     width = 0.8 / len(names)
     for i, n in enumerate(names):
@@ -123,8 +123,8 @@ def evidence_figure(rows: dict[str, dict[str, Any]], path: Path, title: str, cap
     ax.set_xlabel("digit predicted by the reference classifier")
     ax.set_ylabel("share of samples")
     ax.set_title("class coverage")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.text(0.01, -0.02, caption, fontsize=8, ha="left", va="top", wrap=True)
+    fig.text(0.01, -0.02, caption, fontsize=10, ha="left", va="top", wrap=True)
     fig.tight_layout()
     return _save(fig, path)

@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from mnistlab.core.fsio import write_json
 from mnistlab.pretrained.shipped import REPORT
 from mnistlab.report import bench_page
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.runs.checkpoint import write_weights_only
 from mnistlab.web.explorer import Explorer
 
@@ -85,31 +87,42 @@ def pack_run(
             shutil.copy2(source / name, dest / name)
     for name in COPY_DIRS:
         if (source / name).is_dir():
-            shutil.copytree(source / name, dest / name, ignore=shutil.ignore_patterns("tensorboard"))
+            shutil.copytree(
+                source / name, dest / name, ignore=shutil.ignore_patterns("tensorboard", *owner.BOOKKEEPING)
+            )
     sha = write_weights_only(
         rundir.checkpoint_path(source),
         rundir.checkpoint_path(dest),
         summary.get("checkpoint_sha256"),
         half=half,
     )
-    record = {
-        **provenance(source),
-        "source_checkpoint_sha256": summary.get("checkpoint_sha256"),
-        "weights": "float16" if half else "float32 (bit for bit)",
-    }
+    earlier = summary.get("pretrained")
+    if isinstance(earlier, dict) and earlier.get("command"):
+        # A run of an earlier bundle, packed again beside new ones: where it was trained stays its
+        # provenance (its float16 weights pass through unchanged); only the repacking is new.
+        record = {**earlier, "repacked": provenance(source)["packed"]}
+    else:
+        record = {
+            **provenance(source),
+            "source_checkpoint_sha256": summary.get("checkpoint_sha256"),
+            "weights": "float16" if half else "float32 (bit for bit)",
+        }
     rundir.write_summary(dest, {**summary, "checkpoint_sha256": sha, "pretrained": record})
     spec = tasks.get(task)
     if spec.evaluate is not None:
         options = {}
         base = (summary.get("baseline") or {}).get("run")
+        if base and not Path(base).is_absolute():  # a packed run's sibling ("../ae"): next to the run
+            base = source / base
         if "baseline" in spec.options and base and Path(base).resolve() in (baselines or {}):
             options["baseline"] = baselines[Path(base).resolve()]
         spec.evaluate(dest, exp, device, **options)
         after = rundir.read_summary(dest)
         if "baseline" in options and isinstance(after.get("baseline"), dict):  # the sibling, wherever copied
             after["baseline"]["run"] = f"../{Path(options['baseline']).name}"
-        record["source_test"] = summary.get("test")  # the trained weights' numbers, before any rounding
-        record["test_max_relative_change"] = max_relative_change(summary.get("test"), after.get("test"))
+        # the trained weights' numbers, before any rounding (an earlier bundle's run: as it recorded them)
+        record.setdefault("source_test", summary.get("test"))
+        record["test_max_relative_change"] = max_relative_change(record["source_test"], after.get("test"))
         rundir.write_summary(dest, {**after, "pretrained": record})
     return record
 
@@ -129,12 +142,41 @@ def max_relative_change(before: Any, after: Any) -> float | None:
 def pack(
     sources: dict[str, Path], out: Path, device: Any = "cpu", compare: bool = True, half: bool = True
 ) -> dict[str, Any]:
-    """Pack finished runs (name -> run folder) into bundle `out`, replacing it whole: each run, the
-    explorer's start-up cache, and (with `compare`) `mnistlab compare`'s measures and page."""
-    out = Path(out)
-    staging = out.with_name(out.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    device = torch.device(device)
+    """Pack finished runs (name -> run folder) into bundle `out`: each run, the explorer's start-up
+    cache, and (with `compare`) `mnistlab compare`'s measures and page. The bundle is built aside and
+    then replaces the files of the bundle that was in `out` (a user's own files there stay); an `out`
+    that holds something other than a bundle is left alone and the bundle written beside it."""
+    with owner.session():
+        out = owner.claim(bundle_folder(Path(out)), "bundle", bundle=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.packing-", dir=out.parent))
+        try:
+            records = _build(sources, staging, torch.device(device), compare, half)
+            owner.clear(out)
+            owner.move_into(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return records
+
+
+def bundle_folder(out: Path) -> Path:
+    """`out` if a bundle may be written there (new, empty or a bundle), else the first free sibling
+    `<out>-bundle`, `<out>-bundle-2`, ...: a bundle never goes over a folder that is not one."""
+    out = out.resolve()  # "DIR/inner/.." is DIR: its siblings are DIR's
+    if owner.claimable(out, "bundle"):
+        return out
+    for k in range(1, 1000):
+        beside = out.with_name(f"{out.name}-bundle" + (f"-{k}" if k > 1 else ""))
+        if owner.claimable(beside, "bundle"):
+            log.warning(
+                "%s holds files that are not a bundle of mnistlab's; writing the bundle to %s", out, beside
+            )
+            return beside
+    raise ConfigError(
+        f"{out} holds files that are not a bundle, and so do its -bundle siblings; choose another --out"
+    )
+
+
+def _build(sources: dict[str, Path], staging: Path, device: Any, compare: bool, half: bool) -> dict[str, Any]:
     packed, records = {}, {}
     for name, src in sources.items():
         records[name] = pack_run(Path(src), staging / name, device, packed, half)
@@ -149,8 +191,6 @@ def pack(
         bench_page.write(entries, notes, cfg, staging / REPORT)
         timing["compare_seconds"] = round(time.perf_counter() - t0, 1)  # every measure computed
     write_json(staging / "bundle.json", {"runs": records, **timing})
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
     return records
 
 
@@ -163,14 +203,15 @@ def make(work: Path, out: Path, device: Any = "cpu", progress: bool = True) -> d
         run = work / spec.name
         if rundir.read_summary(run).get("status") != "finished":
             options = {"baseline": sources[_first_autoencoder(sources)]} if "baseline" in spec.options else {}
-            tasks.train(
-                spec.name,
-                "default",
-                out=run,
-                resume=(run / "config.toml").is_file(),
-                progress=progress,
-                **options,
-            )
+            with owner.session():  # the run's folder is locked while it trains
+                tasks.train(
+                    spec.name,
+                    "default",
+                    out=run,
+                    resume=(run / "config.toml").is_file(),
+                    progress=progress,
+                    **options,
+                )
         sources[spec.name] = run
     return pack(sources, out, device)
 

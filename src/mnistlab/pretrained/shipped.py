@@ -27,6 +27,7 @@ from typing import Any
 from mnistlab import tasks
 from mnistlab.core.errors import ConfigError
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.runs.checkpoint import file_sha256
 
 log = logging.getLogger("mnistlab")
@@ -68,19 +69,55 @@ def user_root() -> Path:
 
 
 def path(name: str, bundle: Path | None = None, root: Path | None = None) -> Path:
-    """A writable copy of shipped run `name`, refreshed when the shipped checkpoint differs."""
+    """A writable copy of shipped run `name`, refreshed when the shipped checkpoint differs: the files
+    of the previous copy are replaced and the user's own files in it stay (a copy whose files cannot
+    be told apart, or where a user's file is in the way, is moved aside, and the log says where)."""
     source = _shipped(name, bundle)
     target = (root or user_root()) / name
     ckpt = rundir.checkpoint_path(source)
     copy = rundir.checkpoint_path(target)
-    if not copy.is_file() or file_sha256(copy) != file_sha256(ckpt):
-        tmp = target.with_name(f".{name}.copying")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        log.info("copied the shipped %s run to %s", name, target)
+    if copy.is_file() and file_sha256(copy) == file_sha256(ckpt):
+        return target
+    with owner.session():
+        if target.is_dir() and not _refreshable(source, target):
+            aside = _aside(target)
+            target.rename(aside)
+            log.warning("moved the previous copy of the shipped %s run aside, to %s", name, aside)
+        owner.claim(target, "train")
+        owner.clear(target, nested=False)  # the previous copy's files; outputs made from it stay
+        # The checkpoint last: a copy cut short has none (or the old one's hash) and is redone.
+        keep = shutil.ignore_patterns(*owner.BOOKKEEPING)
+        shutil.copytree(
+            source,
+            target,
+            ignore=shutil.ignore_patterns("checkpoints", *owner.BOOKKEEPING),
+            dirs_exist_ok=True,
+        )
+        shutil.copytree(source / "checkpoints", target / "checkpoints", ignore=keep, dirs_exist_ok=True)
+    log.info("copied the shipped %s run to %s", name, target)
     return target
+
+
+def _refreshable(source: Path, target: Path) -> bool:
+    """Whether copy `target` can be refreshed in place: it has a manifest (which files are the
+    previous copy's) and no file of the user's lies where a shipped file goes."""
+    if owner.manifest(target) is None or not owner.claimable(target, "train"):
+        return False
+    ours = owner.owned_files(target)
+    shipped = (
+        f.relative_to(source).as_posix()
+        for f in source.rglob("*")
+        if f.is_file() and f.name not in owner.BOOKKEEPING
+    )
+    return not any((target / n).exists() and n not in ours for n in shipped)
+
+
+def _aside(target: Path) -> Path:
+    for k in range(1, 1000):
+        aside = target.with_name(f"{target.name}.old" + (f"-{k}" if k > 1 else ""))
+        if not aside.exists():
+            return aside
+    raise ConfigError(f"{target}: no free name to move the previous copy aside; remove {target}.old*")
 
 
 def bundle_path(bundle: Path | None = None, root: Path | None = None) -> Path:

@@ -22,6 +22,7 @@ from mnistlab.data.datasets import load
 from mnistlab.plots.evaluation import plot_metric_lines
 from mnistlab.probe.fit import balanced_subset, check_labels_per_class, encode, standardize
 from mnistlab.probe.run import feature_probe, label_seeds, per_class_tick
+from mnistlab.runs.folder import read_summary
 from mnistlab.training.loop import resolve_device
 
 log = logging.getLogger("mnistlab")
@@ -77,26 +78,49 @@ def run_code_labels(
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     models = {name: code_curve(path, exp, counts, progress) for name, path in runs.items()}
+    trained = {name: p for name, path in runs.items() if (p := trained_point(path))}
     summary = {
         "counts": ["all" if n is None else n for n in counts],
         "label_subsets": exp.options.label_subsets,
         "models": models,
+        "trained_with_labels": trained,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    draw(models, out / "figures" / FIGURE)
+    draw(models, out / "figures" / FIGURE, trained)
     write_json(out / "summary.json", summary)
     return summary
 
 
-def draw(models: dict[str, dict], path: Path) -> Path | None:
+def trained_point(run_dir: Path) -> dict | None:
+    """A run that was itself trained from a labelled subset (its summary's "labels", as the
+    semi-supervised task writes it) as one point of the curve: its own test accuracy at its count."""
+    s = read_summary(run_dir)
+    lab, acc = s.get("labels"), (s.get("test") or {}).get("accuracy")
+    if not isinstance(lab, dict) or acc is None:
+        return None
+    per_class = lab.get("labels_per_class")
+    return {
+        "labels_per_class": "all" if per_class is None else str(per_class),
+        "n_labelled": lab.get("n_labelled"),
+        "label_seed": lab.get("label_seed"),
+        "test_accuracy": acc,
+    }
+
+
+def draw(models: dict[str, dict], path: Path, trained: dict[str, dict] | None = None) -> Path | None:
     """One curve per model against labelled images (log x); the x values are the first model's counts
-    (every run of one study shares its split, so the counts agree)."""
+    (every run of one study shares its split, so the counts agree). A run trained from its own
+    labelled subset (`trained`) is one point at its count."""
     if not models:
         return None
     first = next(iter(models.values()))["rows"]
     xs = [r["n_labelled"] for r in first]
     label = {name: f"{name} ({m['latent_dim']}-d code)" for name, m in models.items()}
     series = {label[name]: [r["probe"] for r in m["rows"]] for name, m in models.items()}
+    for name, p in (trained or {}).items():
+        series[f"{name} trained end to end with its labels"] = [
+            p["test_accuracy"] if r["labels_per_class"] == p["labels_per_class"] else None for r in first
+        ]
     bands = {
         label[name]: ([r["low"] for r in m["rows"]], [r["high"] for r in m["rows"]])
         for name, m in models.items()

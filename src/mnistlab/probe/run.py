@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +48,7 @@ from mnistlab.probe.fit import (
     standardize,
     train_classifier,
 )
+from mnistlab.runs import owner
 from mnistlab.runs.folder import command_line
 from mnistlab.training.loop import resolve_device
 from mnistlab.training.run_folder import seed_everything
@@ -178,17 +178,16 @@ def _load_encoder_run(run_dir: Path) -> tasks.TrainedRun:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or choose --out")
-        if not (out / "config.toml").is_file() or tasks.load_run_config(out)[0] != "probe":
-            raise ConfigError(f"{out} is not a probe folder; refusing to overwrite it, choose another --out")
+    """Claim `out` (owner.claim: a new or empty folder, or a probe's); a probe there is replaced only
+    with --overwrite."""
+    owner.claim(out, "probe")
+    if owner.owned_files(out) and not overwrite:
+        raise ConfigError(f"{out} already holds a probe; pass --overwrite to replace it or choose --out")
 
 
 def _prepare_out(out: Path, exp: ProbeExperiment, overwrite: bool) -> Path:
     _check_out(out, overwrite)
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)
+    owner.clear(out)  # the previous probe's files only: the user's own stay
     (out / "figures").mkdir(parents=True, exist_ok=True)
     save_experiment(out / "config.toml", exp, "probe")
     atomic_write_bytes(out / "command.txt", (command_line() + "\n").encode())

@@ -36,7 +36,9 @@ def classification_section(run: RunFolder) -> Section:
         )
     sec.tables.append(
         Table(
-            "Test and validation accuracy", ["model", "test accuracy", "validation accuracy", "epochs"], rows
+            "Test and validation accuracy (higher is better)",
+            ["model", "test accuracy ↑", "validation accuracy ↑", "epochs"],
+            rows,
         )
     )
     base = s.get("baselines", [])
@@ -44,7 +46,7 @@ def classification_section(run: RunFolder) -> Section:
         sec.tables.append(
             Table(
                 "Baselines on the same split",
-                ["method", "features", "test accuracy"],
+                ["method", "features", "test accuracy ↑"],
                 [[b["method"], b["features"], pct(b.get("test_acc"))] for b in base],
             )
         )
@@ -120,6 +122,9 @@ def labels_section(run: RunFolder) -> Section:
         + (f"; each cell is the mean of {k} seeded subsets, worst to best in brackets." if k > 1 else ".")
     )
     first = next(iter(models.values()))["rows"]
+    # Runs trained end to end from their own labelled subset (semi-supervised): one cell each, at
+    # their count.
+    trained = s.get("trained_with_labels") or {}
     cells = []
     for i, r in enumerate(first):
         row = [str(r["labels_per_class"]), num(r["n_labelled"])]
@@ -127,12 +132,27 @@ def labels_section(run: RunFolder) -> Section:
             c = m["rows"][i] if i < len(m["rows"]) else {}
             spread = f" ({100 * c['low']:.1f}-{100 * c['high']:.1f})" if k > 1 and "low" in c else ""
             row.append(pct(c.get("probe")) + spread)
+        for p in trained.values():
+            same = str(p.get("labels_per_class")) == str(r["labels_per_class"])
+            row.append(pct(p.get("test_accuracy")) if same else "-")
         cells.append(row)
+    counts = {str(r["labels_per_class"]) for r in first}
+    for j, p in enumerate(trained.values()):  # a count the curve does not have: a row of its own
+        if str(p.get("labels_per_class")) not in counts:
+            blank = ["-"] * (len(models) + len(trained))
+            blank[len(models) + j] = pct(p.get("test_accuracy"))
+            cells.append([str(p.get("labels_per_class")), num(p.get("n_labelled")), *blank])
     sec.tables.append(
         Table(
-            "Frozen-code linear probe: test accuracy against labelled training images",
+            "Frozen-code linear probe: test accuracy against labelled training images"
+            + (
+                "; a run trained end to end from its own labelled subset in its own column" if trained else ""
+            ),
             ["labels per class", "labelled images"]
-            + [f"{name} ({m.get('latent_dim')}-d code)" for name, m in models.items()],
+            + [f"{name} ({m.get('latent_dim')}-d code)" for name, m in models.items()]
+            + [
+                f"{name} trained end to end (label seed {p.get('label_seed')})" for name, p in trained.items()
+            ],
             cells,
         )
     )

@@ -38,6 +38,7 @@ def render(entries: list[bench.Entry], notes: list[str], cfg: bench.BenchConfig,
     """{"html", "markdown", "csv"} texts of the comparison (markdown links figures relative to `out`)."""
     table_rows = bench_table.rows(entries)
     headers, cells = bench_table.table(table_rows)
+    bold = bench_table.best(table_rows)
     grid = figure_grid(entries)
     images = {str(p): data_uri(p.read_bytes()) for row in grid for cell in row["cells"] for _, p in cell}
     links = {str(p): Path(os.path.relpath(p, out)).as_posix() for p in map(Path, images)}
@@ -45,12 +46,13 @@ def render(entries: list[bench.Entry], notes: list[str], cfg: bench.BenchConfig,
         "runs": entries,
         "headers": headers,
         "cells": cells,
+        "bold": bold,
         "notes": [*notes, *bench_table.table_notes(entries)],
         "definitions": bench_table.definitions(cfg),
         "grid": grid,
         "images": images,
         "links": links,
-        "table_md": bench_table.markdown(headers, cells),
+        "table_md": bench_table.markdown(headers, cells, bold),
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     env = _environment()

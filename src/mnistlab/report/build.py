@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from mnistlab.core.fsio import atomic_write_bytes
 from mnistlab.plots.content import Figure, Section
@@ -30,7 +32,27 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["md_cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+    env.filters["code"] = code_spans
     return env
+
+
+def code_spans(text: str) -> Markup:
+    """Text for HTML with its `backticked` parts as <code> (escaped first): the sections write commands in
+    backticks, which report.md shows as code and the HTML showed as literal backticks."""
+    return Markup(re.sub(r"`([^`\n]+)`", r"<code>\1</code>", str(escape(text))))
+
+
+# A figure this many times as wide as high, or this many pixels wide, spans the report's whole width (a
+# row of grids, say): in half of it (about 520 pixels) its text would shrink to half its size or less.
+WIDE_RATIO = 2.2
+WIDE_PIXELS = 1000
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header (its IHDR chunk); (0, 0) for bytes that are no PNG."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        return 0, 0
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def data_uri(png: bytes) -> str:
@@ -72,12 +94,16 @@ def render(run_dir: Path, state: dict, sections: list[Section]) -> tuple[str, st
             0,
             Figure(timing_path, timing_path.name, "Wall-clock seconds of each stage. x: seconds; y: stage."),
         )
-    images = {f.rel: data_uri(f.path.read_bytes()) for s in sections for f in s.figures}
+    pngs = {f.rel: f.path.read_bytes() for s in sections for f in s.figures}
+    images = {rel: data_uri(png) for rel, png in pngs.items()}
+    sizes = {rel: png_size(png) for rel, png in pngs.items()}
+    wide = {rel for rel, (w, h) in sizes.items() if w >= WIDE_PIXELS or (h and w / h >= WIDE_RATIO)}
     context = {
         "run": state,
         "run_name": Path(run_dir).resolve().name,
         "sections": sections,
         "images": images,
+        "wide": wide,
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return env.get_template("report.html.j2").render(**context), env.get_template("report.md.j2").render(

@@ -1,5 +1,6 @@
-"""The report's first screen: the headline measure of each stage beside the original report's own
-number, and, for a smoke-sized run, a banner saying what the preset is. Read from the run folder by
+"""The report's first screen: what the study found (report/findings.py), how to read the numbers, the
+headline measure of each stage beside the original report's own number, and, for a smoke-sized run, a
+banner saying what the preset is. Read from the run folder by
 role (the encoder stage, the denoiser, each generator), like every other section."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Any
 
 from mnistlab.plots.content import RunFolder, Section, Table, num, pct, read_json
 from mnistlab.pretrained import shipped as pretrained
+from mnistlab.report.findings import READING, findings
 from mnistlab.training.denoise import OWN  # the denoiser's column in its summary's table
 
 # The original study's own numbers (its written report), labelled as such wherever they appear.
@@ -37,17 +39,14 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
         sec.banner = (
             f"Preset {st.get('preset')!r} is a smoke run ({num(limit)} training images, a few epochs): its numbers "
             f"show that every stage works, not what the models reach. The full study is `mnistlab run --preset "
-            f"default` ({DEFAULT_COST}); its measured "
-            "results are in docs/results.md"
-            + (
-                "; the last column holds the runs trained with the default preset that ship with mnistlab "
-                "(`mnistlab pretrained list`)."
-                if shipped
-                else "."
-            )
+            f"default` ({DEFAULT_COST}). Runs trained with it ship with mnistlab: `mnistlab pretrained "
+            "list` shows their test numbers"
+            + ("; the last column of the table below holds them." if shipped else ".")
         )
     mine = {n: run.json(f"{n}/summary.json") for n in run.trained if run.done(n)}
     probe = run.json(f"{run.folder('probe')}/summary.json") if run.done("probe") else {}
+    sec.findings = findings(mine, probe, enc)
+    sec.reading = list(READING)
     rows = _rows(mine, probe, enc, roles)
     columns = ["measure", "this run (measured)", "original report (its own numbers)", "trained"]
     if shipped:
@@ -56,7 +55,10 @@ def key_results_section(run: RunFolder, roles: dict[str, frozenset[str]]) -> Sec
         columns.append("shipped default run (measured)")
     if not rows:
         sec.missing = "No stage has finished yet, so there is no result to show."
-    sec.tables.append(Table("The headline of each stage (details in the sections below)", columns, rows))
+    # narrow: on a phone each row becomes a card, so the shipped column is not behind a sideways scroll
+    sec.tables.append(
+        Table("The headline of each stage (details in the sections below)", columns, rows, narrow=True)
+    )
     return sec
 
 
@@ -71,8 +73,8 @@ def _shipped_summaries() -> dict[str, dict[str, Any]]:
 
 
 def _with_epochs(row: list[str] | None) -> str:
-    if row is None:
-        return "-"
+    if row is None:  # the shipped runs do not hold it (their probe ran without fine-tuning, say)
+        return "not in the shipped runs"
     return f"{row[1]} ({row[3]})" if row[3] else row[1]
 
 
@@ -122,7 +124,27 @@ def _rows(
                 rows.append(row)
         if "generator" in r:
             rows += _generator_rows(name, s)
+        if isinstance(s.get("labels"), dict) and "accuracy" in (s.get("test") or {}):
+            rows.append(_labelled_subset_row(name, s))  # a classifier trained from a labelled subset
     return rows
+
+
+def _labelled_subset_row(name: str, s: dict[str, Any]) -> list[str]:
+    """A classifier trained from a labelled subset (the semi-supervised task): its test accuracy, with
+    the published numbers its summary names (never measured here) in the third column."""
+    lab = s["labels"]
+    per_class = lab.get("labels_per_class")
+    published = "; ".join(
+        f"{p.get('model')} {100 * float(p.get('test_accuracy', 0)):.2f}%" for p in s.get("published") or []
+    )
+    acc = (s.get("test") or {}).get("accuracy")
+    return [
+        f"{name}: test accuracy from {num(lab.get('n_labelled'))} labelled images "
+        f"({'every label' if per_class is None else f'{per_class} per class'}, label seed {lab.get('label_seed')})",
+        "-" if acc is None else f"{100 * float(acc):.2f}%",
+        f"published, not measured here: {published}" if published else "-",
+        f"{num(s.get('steps'))} steps",
+    ]
 
 
 def _denoiser_row(name: str, s: dict[str, Any]) -> list[str] | None:

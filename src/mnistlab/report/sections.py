@@ -14,6 +14,7 @@ from typing import Any
 from mnistlab import tasks
 from mnistlab.core.errors import ConfigError
 from mnistlab.core.host import summary_line
+from mnistlab.metrics.collapse import CollapseConfig
 from mnistlab.plots.content import RunFolder, Section, Table, num, pct, read_toml
 from mnistlab.report.bench_section import bench_section
 from mnistlab.report.key_results import key_results_section
@@ -29,7 +30,9 @@ ORIGINAL = {
     "latent_dim": 10,
     "poor_digits": (0, 2, 5, 6, 8),  # digits its GAN generated poorly (by eye)
 }
-POOR_SHARE = 0.05  # this run's GAN: a digit under this share of the final samples counts as poorly generated
+# This run's GAN: a digit under this share of the final samples counts as poorly generated (the collapse
+# detector's rare-class threshold, so that this table and its warnings agree).
+POOR_SHARE = CollapseConfig().min_class_share
 
 
 # -------------------------------------------------------------------------------------- sections

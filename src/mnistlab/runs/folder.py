@@ -3,7 +3,6 @@ checkpoints/, figures/ and tensorboard/. This module creates, checks and reads t
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import tomllib
@@ -17,18 +16,22 @@ import tomli_w
 from mnistlab.core.config import build, save_experiment, to_doc
 from mnistlab.core.errors import ConfigError
 from mnistlab.core.fsio import atomic_write_bytes, read_json_file, read_jsonl, read_toml, write_json
+from mnistlab.runs import owner
 from mnistlab.runs.checkpoint import CheckpointError, module_state, read_checkpoint
+from mnistlab.runs.records import check_metrics, check_run, check_summary
 
 _cli_args: list[str] | None = None  # the arguments of the `mnistlab` command being run, if any
 
 
 @contextmanager
 def cli_command(args: list[str]) -> Iterator[None]:
-    """While the CLI runs `mnistlab ARGS`, the run folders it writes record that command."""
+    """While the CLI runs `mnistlab ARGS`, the run folders it writes record that command, and the
+    folders it claims stay locked until it ends (owner.session)."""
     global _cli_args
     outer, _cli_args = _cli_args, list(args)
     try:
-        yield
+        with owner.session():
+            yield
     finally:
         _cli_args = outer
 
@@ -42,13 +45,15 @@ def command_line() -> str:
 
 
 def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
-    """Create `out` for a new run, or check that a resumed run has the same config."""
-    out = Path(out)
+    """Claim `out` for a run (owner.claim: new, empty or a run of mnistlab's) and create it, or check
+    that a resumed run has the same config."""
+    out = owner.claim(out, "train")
     cfg_path = out / "config.toml"
     if cfg_path.exists():
         if not resume:
             raise ConfigError(
-                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+                f"{out} already holds a run; pass --resume to continue it, --force to replace it "
+                "or choose another --out"
             )
         changed = _changed_keys(out, exp, task)
         if changed:
@@ -119,11 +124,12 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """A run's summary.json ({} before it has one); a file that is not a JSON object is one line."""
     path = Path(run_dir) / "summary.json"
-    return read_json_file(path) if path.exists() else {}
+    return check_summary(read_json_file(path), path) if path.exists() else {}
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+    path = Path(run_dir) / "metrics.jsonl"
+    return check_metrics(read_jsonl(path), path)
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -161,10 +167,4 @@ def read_run(out: Path) -> dict[str, Any]:
     path = Path(out) / RUN_FILE
     if not path.is_file():
         raise ConfigError(f"{out} is not a run folder of `mnistlab run` (no {RUN_FILE})")
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("stages"), list):
-        raise ConfigError(f"{path}: no stage list; not written by `mnistlab run`")
-    return state
+    return check_run(read_json_file(path), path)  # the file's type and each stage's fields checked

@@ -14,7 +14,8 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,11 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mnistlab.core.errors import ConfigError
+from mnistlab.core import procs
+from mnistlab.core.errors import ConfigError, WorkersDied, check_threads
 from mnistlab.core.fsio import write_json
 from mnistlab.data.datasets import load
 from mnistlab.metrics.codes import probe_accuracy
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.search.results import write_results
 from mnistlab.search.space import grid_points, overrides_of, trial_name
 from mnistlab.tasks import get, load_experiment, load_run, load_run_config
@@ -37,6 +40,11 @@ from mnistlab.training.loop import NonFiniteLossError
 log = logging.getLogger("mnistlab")
 
 DONE = ("finished", "diverged")  # trial states a re-run does not repeat
+# Pools started for one grid: a worker that dies (killed, out of memory) breaks the whole pool, and
+# every trial not done is queued again in a fresh one (each resumes from its last epoch checkpoint).
+# A trial that kills its worker every time would do so forever; after this many pools the search
+# stops with a one-line error instead.
+MAX_POOLS = 3
 PROBE_MAX_TRAIN = 10_000  # training codes the probe is fit on (lbfgs on all 48k is slower, not better)
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -134,14 +142,17 @@ def run_trial(
         if not accepts_epoch_callback(trainer):
             raise ConfigError(f"the {task} trainer takes no on_epoch_end callback, so it cannot be pruned")
         kwargs["on_epoch_end"] = on_epoch_end
-    try:
-        trainer(exp, run_dir, resume=resume, progress=progress, **kwargs)
-    except NonFiniteLossError as e:
-        summary = rundir.read_summary(run_dir)
-        if summary.get("status") != "diverged":  # a trainer that did not record it itself
-            rundir.write_summary(run_dir, {**summary, "task": task, "status": "diverged", "error": str(e)})
-        log.warning("trial %s diverged: %s", run_dir.name, e)
-        return "diverged"
+    with owner.session():  # the trial's folder stays locked while it trains (its trainer claims it)
+        try:
+            trainer(exp, run_dir, resume=resume, progress=progress, **kwargs)
+        except NonFiniteLossError as e:
+            summary = rundir.read_summary(run_dir)
+            if summary.get("status") != "diverged":  # a trainer that did not record it itself
+                rundir.write_summary(
+                    run_dir, {**summary, "task": task, "status": "diverged", "error": str(e)}
+                )
+            log.warning("trial %s diverged: %s", run_dir.name, e)
+            return "diverged"
     return "finished"
 
 
@@ -183,6 +194,11 @@ def worker_threads(workers: int) -> int:
 # ------------------------------------------------------------------------------------------ grid
 
 
+def _grid_worker_init() -> None:
+    """A grid worker ends with the process that started it, even one killed with SIGKILL."""
+    procs.die_with_parent()
+
+
 def _grid_job(task: str, exp: Any, run_dir: Path, threads: int) -> str:
     """One grid trial in a worker process (progress bars off: they would interleave)."""
     torch.set_num_threads(threads)
@@ -203,8 +219,7 @@ def run_grid(
     """Train every point of `grid` (on top of preset + overrides) into out/trials/<name>/ and write
     the results table, the curves figure and best.toml to `out`. Returns the rows, best first."""
     obj = objective_of(objective)
-    if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    check_threads(workers, "--workers")
     base = list(overrides or [])
     points = grid_points(grid)
     # Build (and so check) every trial's config before training any of them.
@@ -214,7 +229,7 @@ def run_grid(
     ]
     if len({t[2] for t in trials}) != len(trials):
         raise ConfigError("--grid gives two points the same trial name; make the values distinct")
-    out.mkdir(parents=True, exist_ok=True)
+    owner.claim(out, "search")  # a new or empty folder, or this search's own (resumed)
     write_json(
         out / "search.json",
         {
@@ -235,13 +250,66 @@ def run_grid(
             status = run_trial(task, exp, run_dir, progress=progress)
             log.info("trial %d/%d %s: %s", i + 1, len(todo), run_dir.name, status)
     else:
-        threads = worker_threads(workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_grid_job, task, exp, run_dir, threads) for _, exp, run_dir in todo]
-            for (_, _, run_dir), fut in zip(todo, tqdm(futures, desc="trials", disable=not progress)):
-                log.info("trial %s: %s", run_dir.name, fut.result())
+        _run_pools(task, [(exp, run_dir) for _, exp, run_dir in todo], workers, progress)
     rows = [
         trial_row(run_dir, p, obj, rundir.read_summary(run_dir).get("status", "?"))
         for p, _, run_dir in trials
     ]
     return write_results(out, rows, obj, list(grid), task)
+
+
+def _run_pools(
+    task: str,
+    todo: list[tuple[Any, Path]],
+    workers: int,
+    progress: bool,
+    job: Callable[..., str] | None = None,
+) -> None:
+    """The trials of `todo` in `workers` spawned processes, each `job(task, exp, run_dir, threads)`
+    (default `_grid_job`). A worker that dies breaks its pool: the trials not done yet go to a fresh
+    pool, up to MAX_POOLS pools, then WorkersDied (one line)."""
+    bar = tqdm(total=len(todo), desc="trials", disable=not progress)
+    try:
+        for round_ in range(1, MAX_POOLS + 1):
+            left = [t for t in todo if rundir.read_summary(t[1]).get("status") not in DONE]
+            if not left:
+                return
+            if round_ > 1:
+                log.warning(
+                    "a search worker process died; %d trial(s) not finished run again in a new pool "
+                    "(each resumes from its last epoch checkpoint)",
+                    len(left),
+                )
+            try:
+                _pool_round(task, left, workers, bar, job or _grid_job)
+                return
+            except BrokenProcessPool:
+                continue
+        left = [t for t in todo if rundir.read_summary(t[1]).get("status") not in DONE]
+        raise WorkersDied(
+            f"search worker processes died {MAX_POOLS} times; {len(left)} trial(s) not finished "
+            f"(first: {left[0][1].name if left else '-'})"
+        )
+    finally:
+        bar.close()
+
+
+def _pool_round(task: str, todo: list[tuple[Any, Path]], workers: int, bar, job: Callable[..., str]) -> None:
+    """One pool over `todo`; BrokenProcessPool when one of its workers dies. Interrupted (Ctrl-C,
+    SIGTERM), its workers are stopped at once instead of finishing their trials: the executor's own
+    shutdown would wait for them."""
+    threads = worker_threads(workers)
+    pool = ProcessPoolExecutor(
+        min(workers, len(todo)), mp_context=get_context("spawn"), initializer=_grid_worker_init
+    )
+    try:
+        futures = {pool.submit(job, task, exp, run_dir, threads): run_dir for exp, run_dir in todo}
+        for fut in as_completed(futures):
+            log.info("trial %s: %s", futures[fut].name, fut.result())
+            bar.update(1)
+    except BaseException as e:
+        if not isinstance(e, Exception):  # KeyboardInterrupt: stop the workers now
+            procs.stop_processes(list(getattr(pool, "_processes", {}).values()))
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -32,9 +32,11 @@ import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from mnistlab.core.errors import ConfigError, WorkersDied
+from mnistlab.core.errors import ConfigError, WorkersDied, check_threads
 from mnistlab.core.fsio import write_json
+from mnistlab.core.procs import die_with_parent, stop_processes
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.search.grid import (
     accepts_epoch_callback,
     objective_of,
@@ -295,6 +297,7 @@ def work(spec: StudySpec, worker: int = 0, threads: int = 0) -> int:
 
 
 def _worker_main(spec: StudySpec, worker: int, threads: int) -> None:
+    die_with_parent()  # a worker ends with the command that started it, even one killed with SIGKILL
     logging.basicConfig(level=logging.WARNING, format=f"[worker {worker}] %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work(spec, worker, threads)
@@ -315,8 +318,11 @@ def run_optuna(spec: StudySpec, workers: int = 1) -> list[dict[str, Any]]:
     table, curves and best.toml from every trial the study holds. Returns the sorted rows."""
     if spec.n_trials < 1 or workers < 1:
         raise ConfigError("--trials and --workers must be >= 1")
+    check_threads(workers, "--workers")
     check_space(spec)
-    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    # The search folder is this launcher's, locked, unless --storage names a study that several
+    # launchers share on purpose (then only its ownership is checked).
+    owner.claim(spec.out, "search", lock=not spec.storage)
     study = open_study(spec)  # creates the study once, before workers race to load it
     write_json(
         Path(spec.out) / "search.json",
@@ -375,10 +381,14 @@ def _run_workers(spec: StudySpec, processes: int, workers: int) -> list[int]:
     threads = worker_threads(workers)
     quiet = dataclasses.replace(spec, progress=False)
     procs = [ctx.Process(target=_worker_main, args=(quiet, k, threads)) for k in range(processes)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    except BaseException:  # Ctrl-C or SIGTERM: stop the workers now (their trials are re-queued next run)
+        stop_processes(procs)
+        raise
     bad = [p.exitcode for p in procs if p.exitcode != 0]
     if bad:
         log.warning("%d worker(s) exited with codes %s", len(bad), bad)

@@ -25,7 +25,7 @@ class RunPlan:
     data: DataConfig = field(default_factory=DataConfig)  # the preset's [data] (each stage reads its own)
     # The stage list: the registered tasks the study trains, by name, in this order (a plug-in task
     # joins a study only when a preset or --set run.tasks=... names it).
-    tasks: tuple[str, ...] = ("ae", "dae", "vae", "gan", "cgan")
+    tasks: tuple[str, ...] = ("ae", "dae", "vae", "gan", "cgan", "flow", "semi")
     # Grid search of the autoencoder before the AE stage; the best trial becomes RUN/ae.
     search: bool = False
     search_grid: tuple[str, ...] = ()  # "key=v1,v2" items; empty = the report's 12-point grid

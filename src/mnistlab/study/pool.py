@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from mnistlab import tasks
+from mnistlab.core import procs
 from mnistlab.search.grid import default_workers, worker_threads
 from mnistlab.study.state import peak_rss_mb
 
@@ -77,7 +78,13 @@ def workers_for(asked: int, stages: int) -> int:
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple, threads: int, level: int, tag: str) -> None:
-    """The body of a stage's process: threads and logging set, `fn(*args)` run, the outcome sent."""
+    """The body of a stage's process: threads and logging set, `fn(*args)` run, the outcome sent.
+    Its own process group first, so that the parent can stop it and every process it starts with one
+    signal; SIGTERM then raises KeyboardInterrupt here, so the stage unwinds as after Ctrl-C; and it
+    dies with the fork server, which ends when the command does, even by SIGKILL."""
+    procs.become_group_leader()
+    procs.raise_on_stop_signals()
+    procs.die_with_parent()
     import torch
 
     torch.set_num_threads(threads)
@@ -98,8 +105,11 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple, threads: int, 
             pickle.loads(pickle.dumps(error))
         except Exception:  # an exception that does not make the trip travels as its text
             error = RuntimeError(f"{type(error).__name__}: {error}")
-    conn.send(Outcome(time.process_time() - cpu0, peak, error))
-    conn.close()
+    try:
+        conn.send(Outcome(time.process_time() - cpu0, peak, error))
+        conn.close()
+    except OSError:  # the parent is gone or stopped listening (it is stopping this stage): nobody to tell
+        pass
 
 
 def run_graph(
@@ -166,11 +176,16 @@ def run_graph(
                 outcome = _collect(name, proc, receive)
                 failed = failed or outcome.error
                 on_end(name, outcome)
-    except BaseException:  # interrupted here: stop the stages' processes (each resumes from its checkpoint)
-        for name, proc, _ in running.values():
-            proc.terminate()
-            proc.join()
-            on_end(name, Outcome(0.0, 0.0, KeyboardInterrupt()))
+    except BaseException:  # interrupted here (Ctrl-C, SIGTERM): stop every stage's process group; each
+        # resumes from its last checkpoint on the next run, and run.json records it as interrupted.
+        procs.stop_processes(proc for _, proc, _ in running.values())
+        stopped = Outcome(0.0, 0.0, KeyboardInterrupt())
+        for name, proc, receive in running.values():
+            try:
+                outcome = _collect(name, proc, receive)  # a stage that finished just before stays done
+            except Exception:  # its report cut short by the stop
+                outcome = stopped
+            on_end(name, outcome if outcome.error is None else stopped)
         raise
     finally:
         if ignoring:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from mnistlab.core import host
 from mnistlab.core.config import load_table
+from mnistlab.runs import owner
 from mnistlab.runs.folder import command_line
 from mnistlab.study import inputs as run_inputs
 from mnistlab.study import pool as stage_pool
@@ -38,8 +39,10 @@ log = logging.getLogger("mnistlab")
 
 
 def run_stage(ctx: StudyContext, name: str, resume: bool) -> None:
-    """Run one stage of the study (what a stage's worker process calls)."""
-    registry.get(name).run(ctx, resume)
+    """Run one stage of the study (what a stage's worker process calls); the folders it claims are
+    released when it ends (owner.session)."""
+    with owner.session():
+        registry.get(name).run(ctx, resume)
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -55,8 +58,21 @@ def run_study(
     report: Callable[[Path], Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every stage of the study into `out`, then `report(out)` (the CLI passes
-    report.build.write_report; it is also called after a stage fails). Returns run.json."""
-    out = Path(out)
+    report.build.write_report; it is also called after a stage fails). Returns run.json. `out` is
+    claimed (owner.claim) and locked until the study and its report are done."""
+    with owner.session():
+        return _run_study(Path(out), preset, overrides, data_dir, device, progress, report)
+
+
+def _run_study(
+    out: Path,
+    preset: str,
+    overrides: list[str] | None,
+    data_dir: str | None,
+    device: str | None,
+    progress: bool,
+    report: Callable[[Path], Any] | None,
+) -> dict[str, Any]:
     overrides = list(overrides or [])
     plan = load_table("run", preset, split_overrides(overrides, data_dir, device).get("run", []), RunPlan)
     # The plan's own stage settings first, so that the command's --set items override them.

@@ -7,13 +7,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import resource
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mnistlab.core.errors import ConfigError
 from mnistlab.core.fsio import write_json
+from mnistlab.runs import owner
 from mnistlab.runs.folder import RUN_FILE, read_run
 from mnistlab.study import inputs as run_inputs
 
@@ -48,13 +47,11 @@ def new_entry(name: str, folder: str) -> dict[str, Any]:
 def open_state(
     out: Path, plan: Any, stages: list[tuple[str, str]], settings: dict[str, Any], prints: dict[str, str]
 ) -> dict[str, Any]:
-    """run.json of `out` for `stages` ((name, folder) in order): new, or the existing one with the
-    stages whose inputs changed since they ran reset to pending (their folders removed) and stages the
-    plan added appended."""
+    """run.json of `out` for `stages` ((name, folder) in order), once `out` is claimed: new, or the
+    existing one with the stages whose inputs changed since they ran reset to pending (the files
+    mnistlab wrote in their folders removed) and stages the plan added appended."""
+    owner.claim(out, "run")  # new, empty or a study's; held (locked) while the study runs
     if not (out / RUN_FILE).exists():
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ConfigError(f"{out} exists and is not a run folder of `mnistlab run`; choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
         return {
             "kind": "mnistlab-run",
             "version": 1,
@@ -72,7 +69,7 @@ def open_state(
     rerun = run_inputs.stages_to_rerun(entries, prints, same)
     for entry in entries:
         if entry["name"] in rerun:
-            shutil.rmtree(out / entry["folder"], ignore_errors=True)  # trained with other inputs
+            owner.clear(out / entry["folder"])  # trained with other inputs (the user's files stay)
             entry.update(new_entry(entry["name"], entry["folder"]))
     kept = [e["name"] for e in entries if e["status"] == "done"]
     if rerun:

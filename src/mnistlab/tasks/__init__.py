@@ -53,6 +53,8 @@ class TaskSpec:
         option that takes the folder and the kind of run (RUN_KINDS); `mnistlab run` passes its
         stage of that kind, `mnistlab train` the user's --baseline.
     provides: the kinds of run (RUN_KINDS) its runs can serve as.
+    sample_options: the SampleRequest fields beyond sampler, n, seed and digit that its generator reads
+        (`mnistlab sample --steps/--guidance`); its generator lists them as `options` too.
     """
 
     name: str
@@ -70,6 +72,7 @@ class TaskSpec:
     options: tuple[str, ...] = ()
     prunable: bool = False
     conditional: bool = False  # its generator can be asked for a digit
+    sample_options: tuple[str, ...] = ()  # SampleRequest fields its generator reads: "steps", "guidance"
 
     def __post_init__(self):
         unknown = set(self.roles) - set(ROLES)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mnistlab.core.task_catalog import spec_fields
 from mnistlab.data.datasets import load
 from mnistlab.models.autoencoder import ConvAutoencoder, Encoder
 from mnistlab.models.code_samplers import AutoencoderGenerator, SampleRequest
@@ -191,15 +192,12 @@ def _cell(text: str | None) -> str:
 
 SPEC = register(
     TaskSpec(
-        name="ae",
-        description="the report's convolutional autoencoder (reconstruction MSE)",
+        **spec_fields("ae"),
         experiment=AEExperiment,
         train=train_autoencoder,
         load=load_run,
-        roles=frozenset({"encoder", "decoder", "generator"}),
         evaluate=evaluate,
         report=report_section,
-        order=10,
         provides=frozenset({"autoencoder"}),
         prunable=True,
     )

@@ -26,6 +26,7 @@ from torch import nn
 from mnistlab.core import distributed
 from mnistlab.core.errors import check_float, check_int
 from mnistlab.core.fsio import atomic_write_bytes
+from mnistlab.core.task_catalog import spec_fields
 from mnistlab.data.datasets import DataConfig, Split
 from mnistlab.metrics.collapse import detect_collapse
 from mnistlab.metrics.generation import score_samples
@@ -403,16 +404,12 @@ PRESETS = {
 
 SPEC = register(
     TaskSpec(
-        name="cgan",
-        description="the report's GAN conditioned on the digit (sample --digit d)",
+        **spec_fields("cgan"),
         experiment=CGANExperiment,
         train=train,
         load=load_run,
         evaluate=evaluate,
-        roles=frozenset({"generator"}),
         presets=PRESETS,
         report=report_section,
-        order=45,
-        conditional=True,
     )
 )

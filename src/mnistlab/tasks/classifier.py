@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mnistlab.core.task_catalog import spec_fields
 from mnistlab.models import build_model
 from mnistlab.runs import folder as rundir
 from mnistlab.tasks import TaskSpec, TrainedRun, as_images, register
@@ -39,12 +40,9 @@ def load_run(run_dir: Path, exp: Any, device: torch.device) -> ClassifierRun:
 
 SPEC = register(
     TaskSpec(
-        name="classifier",
-        description="the reference digit classifier the generation metrics measure with",
+        **spec_fields("classifier"),
         experiment=ClassifierExperiment,
         train=train_classifier,
         load=load_run,
-        roles=frozenset({"classifier"}),
-        order=90,
     )
 )

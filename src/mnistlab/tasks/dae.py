@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from mnistlab.core.errors import ConfigError
+from mnistlab.core.task_catalog import spec_fields
 from mnistlab.data.datasets import load
 from mnistlab.plots.content import RunFolder, Section, Table, num
 from mnistlab.runs import folder as rundir
@@ -136,16 +137,12 @@ def report_section(run: RunFolder, stage: str) -> Section:
 
 SPEC = register(
     TaskSpec(
-        name="dae",
-        description="the denoising autoencoder (noisy input, MSE against the clean image)",
+        **spec_fields("dae"),
         experiment=DAEExperiment,
         train=train,
         load=load_run,
-        roles=frozenset({"encoder", "decoder", "generator", "denoiser"}),
         evaluate=evaluate,
         report=report_section,
-        order=20,
         run_inputs=run_inputs,
-        options=("baseline",),
     )
 )

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mnistlab.core.task_catalog import spec_fields
 from mnistlab.models.code_samplers import SampleRequest
 from mnistlab.plots.content import RunFolder, Section, num, precision, read_toml, score_table
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, register
@@ -92,14 +93,11 @@ def report_section(run: RunFolder, stage: str) -> Section:
 
 SPEC = register(
     TaskSpec(
-        name="gan",
-        description="the report's GAN (generator and discriminator of its shapes)",
+        **spec_fields("gan"),
         experiment=GANExperiment,
         train=train_gan,
         load=load_run,
         evaluate=evaluate,
-        roles=frozenset({"generator"}),
         report=report_section,
-        order=40,
     )
 )

@@ -27,6 +27,7 @@ from torch import nn
 
 from mnistlab.core import distributed
 from mnistlab.core.errors import ConfigError, check, check_float, check_int, check_seed
+from mnistlab.core.task_catalog import spec_fields
 from mnistlab.data.datasets import Data, DataConfig, Split, load, to_float
 from mnistlab.metrics.generation import score_samples
 from mnistlab.models.code_samplers import AutoencoderGenerator, SampleRequest, check_sampler, decode, encode
@@ -480,18 +481,14 @@ PRESETS = {
 
 SPEC = register(
     TaskSpec(
-        name="vae",
-        description="a variational autoencoder on the report's shapes (prior samples, mean code)",
+        **spec_fields("vae"),
         experiment=VAEExperiment,
         train=train,
         load=load_run,
-        roles=frozenset({"encoder", "decoder", "generator"}),
         presets=PRESETS,
         evaluate=evaluate,
         report=report_section,
-        order=30,
         prunable=True,
         run_inputs=run_inputs,
-        options=("baseline",),  # an autoencoder run to start from (init.from_baseline)
     )
 )

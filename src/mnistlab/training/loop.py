@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from mnistlab.core import distributed
 from mnistlab.core.errors import ConfigError, check, check_bool, check_float, check_int, check_seed
-from mnistlab.core.fsio import read_jsonl
 from mnistlab.data.datasets import Split, batches
 from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import file_sha256, restore, save_checkpoint
@@ -273,6 +272,7 @@ def fit(
     # Seconds run on from the last kept epoch's, so a resumed run's rows and total count all its time.
     earlier = float(history[-1].get("seconds", 0.0)) if history else 0.0
     seen, t0 = 0, time.perf_counter()
+    saved = start_epoch if ckpt is not None and start_epoch else 0  # the last epoch checkpointed
     try:
         for epoch in range(start_epoch, cfg.epochs):
             for m in task.modules.values():
@@ -324,6 +324,7 @@ def fit(
                     # the epoch it trains again; the other order would lose the row of a saved epoch.
                     _append(metrics_path, row)
                     sha = save_checkpoint(ckpt, task.modules, task.optimizers, epoch + 1, step)
+                    saved = epoch + 1
                     if writer is not None:
                         for k, v in row.items():
                             if k not in ("epoch", "step", "seconds"):
@@ -336,6 +337,9 @@ def fit(
                     " ".join(f"{k}={v:.5g}" for k, v in row.items() if k.startswith(("train_", "val_"))),
                 )
             distributed.barrier()  # the other ranks wait while rank 0 validates and writes
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the CLI's message says what is kept
+        e.saved = _saved_note(ckpt, saved, cfg.epochs)
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -345,6 +349,15 @@ def fit(
     device = getattr(task, "device", None)
     precision = "bf16" if device is not None and amp_mode(cfg, torch.device(device)) == "bf16" else "float32"
     return FitResult(history, sha, earlier + seconds, seen / seconds if seconds > 0 else 0.0, precision)
+
+
+def _saved_note(ckpt: Path | None, saved: int, epochs: int) -> str:
+    """What an interrupted fit leaves, for the message the user reads."""
+    if ckpt is None:
+        return "this training keeps no checkpoint; nothing of it is saved"
+    if saved == 0:
+        return f"no epoch had finished, so no checkpoint was written ({ckpt.parent.parent} starts over)"
+    return f"epoch {saved}/{epochs} is checkpointed in {ckpt}"
 
 
 def _end_epoch(task, epoch: int, step: int, lr: float, sums: dict, n_epoch: int, t0: float) -> dict[str, Any]:
@@ -369,13 +382,20 @@ def _tensorboard(run_dir: Path | None):
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
+    try:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+    except OSError as e:  # a failed write or flush names no file: name it (a full disk)
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def _read_history(path: Path | None, upto: int) -> list[dict[str, Any]]:
-    return [r for r in read_jsonl(path) if r["epoch"] <= upto] if path is not None else []
+    if path is None:
+        return []
+    return [r for r in rundir.read_history(path.parent) if r["epoch"] <= upto]  # rows' fields checked
 
 
 def _write_history(path: Path | None, rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from mnistlab.core import distributed, host
 from mnistlab.core.allocator import keep_freed_memory
+from mnistlab.core.errors import ConfigError
 from mnistlab.data.datasets import Data, Split, load
 from mnistlab.runs import folder as rundir
 from mnistlab.training.loop import FitResult, NonFiniteLossError, fit, resolve_device
@@ -39,6 +40,14 @@ def start(exp: Any) -> tuple[Data, torch.device]:
 def prepare(out: Path, exp: Any, task: str, resume: bool) -> Path:
     """The run folder: created (or checked, on resume) by rank 0 only; every rank gets its path."""
     return distributed.on_main(rundir.prepare, out, exp, task, resume) or Path(out)
+
+
+def check_resumable(out: Path) -> None:
+    """`--resume` needs a checkpoint: without one it is a one-line error, not a silent fresh start
+    (which would empty the run's metrics.jsonl)."""
+    ckpt = rundir.checkpoint_path(out)
+    if not ckpt.is_file():
+        raise ConfigError(f"{out}: nothing to resume (no {ckpt}); run without --resume to start it")
 
 
 def fit_plain(

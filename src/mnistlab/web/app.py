@@ -9,9 +9,12 @@ API (JSON in and out; images are 28x28 arrays of 0..255; errors are {"error": "o
   POST /api/decode    {code}                      -> {image}
   POST /api/denoise   {image|png, sigma?, seed?}  -> {input, noisy, denoised}
   POST /api/classify  {image|png | code}          -> {digit, probs}
-  POST /api/sample    {sampler, n?, seed?, digit?, every_digit?} -> {sampler, images | rows}; n in 1..256
+  POST /api/sample    {sampler, n?, seed?, digit?, every_digit?, steps?} -> {sampler, images | rows};
+                                  n in 1..256; steps (1..50) for a generator that solves an ODE
                                   samplers: uniform gaussian gmm, and one per generator run (by task)
-  GET  /api/sample.png?sampler=&n=&seed=&digit=&every_digit=  and  /api/sample.npy?...: the same digits
+  POST /api/trajectory {sampler, seed?, digit?, steps?} -> {images}: an ODE-solving generator's one
+                                  digit from noise, the state after each step
+  GET  /api/sample.png?sampler=&n=&seed=&digit=&every_digit=&steps=  and  /api/sample.npy?...: the same digits
                                   as a grid PNG / a uint8 (N, 28, 28) .npy file (downloads.py)
   GET  /report                                    the run's report.html or compare page (downloads.py)
   POST /api/interpolate {a, b, steps?}            -> {codes, images}; a and b: {code}|{image}|{png}|{index}
@@ -48,11 +51,21 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mnistlab.core.errors import ConfigError
+from mnistlab.core.errors import ConfigError, check_threads
 from mnistlab.web import downloads, parse
 from mnistlab.web.errors import ApiError, one_line
-from mnistlab.web.explorer import MAX_SIGMA, MAX_STEPS, Explorer
-from mnistlab.web.guard import UPLOAD_PATHS, Guard, host_policy, is_loopback, same_origin, split_host  # noqa: F401
+from mnistlab.web.explorer import MAX_SAMPLE_STEPS, MAX_SIGMA, MAX_STEPS, Explorer
+from mnistlab.web.guard import (  # noqa: F401
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    UPLOAD_PATHS,
+    Guard,
+    host_policy,
+    is_loopback,
+    same_origin,
+    split_host,
+    timed_protocol,
+)
 from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, bound_decoder, preprocess_bytes
 
 log = logging.getLogger("mnistlab")
@@ -70,12 +83,40 @@ CSP = (
 HEAVY_SLOTS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+# Request bodies read at once, and how long each may take. Every body is buffered until complete, so
+# without a bound 400 slow 2 MB POSTs held some 750 MB; now at most BODY_SLOTS x 2 MiB are held, a
+# body that trickles in slower than BODY_TIMEOUT_S is a 408, and a request that finds every slot
+# taken for BODY_WAIT_S is a 503 (a real client retries; a slow attacker's bodies time out).
+BODY_SLOTS = 16
+BODY_TIMEOUT_S = 30.0
+BODY_WAIT_S = 10.0
+
+
+async def _body(request: Request, limit: int, slots: anyio.Semaphore | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes, read in one of `slots`
+    within BODY_TIMEOUT_S."""
     length = request.headers.get("content-length", "")
     # A long or non-ASCII "digit" string would make int() raise (or take time): check the text first.
     if length.isascii() and length.isdigit() and (len(length) > 15 or int(length) > limit):
         raise ApiError(413, f"request too large: {length[:20]} bytes, at most {limit}")
+    if slots is None:
+        return await _read_body(request, limit)
+    acquired = False
+    with anyio.move_on_after(BODY_WAIT_S):
+        await slots.acquire()
+        acquired = True
+    if not acquired:
+        raise ApiError(503, "too many requests sending bodies at once; try again")
+    try:
+        with anyio.fail_after(BODY_TIMEOUT_S):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
+    finally:
+        slots.release()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     size, chunks = 0, []
     async for chunk in request.stream():
         size += len(chunk)
@@ -120,6 +161,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
     image or runs a model) reads its body there, then does the rest, down to encoding the response, in
     a worker thread holding one of `heavy_slots` slots."""
     limiter = anyio.CapacityLimiter(heavy_slots)
+    bodies = anyio.Semaphore(BODY_SLOTS)  # request bodies being received at once
 
     async def heavy(fn: Callable[[], Response]) -> Response:
         return await anyio.to_thread.run_sync(fn, limiter=limiter)
@@ -128,7 +170,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         """An endpoint: its body, parsed and bounded (parse.json_body), passed to `run` in a slot."""
 
         async def endpoint(request: Request) -> Response:
-            raw = await _body(request, parse.MAX_BODY_BYTES)
+            raw = await _body(request, parse.MAX_BODY_BYTES, bodies)
             return await heavy(lambda: JSONResponse(run(parse.json_body(raw))))
 
         return endpoint
@@ -165,7 +207,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         seed = _query_number(request, "seed", "0", int)
         parse.get_float({"sigma": sigma}, "sigma", 0.0, 0.0, MAX_SIGMA)
         parse.get_int({"seed": seed}, "seed", 0, 0, SEED_MAX)
-        data = await _body(request, MAX_UPLOAD_BYTES)
+        data = await _body(request, MAX_UPLOAD_BYTES, bodies)
         return await heavy(lambda: JSONResponse(analyze_sync(data, sigma, seed)))
 
     async def info(request: Request) -> JSONResponse:
@@ -207,6 +249,16 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         if fields["every_digit"]:
             return {**out, "rows": [parse.to_uint8_list(r) for r in images]}
         return {**out, "digit": fields["digit"], "images": parse.to_uint8_list(images)}
+
+    def trajectory(body: dict[str, Any]) -> dict[str, Any]:
+        sampler = parse.get_str(body, "sampler")
+        seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
+        digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
+        steps = (
+            parse.get_int(body, "steps", None, 1, MAX_SAMPLE_STEPS) if body.get("steps") is not None else None
+        )
+        images = ex.trajectory(sampler, seed, digit, steps)
+        return {"sampler": sampler, "seed": seed, "digit": digit, "images": parse.to_uint8_list(images)}
 
     def interpolate(body: dict[str, Any]) -> dict[str, Any]:
         steps = parse.get_int(body, "steps", 10, 2, MAX_STEPS)
@@ -265,6 +317,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         Route("/api/denoise", json_route(denoise), methods=["POST"]),
         Route("/api/classify", json_route(classify), methods=["POST"]),
         Route("/api/sample", json_route(sample), methods=["POST"]),
+        Route("/api/trajectory", json_route(trajectory), methods=["POST"]),
         Route("/api/interpolate", json_route(interpolate), methods=["POST"]),
         Route("/api/map/{name:str}", map_data),
         Route("/api/map/{name:str}/click", map_click, methods=["POST"]),
@@ -364,6 +417,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def server_config(app: Starlette) -> Any:
+    """uvicorn's settings for the explorer: a time limit on each request's headers (guard.py's
+    protocol), at most MAX_CONNECTIONS connections and requests at once (more get a 503 at once), and
+    headers of at most MAX_HEADER_BYTES; bodies are bounded by the routes (`_body`)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        http=timed_protocol(),
+        limit_concurrency=MAX_CONNECTIONS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=5,  # idle seconds between two requests of a connection (uvicorn's default)
+    )
+
+
 def serve(
     run_dir: Path, host: str = "127.0.0.1", port: int = 8000, explicit_host: bool = False, threads: int = 1
 ) -> None:
@@ -372,8 +443,7 @@ def serve(
     import uvicorn
 
     check_host(host, explicit_host)
-    if threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    check_threads(threads, "--threads")  # torch would start as many as asked (100,000: ~32,000 started)
     sock = bind(host, port)  # before the slow loading, so a busy port fails at once
     try:
         try:
@@ -389,7 +459,6 @@ def serve(
             host if ":" not in host else f"[{host}]",
             actual,
         )
-        config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None)
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(server_config(app)).run(sockets=[sock])
     finally:
         sock.close()

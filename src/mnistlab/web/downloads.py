@@ -1,7 +1,7 @@
 """Samples as files, and the run's own page: the explorer's routes that answer with something other
 than JSON.
 
-  GET /api/sample.png?sampler=&n=&seed=&digit=&every_digit=1   -> the grid the page shows, as a PNG
+  GET /api/sample.png?sampler=&n=&seed=&digit=&every_digit=1&steps=  -> the grid the page shows, as a PNG
   GET /api/sample.npy?(the same)                                -> the digits, uint8 (N, 28, 28), as .npy
   GET /report                                                   -> report.html of the run (or its compare
                                                                    page), 404 when it has none
@@ -28,11 +28,11 @@ from starlette.routing import Route
 
 from mnistlab.web import parse
 from mnistlab.web.errors import ApiError
-from mnistlab.web.explorer import MAX_ROW_SAMPLES, MAX_SAMPLES, Explorer
+from mnistlab.web.explorer import MAX_ROW_SAMPLES, MAX_SAMPLE_STEPS, MAX_SAMPLES, Explorer
 from mnistlab.web.runs import find_report
 
 SEED_MAX = 2**31 - 1
-QUERY_KEYS = ("sampler", "n", "seed", "digit", "every_digit")
+QUERY_KEYS = ("sampler", "n", "seed", "digit", "every_digit", "steps")
 MAX_QUERY_VALUE = 64  # characters
 GAP = 2  # pixels between the digits of a grid (PNG)
 # The report is a self-contained page (inline CSS, embedded PNGs): it may style itself and show its
@@ -51,11 +51,13 @@ def draw(ex: Explorer, body: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray
     n = parse.get_int(body, "n", 16, 1, MAX_ROW_SAMPLES if rows else MAX_SAMPLES)
     seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
     digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
+    steps = parse.get_int(body, "steps", None, 1, MAX_SAMPLE_STEPS) if body.get("steps") is not None else None
     if rows:  # the same noise for every digit: style kept, class changed
-        images = np.stack([ex.sample(sampler, n, seed, d) for d in range(10)])
+        images = np.stack([ex.sample(sampler, n, seed, d, steps) for d in range(10)])
     else:
-        images = ex.sample(sampler, n, seed, digit)
-    return {"sampler": sampler, "n": n, "seed": seed, "digit": digit, "every_digit": rows}, images
+        images = ex.sample(sampler, n, seed, digit, steps)
+    fields = {"sampler": sampler, "n": n, "seed": seed, "digit": digit, "every_digit": rows, "steps": steps}
+    return fields, images
 
 
 def grid_png(images: np.ndarray, cols: int | None = None) -> bytes:

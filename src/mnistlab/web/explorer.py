@@ -37,6 +37,9 @@ KNN = 5  # a code's place on a map that cannot embed new points: the mean of its
 MAX_SAMPLES, MAX_STEPS, MAX_SIGMA = 256, 32, 2.0
 SAMPLE_COUNTS = (16, 64, 256)  # the page's choices; the API takes any count in 1..MAX_SAMPLES
 MAX_ROW_SAMPLES = 64  # per digit when every digit is drawn from the same noise: 640 digits at most
+# Solver steps a request may ask of an ODE-solving generator: 256 digits x 50 network evaluations is the
+# most one request costs; `mnistlab sample --steps` takes up to 1000.
+MAX_SAMPLE_STEPS = 50
 AE_SAMPLERS = tuple(code_samplers.SAMPLERS)  # uniform, gaussian, gmm
 MAP_AXES = {"latent": "latent", "pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
 
@@ -241,19 +244,33 @@ class Explorer:
             "code": _floats(self.test_codes[i]),
         }
 
-    def sample(self, sampler: str, n: int, seed: int, digit: int | None = None) -> np.ndarray:
+    def _generator(self, sampler: str, digit: int | None, steps: int | None) -> Any:
+        """The loaded generator of task `sampler`, once the digit and the steps asked are ones it takes."""
+        self.need(f"generator:{sampler}")
+        if digit is not None and not self.conditional.get(sampler):
+            raise ApiError(422, f"the {sampler} sampler cannot be asked for a digit (not conditional)")
+        gen = self.generators[sampler]
+        if steps is not None and "steps" not in getattr(gen, "options", ()):
+            raise ApiError(422, f"the {sampler} sampler takes no steps (it does not solve an ODE)")
+        return gen
+
+    def sample(
+        self, sampler: str, n: int, seed: int, digit: int | None = None, steps: int | None = None
+    ) -> np.ndarray:
         """n uint8 digits (n, 28, 28) from a code sampler (decoded) or a generator run (by task name);
-        `digit` asks a conditional generator for that class (the same seed gives the same noise)."""
+        `digit` asks a conditional generator for that class (the same seed gives the same noise);
+        `steps`, an ODE-solving generator's network evaluations per digit (None: its default)."""
         known = (*AE_SAMPLERS, *dict.fromkeys([*self.generator_tasks, *self.generators]))
         if sampler not in known:
             raise ApiError(422, f"unknown sampler {sampler!r}; choose one of {', '.join(known)}")
         if sampler not in AE_SAMPLERS:
-            self.need(f"generator:{sampler}")
-            if digit is not None and not self.conditional.get(sampler):
-                raise ApiError(422, f"the {sampler} sampler cannot be asked for a digit (not conditional)")
-            gen = self.generators[sampler]
+            gen = self._generator(sampler, digit, steps)
             with torch.inference_mode():
-                return gen.sample(code_samplers.SampleRequest(gen.samplers[0], n, seed, digit=digit))
+                return gen.sample(
+                    code_samplers.SampleRequest(gen.samplers[0], n, seed, digit=digit, steps=steps)
+                )
+        if steps is not None:
+            raise ApiError(422, f"the {sampler} code sampler takes no steps (it does not solve an ODE)")
         if digit is not None:
             raise ApiError(422, f"the {sampler} code sampler cannot be asked for a digit (not conditional)")
         self.need("encoder")
@@ -263,6 +280,23 @@ class Explorer:
         # A gaussian or gmm draw can land past the limits `decode` enforces on requests; clip it there.
         with torch.inference_mode():
             return code_samplers.decode(self.ae.decoder, np.clip(codes, self.limit_low, self.limit_high))
+
+    def trajectory(
+        self, sampler: str, seed: int, digit: int | None = None, steps: int | None = None
+    ) -> np.ndarray:
+        """One digit's way from noise: uint8 (k + 1, 28, 28), the noise, then the state after each of
+        the k solver steps, from a generator that keeps its path (an ODE solver's)."""
+        if sampler not in self.generator_tasks and sampler not in self.generators:
+            raise ApiError(422, f"unknown generator {sampler!r}")
+        gen = self._generator(sampler, digit, steps)
+        if not hasattr(gen, "trajectory"):
+            raise ApiError(
+                422, f"the {sampler} sampler has no path from noise to digit (it does not solve an ODE)"
+            )
+        with torch.inference_mode():
+            return gen.trajectory(
+                code_samplers.SampleRequest(gen.samplers[0], 1, seed, digit=digit, steps=steps)
+            )
 
     def interpolate(self, z0: np.ndarray, z1: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Codes (steps, d) on the line from z0 to z1 and their decoded digits (steps, 28, 28)."""
@@ -315,6 +349,13 @@ class Explorer:
                 "run": str(folder) if folder else None,
                 "conditional": bool(self.conditional.get(name)),
             }
+            gen = self.generators.get(name)
+            if "steps" in getattr(gen, "options", ()):  # an ODE solver: the page shows a steps slider
+                samplers[name]["steps"] = {
+                    "default": min(gen.default_steps, MAX_SAMPLE_STEPS),
+                    "max": MAX_SAMPLE_STEPS,
+                }
+                samplers[name]["trajectory"] = hasattr(gen, "trajectory")
         on = any(v["available"] for v in samplers.values())
         sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no generator loaded"}
         maps = {

@@ -133,3 +133,50 @@ def host_policy(bind_host: str | None, port: int | None = None):
         return is_loopback(host) and host_port in (None, port if port is not None else server_port)
 
     return ok
+
+
+# ---------------------------------------------------------------------------------- connections
+
+# Seconds a client has to send a request's headers, from the moment it connects or its previous
+# response was sent. uvicorn times only the idle wait between keep-alive requests, and any byte
+# received cancels that: a client sending its headers a byte at a time, or not at all, held its
+# connection forever (1,100 such connections starved real requests).
+HEADER_TIMEOUT_S = 10.0
+# Connections and requests at once; past it uvicorn answers 503 at once instead of queueing.
+MAX_CONNECTIONS = 200
+MAX_HEADER_BYTES = 16 * 1024  # a request's line and headers (h11's own default, stated)
+
+
+def timed_protocol() -> type:
+    """uvicorn's h11 protocol with HEADER_TIMEOUT_S: a connection whose request headers have not all
+    arrived that long after it opened (or after its last response) is closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def connection_lost(self, exc) -> None:
+            timer = getattr(self, "_header_timer", None)
+            if timer is not None:
+                timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            timer = getattr(self, "_header_timer", None)
+            if timer is not None:
+                timer.cancel()
+            # uvicorn starts a new request cycle once a request's headers are complete: the one
+            # current now is the one that must have been replaced when the timer fires.
+            self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._header_timeout, self.cycle)
+
+        def _header_timeout(self, cycle) -> None:
+            if self.cycle is cycle and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol

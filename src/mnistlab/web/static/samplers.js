@@ -1,5 +1,6 @@
 // The samplers side by side: the autoencoder's code samplers and one card per generator run, a
-// count to draw (16, 64, 256), and each grid as a PNG or a .npy file (GET /api/sample.png|.npy).
+// count to draw (16, 64, 256), and each grid as a PNG or a .npy file (GET /api/sample.png|.npy). A
+// generator that solves an ODE also gets a steps slider and the strip of one digit's way from noise.
 import { $, api, clearError, showError, state, tile } from "./ui.js";
 
 const DOWNLOADS = [["png", "PNG"], ["npy", ".npy"]];
@@ -26,7 +27,24 @@ export function setupSamplers() {
       pick.addEventListener("change", () => drawOne(name));
       div.append(pick);
     }
+    if (s.steps && s.available) {  // an ODE solver: how many network evaluations per digit
+      const label = document.createElement("label"); label.className = "steps";
+      const slider = document.createElement("input"); slider.type = "range"; slider.id = `steps-${name}`;
+      slider.min = "1"; slider.max = String(s.steps.max); slider.value = String(s.steps.default);
+      slider.setAttribute("aria-label", `${name}: solver steps per digit`);
+      const shown = document.createElement("span"); shown.id = `steps-shown-${name}`; shown.textContent = `${slider.value} steps`;
+      slider.addEventListener("input", () => { shown.textContent = `${slider.value} step${slider.value === "1" ? "" : "s"}`; });
+      slider.addEventListener("change", () => drawOne(name));
+      label.append("steps ", slider, " ", shown);
+      div.append(label);
+    }
     div.append(grid);
+    if (s.trajectory && s.available) {  // the first digit's way from noise, one frame per step
+      const cap = document.createElement("p"); cap.className = "strip-caption";
+      cap.textContent = "from noise (left) to digit (right), one frame per solver step:";
+      const strip = document.createElement("div"); strip.className = "strip"; strip.id = `path-${name}`;
+      div.append(cap, strip);
+    }
     if (s.available) {
       const links = document.createElement("div"); links.className = "downloads";
       links.append("download: ");
@@ -52,6 +70,8 @@ function request(name) {
   const body = { sampler: name, n, seed: state.seed };
   if (pick && pick.value === "rows") { body.every_digit = true; body.n = Math.min(8, n); }
   else if (pick && pick.value !== "") body.digit = Number(pick.value);
+  const steps = document.getElementById(`steps-${name}`);
+  if (steps) body.steps = Number(steps.value);
   return body;
 }
 
@@ -73,6 +93,14 @@ async function drawOne(name) {
     if (out.rows) out.rows.forEach((row, d) => row.forEach((img, i) => grid.appendChild(tile(img, `digit ${d}, noise ${i + 1}`))));
     else out.images.forEach((img, i) => grid.appendChild(tile(img, `${name} sample ${i + 1}`)));
     grid.dataset.count = String(grid.children.length);
+    const strip = document.getElementById(`path-${name}`);
+    if (strip) {
+      const { sampler, seed, digit, steps } = body;
+      const path = await api("/api/trajectory", digit === undefined ? { sampler, seed, steps } : { sampler, seed, digit, steps });
+      strip.textContent = "";
+      path.images.forEach((img, i) => strip.appendChild(tile(img, i === 0 ? "noise" : `after step ${i}`)));
+      strip.dataset.count = String(strip.children.length);
+    }
     clearError(err);
   } catch (e) { showError(err, e); }
 }
