@@ -54,7 +54,7 @@ from starlette.staticfiles import StaticFiles
 from mnistlab.core.errors import ConfigError, check_threads
 from mnistlab.web import downloads, parse
 from mnistlab.web.errors import ApiError, one_line
-from mnistlab.web.explorer import MAX_SAMPLE_STEPS, MAX_SIGMA, MAX_STEPS, Explorer
+from mnistlab.web.explorer import MAX_SIGMA, MAX_STEPS, Explorer
 from mnistlab.web.guard import (  # noqa: F401
     MAX_CONNECTIONS,
     MAX_HEADER_BYTES,
@@ -252,11 +252,7 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
 
     def trajectory(body: dict[str, Any]) -> dict[str, Any]:
         sampler = parse.get_str(body, "sampler")
-        seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
-        digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
-        steps = (
-            parse.get_int(body, "steps", None, 1, MAX_SAMPLE_STEPS) if body.get("steps") is not None else None
-        )
+        seed, digit, steps = downloads.draw_options(body)  # checked as /api/sample checks them
         images = ex.trajectory(sampler, seed, digit, steps)
         return {"sampler": sampler, "seed": seed, "digit": digit, "images": parse.to_uint8_list(images)}
 

@@ -49,15 +49,22 @@ def draw(ex: Explorer, body: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray
     sampler = parse.get_str(body, "sampler")
     rows = body.get("every_digit") is True
     n = parse.get_int(body, "n", 16, 1, MAX_ROW_SAMPLES if rows else MAX_SAMPLES)
-    seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
-    digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
-    steps = parse.get_int(body, "steps", None, 1, MAX_SAMPLE_STEPS) if body.get("steps") is not None else None
+    seed, digit, steps = draw_options(body)
     if rows:  # the same noise for every digit: style kept, class changed
         images = np.stack([ex.sample(sampler, n, seed, d, steps) for d in range(10)])
     else:
         images = ex.sample(sampler, n, seed, digit, steps)
     fields = {"sampler": sampler, "n": n, "seed": seed, "digit": digit, "every_digit": rows, "steps": steps}
     return fields, images
+
+
+def draw_options(body: dict[str, Any]) -> tuple[int, int | None, int | None]:
+    """(seed, digit, steps) of a request that draws digits (a sample, its downloads, a trajectory),
+    each checked: digit and steps None when not given."""
+    seed = parse.get_int(body, "seed", 0, 0, SEED_MAX)
+    digit = parse.get_int(body, "digit", None, 0, 9) if body.get("digit") is not None else None
+    steps = parse.get_int(body, "steps", None, 1, MAX_SAMPLE_STEPS) if body.get("steps") is not None else None
+    return seed, digit, steps
 
 
 def grid_png(images: np.ndarray, cols: int | None = None) -> bytes:
