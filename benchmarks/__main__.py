@@ -1,13 +1,18 @@
 """`python -m benchmarks`: every speed benchmark against its baseline, one process each, one table.
 
     PYTHONPATH=src nice -n 5 python -m benchmarks [--quick] [--only ae_epoch,probe] [--json FILE]
+    PYTHONPATH=src python -m benchmarks --stages [--quick] [--threads N]
 
-Prints this machine's measured fp32 matmul peak first (the limit the "% of peak" column is measured
-against), then a table: baseline and mnistlab throughput, the result (ratio to the baseline unless
-the unit says otherwise), the target and pass/FAIL, mnistlab's share of the matmul peak where the
-benchmark knows its FLOPs (against the peak that benchmark measured in its own process, minutes
-later than the one printed first), and each benchmark process's peak RSS. The machine may be shared: each
-benchmark alternates baseline and mnistlab in its own process, so the ratios are the numbers to trust.
+Prints the host first: the CPU's model and kernel flags, torch's version and threads, the measured
+fp32 matmul peak (the limit the "% of peak" column is measured against), the bf16 peak where the CPU
+has bf16 units, and issue 36's budget for the default study on this host. `--stages` then runs only
+benchmarks/stages.py, in this process (each training stage of the default study: images/s, share of
+the peaks, projected seconds, the critical path; see its docstring). Otherwise a table: baseline and
+mnistlab throughput, the result (ratio to the baseline unless the unit says otherwise), the target
+and pass/FAIL, mnistlab's share of the matmul peak where the benchmark knows its FLOPs (against the
+peak that benchmark measured in its own process, minutes later than the one printed first), and each
+benchmark process's peak RSS. The machine may be shared: each benchmark alternates baseline and
+mnistlab in its own process, so the ratios are the numbers to trust.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import sys
 
 import torch
 
-from benchmarks.common import matmul_peak_gflops
+from benchmarks import stages
+from benchmarks.common import host_report
 from benchmarks.suite import ENTRIES, run_entry, select, table
 
 
@@ -30,15 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None, help="seconds allowed per benchmark")
     ap.add_argument("--json", help="write every result (and the matmul peak) to this file")
     ap.add_argument("--quiet", action="store_true", help="do not echo the benchmarks' own output")
+    ap.add_argument("--stages", action="store_true", help="only the default study's stages, in this process")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="with --stages: torch threads per stage [as the study]"
+    )
     args = ap.parse_args(argv)
+    if args.stages:  # it prints the host itself, at the stages' threads
+        out = stages.main(
+            [*(["--quick"] if args.quick else []), "--threads", str(args.threads)]
+            + (["--json", args.json] if args.json else [])
+        )
+        return 0 if out["rows"] else 1
     try:
         entries = select(args.only.split(",") if args.only else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak of this machine: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads, 2048^3)")
+    host = host_report(torch.get_num_threads(), quick=args.quick)
+    print("\n".join(host["lines"]), flush=True)
+    peak = host["fp32_stage"]
     log = None if args.quiet else (lambda line: print(line, flush=True))
     outcomes = []
     for e in entries:
@@ -53,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {
             "matmul_peak_gflops": round(peak, 1),
+            "host": {k: v for k, v in host.items() if k != "lines"},
             "quick": args.quick,
             "results": [
                 {

@@ -1,9 +1,11 @@
 """How long the command line takes to answer what needs no model: `mnistlab --help`, `train --help`,
-`--version` and a mistyped command, each the best wall time of --repeats fresh processes (the
-`mnistlab` script beside this Python, as a user runs it). Target (issue 37): under 0.5 s each; before
-the help stopped importing torch they took about 3 s.
+`--version`, a mistyped command and `pretrained list` (the shipped runs, read from their files), each
+the best wall time of --repeats fresh processes (the `mnistlab` script beside this Python, as a user
+runs it). Target (issue 37): under 0.5 s each; each took seconds while it imported torch.
 
     python -m benchmarks.cli_start [--repeats 5]
+
+To time another checkout's code with the same script, put its src/ first: `PYTHONPATH=OTHER/src`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-CASES = (("--help",), ("train", "--help"), ("--version",), ("trian",))  # the typo: one line, exit 2
+CASES = (
+    ("--help",),
+    ("train", "--help"),
+    ("--version",),
+    ("trian",),  # the typo: one line, exit 2
+    ("pretrained", "list"),
+)
 TARGET_S = 0.5
 
 

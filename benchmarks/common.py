@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -15,7 +16,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from mnistlab.core import host
 from mnistlab.models.dropout import FastDropout
+
+# The issue's budget (issue 36): the default study within 1,800 s on a host whose two cores' fp32
+# matmul peak is 158 GFLOP/s, scaled by this host's own peak at 2 threads.
+BUDGET_SECONDS, BUDGET_PEAK_GFLOPS, BUDGET_THREADS = 1800.0, 158.0, 2
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which its bf16 instructions are not used: a host with
+# bf16 units emulating one without them.
+NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def tutorial_model(model: nn.Module) -> nn.Module:
@@ -68,15 +78,80 @@ def timed_both(fn: Callable[[], int]) -> tuple[float, float]:
     return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
+def matmul_peak_gflops(
+    n: int = 2048, repeats: int = 5, dtype=torch.float32, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Best GFLOP/s of an n x n matmul over `repeats`; with clock=time.process_time, GFLOP per CPU
+    second of this process (at one thread the steadier figure on a shared host)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        best = max(best, 2 * n**3 / max(clock() - t0, 1e-9) / 1e9)
     return best
+
+
+def bf16_units(flags: list[str] | tuple[str, ...]) -> str:
+    """ "yes" where the CPU has bf16 units oneDNN may use, "hidden" where ONEDNN_MAX_CPU_ISA caps them
+    away, "no" where it has none."""
+    if not any(f in flags for f in BF16_FLAGS):
+        return "no"
+    return "hidden" if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISAS else "yes"
+
+
+def peak_at(
+    threads: int, n: int, dtype=torch.float32, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """The matmul peak (GFLOP/s) at `threads` torch threads; the thread count is put back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return matmul_peak_gflops(n, dtype=dtype, clock=clock)
+    finally:
+        torch.set_num_threads(before)
+
+
+def host_report(threads: int, quick: bool = False) -> dict:
+    """What the host is and can do: the CPU (model, family/model, kernel flags), torch and its kernels,
+    the fp32 matmul peak at BUDGET_THREADS and at `threads`, the bf16 peak at `threads` where the CPU
+    has bf16 units, and the issue's budget for this host. "lines": the same as text, to print first."""
+    info = host.describe()
+    n = 512 if quick else 2048
+    out: dict = {**info, "threads": threads, "env": {}}
+    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        if os.environ.get(var):
+            out["env"][var] = os.environ[var]
+    out["fp32_2_threads"] = peak_at(BUDGET_THREADS, n)
+    out["fp32_stage"] = out["fp32_2_threads"] if threads == BUDGET_THREADS else peak_at(threads, n)
+    out["fp32_stage_cpu"] = peak_at(threads, n, clock=time.process_time)
+    one = out["fp32_stage_cpu"] if threads == 1 else peak_at(1, n, clock=time.process_time)
+    # Two threads that had the cores to themselves would reach at most twice one thread's GFLOP per
+    # CPU second: the budget's peak where other jobs keep the wall-clock one from being measured.
+    out["fp32_2_threads_from_cpu"] = BUDGET_THREADS * one
+    out["bf16_units"] = bf16_units(info["flags"])
+    if out["bf16_units"] == "yes":
+        out["bf16_stage"] = peak_at(threads, n, torch.bfloat16)
+        out["bf16_stage_cpu"] = peak_at(threads, n, torch.bfloat16, clock=time.process_time)
+    out["budget_s"] = BUDGET_SECONDS * BUDGET_PEAK_GFLOPS / out["fp32_2_threads"]
+    out["budget_from_cpu_s"] = BUDGET_SECONDS * BUDGET_PEAK_GFLOPS / out["fp32_2_threads_from_cpu"]
+    env = " ".join(f"{k}={v}" for k, v in out["env"].items())
+    lines = [
+        f"host: {info['cpu']}, {info['cores']} logical CPUs" + (f"   [{env}]" if env else ""),
+        f"  flags: {' '.join(info['flags']) or 'none of ' + ', '.join(host.KERNEL_FLAGS)}; "
+        f"bf16 units: {out['bf16_units']}; torch {info['torch']}, kernels {info['kernels']}",
+        f"  fp32 matmul peak: {out['fp32_2_threads']:.1f} GFLOP/s at {BUDGET_THREADS} threads"
+        + (f", {out['fp32_stage']:.1f} at {threads}" if threads != BUDGET_THREADS else "")
+        + (f"; bf16 {out['bf16_stage']:.1f} at {threads}" if "bf16_stage" in out else "")
+        + f" ({n}^3)",
+        f"  per CPU second at {threads} thread(s): fp32 {out['fp32_stage_cpu']:.1f} GFLOP"
+        + (f", bf16 {out['bf16_stage_cpu']:.1f}" if "bf16_stage_cpu" in out else ""),
+        f"  budget of the default study here (issue 36): {BUDGET_SECONDS:.0f} s x {BUDGET_PEAK_GFLOPS:.0f} / "
+        f"{out['fp32_2_threads']:.1f} = {out['budget_s']:,.0f} s (from {BUDGET_THREADS} x one thread's "
+        f"GFLOP per CPU second, {out['fp32_2_threads_from_cpu']:.1f}: {out['budget_from_cpu_s']:,.0f} s)",
+    ]
+    return {**out, "lines": lines}
 
 
 def train_flops_per_image(step: Callable[[torch.Tensor], None], batch: torch.Tensor) -> float:

@@ -129,6 +129,17 @@ ENTRIES: list[Entry] = [
         "search vs the float32 one it replaced, 1 thread",
     ),
     Entry(
+        "stages",
+        "benchmarks.stages",
+        (),
+        ("--quick",),
+        metric="ratio_to_budget",
+        target=1.0,
+        lower_is_better=True,
+        note="the default study's training stages: images/s, % of the matmul peaks, projected seconds, "
+        "critical path; result: projected wall time / this host's budget (1800 s x 158 / fp32 peak)",
+    ),
+    Entry(
         "study_quick",
         "benchmarks.study",
         ("--preset", "quick"),

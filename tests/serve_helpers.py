@@ -32,6 +32,19 @@ GAN = [
     "gan.grid_epochs=1",
     "gan.grid_size=4",
 ]
+# A seconds-long semi-supervised run (a classifier with an encoder and no decoder): 320 training
+# images, 100 test, 2 epochs of 3 steps (tests/test_semi.py's TINY).
+SEMI = [
+    "data.train_limit=400",
+    "data.test_limit=100",
+    "train.epochs=2",
+    "train.batch_size=128",
+    "train.device=cpu",
+    "semi.labels_per_class=3",
+    "semi.batch_labelled=20",
+    "semi.bn_images=200",
+    "semi.val_images=50",
+]
 # The explorer's JSON POST routes, which the fuzz tests post random bodies to.
 JSON_ROUTES = [
     "/api/encode",
@@ -49,6 +62,31 @@ REPORT = "<html><body><h1>the study's report</h1></body></html>"  # the serve st
 def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array, mode).save(buf, "PNG") if mode else Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photo(digit: np.ndarray, size: int = 300, seed: int = 0, ink: float = 0.8, frame: str = "") -> bytes:
+    """A synthetic phone photo of MNIST digit `digit` (uint8 (28, 28)) written on grey paper: a JPEG of
+    size x size pixels, the paper lit unevenly (a gradient from 0.50 to 0.83 of white), the digit
+    dark ink (`ink`: how much of the paper's light it absorbs) scaled up off-centre, sensor noise
+    (std 0.02); `frame`: a dark table shows "around" the page, or at its "corner"."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    paper = 0.50 + 0.25 * xx + 0.08 * yy  # (size, size), lit from the right
+    side = size * 2 // 3
+    big = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255
+    strokes = np.zeros((size, size), np.float32)
+    top, left = size // 8, size // 5
+    strokes[top : top + side, left : left + side] = np.clip(big, 0, 1)
+    img = paper * (1 - ink * strokes) + rng.normal(0, 0.02, (size, size))
+    if frame == "around":
+        edge = size // 10
+        img[:edge], img[-edge:], img[:, :edge], img[:, -edge:] = 0.1, 0.1, 0.1, 0.1
+    elif frame == "corner":  # the page's corner on a table: the table along the top and the left
+        img[: size // 4], img[:, : size // 4] = 0.1, 0.1
+    gray = np.clip(img * 255, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.repeat(gray[..., None], 3, 2)).save(buf, "JPEG", quality=85)
     return buf.getvalue()
 
 

@@ -4,8 +4,12 @@ No timing is asserted: this machine is shared and the sizes are far too small to
 from __future__ import annotations
 
 import pytest
-from benchmarks.common import result
+from benchmarks import stages
+from benchmarks.common import bf16_units, result
+from benchmarks.stages import chain_lengths, critical_chain, list_schedule
 from benchmarks.suite import ENTRIES, Entry, Outcome, available, run_entry, select, table
+
+from mnistlab.study import registry
 
 TINY_PROBE = Entry(
     "probe",
@@ -96,3 +100,50 @@ def test_study_headline_reads_each_stage_summary_by_what_it_holds(tmp_path):
         "gan: rarest digit share": 0.08,
         "gan: commonest digit share": 0.12,
     }
+
+
+# ------------------------------------------------------------------ benchmarks/stages.py (issue 36)
+
+
+def test_stages_quick_has_a_row_per_training_stage_and_a_real_critical_chain(capsys):
+    out = stages.main(["--quick", "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("host: ")  # the host comes first
+    assert "fp32 matmul peak" in printed and "budget of the default study" in printed
+    planned = set(out["reads"])
+    assert {"ae", "dae", "vae", "gan", "cgan", "flow", "semi", "probe"} <= planned  # the default study
+    timed = {r["stage"] for r in out["rows"]}
+    assert timed | set(out["untimed"]) == planned and not timed & set(out["untimed"])
+    assert timed == planned & set(stages.BUILDERS)  # every stage with a training step has its row
+    for r in out["rows"]:
+        assert r["images_per_s"] > 0 and r["mflop_per_image"] > 0 and r["projected_s"] > 0, r
+        assert r["precision"] in ("fp32", "bf16")
+        assert f"\n{r['part']} " in printed  # a line of the printed table
+    chain = out["critical_chain"]
+    assert chain and set(chain) <= set(registry.names())
+    for before, after in zip(chain, chain[1:]):
+        assert before in out["reads"][after]  # each stage of the chain reads the one before it
+    assert out["projected_s"] >= sum(out["stage_seconds"][n] for n in chain) - 1e-6
+    assert out["budget_s"] == pytest.approx(1800 * 158 / out["host"]["fp32_2_threads"], abs=0.051)  # rounded
+
+
+def test_list_schedule_waits_for_what_a_stage_reads_and_for_a_free_worker():
+    reads = {"a": [], "b": ["a"], "c": [], "d": ["b", "c"]}
+    secs = {"a": 10.0, "b": 30.0, "c": 25.0, "d": 5.0}
+    assert critical_chain(list(reads), reads, secs) == ["a", "b", "d"]  # 45 s against c -> d's 30
+    assert chain_lengths(list(reads), reads, secs)["a"] == 45.0
+    two = {n: (s, e) for n, s, e in list_schedule(["a", "c", "b", "d"], reads, secs, 2)}
+    assert two == {"a": (0, 10), "c": (0, 25), "b": (10, 40), "d": (40, 45)}
+    one = {n: (s, e) for n, s, e in list_schedule(["c", "a", "b", "d"], reads, secs, 1)}
+    assert one["d"] == (65, 70) and one["c"] == (0, 25)  # one after another, in order, d last
+
+
+def test_bf16_units_follow_the_flags_and_the_isa_cap(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert bf16_units(["avx2", "fma"]) == "no"
+    assert bf16_units(["avx2", "avx512f", "avx512_bf16"]) == "yes"
+    assert bf16_units(["amx_bf16"]) == "yes"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert bf16_units(["avx2", "avx512f", "avx512_bf16"]) == "hidden"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert bf16_units(["avx512_bf16"]) == "yes"

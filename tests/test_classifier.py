@@ -98,7 +98,7 @@ def test_cli_train_classifier(tmp_path, capsys):
     args = ["train", "classifier", "--preset", "quick", "--out", str(tmp_path / "run"), "--no-progress"]
     for item in TINY:
         args += ["--set", item]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["test"]) == {"loss", "accuracy"}
     assert cli.main([*args[:-2], "--set", "train.epochs=2"]) == 2  # the folder already holds a run

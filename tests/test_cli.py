@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import shlex
 import subprocess
 import sys
@@ -11,7 +14,7 @@ import pytest
 
 from mnistlab import cli
 from mnistlab.training import autoencoder
-from tests.conftest import assert_one_line_error
+from tests.conftest import TINY_RUN_PRESET, assert_one_line_error
 
 TINY = [
     "--set",
@@ -33,6 +36,7 @@ def run(*args: str) -> int:
 def test_train_ae_writes_a_complete_run_folder(idx_dir, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY]
+    argv.append("--json")  # the folder and its test metrics, read below
     assert run(*argv) == 0
     for name in (
         "config.toml",
@@ -254,3 +258,136 @@ def test_a_plugin_task_is_named_in_the_help_without_loading_it(tmp_path, monkeyp
     assert "not_imported_here" not in sys.modules
     assert run("train", "vea") == 2  # a task's name is checked when the command runs
     assert "did you mean 'vae'?" in assert_one_line_error(capsys, "unknown task 'vea'")
+
+
+# ------------------------------------------------------------------- the console, off a terminal
+# pytest's captured stderr is no terminal, as a log file or CI's is not: no bar may be drawn there.
+
+
+def test_train_off_a_terminal_says_what_it_trains_a_line_per_epoch_and_what_next(
+    idx_dir, tmp_path, capsys, caplog
+):
+    out = tmp_path / "run"
+    argv = ["train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out)]
+    with caplog.at_level(logging.INFO, logger="mnistlab"):
+        assert run(*argv, *TINY[:-1], "--set", "train.epochs=3") == 0  # progress asked for (no --no-progress)
+    printed = capsys.readouterr()
+    assert "\r" not in printed.err + printed.out and "it/s" not in printed.err  # no bar, not even a fragment
+    lines = caplog.messages
+    assert "mnistlab train ae, preset quick: loading the data" in lines
+    start = next(m for m in lines if m.startswith("training "))
+    assert f"training 3 epochs of 96 images (6 steps of 16) on cpu into {out}" in start
+    epochs = [m for m in lines if m.startswith("epoch ")]
+    assert [m.split()[1] for m in epochs] == ["1/3", "2/3", "3/3"]
+    assert all("train_loss=" in m and "val_loss=" in m and " elapsed" in m for m in epochs)
+    assert "left)" in epochs[0] and "left" not in epochs[-1]  # an estimate once measured; none at the end
+    assert "{" not in printed.out  # plain lines, not JSON
+    assert printed.out.splitlines()[0].startswith(f"ae trained into {out}; test: mse ")
+    assert f"`mnistlab eval {out}`" in printed.out and f"`mnistlab serve {out}`" in printed.out
+
+
+def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved_and_how_to_start_over(
+    idx_dir, tmp_path, monkeypatch, capsys
+):
+    from mnistlab.runs import folder as rundir
+    from mnistlab.training import loop
+
+    real = loop.lr_factor
+
+    def interrupt_at_step_two(schedule, step, total, warmup=0.25):
+        if step == 1:
+            raise KeyboardInterrupt
+        return real(schedule, step, total, warmup)
+
+    monkeypatch.setattr(loop, "lr_factor", interrupt_at_step_two)
+    out = tmp_path / "run"
+    argv = ["train", "ae", "--preset", "quick", "--data-dir", str(idx_dir), "--out", str(out), *TINY]
+    assert run(*argv) == 130
+    message = assert_one_line_error(capsys, "interrupted; no epoch had finished, so nothing was saved")
+    assert message.endswith("rerun with --force to start over") and "--resume" not in message
+    assert not rundir.checkpoint_path(out).exists()
+    monkeypatch.setattr(loop, "lr_factor", real)
+    assert run(*argv, "--force") == 0  # the advice works (a plain rerun is refused: the folder holds a run)
+
+
+def stage_numbers(lines: list[str]) -> list[int]:
+    return [int(m.group(1)) for line in lines if (m := re.match(r"stage (\d+)/\d+: ", line))]
+
+
+def test_run_off_a_terminal_numbers_its_stages_in_order_and_ends_on_the_report(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    """`mnistlab run` off a terminal (tiny preset, each stage's work left out: what is printed around
+    them is tested): the start line, stage lines numbered 1..n, an end line per stage with the
+    study's count, no bar, and a last line that names the report and `mnistlab serve`; again, every
+    stage skipped, in order."""
+    from mnistlab.study import run as pipeline
+
+    monkeypatch.setattr(pipeline, "run_stage", lambda ctx, name, resume: None)
+    out = tmp_path / "study"
+    argv = ["run", "--preset", str(TINY_RUN_PRESET), "--out", str(out), "--set", "run.workers=1"]
+    for again in (False, True):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mnistlab"):
+            assert run(*argv) == 0
+        printed = capsys.readouterr()
+        assert "\r" not in printed.err + printed.out and "stage/s" not in printed.err
+        lines = caplog.messages
+        stages = json.loads((out / "run.json").read_text())["stages"]
+        n = len(stages)
+        assert lines[0].startswith(f"mnistlab run: preset {TINY_RUN_PRESET}, {n} stages (ae, probe, ")
+        assert f"into {out}; time left: after the first stage" in lines[0]
+        assert stage_numbers(lines) == list(range(1, n + 1))
+        if again:
+            assert f"stage 1/{n}: ae (done, skipped)" in lines
+        else:
+            ends = [m for m in lines if " stages done, " in m]
+            assert [m.split(";")[1].split(" of ")[0].strip() for m in ends] == [
+                str(k) for k in range(1, n + 1)
+            ]
+            assert ends[0].startswith(f"{stages[0]['name']} done (")
+        assert printed.out.splitlines()[-1] == f"open {out / 'report.html'}, or `mnistlab serve {out}`"
+
+
+def test_stage_lines_count_up_when_stages_start_out_of_plan_order(caplog):
+    """Side by side, the gan stage (last in the plan) starts beside the first: stages are numbered
+    as they start, so "stage 2/4" is never printed after "stage 3/4"."""
+    from mnistlab.study.console import StudyConsole
+
+    screen = StudyConsole(total=4, done=0, workers=2, progress=True)
+    with caplog.at_level(logging.INFO, logger="mnistlab"):
+        screen.started("ae", resuming=False)
+        screen.started("gan", resuming=False)
+        screen.ended("gan", None, 3.0)
+        screen.started("probe", resuming=False)
+        screen.ended("ae", None, 5.0)
+        screen.started("latent", resuming=True)
+        screen.ended("probe", "interrupted", 1.0)
+    screen.close()
+    lines = caplog.messages
+    assert lines[:2] == ["stage 1/4: ae (1 running)", "stage 2/4: gan (2 running)"]
+    assert stage_numbers(lines) == [1, 2, 3, 4] and "stage 4/4: latent (resuming) (2 running)" in lines
+    assert lines[2].startswith("gan done (0:03); 1 of 4 stages done, ") and "left" in lines[2]
+    assert lines[-1].startswith("probe interrupted (0:01); 2 of 4 stages done")
+
+
+@pytest.mark.slow
+def test_a_study_in_worker_processes_logs_plain_ordered_lines(tmp_path):
+    """The real thing, in a process whose stderr is a pipe: two stages at a time in worker processes,
+    the tiny preset's autoencoder (its probe and t-SNE map) and GAN."""
+    out = tmp_path / "study"
+    sets = ["run.workers=2", "run.tasks=ae,gan", "run.labels_per_class=", "run.finetune=false"]
+    cmd = [sys.executable, "-m", "mnistlab", "run", "--preset", str(TINY_RUN_PRESET), "--out", str(out)]
+    for item in sets:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "\r" not in proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("mnistlab run: preset") and ", 2 at a time," in lines[0]
+    assert stage_numbers(lines) == [1, 2, 3, 4]
+    assert "Ignoring initalization" not in proc.stderr and "negative gradient method" not in proc.stderr
+    assert any(line.startswith("[ae] epoch 1/1 ") and " elapsed" in line for line in lines)
+    assert "generation scores of ae run" in proc.stdout  # the latent stage's table has a title
+    assert proc.stdout.splitlines()[-1] == f"open {out / 'report.html'}, or `mnistlab serve {out}`"

@@ -129,6 +129,7 @@ def test_autoencoder_crash_on_one_process_resumes_under_torchrun_on_two(tmp_path
         "seed",
         "--no-progress",
         "--resume",
+        "--json",
         "--out",
         str(tmp_path / "two"),
         *[a for o in AE for a in ("--set", o)],

@@ -302,7 +302,7 @@ def test_sigterm_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
             proc.kill()
     assert code == 143, err[-3000:]
     line = one_line(err)
-    assert "no epoch had finished, so no checkpoint was written" in line, line
+    assert "no epoch had finished, so nothing was saved; rerun with --force to start over" in line, line
     assert not rundir.checkpoint_path(out).exists()
 
 
@@ -365,6 +365,42 @@ def test_a_fifo_record_is_refused_not_waited_on(tmp_path, name):
     read = rundir.read_summary if name == "summary.json" else rundir.read_history
     result = in_time(lambda: read(tmp_path))
     assert isinstance(result, ConfigError) and "not a regular file" in str(result), result
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "/dev/urandom"])
+def test_a_checkpoint_that_is_no_file_is_refused_not_read_forever(tmp_path, target):
+    """A checkpoint (or its recorded SHA-256) linked to a device or made a FIFO would be read until
+    memory ran out, or waited on forever: refused before it is read (hostile pass)."""
+    from mnistlab.runs.checkpoint import CheckpointError, read_checkpoint, recorded_sha256, sidecar_path
+
+    path = tmp_path / "last.safetensors"
+    if target == "fifo":
+        os.mkfifo(path)
+        os.mkfifo(sidecar_path(path))
+    else:
+        path.symlink_to(target)
+        sidecar_path(path).symlink_to(target)
+    for read in (lambda: read_checkpoint(path), lambda: recorded_sha256(path)):
+        result = in_time(read)
+        assert isinstance(result, CheckpointError) and "not a regular file" in str(result), result
+
+
+def test_a_history_that_is_not_json_lines_is_refused_not_read_as_empty(tmp_path):
+    """Only a last line cut short by a crash is skipped: a file of other lines (a symlink to
+    /etc/passwd, a hand edit) is a one-line error naming the line, not an empty history."""
+    good = '{"epoch": 1, "step": 4, "seconds": 1.0}\n'
+    (tmp_path / "metrics.jsonl").write_text(good + "root:x:0:0:root:/root:/bin/bash\n" + good)
+    with pytest.raises(ConfigError, match="metrics.jsonl line 2: not a JSON line"):
+        rundir.read_history(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text(good + "\n" + good + '{"epoch": 3, "st')
+    assert [r["epoch"] for r in rundir.read_history(tmp_path)] == [1, 1]
+
+
+def test_compare_refuses_an_empty_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["-q", "compare", str(tmp_path / "missing"), "--out", ""]) == 2
+    assert_one_line_error(capsys, "--out is empty")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_fifo_provenance_file_is_refused_by_score(tmp_path, capsys):
@@ -615,18 +651,30 @@ def test_request_bodies_are_bounded_in_time_and_number(monkeypatch):
     monkeypatch.setattr(app, "BODY_TIMEOUT_S", 0.3)
     monkeypatch.setattr(app, "BODY_WAIT_S", 0.3)
 
+    async def body(bodies, request, limit: int) -> bytes:
+        async with bodies.receive(request, limit) as raw:
+            return raw
+
     async def scenario():
-        slots = anyio.Semaphore(1)
-        assert await app._body(_request([b"ab", b"cd"]), 100, slots) == b"abcd"
+        slots = app.Bodies(slots=1)  # (a body of unknown length takes a slot)
+        assert await body(slots, _request([b"ab", b"cd"]), 100) == b"abcd"
         with pytest.raises(ApiError) as slow:  # a body trickling in: 408, and its slot is given back
-            await app._body(_request([b"x"] * 100, pause=0.05), 1000, slots)
+            await body(slots, _request([b"x"] * 100, pause=0.05), 1000)
         assert slow.value.status == 408
         with pytest.raises(ApiError) as big:  # refused while it streams, past the limit
-            await app._body(_request([b"x" * 60, b"x" * 60]), 100, slots)
+            await body(slots, _request([b"x" * 60, b"x" * 60]), 100)
         assert big.value.status == 413
-        await slots.acquire()  # every slot taken by other bodies: a 503 after BODY_WAIT_S
+        await slots.slots.acquire()  # every slot taken by other bodies: a 503 after BODY_WAIT_S
         with pytest.raises(ApiError) as busy:
-            await app._body(_request([b"ab"]), 100, slots)
+            await body(slots, _request([b"ab"]), 100)
         assert busy.value.status == 503
 
     anyio.run(scenario)
+
+
+def test_a_negative_latent_seed_is_one_line_not_a_scikit_learn_traceback():
+    """`mnistlab latent RUN --seed -1` reached scikit-learn's silhouette_score (hostile pass)."""
+    from mnistlab.latent.run import LatentConfig
+
+    with pytest.raises(ConfigError, match="--seed"):
+        LatentConfig(seed=-1)

@@ -375,9 +375,7 @@ def test_non_finite_loss_writes_a_diverged_summary(tmp_path, monkeypatch):
 def test_cli_trains_and_exits_3_on_divergence(tmp_path, capsys):
     args = [f"--set={s}" for s in TINY]
     assert (
-        cli.main(
-            ["-q", "train", "gan", "--preset", "seed", "--no-progress", "--out", str(tmp_path / "a"), *args]
-        )
+        cli.main(["-q", "train", "gan", "--preset", "seed", "--json", "--out", str(tmp_path / "a"), *args])
         == 0
     )
     assert json.loads(capsys.readouterr().out)["run"] == str(tmp_path / "a")

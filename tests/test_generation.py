@@ -107,9 +107,19 @@ def test_bad_sample_files(tmp_path, writer, message):
         load_samples(path)
 
 
-def _npy_with_header(path, shape, version=(1, 0), descr="|u1", body=b"\0" * 64):
-    """A .npy file whose header claims `shape`, followed by `body` (not the data that shape needs)."""
-    header = {"descr": descr, "fortran_order": False, "shape": shape}
+def test_an_oversized_npy_header_is_a_one_line_error(tmp_path):
+    # numpy refuses headers over 10,000 bytes with a three-line message: one line of it is kept.
+    path = tmp_path / "s.npy"
+    _npy_with_header(path, (1, 28, 28), version=(2, 0), body=b"\0" * 784, pad=70_000)
+    with pytest.raises(DataError, match="not a readable .npy file") as e:
+        load_samples(path)
+    assert "\n" not in str(e.value)
+
+
+def _npy_with_header(path, shape, version=(1, 0), descr="|u1", body=b"\0" * 64, pad=0):
+    """A .npy file whose header claims `shape`, followed by `body` (not the data that shape needs);
+    `pad` adds an unused key of that many characters to the header."""
+    header = {"descr": descr, "fortran_order": False, "shape": shape, **({"pad": "x" * pad} if pad else {})}
     write = npy_format.write_array_header_1_0 if version == (1, 0) else npy_format.write_array_header_2_0
     with path.open("wb") as f:
         write(f, header)

@@ -321,3 +321,189 @@ def test_a_stale_lock_of_an_exited_process_is_taken_over(tmp_path, caplog):
         assert (folder / owner.PID_FILE).read_text().strip() == str(os.getpid())
     assert f"took over the lock of process {gone.stdout.strip()}" in caplog.text
     assert not (folder / owner.PID_FILE).exists()  # let go with the session
+
+
+# ------------------------------------------------------------- study stages, caches, pack, tasks
+
+
+def test_a_study_stage_folder_without_a_manifest_keeps_the_users_files(tmp_path):
+    """The labels stage starts over in RUN/label_efficiency/ (no manifest of its own): the study's
+    manifest says which files there are mnistlab's, and only those go."""
+    study = tmp_path / "study"
+    with owner.session():
+        owner.claim(study, "run")
+        (study / "label_efficiency" / "figures").mkdir(parents=True)
+        (study / "label_efficiency" / "summary.json").write_text("{}")
+        (study / "label_efficiency" / "figures" / "curve.png").write_text("png")
+    files = {"label_efficiency/notes.txt": "mine", "label_efficiency/figures/mine.png": "my figure"}
+    for name, text in files.items():
+        (study / name).write_text(text)
+    with owner.session():
+        owner.claim(study, "run")
+        removed = owner.clear(study / "label_efficiency")
+    assert sorted(removed) == ["figures/curve.png", "summary.json"]
+    assert_kept(study, files)
+    assert "label_efficiency/summary.json" not in owner.manifest(study)["files"]
+
+
+def test_the_latent_stage_starts_over_keeping_the_users_files(ae_run, tmp_path):
+    from types import SimpleNamespace
+
+    from mnistlab.study.stages import latent as latent_stage
+
+    study = tmp_path / "study"
+    copy_run(ae_run, study / "ae")
+    plan = SimpleNamespace(
+        tsne_early_iter=10, tsne_iter=10, latent_maps=(), latent_samples=20, latent_score=False
+    )
+    ctx = SimpleNamespace(plan=plan, out=study, encoder="ae", device="cpu", progress=False)
+    with owner.session():
+        latent_stage.run(ctx, resume=False)
+    stale = study / "ae" / "latent" / "samples_stale.png"  # what an earlier attempt of the stage wrote
+    with owner.session():
+        owner.claim(study / "ae" / "latent", "latent")
+        stale.write_text("old")
+    files = user_files(study / "ae" / "latent")
+    with owner.session():
+        latent_stage.run(ctx, resume=False)
+    assert_kept(study / "ae" / "latent", files)
+    assert not stale.exists() and (study / "ae" / "latent" / "summary.json").is_file()
+
+
+def test_the_best_trial_is_copied_in_beside_the_users_files(ae_run, tmp_path):
+    from mnistlab.study import registry
+
+    search = tmp_path / "study" / "search"
+    copy_run(ae_run, search / "trials" / "t0")
+    (search / "search.json").write_text(json.dumps({"objective": "val_loss"}))
+    (search / "results.csv").write_text("trial,status,val_loss\nt0,finished,0.1\n")
+    target = tmp_path / "study" / "ae"
+    with owner.session():  # an earlier attempt's copy, then the user's notes in it
+        registry._copy_best_trial(search, target)
+    files = user_files(target)
+    with owner.session():  # a file that attempt wrote
+        owner.claim(target, "train")
+        (target / "stale.txt").write_text("")
+    with owner.session():
+        registry._copy_best_trial(search, target)
+    assert_kept(target, files)
+    assert not (target / "stale.txt").exists()  # the earlier copy's files are replaced, the user's stay
+    assert rundir.read_summary(target)["search_trial"] == "t0"
+    assert not [p for p in target.parent.iterdir() if "copying" in p.name]
+    # A file of the user's where the trial has one: refused before anything moves.
+    (target / "command.txt").unlink()
+    (target / "command.txt").write_text("my command")
+    doc = owner.manifest(target)
+    (target / owner.MANIFEST).write_text(
+        json.dumps({**doc, "files": [f for f in doc["files"] if f != "command.txt"]})
+    )
+    with owner.session(), pytest.raises(ConfigError, match="command.txt would replace"):
+        registry._copy_best_trial(search, target)
+    assert (target / "command.txt").read_text() == "my command"
+
+
+def test_the_explorer_cache_is_claimed_before_it_is_written(ae_run, tmp_path, caplog):
+    import numpy as np
+
+    from mnistlab.web import cache
+
+    state = cache.StartState(
+        np.zeros((2, 28, 28), np.uint8),
+        np.zeros(2, np.int64),
+        np.zeros((2, 2), np.float32),
+        np.zeros((3, 2), np.float32),
+        cache.Projection(np.zeros(2), np.eye(2)),
+        {},
+        {},
+        cached=False,
+    )
+    run = copy_run(ae_run, tmp_path / "run")
+    cache._write(run / cache.FILE, "key", state)  # new in a run of mnistlab's: written and listed
+    assert (run / cache.FILE).stat().st_size > 100 and cache.FILE in owner.owned_files(run)
+    mine = tmp_path / "mine"  # a folder of the user's with a file of that name: left alone
+    mine.mkdir()
+    (mine / cache.FILE).write_text("mine")
+    (mine / "config.toml").write_text("[my]\nsettings = 1\n")  # not a run's config: not adopted
+    with caplog.at_level(logging.WARNING, logger="mnistlab"):
+        cache._write(mine / cache.FILE, "key", state)
+    assert (mine / cache.FILE).read_text() == "mine" and "not written" in caplog.text
+    package = Path(owner.__file__).resolve().parents[1] / "_pretrained" / "ae" / cache.FILE
+    before = package.stat().st_mtime_ns if package.exists() else None
+    cache._write(package, "key", state)  # the installed package: never written
+    assert (package.stat().st_mtime_ns if package.exists() else None) == before
+
+
+def test_compare_claims_the_figures_and_cache_it_writes_into_a_run(ae_run, tmp_path):
+    import numpy as np
+
+    from mnistlab.bench import compare as bench
+    from mnistlab.bench import compute
+
+    run = copy_run(ae_run, tmp_path / "run")
+    comp = compute.Computer(run, "ae", frozenset(), compute.BenchConfig(), compute.Shared())
+    digits = np.zeros((10, 28, 28), np.uint8)
+    assert comp.grid("reconstructions", digits, "t") is not None  # new: drawn, listed in the run's manifest
+    assert "figures/compare_reconstructions.png" in owner.owned_files(run)
+    assert not (run / "figures" / owner.MANIFEST).exists()  # the run's figures are the run's
+    (run / "figures" / "compare_denoising.png").write_text("mine")
+    assert comp.grid("denoising", digits, "t") is None and "not drawn" in comp.notes[-1]
+    assert (run / "figures" / "compare_denoising.png").read_text() == "mine"
+    (run / "compare.json").write_text('{"my": "notes"}')  # the user's file of that name
+    entry = bench.collect(run, "ae", bench.BenchConfig(samples=10, probe_train=40), compute=True)
+    assert (run / "compare.json").read_text() == '{"my": "notes"}'
+    assert any("compare.json not written" in n for n in entry.notes)
+
+
+def test_pack_refuses_an_empty_out(ae_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["-q", "pretrained", "pack", str(ae_run), "--out", ""]) == 2
+    assert_one_line_error(capsys, "--out is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_config_edited_to_another_task_is_refused_naming_both(ae_run, tmp_path, capsys):
+    from mnistlab import tasks
+
+    run = copy_run(ae_run, tmp_path / "run")
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('task = "ae"', 'task = "vae"'))
+    with pytest.raises(ConfigError, match="names task 'vae' but summary.json records a 'ae' run"):
+        tasks.load_run(run)
+    assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 2
+    assert_one_line_error(capsys, "'vae'")
+
+
+def test_a_run_whose_figures_link_out_of_it_is_refused_and_the_linked_files_kept(ae_run, tmp_path, capsys):
+    """eval writes RUN/figures/*.png: through a link to a folder of the user's it would overwrite
+    theirs (hostile pass), so a claimed folder with a folder link leading out of it is refused."""
+    import shutil
+
+    run = copy_run(ae_run, tmp_path / "run")
+    elsewhere = tmp_path / "elsewhere"
+    files = {"loss_curves.png": "my curve", "reconstructions.png": "my digits"}
+    elsewhere.mkdir()
+    for name, text in files.items():
+        (elsewhere / name).write_text(text)
+    shutil.rmtree(run / "figures")
+    (run / "figures").symlink_to(elsewhere)
+    assert cli.main(["-q", "eval", str(run), "--device", "cpu"]) == 2
+    assert_one_line_error(capsys, "figures is a link to")
+    assert_kept(elsewhere, files)
+
+
+def test_a_manifest_that_is_no_file_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / owner.MANIFEST).symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        owner.claim(folder, "train")
+
+
+def test_pack_refuses_an_out_that_is_a_file_or_a_device(ae_run, tmp_path):
+    """`pack --out /dev/null` wrote a bundle to /dev/null-bundle (hostile pass): refused now."""
+    (tmp_path / "file").write_text("mine")
+    for out in (tmp_path / "file", Path("/dev/null")):
+        with pytest.raises(ConfigError, match="is not a folder"):
+            pretrained_pack.pack({"ae": ae_run}, out, compare=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from mnistlab import cli, tasks
+from mnistlab.core.errors import ConfigError
+from mnistlab.pretrained import bundle as bundle_files
 from mnistlab.pretrained import pack as pretrained_pack
 from mnistlab.pretrained import shipped as pretrained
 from mnistlab.runs import folder as rundir
@@ -43,14 +47,33 @@ def test_packed_runs_keep_the_weights_and_record_their_origin(bundle, tiny_study
         assert dst.stat().st_size < src.stat().st_size / 4  # no optimizer moments, no RNG state, float16
         assert state["epoch"] == read_checkpoint(src)[1]["epoch"]
         made = rundir.read_summary(bundle / name)["pretrained"]
-        assert made["source"] == str(tiny_study / name) and made["machine"] and made["packed_at_commit"] != ""
-        assert made["command"] == (tiny_study / name / "command.txt").read_text().strip()  # what trained it
+        # Where it came from, without the packing machine's folders: the source's name, the command
+        # that trained it less its --out (and console switches); a baseline is the shipped copy.
+        assert made["source"] == name and made["machine"] and made["packed_at_commit"] != ""
+        command = made["command"]
+        assert command == pretrained_pack.public_command(
+            (tiny_study / name / "command.txt").read_text().strip()
+        )
+        assert str(tiny_study) not in command and "--out" not in command
+        probe = bundle / name / "probe" / "summary.json"
+        if probe.is_file():
+            assert str(tiny_study) not in probe.read_text()
+        data = rundir.read_summary(bundle / name).get("data")
+        assert not (isinstance(data, str) and Path(data).is_absolute()), data
         assert made["source_checkpoint_sha256"] == rundir.read_summary(tiny_study / name)["checkpoint_sha256"]
         if tasks.get(name).evaluate is not None:  # re-measured with float16 weights, beside the trained
             assert made["source_test"] == rundir.read_summary(tiny_study / name)["test"]
             assert 0 <= made["test_max_relative_change"] < 0.02, made
     assert rundir.read_summary(bundle / "dae")["baseline"]["run"] == "../ae"  # the packed sibling
     assert (bundle / "ae" / cache.FILE).is_file()  # the explorer starts from it
+
+
+def test_public_command_drops_the_packing_machines_folders():
+    cmd = "mnistlab -q train dae --preset default --set 'a=b c' --baseline /tmp/m/ae --out /tmp/d/dae --no-progress"
+    assert pretrained_pack.public_command(cmd) == (
+        "mnistlab train dae --preset default --set 'a=b c' --baseline $(mnistlab pretrained path ae)"
+    )
+    assert pretrained_pack.public_command(None) is None
 
 
 def test_a_run_of_an_earlier_bundle_packed_again_keeps_where_it_was_trained(bundle, tmp_path):
@@ -91,6 +114,18 @@ def test_eval_of_a_copy_reproduces_its_recorded_numbers_and_resume_is_refused(bu
     tensors, state = rundir.read_run_checkpoint(copy)
     with pytest.raises(CheckpointError, match="weights-only .* cannot resume"):
         restore(tensors, state, {}, {"model": torch.optim.Adam(model.parameters())})
+
+
+def test_a_copy_keeps_the_probe_checkpoint_and_one_without_it_is_redone(bundle, tmp_path):
+    run = bundle / "ae"
+    nested = [f.relative_to(run) for f in run.rglob("*.safetensors") if f.parent != run / "checkpoints"]
+    assert any("probe" in str(rel) for rel in nested)  # the study's linear probe, which serve uses
+    copy = pretrained.path("ae", bundle, root=tmp_path)
+    assert all((copy / rel).is_file() for rel in nested)
+    for rel in nested:  # as an earlier version copied it: without them
+        (copy / rel).unlink()
+    assert pretrained.path("ae", bundle, root=tmp_path) == copy
+    assert all((copy / rel).is_file() for rel in nested)
 
 
 def test_a_changed_shipped_checkpoint_refreshes_the_copy(bundle, tmp_path):
@@ -161,3 +196,30 @@ def test_a_smoke_run_report_shows_the_shipped_runs_beside_its_own(bundle, tiny_s
     assert f"MSE {shipped_mse:.3g}" in key.split("ae: test reconstruction")[1].split("\n")[0]
     monkeypatch.setattr(pretrained, "BUNDLE", tmp_path / "none")
     assert "shipped default run" not in write_report(run)["markdown"].read_text()
+
+
+def test_pretrained_list_reads_the_bundle_without_torch(tmp_path):
+    """`pretrained list` answers from the bundle's files (config.toml, summary.json) with no torch
+    imported, in the tasks' listing order; a run of a task mnistlab does not know still lists."""
+    for name, task in (("gan", "gan"), ("ae", "ae"), ("mine", "someplugin")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.toml").write_text(f'task = "{task}"\n')
+    (tmp_path / "ae" / "summary.json").write_text(json.dumps({"epochs": 3, "test": {"mse": 0.01}}))
+    (tmp_path / "notes").mkdir()  # no config.toml: not a run
+    assert bundle_files.available(tmp_path) == ["ae", "gan", "mine"]
+    ae = bundle_files.describe("ae", tmp_path)
+    assert ae["task"] == "ae" and ae["epochs"] == 3 and ae["test"] == {"mse": 0.01}
+    assert ae["description"] == tasks.get("ae").description
+    assert (
+        bundle_files.describe("mine", tmp_path)["description"] == ""
+        and bundle_files.describe("gan", tmp_path)["test"] == {}
+    )
+    with pytest.raises(ConfigError, match="no shipped run named 'vae'; shipped: ae, gan, mine"):
+        bundle_files.describe("vae", tmp_path)
+    code = (
+        "import sys\nfrom mnistlab import cli\nrc = cli.main(['pretrained', 'list', '--json'])\n"
+        "print('TORCH', 'torch' in sys.modules, rc, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "TORCH False 0" in done.stderr, done.stderr[-2000:]
+    assert [r["name"] for r in json.loads(done.stdout)] == pretrained.available()

@@ -81,7 +81,7 @@ def test_rerunning_a_finished_run_skips_every_stage(tiny_study, tmp_path, monkey
     shutil.copytree(tiny_study, copy)
     monkeypatch.setattr(pipeline, "run_stage", lambda ctx, name, resume: pytest.fail(f"stage {name} re-ran"))
     args = ["run", "--preset", PRESET, "--set", "run.search=true", "--out", str(copy), "--no-progress"]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "done" and printed["report"] == str(copy / "report.html")
     state = json.loads((copy / "run.json").read_text())

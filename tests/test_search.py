@@ -1,17 +1,20 @@
 """Grid search end to end on a few hundred MNIST images: outputs, skipping finished trials, resuming
-interrupted ones, the probe objective, and a diverging trial recorded rather than raised."""
+interrupted ones, the probe objective, a diverging trial recorded rather than raised, and an objective
+the task never logs refused before training."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+import re
 
 import pytest
 
-from mnistlab import tasks
+from mnistlab import cli, tasks
 from mnistlab.runs import folder as rundir
 from mnistlab.search import grid as search
+from mnistlab.search import optuna as search_optuna
 from mnistlab.tasks import load_experiment, load_run_config
 from mnistlab.training.loop import NonFiniteLossError
 
@@ -119,3 +122,36 @@ def test_search_refuses_a_trial_folder_with_another_config(tmp_path):
         search.run_grid(
             "ae", {"train.lr": ["1e-2"]}, out, "quick", [*TINY, "model.latent_dim=3"], progress=False
         )
+
+
+@pytest.mark.parametrize(
+    ("task", "objective", "message"),
+    [
+        ("gan", "val_loss", "the gan task never logs it; it logs val_d_real, val_d_fake"),
+        ("vae", "val_recon", "the vae task never logs it; it logs val_loss, val_recon_nll, val_kl"),
+        ("gan", "probe_acc", "objective probe_acc needs an encoder and gan has none (tasks with one: ae,"),
+    ],
+)
+def test_an_objective_the_task_never_logs_is_refused_before_training(
+    tmp_path, monkeypatch, capsys, task, objective, message
+):
+    """From the task's declared TaskSpec.val_metrics and roles: one line, before any trial trains or
+    the search folder is made (grid, Optuna and the CLI alike)."""
+    monkeypatch.setattr(search, "trainer_for", lambda t: pytest.fail("a trial trained"))
+    with pytest.raises(tasks.ConfigError, match=re.escape(message)):
+        search.run_grid(task, GRID, tmp_path / "grid", "quick", TINY, objective)
+    spec = search_optuna.StudySpec(
+        task=task, out=tmp_path / "optuna", space=(), n_trials=1, objective=objective
+    )
+    with pytest.raises(tasks.ConfigError, match=re.escape(message)):
+        search_optuna.run_optuna(spec)
+    assert (
+        cli.main(
+            ["search", task, "--preset", "quick", "--objective", objective, "--out", str(tmp_path / "c")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not any(tmp_path.iterdir())  # no folder made
+    assert search.check_objective("vae", "val_recon_nll").name == "val_recon_nll"  # one it logs passes

@@ -16,6 +16,7 @@ from mnistlab.core.errors import ConfigError
 from mnistlab.data import augment
 from mnistlab.data.augment import AugmentConfig
 from mnistlab.data.datasets import DataConfig, Split, load
+from mnistlab.latent.run import LatentConfig, run_latent
 from mnistlab.models.semi import SemiNet, SemiNetConfig
 from mnistlab.probe.config import ProbeExperiment
 from mnistlab.probe.labels import run_code_labels
@@ -55,13 +56,21 @@ def tiny_exp(*extra: str):
     return load_experiment("semi", "quick", [*TINY, *extra])
 
 
-def test_network_shapes_and_encoder_is_the_penultimate_layer():
-    net = SemiNet(SemiNetConfig(width=8)).eval()
+@pytest.mark.parametrize("hidden, code_dim", [(0, 32), (16, 16)])
+def test_network_shapes_and_encoder_is_the_penultimate_layer(hidden, code_dim):
+    net = SemiNet(SemiNetConfig(width=8, hidden=hidden)).eval()
     x = torch.rand(5, 1, 28, 28)
     assert net(x).shape == (5, 10)
     code = net.encoder(x)
-    assert code.shape == (5, 32) and net.code_dim == 32
+    assert code.shape == (5, code_dim) and net.code_dim == code_dim
     torch.testing.assert_close(net.head(code), net(x))
+
+
+def test_a_run_made_before_the_hidden_layer_loads_as_it_was_trained():
+    # Its config.toml has no model.hidden: the dataclass default (global average pooling) applies,
+    # while the presets ask for the hidden layer.
+    assert SemiNetConfig().hidden == 0
+    assert load_experiment("semi", "default").model.hidden > 0
 
 
 def test_augmentations_keep_shape_range_and_are_seeded():
@@ -161,6 +170,22 @@ def test_step_changes_weights_and_reads_no_label_beyond_the_subset():
     assert int(runs[0].state.steps) == 3 and (runs[0].state.confident_class >= -1).all()
 
 
+def test_labelled_images_in_the_unlabelled_stream_learn_their_own_label():
+    # No pseudo-label can pass a threshold of 1 (softmax never reaches it exactly at the start), so
+    # only the labelled subset's images of the unlabelled batch reach the unlabelled loss.
+    exp = tiny_exp("semi.threshold=1", "semi.flex=false", "semi.dist_align=false")
+    data = load(exp.data)
+    labelled = draw_labelled(data.train.labels, exp.semi)
+    index = torch.arange(len(data.train))
+    masks = {}
+    for known in (True, False):
+        e = dataclasses.replace(exp, semi=dataclasses.replace(exp.semi, known_labels=known))
+        task = _task(e, data.train, labelled, data.val)
+        masks[known] = task.train_step(data.train.images, index)["mask"]
+    assert masks[False] == 0
+    assert masks[True] == pytest.approx(len(labelled) / len(data.train))
+
+
 class CrashAt:
     """Raises KeyboardInterrupt at the n-th train step, as a killed process would stop."""
 
@@ -226,16 +251,29 @@ def test_train_load_and_evaluate_round_trip(tmp_path):
     torch.testing.assert_close(prob.sum(1), torch.ones(100))
     acc = float((prob.argmax(1) == load(exp.data).test.labels).float().mean())
     assert abs(acc - summary["test"]["accuracy"]) < 1e-6
-    assert run.encode(x[:7]).shape == (7, 96) and run.modules("encoder") is run.model.encoder
-    assert run.fresh_encoder()(torch.rand(2, 1, 28, 28)).shape == (2, 96)
+    d = run.model.code_dim
+    assert d == exp.model.hidden == 128  # the presets' flattened code
+    assert run.encode(x[:7]).shape == (7, d) and run.modules("encoder") is run.model.encoder
+    assert run.fresh_encoder()(torch.rand(2, 1, 28, 28)).shape == (2, d)
     with pytest.raises(tasks.RoleError):
-        run.decode(torch.zeros(1, 96))
+        run.decode(torch.zeros(1, d))
     again = tasks.get("semi").evaluate(tmp_path / "run", exp, CPU)
     assert again == summary["test"]
     tensors, _ = read_checkpoint(
         tmp_path / "run" / "checkpoints" / "last.safetensors", summary["checkpoint_sha256"]
     )
     assert any(k.startswith("module/final/") for k in tensors)
+
+
+def test_latent_maps_a_semi_run_without_a_decoder(tmp_path):
+    train_semi(tiny_exp(), tmp_path / "run", progress=False)
+    section = run_latent(tmp_path / "run", LatentConfig(maps=("pca",), pairs=2, steps=3))
+    figs = tmp_path / "run" / "figures" / "latent"
+    assert (figs / "map_pca.png").is_file() and (figs / "map_pca.csv").is_file()
+    assert section["decoder"] is False and set(section["cluster_quality"]) == {"raw", "pca"}
+    assert "generation" not in section and not list(figs.glob("samples_*.png"))
+    recorded = json.loads((tmp_path / "run" / "summary.json").read_text())["latent"]
+    assert recorded["decoder"] is False and recorded["cluster_quality"] == section["cluster_quality"]
 
 
 def test_registry_roles():
@@ -247,7 +285,7 @@ def test_cli_train_semi(tmp_path, capsys):
     args = ["train", "semi", "--preset", "quick", "--out", str(tmp_path / "run"), "--no-progress"]
     for item in TINY:
         args += ["--set", item]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert "accuracy" in printed["test"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["task"] == "semi"
@@ -282,7 +320,7 @@ def test_labels_stage_shows_a_semi_run_as_its_own_point(tmp_path):
     probe = load_table("probe", "quick", ["linear.epochs=2", "linear.device=cpu"], ProbeExperiment)
     out = tmp_path / "label_efficiency"
     s = run_code_labels({"semi": tmp_path / "semi"}, probe, (3, None), out, progress=False)
-    assert s["models"]["semi"]["latent_dim"] == 96  # its frozen code, probed like every encoder's
+    assert s["models"]["semi"]["latent_dim"] == 128  # its frozen code (the presets' hidden layer), probed
     point = s["trained_with_labels"]["semi"]
     assert point["labels_per_class"] == "3" and point["n_labelled"] == 30 and point["label_seed"] == 0
     assert (out / "figures" / "label_efficiency_by_model.png").is_file()

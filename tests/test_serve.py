@@ -10,6 +10,7 @@ from it by copying.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import shutil
 import socket
@@ -24,16 +25,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mnistlab import cli
+from mnistlab import cli, tasks
 from mnistlab.core.errors import ConfigError
 from mnistlab.models import code_samplers
+from mnistlab.pretrained import shipped
+from mnistlab.runs import folder as rundir
 from mnistlab.web import preprocess
 from mnistlab.web.app import bind, check_host, create_app
 from mnistlab.web.errors import ApiError
 from mnistlab.web.explorer import Explorer
-from mnistlab.web.runs import find_runs
+from mnistlab.web.runs import Layout, find_runs, recorded_score, smoke_note
 from tests.conftest import assert_one_line_error
-from tests.serve_helpers import JSON_ROUTES, browser_page, png_bytes, running, stroke
+from tests.serve_helpers import JSON_ROUTES, SEMI, browser_page, photo, png_bytes, running, stroke
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 
@@ -72,6 +75,72 @@ def test_mnist_digits_survive_preprocessing(explorer):
         back = preprocess.preprocess_bytes(png_bytes(big))
         corr.append(np.corrcoef(back.ravel(), digit.ravel() / 255.0)[0, 1])
     assert np.median(corr) > 0.9 and min(corr) > 0.7, np.round(corr, 2)
+
+
+def _paper_kept(data: bytes) -> np.ndarray:
+    """The preprocessing before the background was normalised: inverted when the border is light,
+    then MNIST-style, the paper's grey kept as ink (what read a photo as the wrong digit)."""
+    gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"), np.float32) / 255.0
+    if np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])) > 0.5:
+        gray = 1.0 - gray
+    return preprocess.mnist_style(gray)
+
+
+def test_a_photo_of_a_digit_on_paper_is_read_as_that_digit(explorer, tmp_path):
+    """Grey paper lit from one side, dark ink, sensor noise and JPEG: the background is estimated
+    from the border and removed, so the digit comes out as MNIST draws it, and a classifier reads it
+    as it reads the test digit itself, where the paper's grey box made it read something else. The
+    reader is the shipped semi-supervised classifier (98% on the test set), not the serve study's
+    seconds-long model."""
+    reader = tasks.load_run(shipped.path("semi", root=tmp_path))
+    clean = reader.classify(explorer.test_images[:16]).argmax(1).numpy()
+    right = np.flatnonzero(clean == explorer.test_labels[:16])  # the test digits it reads right as they are
+    assert len(right) >= 12
+    images, labels = explorer.test_images[right], explorer.test_labels[right]
+    new, old = [], []
+    for i, digit in enumerate(images):
+        data = photo(digit, seed=i)
+        new.append(preprocess.preprocess_bytes(data))
+        old.append(_paper_kept(data))
+    new, old = np.stack(new), np.stack(old)  # (n, 28, 28) each, in [0, 1]
+    corr = [np.corrcoef(x.ravel(), d.ravel())[0, 1] for x, d in zip(new, images, strict=True)]
+    assert np.median(corr) > 0.9 and min(corr) > 0.7, np.round(corr, 2)  # as clean MNIST digits do
+    assert (old.reshape(len(old), -1) > 0.1).mean() > 0.5  # before: the paper filled the frame
+    read_new = reader.classify(torch.from_numpy(new)).argmax(1).numpy()
+    read_old = reader.classify(torch.from_numpy(old)).argmax(1).numpy()
+    assert np.array_equal(read_new, labels), (read_new, labels)
+    assert (read_old != labels).mean() >= 0.5, (read_old, labels)
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("faint", "too little contrast"),
+        ("blank", "no digit"),
+        ("around", "ink covers"),
+        ("corner", "plain background"),
+    ],
+)
+def test_an_upload_that_does_not_look_like_mnist_is_refused_with_the_reason(explorer, kind, words):
+    digit = explorer.test_images[0]
+    data = {
+        "faint": lambda: photo(digit, ink=0.1),  # pencil too light for the page's grain
+        "blank": lambda: png_bytes(np.full((60, 60), 180, np.uint8)),
+        "around": lambda: photo(digit, frame="around"),  # the page on a dark table, all around
+        "corner": lambda: photo(digit, frame="corner"),  # the table along two sides
+    }[kind]()
+    with pytest.raises(ApiError) as e:
+        preprocess.preprocess_bytes(data)
+    assert_one_line_error(e, words, status=422)
+
+
+def test_a_drawing_that_touches_every_side_of_the_pad_is_accepted():
+    """A big 0 drawn to the pad's edges is a digit, not a photo's surroundings."""
+    yy, xx = np.mgrid[0:280, 0:280]
+    r = np.hypot(yy - 139.5, xx - 139.5)
+    ring = ((r > 122) & (r < 141)).astype(np.uint8) * 255  # touches all four sides
+    x = preprocess.preprocess_bytes(png_bytes(ring))
+    assert x.shape == (28, 28) and x.max() > 0.9 and (x > 0.5).mean() > 0.05
 
 
 @pytest.mark.parametrize(
@@ -120,6 +189,102 @@ def test_layouts(serve_study, tmp_path):
         find_runs(serve_study / "ae" / "probe")
     with pytest.raises(ConfigError, match="not a folder"):
         find_runs(tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def semi_run(tmp_path_factory) -> Path:
+    """A seconds-long `mnistlab train semi` run: a classifier with an encoder and no decoder."""
+    from mnistlab.tasks import load_experiment
+    from mnistlab.training.semi import train_semi
+    from tests.conftest import torch_threads
+
+    out = tmp_path_factory.mktemp("serve-semi") / "semi"
+    with torch_threads(1):
+        train_semi(load_experiment("semi", "quick", SEMI), out, progress=False)
+    return out
+
+
+def test_a_classifier_without_a_decoder_is_served_for_what_it_has(semi_run):
+    """A semi run (encoder + classifier): its codes are mapped and its own head predicts from them;
+    what needs a decoder is unavailable with the reason, never a 500."""
+    layout = find_runs(semi_run)
+    assert layout.encoder == semi_run and "single semi run" in layout.missing["denoiser"]
+    ex = Explorer(semi_run)
+    run = tasks.load_run(semi_run)
+    with TestClient(create_app(ex)) as c:
+        info = c.get("/api/info").json()
+        panels = info["panels"]
+        assert panels["draw"]["available"] and panels["classify"]["available"] and panels["map"]["available"]
+        for name in ("reconstruct", "sliders", "interpolate"):
+            assert not panels[name]["available"] and "no decoder" in panels[name]["reason"], name
+        assert info["maps"]["pca"] == {"available": True, "decodable": False, "axis": "PC"}
+        assert "`mnistlab latent`" in info["maps"]["tsne"]["reason"]
+        assert not info["samplers"]["gmm"]["available"] and "no decoder" in info["samplers"]["gmm"]["reason"]
+        assert info["predictor"] == "the semi classifier itself" and info["start_index"] == 0
+        assert info["probe_accuracy"] == rundir.read_summary(semi_run)["test"]["accuracy"]
+        # The page predicts a test digit from its code: the run's own prediction.
+        item = c.get("/api/test/3").json()
+        probs = c.post("/api/classify", json={"code": item["code"]}).json()["probs"]
+        want = run.classify(np.array([item["image"]], np.uint8))[0].numpy()
+        assert np.abs(np.array(probs) - want).max() < 1e-3
+        drawn = c.post("/api/classify", json={"png": base64.b64encode(png_bytes(stroke())).decode()})
+        assert drawn.status_code == 200 and len(drawn.json()["probs"]) == 10
+        click = c.post("/api/map/pca/click", json={"x": 0.0, "y": 0.0}).json()
+        assert click["kind"] == "nearest"
+        assert_one_line_error(c.post("/api/decode", json={"code": item["code"]}), "no decoder", status=409)
+        r = c.post("/api/interpolate", json={"a": {"index": 1}, "b": {"index": 2}})
+        assert_one_line_error(r, "no decoder", status=409)
+        assert_one_line_error(c.post("/api/sample", json={"sampler": "gmm"}), "no decoder", status=409)
+        out = c.post("/api/analyze", content=png_bytes(stroke())).json()
+        assert "input" in out and "no decoder" in out["unavailable"]["reconstruct"]
+
+
+def test_smoke_runs_are_named_and_default_runs_are_not(serve_study, tmp_path):
+    """The banner's rule: a quick preset (run.json of a study, --preset of a command.txt), or a piece
+    trained on fewer than 40,000 images."""
+    note = smoke_note(serve_study, find_runs(serve_study))
+    assert note is not None and "Smoke run" in note["text"] and "320 training images" in note["text"]
+    assert {r["task"] for r in note["runs"]} == {"ae", "dae", "gan"}
+
+    def run(name: str, n_train: int, command: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({"n_train": n_train, "epochs": 40}))
+        (folder / "command.txt").write_text(command)
+        return folder
+
+    full = run("full", 48_000, "mnistlab train ae --preset default --out runs/ae")
+    assert smoke_note(full, Layout(full, None, {}, {})) is None
+    quick = run("quick", 48_000, "mnistlab train ae --preset quick --set train.epochs=40")
+    note = smoke_note(quick, Layout(quick, None, {}, {}))
+    assert note["preset"] == "quick" and "'quick' preset" in note["text"]
+    small = run("small", 5_000, "mnistlab train ae --preset=default")
+    assert "5,000 training images" in smoke_note(small, Layout(small, None, {}, {}))["text"]
+    (tmp_path / "run.json").write_text(json.dumps({"preset": "configs/quick.toml"}))
+    assert smoke_note(tmp_path, Layout(full, None, {}, {}))["preset"] == "configs/quick.toml"
+
+
+def test_recorded_scores_are_read_where_each_run_keeps_them(tmp_path):
+    fid = {"fid_mnist": 4.29, "precision": 0.6, "recall": 0.8, "n_samples": 10_000, "note": "x"}
+    layouts = {
+        "gan": ({"test": fid}, ("gan", "prior"), "test"),
+        "vae": ({"test": {"mse": 0.01}, "generation": {"prior": fid}}, ("vae", "prior"), "generation.prior"),
+        "flow": ({"test": fid, "sampling": {"steps": 12}}, ("flow", "midpoint"), "test"),
+        "ae": (
+            {"latent": {"generation": {"rows": {"gmm": fid}}}},
+            ("gmm", None),
+            "latent.generation.rows.gmm",
+        ),
+    }
+    for name, (summary, (sampler, default), where) in layouts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        score = recorded_score(tmp_path / name, sampler, default)
+        assert score["fid_mnist"] == 4.29 and score["n_samples"] == 10_000 and "note" not in score, name
+        assert score["where"] == f"{name}/summary.json: {where}", name
+        assert score.get("steps") == (12 if name == "flow" else None)
+    assert recorded_score(tmp_path / "ae", "uniform") is None  # not scored
+    assert recorded_score(tmp_path / "missing", "gan", "prior") is None
 
 
 def test_probe_head_reproduces_the_probes_test_accuracy(serve_study, explorer):

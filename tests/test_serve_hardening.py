@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
 import shutil
+import socket
 import struct
 import threading
 import time
@@ -25,6 +27,7 @@ import zlib
 from pathlib import Path
 from urllib.parse import quote
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -462,3 +465,264 @@ def test_heavy_requests_are_bounded_and_cheap_ones_do_not_wait(explorer, monkeyp
     assert stuck == slots, f"{stuck} heavy handlers ran at once; the limit is {slots}"
     assert info == [200], "/api/info waited behind the heavy requests"
     assert sorted(statuses) == [200] * 16 and peak[0] == slots, (statuses, peak)
+
+
+# ---------------------------------------------------------------- held connections, slow bodies
+
+
+@contextlib.contextmanager
+def _served(app, max_connections: int):
+    """uvicorn with the explorer's own settings (web.app.server_config) in a thread; yields its port."""
+    import uvicorn
+
+    from mnistlab.web.app import bind, server_config
+
+    sock = bind("127.0.0.1", 0)
+    srv = uvicorn.Server(server_config(app, max_connections))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        assert srv.started, "uvicorn did not start"
+        yield sock.getsockname()[1]
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _connect(port: int, data: bytes = b"") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if data:
+        s.sendall(data)
+    return s
+
+
+def _answer(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (b"" when it closed at once)."""
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+def _until(condition, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def _closed(s: socket.socket, within: float = 5.0) -> bool:
+    s.settimeout(within)
+    try:
+        return _answer(s) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+GET = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def test_a_new_connection_takes_the_place_of_the_longest_idle_one():
+    """At the cap, a new connection closes the one that has waited longest for its headers; a
+    connection busy with a request is never the one closed, and with every one busy the new one is."""
+    gate, started = threading.Event(), []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/wait":
+            started.append(scope["path"])
+            while not gate.is_set():
+                await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with _served(app, max_connections=3) as port:
+        try:
+            busy = _connect(port, b"GET /wait HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert _until(lambda: len(started) == 1)
+            idle = [_connect(port), _connect(port, b"GET / HTTP/1.1\r\nHost: 1")]  # nothing; half a header
+            time.sleep(0.2)
+            fresh = _connect(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # kept alive
+            response = b""
+            while not response.endswith(b"ok"):  # the whole response, so that nothing is left unread
+                response += fresh.recv(100)
+            assert response.startswith(b"HTTP/1.1 200"), "a real request was not answered at the cap"
+            assert _closed(idle[0]), "the longest idle connection was kept"
+            assert _answer(_connect(port, GET)).startswith(b"HTTP/1.1 200")
+            assert _closed(idle[1]), "the half header was kept"  # it had waited longer than `fresh`
+            held = [_connect(port, b"GET /wait HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") for _ in range(2)]
+            assert _closed(fresh), "the idle keep-alive connection was kept"
+            assert _until(lambda: len(started) == 3)
+            assert _closed(_connect(port, GET)), "a connection past the cap was kept with none idle"
+        finally:
+            gate.set()
+        for s in [busy, *held]:
+            s.settimeout(5)
+            assert s.recv(100).startswith(b"HTTP/1.1 200"), "a busy connection was closed"
+            s.close()
+
+
+def test_connection_cap_raises_the_open_file_limit_within_the_hard_limit(monkeypatch):
+    from mnistlab.web import guard
+
+    class Limits:
+        RLIMIT_NOFILE, RLIM_INFINITY = 7, -1
+
+        def __init__(self, soft, hard):
+            self.now = (soft, hard)
+
+        def getrlimit(self, which):
+            return self.now
+
+        def setrlimit(self, which, limits):
+            assert limits[0] <= self.now[1], "soft limit raised past the hard limit"
+            self.now = limits
+
+    low = Limits(256, 300)  # the hard limit leaves room for fewer connections than asked
+    monkeypatch.setattr(guard, "resource", low)
+    assert guard.connection_cap(2048) == 300 - guard.FD_RESERVE and low.now == (300, 300)
+    roomy = Limits(1024, 1 << 20)
+    monkeypatch.setattr(guard, "resource", roomy)
+    assert guard.connection_cap(2048) == 2048 and roomy.now == (2048 + guard.FD_RESERVE, 1 << 20)
+    monkeypatch.setattr(guard, "resource", None)  # not POSIX
+    assert guard.connection_cap(64) == 64
+
+
+def _body_request(chunks: list[bytes], pause: float = 0.0, length: int | None = None, gate=None):
+    """A Starlette request whose body arrives as `chunks`, `pause` seconds apart (or when `gate` is set)."""
+    from starlette.requests import Request
+
+    messages = [
+        {"type": "http.request", "body": c, "more_body": k < len(chunks) - 1} for k, c in enumerate(chunks)
+    ]
+
+    async def receive():
+        if gate is not None:
+            while not gate.is_set():
+                await asyncio.sleep(0.01)
+        if pause:
+            await asyncio.sleep(pause)
+        return messages.pop(0)
+
+    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers}, receive)
+
+
+async def _read(bodies, request, limit: int = 10_000) -> bytes:
+    async with bodies.receive(request, limit) as raw:
+        return raw
+
+
+def test_small_bodies_pass_while_every_slot_is_held(monkeypatch):
+    from mnistlab.web import app
+    from mnistlab.web.errors import ApiError
+
+    monkeypatch.setattr(app, "BODY_WAIT_S", 0.2)
+    small, big = app.SMALL_BODY_BYTES, app.SMALL_BODY_BYTES + 1
+
+    async def scenario():
+        bodies = app.Bodies(slots=1)
+        async with bodies.receive(_body_request([b"x" * big], length=big), 2 * big) as raw:
+            assert len(raw) == big and bodies.slots.value == 0  # held until the answer is made
+            assert await _read(bodies, _body_request([b"y" * small], length=small), big) == b"y" * small
+            with pytest.raises(ApiError) as busy:  # big or of unknown length: waits, then 503
+                await _read(bodies, _body_request([b"z"]))
+            assert busy.value.status == 503 and busy.value.close
+        assert bodies.slots.value == 1
+
+    anyio.run(scenario)
+
+
+def test_bodies_received_at_once_are_bounded():
+    from mnistlab.web import app
+    from mnistlab.web.errors import ApiError
+
+    async def scenario():
+        bodies, gate = app.Bodies(slots=4, most=2), threading.Event()
+        results = []
+
+        async def one():
+            results.append(await _read(bodies, _body_request([b"ab"], length=2, gate=gate)))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+            await anyio.sleep(0.05)
+            assert bodies.receiving == 2
+            with pytest.raises(ApiError) as many:  # refused at once, not after a wait
+                with anyio.fail_after(1):
+                    await _read(bodies, _body_request([b"cd"], length=2))
+            assert many.value.status == 503 and many.value.close
+            gate.set()
+        assert results == [b"ab", b"ab"] and bodies.receiving == 0
+
+    anyio.run(scenario)
+
+
+def test_a_body_must_keep_a_minimum_rate_after_its_grace(monkeypatch):
+    from mnistlab.web import app
+    from mnistlab.web.errors import ApiError
+
+    monkeypatch.setattr(app, "BODY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(app, "BODY_MIN_RATE", 1000)  # bytes a second
+
+    async def scenario():
+        bodies = app.Bodies()
+        t0 = time.monotonic()
+        steady = await _read(bodies, _body_request([b"x" * 100] * 8, pause=0.05))  # 2,000 bytes/s
+        assert len(steady) == 800 and time.monotonic() - t0 > 0.3  # past the grace, at the rate
+        t0 = time.monotonic()
+        with pytest.raises(ApiError) as slow:  # 20 bytes a second
+            await _read(bodies, _body_request([b"x"] * 100, pause=0.05))
+        assert slow.value.status == 408 and slow.value.close and time.monotonic() - t0 < 1.0
+
+    anyio.run(scenario)
+
+
+def test_a_refused_body_closes_the_connection(client):
+    r = client.post("/api/sample", content=b" " * (parse.MAX_BODY_BYTES + 1), headers=JSON)
+    assert_one_line_error(r, "too large", status=413)
+    assert r.headers["connection"] == "close"
+    r = client.post("/api/sample", json={"sampler": "nope"})  # a read body: the connection stays
+    assert r.status_code == 422 and r.headers.get("connection") != "close"
+
+
+def test_slow_bodies_and_idle_connections_do_not_starve_real_requests(explorer, monkeypatch):
+    """A real server with low limits: idle connections past the cap, a slow body in the only slot and
+    another waiting for it; /api/info and a small POST are answered meanwhile, the slow ones are cut
+    off (408, 503) and their connections closed."""
+    from mnistlab.web import app
+
+    monkeypatch.setattr(app, "BODY_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(app, "BODY_WAIT_S", 1.0)
+    slow = b"POST /api/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    slow += b"Content-Length: 200000\r\n\r\n{"
+    small = json.dumps({"sampler": "gmm", "n": 1}).encode()
+    post = b"POST /api/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    post += b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(small), small)
+    info = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    bodies = app.Bodies(slots=1, most=4)
+    with _served(create_app(explorer, bodies=bodies), max_connections=8) as port:
+        first = _connect(port, slow)
+        assert _until(lambda: bodies.slots.value == 0)
+        waiting = _connect(port, slow)
+        assert _until(lambda: bodies.receiving == 2)  # headers read: no longer an idle connection
+        idle = [_connect(port) for _ in range(8)]
+        t0 = time.monotonic()
+        assert _answer(_connect(port, info)).startswith(b"HTTP/1.1 200")
+        assert _answer(_connect(port, post)).startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - t0 < 1.0, "real requests waited behind the held ones"
+        for s, status in ((waiting, b"503"), (first, b"408")):
+            s.settimeout(5)
+            answer = _answer(s)  # ends when the server closes the connection
+            assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower()
+        assert sum(_closed(s, 0.1) for s in idle) >= 2  # made room for the two real requests
+        for s in [first, waiting, *idle]:
+            s.close()

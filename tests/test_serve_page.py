@@ -10,6 +10,7 @@ session; the API tests share its `client`, the page tests its `server`.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -164,6 +165,37 @@ PIXELS = """(id) => { const c = document.getElementById(id); const d = c.getCont
   let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s; }"""
 
 
+TILES = """() => [...document.querySelectorAll(".sampler .grid canvas")].map((c) => Math.round(c.getBoundingClientRect().width * 100) / 100)"""
+URL_OF = "(id) => document.getElementById(id).toDataURL()"
+SLIDERS = (
+    "() => [...document.querySelectorAll('#sliders input')].map((s) => [Number(s.value), Number(s.step)])"
+)
+FILLED = ["pad", "seen", "recon", "noisy", "denoised", "pick", "slider-digit", "end-a", "end-b"]
+
+
+def opens_full(page) -> None:
+    """The page as it opens: a test digit in every panel, the sliders at its code, the state in the
+    address."""
+    for canvas in FILLED:
+        assert page.evaluate(PIXELS, canvas) > 0, f"{canvas} is empty on opening"
+    assert page.get_attribute("#prediction", "data-digit") in list("0123456789")
+    assert page.locator("#probs .bar").count() == 10
+    assert (
+        page.locator("#strip canvas").count() == 10
+        and page.locator("#sampler-gan .grid canvas").count() == 16
+    )
+    item = page.evaluate("async () => (await fetch('/api/test/0')).json()")
+    # The sliders at the digit's code (each within half its step), decoded as the reconstruction is.
+    sliders = page.evaluate(SLIDERS)
+    assert all(abs(v - z) <= step / 2 + 1e-6 for (v, step), z in zip(sliders, item["code"], strict=True))
+    assert page.evaluate(URL_OF, "slider-digit") == page.evaluate(URL_OF, "recon")
+    assert "test digit #0" in page.inner_text("#pad-source") and "test digit #0" in page.inner_text(
+        "#pick-caption"
+    )
+    hash_ = page.evaluate("() => location.hash")
+    assert "digit=0" in hash_ and "map=pca" in hash_ and "run=" in hash_
+
+
 class Driver:
     """Uses controls and fails when one changes nothing on the page."""
 
@@ -205,10 +237,26 @@ def drive(page, server_url: str, phone: bool, tmp_path: Path) -> Driver:  # noqa
     page.wait_for_selector("body[data-ready='1']", timeout=30_000)
     page.wait_for_selector("#sampler-gan .grid canvas", timeout=30_000)
     d.no_overflow("start")
-    if phone:  # touch wording, never "hover"
-        assert "tap" in page.inner_text("#map-note") and "hover" not in page.inner_text("#panel-map").lower()
+    opens_full(page)
+    note = page.inner_text("#map-note").lower()
+    if phone:  # touch wording: "tap" for one thing only, never "hover", no keyboard help
+        assert note.count("tap") == 1 and "hover" not in page.inner_text("#panel-map").lower()
+        assert (
+            not page.locator("#pad-help .keys").is_visible()
+            and not page.locator("#map-help .keys").is_visible()
+        )
+    else:
+        assert "hover" in note and "click" in note and page.locator("#map-help .keys").is_visible()
     legend = page.inner_text("#legend")
-    assert "your digit" in legend and "picked point" in legend and "keyboard cursor" in legend
+    assert "the digit above" in legend and "picked point" in legend
+    assert ("keyboard cursor" in legend) is not phone
+    tiles = page.evaluate(TILES)  # every sampler's digits at one size, a whole multiple of 28 px
+    assert len(set(tiles)) == 1 and (phone or tiles[0] % 28 == 0), tiles
+
+    # The next test digit fills every panel again.
+    d.use("next-digit", lambda: page.click("#next-digit"))
+    wait_for(page, lambda: "#1 " in page.inner_text("#pad-source"))
+    assert "digit=1" in page.evaluate("() => location.hash")
     link = page.locator("#report-link")
     assert link.is_visible() and link.get_attribute("href") == "/report"
 
@@ -319,6 +367,10 @@ def drive(page, server_url: str, phone: bool, tmp_path: Path) -> Driver:  # noqa
     d.use("pick-to-b", lambda: page.click("#pick-to-b"))
     d.use("pick-to-sliders", lambda: page.click("#pick-to-sliders"))
     d.use("map-select", lambda: page.select_option("#map-select", "tsne"))
+    # t-SNE has no inverse: the pick is a test digit there, and the caption says so.
+    wait_for(page, lambda: "t-SNE" in page.inner_text("#pick-caption"))
+    assert "decoded" not in page.inner_text("#pick-caption") and "nearest" in page.inner_text("#pick-caption")
+    assert "no inverse" in page.inner_text("#map-note")
     d.no_overflow("map")
 
     # Sliders, by keyboard and at random.
@@ -402,6 +454,66 @@ def test_every_control_of_the_page(server, viewport, tmp_path):
         assert [e for e in errors if not any(x in e for x in expected)] == [], errors
         context.close()
     assert os.path.getsize(ARTIFACTS / f"explorer-{viewport}.png") > 10_000
+
+
+def test_the_view_is_kept_in_the_address_and_a_link_opens_it(server):
+    """Run, digit, map, pick, sliders, sigma, sample count and seed, interpolation ends and steps in
+    the part after #: a link opens that view (saying so when it was made for another run), and a
+    reload restores the view as it was left."""
+    view = "#run=someone-elses-run&digit=5&map=tsne&seed=3&n=64&sigma=1&a=7&b=8&steps=6&panel=samplers"
+    with browser_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        def opened() -> str:
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            wait_for(page, lambda: page.get_attribute("#sampler-gan .grid", "data-count") == "64")
+            assert "test digit #5 " in page.inner_text("#pad-source")
+            assert page.input_value("#map-select") == "tsne" and page.input_value("#sigma") == "1"
+            assert page.inner_text("#batch-seed") == "seed 3" and page.input_value("#sample-count") == "64"
+            assert "#7 " in page.inner_text("#end-a-caption") and "#8 " in page.inner_text("#end-b-caption")
+            assert page.locator("#strip canvas").count() == 6
+            assert "t-SNE" in page.inner_text("#pick-caption")
+            return page.evaluate("() => location.hash")
+
+        page.goto(server + "/" + view)
+        first = opened()
+        assert "made for run someone-elses-run" in page.inner_text("#status")  # and this run is shown
+        assert "run=someone-elses-run" not in first and "digit=5" in first
+        page.focus("#z0")
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        wait_for(page, lambda: "z=" in page.evaluate("() => location.hash"))
+        moved = page.evaluate(SLIDERS)
+        page.reload()
+        opened()
+        assert np.allclose(page.evaluate(SLIDERS), moved, atol=1e-3)  # the sliders as they were left
+        assert "Started from: the code in the page's address" in page.inner_text("#panel-sliders")
+        assert errors == []
+
+
+def test_a_samplers_recorded_score_is_in_info(serve_study, tmp_path):
+    """The page shows a score beside a grid when the sampler's run recorded one (its summary.json)."""
+    from mnistlab.web.explorer import Explorer
+
+    gan = Path(shutil.copytree(serve_study / "gan", tmp_path / "gan"))
+    summary = json.loads((gan / "summary.json").read_text())
+    summary["test"] = {
+        **summary.get("test", {}),
+        "fid_mnist": 41.2,
+        "precision": 0.46,
+        "recall": 0.1,
+        "n_samples": 1000,
+    }
+    (gan / "summary.json").write_text(json.dumps(summary))
+    info = Explorer(gan).info()
+    score = info["samplers"]["gan"]["score"]
+    assert (
+        score["fid_mnist"] == 41.2
+        and score["n_samples"] == 1000
+        and score["where"] == "gan/summary.json: test"
+    )
+    assert info["samplers"]["gmm"].get("score") is None
 
 
 QUERY_TEXT = st.lists(

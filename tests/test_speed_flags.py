@@ -166,3 +166,16 @@ def test_gpu_check_runs_on_the_cpu_and_names_the_device(capsys):
     ]
     assert all(r["images"] == 32 and r["images_per_s"] > 0 for r in result["rows"])
     assert "| gan | bf16 | 32 |" in out
+
+
+@pytest.mark.parametrize(
+    "cap, hidden", [("AVX2", True), ("avx512_core_vnni", True), ("AVX512_CORE_BF16", False)]
+)
+def test_a_onednn_isa_cap_below_bf16_hides_the_bf16_units(monkeypatch, cap, hidden):
+    # The CPU's flags say bf16 either way: the cap decides whether oneDNN may use those units, so
+    # train.amp=auto must not pick bf16 (software-converted, several times slower) under a lower cap.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert loop.cpu_has_bf16() is not hidden
+    cfg = TrainConfig(amp="auto")
+    assert amp_mode(cfg, torch.device("cpu")) == ("off" if hidden else "bf16")

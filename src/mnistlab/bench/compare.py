@@ -41,6 +41,7 @@ from mnistlab.bench.table import BY_KEY, CACHE_FILE, MEASURES, Entry, Measure, a
 from mnistlab.core.errors import ConfigError
 from mnistlab.core.fsio import read_toml, write_json
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.training.denoise import OWN  # the denoiser's own column in a "denoising" table of summary.json
 
 log = logging.getLogger("mnistlab")
@@ -256,7 +257,12 @@ def collect(
         _collect_samplers(entry, summary_samplers(summary), cache, cfg, comp)
     if comp is not None and _fill(entry, comp, cache, cfg):
         try:
+            owner.claim_files(
+                [path / CACHE_FILE]
+            )  # a run of mnistlab's, not the user's file, no other writer
             write_json(path / CACHE_FILE, cache)
+        except ConfigError as e:
+            entry.notes.append(f"{path / CACHE_FILE} not written ({e}); nothing was cached")
         except OSError as e:
             entry.notes.append(f"cannot write {path / CACHE_FILE} ({e.strerror}); nothing was cached")
     entry.figures = _figures(path, cache, entry)

@@ -25,6 +25,7 @@ from mnistlab.metrics.generation import score_samples, to_uint8
 from mnistlab.metrics.scores import nearest_distances
 from mnistlab.plots.latent import image_grid
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.training.reference import load_reference
 
 log = logging.getLogger("mnistlab")
@@ -255,7 +256,11 @@ class Computer:
         """Draw uint8 digits (N, 28, 28), ten per row, into RUN/figures/; (file name, title) or None."""
         file = f"{FIGURE_PREFIX}{kind.replace(':', '_')}.png"
         try:
+            owner.claim_files([self.path / "figures" / file])  # new, or mnistlab's: the run's figure
             image_grid(images, self.path / "figures" / file, title, ncols=10)
+        except ConfigError as e:
+            self.notes.append(f"{file} not drawn ({e})")
+            return None
         except OSError as e:
             self.notes.append(f"cannot draw {file} ({e.strerror})")
             return None

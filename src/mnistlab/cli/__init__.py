@@ -2,12 +2,14 @@
 each command group is a module of this package (train, explore, study, data) that adds its parsers
 and holds its thin command functions.
 
-Start-up: `mnistlab --help`, `train --help`, `--version` and a mistyped command answer without
-importing torch, numpy or any task module (about 0.1 s instead of 3 s). Every command module imports
+Start-up: `mnistlab --help`, `train --help`, `--version`, a mistyped command and `pretrained list` (a
+command marked `light`: it reads files and writes no run folder) answer without importing torch, numpy
+or any task module (benchmarks/cli_start.py times them). Every command module imports
 only the standard library, core.errors and the light task catalogue at module level; what a command
 needs is imported inside its command function. Help texts list the tasks from that catalogue
 (core.task_catalog, which the built-in task modules build their TaskSpec from: one source), and the
-plug-ins by their entry-point names; a task's name is checked when the command runs, by the registry.
+plug-ins from their entry points (`mnistlab.task_info`, docs/plugins.md); a task's name is checked when
+the command runs, by the registry.
 All the parsers are built on every call, since that costs milliseconds once nothing heavy is imported:
 each command's one-line help and options stay in its module, with no second table of commands here.
 
@@ -27,7 +29,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from mnistlab import __version__
 from mnistlab.core.errors import ConfigError, Stopped, WorkersDied, os_error_line, saved_note
@@ -37,6 +39,10 @@ EXIT_NON_FINITE = 3
 EXIT_WORKERS_DIED = 4
 EXIT_OS_ERROR = 1
 EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command killed by SIGPIPE
+# One-line errors of modules that import torch, by name (see `_loaded`): bad input (exit 2), and a
+# training stopped on a non-finite loss (exit 3).
+BAD_INPUT_ERRORS = ("mnistlab.data.datasets:DataError", "mnistlab.runs.checkpoint:CheckpointError")
+NON_FINITE_ERRORS = ("mnistlab.training.loop:NonFiniteLossError",)
 # Signals that stop a command as Ctrl-C does: `kill PID` (SIGTERM) from a service manager or a batch
 # scheduler, SIGHUP when the terminal closes. Left at their default they would end this process at
 # once, leaving a study's stage workers training on with run.json saying "running".
@@ -70,14 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    # Imported once the command is known to run: they import torch (runs.checkpoint, data.datasets).
-    from mnistlab.data.datasets import DataError
-    from mnistlab.runs.checkpoint import CheckpointError
-    from mnistlab.runs.folder import cli_command
-    from mnistlab.training.loop import NonFiniteLossError
-
     try:
-        with cli_command(argv), _stop_signals_raise(Stopped):
+        with _command_context(args, argv), _stop_signals_raise(Stopped):
             return args.func(args)
     except BrokenPipeError:
         _quiet_stdout()
@@ -85,23 +85,48 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # read-only folder, full disk, name too long, not a folder: one line, no traceback
         print(f"mnistlab: error: {os_error_line(e)}", file=sys.stderr)
         return EXIT_OS_ERROR
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, *_loaded(BAD_INPUT_ERRORS)) as e:
         print(f"mnistlab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except NonFiniteLossError as e:
+    except _loaded(NON_FINITE_ERRORS) as e:
         print(f"mnistlab: training diverged: {e}", file=sys.stderr)
         return EXIT_NON_FINITE
     except WorkersDied as e:
         print(f"mnistlab: search incomplete: {e}; rerun the same command to finish it", file=sys.stderr)
         return EXIT_WORKERS_DIED
     except KeyboardInterrupt as e:
-        print(f"mnistlab: {_interrupted_line(args.command, saved_note(e))}", file=sys.stderr)
+        next_step = getattr(e, "next_step", None)  # set where rerunning as usual would not work
+        print(f"mnistlab: {_interrupted_line(args.command, saved_note(e), next_step)}", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Stopped) else 130
 
 
-def _interrupted_line(command: str, saved: str | None) -> str:
+def _command_context(args: argparse.Namespace, argv: list[str]):
+    """What a command runs inside: `runs.folder.cli_command` (the run folders it writes record the
+    command; the folders it claims stay locked until it ends), imported only now, since it imports
+    torch. A command that only reads files and writes no run folder says so with
+    `set_defaults(light=True)` (`pretrained list`) and runs without it, as fast as --help."""
+    if getattr(args, "light", False):
+        return nullcontext()
+    from mnistlab.runs.folder import cli_command
+
+    return cli_command(argv)
+
+
+def _loaded(errors: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """The exception classes "module:Name" of `errors` whose modules have been imported: one that was
+    not cannot have raised anything, and importing it here would import torch for every error. An
+    `except` clause evaluates this only while matching an exception, so after the command ran."""
+    found = []
+    for ref in errors:
+        module, name = ref.split(":")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+def _interrupted_line(command: str, saved: str | None, next_step: str | None = None) -> str:
     """What an interrupted command tells: what it had saved (training says which epoch, or that none
-    had finished yet) and how to go on."""
+    had finished yet) and how to go on (`next_step`, when the command said)."""
     if command == "serve":
         return "server stopped"
     if command == "run":
@@ -109,6 +134,8 @@ def _interrupted_line(command: str, saved: str | None) -> str:
             "interrupted; finished stages are kept and each stage's state is in run.json; "
             "rerun the same command to resume"
         )
+    if saved is not None and next_step is not None:
+        return f"interrupted; {saved}; {next_step}"
     again = "rerun the same command" if command == "search" else "rerun with --resume"
     if saved is not None:
         return f"interrupted; {saved}; {again} to continue"

@@ -4,8 +4,12 @@ into the overrides a task's config takes."""
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
+# Metrics a reader looks for first in a run's test results, whichever task wrote them.
+HEADLINE = ("accuracy", "mse", "psnr", "ssim", "fid_mnist", "precision", "recall")
 
 
 def add_config_args(p: argparse.ArgumentParser, preset_default: str = "default") -> None:
@@ -39,7 +43,29 @@ def add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None
 
 
 def add_progress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (none are drawn off a terminal anyway: a log gets one line per epoch)",
+    )
+
+
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"end with {what} as JSON, for scripts")
+
+
+def shell_path(path: Path | str) -> str:
+    """A path as a shell command line takes it (quoted only when it needs to be)."""
+    return shlex.quote(str(path))
+
+
+def scores(values: dict, most: int = 6) -> str:
+    """ "mse 0.00992, psnr 21.09, ssim 0.8808": the float entries of a summary's metrics, the usual
+    headline ones first, at most `most` (the rest are in summary.json)."""
+    floats = {k: v for k, v in values.items() if isinstance(v, float)}
+    first = [k for k in HEADLINE if k in floats]
+    keys = (first + [k for k in floats if k not in first])[:most]
+    return ", ".join(f"{k} {floats[k]:.4g}" for k in keys)
 
 
 def experiment_overrides(args: argparse.Namespace) -> list[str]:

@@ -25,9 +25,7 @@ def add_parsers(sub) -> None:
         "runs", nargs="+", type=Path, metavar="RUN", help="run folders or `mnistlab run` study folders"
     )
     c.add_argument(
-        "--out",
-        type=Path,
-        help="folder for compare.md, compare.csv, compare.html [runs/compare-<UTC date-time>]",
+        "--out", help="folder for compare.md, compare.csv, compare.html [runs/compare-<UTC date-time>]"
     )
     c.add_argument(
         "--samples",
@@ -53,6 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mnistlab.bench import compare as bench
     from mnistlab.bench import table as bench_table
     from mnistlab.core.allocator import keep_freed_memory
+    from mnistlab.core.errors import ConfigError
     from mnistlab.report import bench_page
     from mnistlab.runs import owner
 
@@ -68,7 +67,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         samplers=samplers,
         device=args.device,
     )
-    out = bench_page.check_out(args.out or bench_page.default_out())
+    if args.out is not None and not args.out.strip():  # it would be the current folder, unnamed
+        raise ConfigError("--out is empty; name a folder for the pages (or leave --out out)")
+    out = bench_page.check_out(Path(args.out) if args.out is not None else bench_page.default_out())
     entries, notes = bench.compare(args.runs, cfg, compute=True)  # bad runs refused before --out exists
     # new files, or mnistlab's; after the scoring, which each run caches (RUN/compare.json) for a rerun
     owner.claim_files(out / f"compare.{ext}" for ext in ("html", "md", "csv"))

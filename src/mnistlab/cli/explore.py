@@ -99,8 +99,7 @@ def add_parsers(sub) -> None:
     sam.add_argument("run_dir", type=Path, help=f"a run folder of a task that generates ({generators})")
     sam.add_argument(
         "--sampler",
-        help="ae, dae: gmm, gaussian or uniform [gmm]; vae: prior [prior] or a code "
-        "sampler; gan, cgan: prior [prior]; ODE-solving generators (--steps): euler, midpoint or heun",
+        help=f"the generator's sampler, by task (plug-ins included): {task_help.samplers()}",
     )
     sam.add_argument("--n", type=int, required=True, help="how many digits")
     sam.add_argument(

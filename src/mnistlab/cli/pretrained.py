@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="the shipped runs with their test numbers and origin")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ls.set_defaults(func=cmd_list)
+    ls.set_defaults(func=cmd_list, light=True)  # reads the bundle's files, writes nothing: no torch
     pa = actions.add_parser("path", help="print the folder of a writable copy of a shipped run")
     pa.add_argument("name", help="a shipped run's name (see `mnistlab pretrained list`)")
     pa.set_defaults(func=cmd_path)
@@ -35,7 +35,7 @@ def add_parsers(sub) -> None:
         "(only its own files) and writes beside a folder that is not a bundle.",
     )
     pk.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished run folders or study folders")
-    pk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")
+    pk.add_argument("--out", help="bundle folder [the package's src/mnistlab/_pretrained]")
     pk.add_argument(
         "--float32", action="store_true", help="keep the weights bit for bit [float16: half the size]"
     )
@@ -53,16 +53,16 @@ def add_parsers(sub) -> None:
     mk.add_argument(
         "--work", type=Path, default=Path("runs/pretrained"), help="training folder [runs/pretrained]"
     )
-    mk.add_argument("--out", type=Path, help="bundle folder [the package's src/mnistlab/_pretrained]")
+    mk.add_argument("--out", help="bundle folder [the package's src/mnistlab/_pretrained]")
     add_device(mk, "cpu")
     add_progress(mk)
     mk.set_defaults(func=cmd_make)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from mnistlab.pretrained import shipped as pretrained
+    from mnistlab.pretrained import bundle  # the bundle's files only: no torch
 
-    rows = [pretrained.describe(n) for n in pretrained.available()]
+    rows = [bundle.describe(n) for n in bundle.available()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -107,13 +107,26 @@ def _sources(runs: list[Path]) -> dict[str, Path]:
     return sources
 
 
-def cmd_pack(args: argparse.Namespace) -> int:
-    from mnistlab.pretrained import pack as pretrained_pack
+def _bundle_out(out: str | None) -> Path:
+    """--out as a folder (the package's bundle when not given); an empty one would be the current
+    folder, written beside or into without the user having named it: refused."""
+    from mnistlab.core.errors import ConfigError
     from mnistlab.pretrained import shipped as pretrained
 
+    if out is None:
+        return pretrained.BUNDLE
+    if not out.strip():
+        raise ConfigError("--out is empty; name the bundle's folder (or leave --out out for the package's)")
+    return Path(out)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from mnistlab.pretrained import pack as pretrained_pack
+
+    out = _bundle_out(args.out)  # before the runs are read: nothing is done for a bad --out
     records = pretrained_pack.pack(
         _sources(args.runs),
-        args.out or pretrained.BUNDLE,
+        out,
         args.device,
         compare=not args.no_compare,
         half=not args.float32,
@@ -124,10 +137,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_make(args: argparse.Namespace) -> int:
     from mnistlab.pretrained import pack as pretrained_pack
-    from mnistlab.pretrained import shipped as pretrained
 
     records = pretrained_pack.make(
-        args.work, args.out or pretrained.BUNDLE, args.device, progress=not args.no_progress
+        args.work, _bundle_out(args.out), args.device, progress=not args.no_progress
     )
     print(json.dumps(records, indent=2))
     return 0

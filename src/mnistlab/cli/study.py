@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mnistlab.cli.common import add_json, shell_path
+
 
 def add_parsers(sub) -> None:
     r = sub.add_parser(
@@ -43,7 +45,12 @@ def add_parsers(sub) -> None:
         "1 = one after another in this process [preset's run.workers: 0]",
     )
     r.add_argument("--no-report", action="store_true", help="skip writing report.html / report.md")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none is drawn off a terminal anyway: a log gets one line per stage)",
+    )
+    add_json(r, "the run folder, its status, each stage's seconds and the report's path")
     rep = sub.add_parser(
         "report",
         help="write report.html and report.md of a `mnistlab run` folder",
@@ -72,11 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     stages = {s["name"]: s["seconds"] for s in state["stages"]}
     report = str(out / "report.html") if not args.no_report else None
-    print(
-        json.dumps(
-            {"run": str(out), "status": state["status"], "seconds": stages, "report": report}, indent=2
+    if args.json:
+        print(
+            json.dumps(
+                {"run": str(out), "status": state["status"], "seconds": stages, "report": report}, indent=2
+            )
         )
-    )
+    elif report is not None:
+        print(f"open {report}, or `mnistlab serve {shell_path(out)}`")
+    else:
+        print(f"study done in {out}; `mnistlab report {shell_path(out)}` writes its report")
     return 0
 
 

@@ -10,12 +10,22 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import re
 from pathlib import Path
 
 from mnistlab.cli import task_help
-from mnistlab.cli.common import add_config_args, add_device, experiment_overrides
+from mnistlab.cli.common import (
+    add_config_args,
+    add_device,
+    add_json,
+    experiment_overrides,
+    scores,
+    shell_path,
+)
 from mnistlab.core.errors import ConfigError
+
+log = logging.getLogger("mnistlab")
 
 
 def objective(text: str) -> str:
@@ -69,6 +79,7 @@ def add_parsers(sub) -> None:
         "the same noisy test images; with --set init.from_baseline=true a DAE or VAE starts from "
         "its weights)",
     )
+    add_json(train, "the run folder and its test metrics")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
@@ -117,7 +128,7 @@ def _add_search_parser(sub) -> None:
         metavar="OBJECTIVE",
         type=objective,
         help="val_loss: best validation loss (minimised; any val_* metric the task logs works, e.g. "
-        "val_recon for a VAE); probe_acc: logistic regression on the frozen codes, fit on train, "
+        "val_recon_nll for a VAE); probe_acc: logistic regression on the frozen codes, fit on train, "
         "scored on validation (maximised; tasks with an encoder)",
     )
     s.add_argument("--out", type=Path, help="search folder [runs/search-<task>-<preset>]")
@@ -157,6 +168,7 @@ def _add_search_parser(sub) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from mnistlab import tasks
     from mnistlab.core import distributed
+    from mnistlab.runs import folder as rundir
     from mnistlab.runs import owner
     from mnistlab.training import run_folder
 
@@ -178,11 +190,48 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             run_folder.check_resumable(out)
         owner.claim(out, "train", force=args.force)
-    summary = spec.train(exp, out, resume=args.resume, progress=not args.no_progress, **options)
+        # The loop's start line follows once the data is in memory: epochs, images, steps, device, folder.
+        resuming = ", resuming" if args.resume else ""
+        log.info("mnistlab train %s, preset %s%s: loading the data", spec.name, args.preset, resuming)
+    try:
+        summary = spec.train(exp, out, resume=args.resume, progress=not args.no_progress, **options)
+    except KeyboardInterrupt as e:
+        if world.is_main and not rundir.checkpoint_path(out).is_file():
+            _nothing_saved(e, out)
+        raise
     distributed.shutdown()  # only after success: a failed rank exits and torchrun stops the others
     if world.is_main:
-        print(json.dumps({"run": str(out), "test": summary.get("test")}, indent=2))
+        if args.json:
+            print(json.dumps({"run": str(out), "test": summary.get("test")}, indent=2))
+        else:
+            print(_finished_lines(spec, out, summary))
     return 0
+
+
+def _nothing_saved(error: KeyboardInterrupt, out: Path) -> None:
+    """Training stopped before its first epoch ended: no checkpoint, so --resume has nothing to resume
+    from; the message says so and names the command that starts over (error.saved, error.next_step,
+    read by the CLI's interrupt line)."""
+    error.saved = "no epoch had finished, so nothing was saved"
+    started = (out / "config.toml").exists()  # the folder holds a run's files: a plain rerun is refused
+    error.next_step = "rerun with --force to start over" if started else "rerun the same command to start"
+
+
+def _finished_lines(spec, out: Path, summary: dict) -> str:
+    """What a finished `mnistlab train` prints: the folder, the test numbers, the next commands."""
+    test = summary.get("test")
+    numbers = scores(test) if isinstance(test, dict) else ""
+    lines = [f"{spec.name} trained into {out}" + (f"; test: {numbers}" if numbers else "")]
+    folder = shell_path(out)
+    steps = []
+    if spec.evaluate is not None:
+        steps.append(f"`mnistlab eval {folder}` (test metrics and figures again)")
+    if "generator" in spec.roles or {"encoder", "decoder"} <= spec.roles:
+        steps.append(f"`mnistlab serve {folder}` (the explorer in a browser)")
+    if steps:
+        lines.append("next: " + ", or ".join(steps))
+    lines.append(f"all of it: {out}/summary.json, figures in {out}/figures, curves in {out}/metrics.jsonl")
+    return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -127,18 +127,24 @@ MAX_RECORD_BYTES = 64 << 20
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file ([] when there is none); a line cut short by a crash is skipped. What
-    each row must hold is checked by its reader (mnistlab.runs.records)."""
+    """Rows of a JSON-lines file ([] when there is none); the last line, when a crash cut it short, is
+    skipped, and blank lines are; any other line that is not JSON is a one-line ConfigError (a file
+    that is not a JSON-lines file at all is not read as an empty history). What each row must hold is
+    checked by its reader (mnistlab.runs.records)."""
     path = Path(path)
     if not path.exists():
         return []
-    text = _record_text(path)
+    lines = _record_text(path).splitlines()
     rows = []
-    for line in text.splitlines():
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
-        except (ValueError, RecursionError):  # cut short; or a number past int's digits, or nested deep
-            continue
+        except (ValueError, RecursionError) as e:  # not JSON; a number past int's digits; nested deep
+            if number == len(lines):  # cut short by a crash as it was written
+                continue
+            raise ConfigError(f"{path} line {number}: not a JSON line ({_first_line(e)})") from None
     return rows
 
 

@@ -7,8 +7,10 @@ Everything takes and returns numpy arrays; nothing here reads run folders or wri
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +72,23 @@ def tsne_map(codes: np.ndarray, seed: int = 0, cfg: TSNEConfig | None = None) ->
         n_jobs=cfg.n_jobs,
         random_state=seed,
     )
-    return np.asarray(tsne.fit(np.ascontiguousarray(codes, dtype=np.float64)), dtype=np.float32)
+    with _quiet("openTSNE"):
+        embedding = tsne.fit(np.ascontiguousarray(codes, dtype=np.float64))
+    return np.asarray(embedding, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """A library's INFO lines kept off the console for one call: openTSNE logs its own choices
+    ("Precomputed initialization provided. Ignoring initalization-related parameters.", the gradient
+    method) at INFO, which mnistlab's INFO console shows; its warnings still pass."""
+    target = logging.getLogger(logger)
+    before = target.level
+    target.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        target.setLevel(before)
 
 
 def umap_available() -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mnistlab import tasks
-from mnistlab.core.errors import ConfigError, check
+from mnistlab.core.errors import ConfigError, check, check_seed
 from mnistlab.core.fsio import atomic_write_bytes
 from mnistlab.data.datasets import load
 from mnistlab.latent import maps as latent
@@ -66,14 +66,15 @@ class LatentConfig:
             )
         check(self.n_samples >= 0, f"--n must be >= 0 (0 = as many as test images), got {self.n_samples}")
         check(self.components >= 1, f"--components must be >= 1, got {self.components}")
+        check_seed(self.seed, "--seed")  # numpy's and scikit-learn's seeds: 0 .. 2^32 - 1
         check(self.knn_k >= 1 and self.pairs >= 1 and self.steps >= 2, "knn_k, pairs >= 1 and steps >= 2")
 
 
 def load_encoder_run(run_dir: Path, device: torch.device | None = None):
-    """The TrainedRun of a run with an encoder and a decoder; other runs give a one-line error."""
-    run = tasks.load_run(run_dir, device or torch.device("cpu"), role="encoder")
-    run.require("decoder")
-    return run
+    """The TrainedRun of a run with an encoder; other runs give a one-line error. Its decoder, where
+    it has one, draws the samplers, interpolations and the 2-D manifold; without one (a classifier's
+    features) only the maps and their cluster quality are made."""
+    return tasks.load_run(run_dir, device or torch.device("cpu"), role="encoder")
 
 
 def write_csv(path: Path, labels: np.ndarray, points: np.ndarray, names: tuple[str, str]) -> Path:
@@ -113,7 +114,7 @@ def _maps(
         )
         scatter_map(pts, labels, out / f"map_{m}.png", f"{name}: {axis} map of the test codes", axis, caption)
         results[m] = q
-    if codes.shape[1] == 2:
+    if codes.shape[1] == 2 and decoder is not None:
         grid = latent.manifold_grid(codes)
         imgs = code_samplers.decode(decoder, grid, device)
         manifold_figure(imgs, grid, 15, out / "manifold.png", f"{name}: decoded 2-D latent (15 x 15 grid)")
@@ -133,7 +134,8 @@ def run_latent(
     device = device or torch.device("cpu")
     run = load_encoder_run(run_dir, device)
     task, exp = run.task, run.exp
-    encoder, decoder = run.modules("encoder").to(device).eval(), run.modules("decoder").to(device).eval()
+    encoder = run.modules("encoder").to(device).eval()
+    decoder = run.modules("decoder").to(device).eval() if "decoder" in run.roles else None
     # "ae run ae" says nothing twice: name the folder only when it is not just the task's name
     name = f"{task} run" if run_dir.name == task else f"{task} run {run_dir.name}"
     own_folder = out is not None
@@ -149,6 +151,10 @@ def run_latent(
     labels = test.labels.numpy()
     section: dict[str, Any] = {"config": asdict(cfg), "n_test": len(test)}
     section["cluster_quality"] = _maps(cfg, codes, labels, decoder, device, out, name)
+    if decoder is None:
+        log.info("latent: %s has no decoder: its maps only (no samplers, interpolations or scores)", name)
+        section["decoder"] = False
+        return _record(run_dir, out if own_folder else None, task, section)
 
     gen = code_samplers.AutoencoderGenerator(encoder, decoder, data.train.images, device)
     n = cfg.n_samples or len(test)
@@ -191,12 +197,25 @@ def run_latent(
             "n_samples": n,
             "rows": table,
         }
-        print(format_table(table))
+        # A title, since in a study this table lands among other stages' lines; flushed, so that in a
+        # log it sits where it was made and not where stdout's buffer happens to be written out.
+        title = (
+            f"generation scores of {name}: the test set (floor), its reconstructions, {n} digits per sampler"
+        )
         acc = table["reconstruction"]["label_accuracy"]
-        print(f"reference accuracy on the test reconstructions (true digits known): {acc:.3f}")
+        print(
+            f"{title}\n{format_table(table)}\n"
+            f"reference accuracy on the test reconstructions (true digits known): {acc:.3f}",
+            flush=True,
+        )
+    return _record(run_dir, out if own_folder else None, task, section)
+
+
+def _record(run_dir: Path, out: Path | None, task: str, section: dict) -> dict:
+    """`section` as the "latent" part of the run's summary.json (and as out/summary.json)."""
     summary = rundir.read_summary(run_dir)
     summary["latent"] = section
     rundir.write_summary(run_dir, summary)
-    if own_folder:
+    if out is not None:
         rundir.write_summary(out, {"run": str(run_dir), "task": task, **section})
     return section

@@ -164,7 +164,8 @@ def _npy_header(f, path: Path) -> tuple[tuple[int, ...], bool]:
         read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
         shape, fortran, dtype = read(f)
     except (ValueError, TypeError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npy file ({e})") from e
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__  # numpy's can run to 3 lines
+        raise DataError(f"{path}: not a readable .npy file ({reason})") from e
     if dtype.hasobject:
         raise DataError(f"{path}: holds Python objects (pickle); refused, expected a uint8 array")
     if len(shape) != 3 or tuple(shape[1:]) != (28, 28):

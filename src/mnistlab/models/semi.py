@@ -22,10 +22,14 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the MNIST training pixels in [0, 1]
 
 @dataclass(frozen=True)
 class SemiNetConfig:
-    width: int = 24  # channels of the first block; the second has 2w, the third 4w (the code's size)
+    width: int = 24  # channels of the first block; the second has 2w, the third 4w
+    # 0: the code is the third block's global average (4w values); > 0: its 4w x 5 x 5 map, flattened,
+    # through a linear layer of this many units (BN, ReLU): the code keeps where strokes are.
+    hidden: int = 0
 
     def __post_init__(self):
         check_int(self.width, "model.width", 1, 512, "channels of the first block")
+        check_int(self.hidden, "model.hidden", 0, 4096, "0 = global average pooling")
 
 
 class Normalize(nn.Module):
@@ -40,10 +44,17 @@ def _block(c_in: int, c_out: int, kernel: int, padding: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
+def _code(channels: int, hidden: int) -> list[nn.Module]:
+    """(B, C, 5, 5) -> the code: (B, C) by global average, or (B, hidden) by a linear map of the map."""
+    if hidden == 0:
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return [nn.Flatten(), nn.Linear(channels * 25, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
+
+
 class SemiNet(nn.Module):
     """conv5x5(w)-BN-ReLU-maxpool, conv3x3(2w)-BN-ReLU-maxpool, conv3x3(4w, valid)-BN-ReLU, global
-    average pool, linear(4w -> 10). Shapes: (B, 1, 28, 28) -> (B, w, 14, 14) -> (B, 2w, 7, 7) ->
-    (B, 4w, 5, 5) -> (B, 4w) = the code -> (B, 10) logits."""
+    average pool (or flatten, linear(hidden)-BN-ReLU), linear(code -> 10). Shapes: (B, 1, 28, 28) ->
+    (B, w, 14, 14) -> (B, 2w, 7, 7) -> (B, 4w, 5, 5) -> (B, 4w or hidden) = the code -> (B, 10)."""
 
     def __init__(self, cfg: SemiNetConfig = SemiNetConfig()):
         super().__init__()
@@ -55,11 +66,10 @@ class SemiNet(nn.Module):
             *_block(w, 2 * w, 3, 1),
             nn.MaxPool2d(2),
             *_block(2 * w, 4 * w, 3, 0),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            *_code(4 * w, cfg.hidden),
         )
-        self.head = nn.Linear(4 * w, 10)
-        self.code_dim = 4 * w
+        self.code_dim = cfg.hidden or 4 * w
+        self.head = nn.Linear(self.code_dim, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) in [0, 1] -> logits (B, 10)
         return self.head(self.encoder(x))

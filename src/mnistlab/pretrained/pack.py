@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ import torch
 from mnistlab import tasks
 from mnistlab.bench import compare as bench
 from mnistlab.core.errors import ConfigError
-from mnistlab.core.fsio import write_json
+from mnistlab.core.fsio import atomic_write_bytes, write_json
 from mnistlab.pretrained.shipped import REPORT
 from mnistlab.report import bench_page
 from mnistlab.runs import folder as rundir
@@ -62,6 +63,70 @@ def provenance(source: Path) -> dict[str, Any]:
     }
 
 
+# Options of a recorded training command that name folders of the machine that trained it, or only
+# change what it printed: left out of the command a bundle shows (`mnistlab pretrained list`).
+_PRIVATE_OPTIONS = {"--out": 1, "--data-dir": 1, "--resume": 0, "--no-progress": 0, "-q": 0}
+
+
+def public_command(command: str | None) -> str | None:
+    """`command` as a bundle shows it: without the packing machine's folders (`--out`, `--data-dir`)
+    or its console switches; a `--baseline` folder becomes the shipped autoencoder's copy, so the
+    line can be run again as it stands."""
+    if not command:
+        return command
+    try:
+        words = shlex.split(command)
+    except ValueError:  # an unbalanced quote: shown as recorded
+        return command
+    kept, i = [], 0
+    while i < len(words):
+        word = words[i]
+        if word in _PRIVATE_OPTIONS:
+            i += 1 + _PRIVATE_OPTIONS[word]
+            continue
+        if word == "--baseline" and i + 1 < len(words):
+            kept += [word, "$(mnistlab pretrained path ae)"]
+            i += 2
+            continue
+        kept.append(word)
+        i += 1
+    return " ".join(w if w.startswith("$(") else shlex.quote(w) for w in kept)
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """A provenance record without the packing machine's folders: the source's folder name only."""
+    out = {**record, "command": public_command(record.get("command"))}
+    if out.get("source"):
+        out["source"] = Path(str(out["source"])).name
+    return out
+
+
+def _relative_records(dest: Path) -> None:
+    """The packed run's summaries name no folder of the machine that made them: the probe's run and
+    folder relative to the packed run, the training data by its folder's name."""
+    summary = rundir.read_summary(dest)
+    if isinstance(summary.get("data"), str) and Path(summary["data"]).is_absolute():
+        rundir.write_summary(dest, {**summary, "data": Path(summary["data"]).name})
+    path = dest / "probe" / "summary.json"
+    if path.is_file():
+        summary = rundir.read_summary(dest / "probe")
+        for key, rel in (("run", ".."), ("out", ".")):
+            if isinstance(summary.get(key), str) and Path(summary[key]).is_absolute():
+                summary[key] = rel
+        rundir.write_summary(dest / "probe", summary)
+
+
+def _relative_pages(report: Path, staging: Path) -> None:
+    """The compare page names the bundle's runs by their folder names, not by the staging folder of
+    the machine that packed it (which is gone once the bundle is in place)."""
+    prefixes = sorted({f"{staging}/", f"{staging.resolve()}/"}, key=len, reverse=True)
+    for page in report.glob("compare.*"):
+        text = page.read_text()
+        for prefix in prefixes:
+            text = text.replace(prefix, "")
+        atomic_write_bytes(page, text.encode())
+
+
 def _cpuinfo() -> list[str]:
     try:
         return Path("/proc/cpuinfo").read_text().splitlines()
@@ -100,13 +165,16 @@ def pack_run(
     if isinstance(earlier, dict) and earlier.get("command"):
         # A run of an earlier bundle, packed again beside new ones: where it was trained stays its
         # provenance (its float16 weights pass through unchanged); only the repacking is new.
-        record = {**earlier, "repacked": provenance(source)["packed"]}
+        record = _public({**earlier, "repacked": provenance(source)["packed"]})
     else:
-        record = {
-            **provenance(source),
-            "source_checkpoint_sha256": summary.get("checkpoint_sha256"),
-            "weights": "float16" if half else "float32 (bit for bit)",
-        }
+        record = _public(
+            {
+                **provenance(source),
+                "source_checkpoint_sha256": summary.get("checkpoint_sha256"),
+                "weights": "float16" if half else "float32 (bit for bit)",
+            }
+        )
+    _relative_records(dest)
     rundir.write_summary(dest, {**summary, "checkpoint_sha256": sha, "pretrained": record})
     spec = tasks.get(task)
     if spec.evaluate is not None:
@@ -124,6 +192,7 @@ def pack_run(
         record.setdefault("source_test", summary.get("test"))
         record["test_max_relative_change"] = max_relative_change(record["source_test"], after.get("test"))
         rundir.write_summary(dest, {**after, "pretrained": record})
+        _relative_records(dest)
     return record
 
 
@@ -148,13 +217,17 @@ def pack(
     that holds something other than a bundle is left alone and the bundle written beside it."""
     with owner.session():
         out = owner.claim(bundle_folder(Path(out)), "bundle", bundle=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.packing-", dir=out.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}{owner.STAGING}", dir=out.parent))
         try:
+            # Claimed too, so that what the runs' caches write into it (the explorer's, compare's)
+            # is this command's, written under its claim.
+            owner.claim(staging, "bundle", bundle=True)
             records = _build(sources, staging, torch.device(device), compare, half)
             owner.clear(out)
             owner.move_into(staging, out)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            owner.release(staging)
+            shutil.rmtree(staging, ignore_errors=True)  # made above: nothing in it is the user's
     return records
 
 
@@ -162,6 +235,8 @@ def bundle_folder(out: Path) -> Path:
     """`out` if a bundle may be written there (new, empty or a bundle), else the first free sibling
     `<out>-bundle`, `<out>-bundle-2`, ...: a bundle never goes over a folder that is not one."""
     out = out.resolve()  # "DIR/inner/.." is DIR: its siblings are DIR's
+    if out.exists() and not out.is_dir():  # a file or a device (/dev/null): no folder to write beside
+        raise ConfigError(f"--out {out} is not a folder; name the bundle's folder")
     if owner.claimable(out, "bundle"):
         return out
     for k in range(1, 1000):
@@ -189,6 +264,7 @@ def _build(sources: dict[str, Path], staging: Path, device: Any, compare: bool, 
         # The measures are cached in each run (compare.json), so `mnistlab compare` of the bundle reads files.
         entries, notes = bench.compare([staging / n for n in sources], cfg, compute=True)
         bench_page.write(entries, notes, cfg, staging / REPORT)
+        _relative_pages(staging / REPORT, staging)
         timing["compare_seconds"] = round(time.perf_counter() - t0, 1)  # every measure computed
     write_json(staging / "bundle.json", {"runs": records, **timing})
     return records

@@ -13,7 +13,8 @@ Users never write into the installed package: `path(name)` copies a shipped run 
 folder (MNISTLAB_HOME, else ~/.cache/mnistlab) the first time, and again whenever the shipped
 checkpoint differs, and every command takes that copy like any run folder.
 
-Packing and remaking the bundle live in pretrained/pack.py.
+Listing the bundle (`available`, `describe`) lives in pretrained/bundle.py, which imports no torch so
+that `mnistlab pretrained list` answers at once; packing and remaking it live in pretrained/pack.py.
 """
 
 from __future__ import annotations
@@ -24,42 +25,26 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mnistlab import tasks
 from mnistlab.core.errors import ConfigError
+from mnistlab.pretrained import bundle as files
 from mnistlab.runs import folder as rundir
 from mnistlab.runs import owner
 from mnistlab.runs.checkpoint import file_sha256
 
 log = logging.getLogger("mnistlab")
 
-BUNDLE = Path(__file__).parents[1] / "_pretrained"
-REPORT = "report"  # `mnistlab compare`'s page of the bundle's runs
+BUNDLE = files.BUNDLE  # every function here reads this name when given no bundle (tests point it elsewhere)
+REPORT = files.REPORT
 
 
 def available(bundle: Path | None = None) -> list[str]:
-    """Names of the shipped runs, in the registry's stage order."""
-    bundle = bundle or BUNDLE
-    if not bundle.is_dir():
-        return []
-    order = {s.name: i for i, s in enumerate(tasks.all_tasks())}
-    found = [p.name for p in bundle.iterdir() if (p / "config.toml").is_file()]
-    return sorted(found, key=lambda n: (order.get(n, len(order)), n))
+    """Names of the shipped runs, in the tasks' listing order."""
+    return files.available(bundle or BUNDLE)
 
 
 def describe(name: str, bundle: Path | None = None) -> dict[str, Any]:
     """Task, description, provenance and headline numbers of shipped run `name`."""
-    folder = _shipped(name, bundle)
-    task, _ = tasks.load_run_config(folder)
-    summary = rundir.read_summary(folder)
-    return {
-        "name": name,
-        "task": task,
-        "description": tasks.get(task).description,
-        "epochs": summary.get("epochs"),
-        "test": summary.get("test", {}),
-        "pretrained": summary.get("pretrained", {}),
-        "megabytes": round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6, 2),
-    }
+    return files.describe(name, bundle or BUNDLE)
 
 
 def user_root() -> Path:
@@ -72,11 +57,11 @@ def path(name: str, bundle: Path | None = None, root: Path | None = None) -> Pat
     """A writable copy of shipped run `name`, refreshed when the shipped checkpoint differs: the files
     of the previous copy are replaced and the user's own files in it stay (a copy whose files cannot
     be told apart, or where a user's file is in the way, is moved aside, and the log says where)."""
-    source = _shipped(name, bundle)
+    source = files.shipped(name, bundle or BUNDLE)
     target = (root or user_root()) / name
     ckpt = rundir.checkpoint_path(source)
     copy = rundir.checkpoint_path(target)
-    if copy.is_file() and file_sha256(copy) == file_sha256(ckpt):
+    if copy.is_file() and file_sha256(copy) == file_sha256(ckpt) and _has_nested_checkpoints(source, target):
         return target
     with owner.session():
         if target.is_dir() and not _refreshable(source, target):
@@ -87,15 +72,24 @@ def path(name: str, bundle: Path | None = None, root: Path | None = None) -> Pat
         owner.clear(target, nested=False)  # the previous copy's files; outputs made from it stay
         # The checkpoint last: a copy cut short has none (or the old one's hash) and is redone.
         keep = shutil.ignore_patterns(*owner.BOOKKEEPING)
-        shutil.copytree(
-            source,
-            target,
-            ignore=shutil.ignore_patterns("checkpoints", *owner.BOOKKEEPING),
-            dirs_exist_ok=True,
-        )
+
+        def all_but_the_checkpoint(folder: str, names: list[str]) -> set[str]:
+            # Only the run's own checkpoints/ waits; a probe's (probe/linear/checkpoints) is copied.
+            return keep(folder, names) | ({"checkpoints"} if Path(folder) == source else set())
+
+        shutil.copytree(source, target, ignore=all_but_the_checkpoint, dirs_exist_ok=True)
         shutil.copytree(source / "checkpoints", target / "checkpoints", ignore=keep, dirs_exist_ok=True)
     log.info("copied the shipped %s run to %s", name, target)
     return target
+
+
+def _has_nested_checkpoints(source: Path, target: Path) -> bool:
+    """Whether copy `target` holds every checkpoint of `source` below the run's own (a probe's): a
+    copy made without them (an earlier version skipped them) is refreshed."""
+    nested = (
+        f.relative_to(source) for f in source.rglob("*.safetensors") if f.parent != source / "checkpoints"
+    )
+    return all((target / rel).is_file() for rel in nested)
 
 
 def _refreshable(source: Path, target: Path) -> bool:
@@ -136,11 +130,3 @@ def bundle_path(bundle: Path | None = None, root: Path | None = None) -> Path:
     if report.is_dir() and not target.is_dir():
         shutil.copytree(report, target)
     return root or user_root()
-
-
-def _shipped(name: str, bundle: Path | None) -> Path:
-    bundle = bundle or BUNDLE
-    names = available(bundle)
-    if name not in names:
-        raise ConfigError(f"no shipped run named {name!r}; shipped: {', '.join(names) or 'none'}")
-    return bundle / name

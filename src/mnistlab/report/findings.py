@@ -77,11 +77,11 @@ def _denoiser(name: str, s: dict[str, Any]) -> str:
         return ""
     row = max(table, key=lambda r: r.get("sigma", 0))  # the hardest noise level it was tested at
     own, noisy = row[OWN].get("psnr"), (row.get("noisy") or {}).get("psnr")
-    if own is None or noisy is None:
+    if not all(isinstance(v, int | float) for v in (own, noisy)):
         return ""
     return (
         f"The denoiser ({name}) lifts noisy test digits (noise sigma {num(row.get('sigma'))}) from a PSNR of "
-        f"{num(noisy)} dB to {num(own)} dB, a gain of {num(own - noisy)} dB."
+        f"{noisy:.1f} dB to {own:.1f} dB, a gain of {own - noisy:.1f} dB."  # dB: tenths say enough
     )
 
 

@@ -26,9 +26,16 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from mnistlab.core.fsio import atomic_write_bytes
+from mnistlab.core.errors import ConfigError
+from mnistlab.core.fsio import atomic_write_bytes, read_regular_bytes
 
 FORMAT = "mnistlab-checkpoint-1"
+
+
+# Far above any model a config allows (the default GAN's checkpoint with its optimizers is tens of MB):
+# only a file that is not a checkpoint is this large.
+MAX_BYTES = 4 << 30
+SIDECAR_BYTES = 4096  # a few SHA-256 lines
 
 
 class CheckpointError(ValueError):
@@ -125,10 +132,10 @@ def recorded_sha256(path: Path) -> list[str] | None:
     """The hashes recorded for checkpoint `path` (newest first), or None when it has no record."""
     side = sidecar_path(path)
     try:
-        return side.read_text().split()
+        return read_regular_bytes(side, SIDECAR_BYTES).decode().split()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ConfigError) as e:
         raise CheckpointError(f"{side}: cannot read the checkpoint's recorded SHA-256 ({e})") from e
 
 
@@ -157,7 +164,7 @@ def read_checkpoint(
     """Return (tensors, state) from a checkpoint, refusing anything that is not safetensors or that
     changed since it was written (see `verify`)."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from e
     verify(Path(path), raw, expected_sha256)
@@ -260,4 +267,14 @@ def write_weights_only(src: Path, dst: Path, expected_sha256: str | None = None,
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes(path)).hexdigest()
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of checkpoint file `path`: a regular file of at most MAX_BYTES (a FIFO, a device
+    such as /dev/zero or a file past the bound is a one-line CheckpointError before it is read, so
+    it can neither hang the reader nor fill memory). OSError (missing, unreadable) propagates."""
+    try:
+        return read_regular_bytes(Path(path), MAX_BYTES)
+    except ConfigError as e:
+        raise CheckpointError(str(e).replace("a run's records are", "checkpoints are")) from None

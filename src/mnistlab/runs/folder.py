@@ -98,9 +98,21 @@ def load_config(run_dir: Path, exp_type: type, expect: str | None = None) -> tup
     task = doc.get("task")
     if not isinstance(task, str):
         raise ConfigError(f'{path}: no task name (task = "...")')
+    check_task(run_dir, task)
     if expect is not None and task != expect:
         raise ConfigError(f"{run_dir} holds a {task!r} run, not a {expect} run")
     return task, build(exp_type, task, doc, str(path), [])
+
+
+def check_task(run_dir: Path, task: str) -> None:
+    """A one-line error when config.toml names task `task` but the run's summary.json was written by
+    a run of another task (a config edited by hand): its weights and records are that task's."""
+    recorded = read_summary(run_dir).get("task")
+    if recorded is not None and recorded != task:
+        raise ConfigError(
+            f"{run_dir}: config.toml names task {task!r} but summary.json records a {recorded!r} run; "
+            f'restore task = "{recorded}" in config.toml'
+        )
 
 
 def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:

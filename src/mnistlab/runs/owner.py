@@ -41,7 +41,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mnistlab.core.errors import ConfigError
-from mnistlab.core.fsio import atomic_write_bytes, read_toml, write_json
+from mnistlab.core.fsio import MAX_RECORD_BYTES, atomic_write_bytes, read_regular_bytes, read_toml, write_json
 
 log = logging.getLogger("mnistlab")
 
@@ -75,6 +75,7 @@ KINDS = {
 PACKAGE = Path(__file__).resolve().parents[1]  # the mnistlab package directory
 BUNDLE = PACKAGE / "_pretrained"  # the shipped runs (pretrained/shipped.py)
 SHOWN = 3  # foreign files named in an error
+STAGING = ".packing-"  # `pretrained pack` builds a bundle in a folder beside it named .<bundle>.packing-*
 
 
 @dataclasses.dataclass
@@ -117,6 +118,7 @@ def claim(
         raise ConfigError(f"{path} is a file, not a folder; choose another --out")
     if real.is_dir():
         _ours(real, path, kind)  # refused before anything (even a lock file) is written into it
+        _check_links(real, path)
     try:
         real.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -207,54 +209,65 @@ def holds(folder: Path | str) -> bool:
 
 def claim_files(paths: Iterable[Path | str]) -> None:
     """Claim single files a command is about to write (next to other things, e.g. `sample --out
-    d/digits.npy`): each must be new or one mnistlab wrote (listed in its folder's manifest); they
-    are listed there before they are written."""
+    d/digits.npy`, or into a run folder: compare's and the explorer's caches): each must be new or one
+    mnistlab wrote. A file belongs to the nearest folder above it that keeps a manifest (a run's
+    figures/ are the run's) or that this process has claimed, else to its own folder; it is listed in
+    that manifest before it is written (a folder an older mnistlab wrote, without a manifest, is
+    mnistlab's throughout and gets none)."""
     by_folder: dict[Path, list[Path]] = {}
     for p in map(Path, paths):
-        check_outside_package(p)
         if p.is_dir():
             raise ConfigError(f"{p} is a folder; name a file to write")
-        by_folder.setdefault(p.parent.resolve(), []).append(p)
-    for real, files in by_folder.items():
+        top = _manifest_folder(p.parent.resolve())
+        if top not in _held:  # a folder this process claimed passed the package check then
+            check_outside_package(p)
+        by_folder.setdefault(top, []).append(p)
+    for top, files in by_folder.items():
+        for p in files:
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot create {p.parent}: {e.strerror}") from None
+        flock = None if top in _held else _lock(top, files[0].parent)
         try:
-            real.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create {files[0].parent}: {e.strerror}") from None
-        flock = None if real in _held else _lock(real, files[0].parent)
-        try:
-            doc = _read_manifest(real) or {"kind": "files", "files": []}
-            listed = set(doc["files"])
-            for p in files:
-                name = p.name
-                if p.exists() and name not in listed and not _open_and_new(doc, name):
+            doc = _read_manifest(top)
+            legacy = doc is None and _legacy_kind(top) is not None
+            ours = owned_files(top)
+            names = {(p.parent.resolve() / p.name).relative_to(top).as_posix(): p for p in files}
+            for name, p in names.items():
+                if os.path.lexists(p) and name not in ours:
                     raise ConfigError(
                         f"{p} exists and was not written by mnistlab; choose another --out or remove it"
                     )
-            doc["files"] = sorted(listed | {p.name for p in files})
-            _write_manifest(real, doc)
+            if not legacy:
+                doc = doc or {"kind": "files", "files": []}
+                doc["files"] = sorted(set(doc["files"]) | set(names))
+                _write_manifest(top, doc)
         finally:
             if flock is not None:
-                _unlock(real, flock)
+                _unlock(top, flock)
 
 
 def clear(folder: Path | str, nested: bool = True) -> list[str]:
     """Delete the files mnistlab wrote in `folder` (and, with `nested`, in the folders claimed inside
-    it), then the folders left empty; the user's files stay. Returns what was deleted (relative)."""
+    it), then the folders left empty; the user's files stay. A folder without a manifest of its own
+    inside a claimed one (a study's label_efficiency/) is cleared by the manifest above it. Returns
+    what was deleted (relative)."""
     real = Path(folder).resolve()
     if not real.is_dir():
         return []
     doc = _read_manifest(real)
+    if doc is None and _legacy_kind(real) is None:
+        top = _manifest_folder(real.parent, legacy=True)
+        if (top / MANIFEST).is_file() or _legacy_kind(top) is not None:
+            return _clear_inside(top, real, nested)
     ours = owned_files(real)
     removed = []
     for name in sorted(ours):
         (real / name).unlink(missing_ok=True)
         removed.append(name)
     if nested:
-        for sub in _nested(real):
-            removed += [f"{sub.relative_to(real)}/{n}" for n in clear(sub)]
-            if set(os.listdir(sub)) <= BOOKKEEPING and sub.resolve() not in _held:
-                for name in BOOKKEEPING:
-                    (sub / name).unlink(missing_ok=True)
+        removed += _clear_nested(real)
     _remove_empty_dirs(real)
     if doc is not None or ours:
         left = set(_walk(real))
@@ -264,13 +277,50 @@ def clear(folder: Path | str, nested: bool = True) -> list[str]:
     return removed
 
 
+def _clear_inside(top: Path, real: Path, nested: bool) -> list[str]:
+    """clear() of folder `real`, which has no manifest, by the manifest of `top` above it."""
+    prefix = real.relative_to(top).as_posix() + "/"
+    ours = {name for name in owned_files(top) if name.startswith(prefix)}
+    for name in sorted(ours):
+        (top / name).unlink(missing_ok=True)
+    removed = sorted(name[len(prefix) :] for name in ours)
+    if nested:
+        removed += _clear_nested(real)
+    _remove_empty_dirs(real)
+    doc = _read_manifest(top)
+    if doc is not None and ours:  # a name listed there and gone must not make a later file of the user's ours
+        _write_manifest(top, {**doc, "files": sorted(set(doc["files"]) - ours)})
+    return removed
+
+
+def _clear_nested(real: Path) -> list[str]:
+    removed = []
+    for sub in _nested(real):
+        removed += [f"{sub.relative_to(real)}/{n}" for n in clear(sub)]
+        if set(os.listdir(sub)) <= BOOKKEEPING and sub.resolve() not in _held:
+            for name in BOOKKEEPING:
+                (sub / name).unlink(missing_ok=True)
+    return removed
+
+
+def _manifest_folder(real: Path, legacy: bool = False) -> Path:
+    """The nearest folder from `real` up that keeps a manifest or that this process has claimed (with
+    `legacy`, or that an older mnistlab wrote), whose files under it it lists; `real` if none."""
+    for folder in (real, *real.parents):
+        if folder in _held or (folder / MANIFEST).is_file():
+            return folder
+        if legacy and folder.is_dir() and _legacy_kind(folder) is not None:
+            return folder
+    return real
+
+
 def check_outside_package(path: Path | str, allow_bundle: bool = False) -> None:
     """A one-line error when `path` lies inside the installed mnistlab package, which no command writes
     (`allow_bundle`: the package's bundle of shipped runs, in a source checkout, for `pretrained pack`)."""
     real = Path(path).resolve()
     if real != PACKAGE and PACKAGE not in real.parents:
         return
-    if allow_bundle and (real == BUNDLE or BUNDLE in real.parents) and source_checkout():
+    if allow_bundle and _bundle_place(real) and source_checkout():
         return
     hint = (
         "; `mnistlab pretrained path NAME` gives a writable copy of a shipped run"
@@ -279,6 +329,15 @@ def check_outside_package(path: Path | str, allow_bundle: bool = False) -> None:
     )
     raise ConfigError(
         f"{path} is inside the installed mnistlab package ({PACKAGE}), which no command writes{hint}"
+    )
+
+
+def _bundle_place(real: Path) -> bool:
+    """Whether `real` lies in the package's bundle or in a folder `pretrained pack` builds it in beside
+    it (BUNDLE's sibling STAGING...), which then replaces the bundle's files."""
+    staging = f".{BUNDLE.name}{STAGING}"
+    return any(
+        p == BUNDLE or (p.parent == PACKAGE and p.name.startswith(staging)) for p in (real, *real.parents)
     )
 
 
@@ -318,12 +377,25 @@ def _ours(real: Path, path: Path, kind: str) -> set[str]:
     return ours & present
 
 
+def _check_links(real: Path, path: Path) -> None:
+    """A one-line error when a folder inside `real` is a symbolic link to a place outside it: what a
+    command writes there (a run's figures/, checkpoints/) would land in a folder it never claimed,
+    over whatever is there. Links to files are harmless: a write replaces the link, not its target."""
+    for root, dirs, _ in os.walk(real):
+        here = Path(root)
+        for d in dirs:
+            link = here / d
+            if link.is_symlink():
+                target = link.resolve()
+                if target != real and real not in target.parents:
+                    raise ConfigError(
+                        f"{path}: {link.relative_to(real)} is a link to {target}, outside the folder; "
+                        "mnistlab writes only inside the folders it claims: replace the link by a folder"
+                    )
+
+
 def _what(kind: str) -> str:
     return KINDS.get(kind, f"a {kind} output of mnistlab's")
-
-
-def _open_and_new(doc: dict[str, Any], name: str) -> bool:
-    return "open" in doc and name not in doc["open"]
 
 
 def _legacy_kind(real: Path) -> str | None:
@@ -333,6 +405,8 @@ def _legacy_kind(real: Path) -> str | None:
         try:
             task = read_toml(real / "config.toml").get("task")
         except ConfigError:
+            return None
+        if not isinstance(task, str):  # a config.toml of the user's own, not a run's
             return None
         return "probe" if task == "probe" else kind
     if kind is None and _latent_summary(real / "summary.json"):
@@ -385,11 +459,13 @@ def _names(files: set[str]) -> str:
 
 def _read_manifest(real: Path) -> dict[str, Any] | None:
     path = real / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    try:  # a regular file only: a FIFO or a link to a device there cannot hang or flood the reader
+        doc = json.loads(read_regular_bytes(path, MAX_RECORD_BYTES))
+    except ConfigError as e:
+        raise ConfigError(f"{e}; remove it to reclaim the folder") from None
+    except (OSError, ValueError, RecursionError) as e:
         raise ConfigError(
             f"{path}: not a manifest mnistlab can read ({e}); remove it to reclaim the folder"
         ) from None

@@ -9,6 +9,7 @@ mnistlab with fields this one does not know still reads.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,12 @@ from mnistlab.core.errors import ConfigError
 
 # What a field may hold: (how a message names it, whether a value fits).
 Kind = tuple[str, Callable[[Any], bool]]
-NUMBER: Kind = ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool))
+# Finite: mnistlab never records NaN or infinity (a diverged run says so in its status), and Python's
+# json reads the literals NaN and Infinity, and 1e400 as infinity, from a file edited by hand.
+NUMBER: Kind = (
+    "a finite number",
+    lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v),
+)
 WHOLE: Kind = ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool))
 TEXT: Kind = ("a string", lambda v: isinstance(v, str))
 TABLE: Kind = ("a JSON object", lambda v: isinstance(v, dict))
@@ -106,8 +112,12 @@ def _check_fields(obj: Any, fields: dict[str, Kind], where: str, required: tuple
 
 
 def check_summary(summary: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A run's summary.json, its known fields of the right types; returned as is."""
+    """A run's summary.json, its known fields of the right types, and the numbers of its test table
+    finite; returned as is."""
     _check_fields(summary, SUMMARY_FIELDS, str(path))
+    for key, value in (summary.get("test") or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: field 'test.{key}' must be a finite number, got {_show(value)}")
     return summary
 
 

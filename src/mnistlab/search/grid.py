@@ -34,8 +34,9 @@ from mnistlab.runs import folder as rundir
 from mnistlab.runs import owner
 from mnistlab.search.results import write_results
 from mnistlab.search.space import grid_points, overrides_of, trial_name
-from mnistlab.tasks import get, load_experiment, load_run, load_run_config
+from mnistlab.tasks import get, load_experiment, load_run, load_run_config, with_role
 from mnistlab.training.loop import NonFiniteLossError
+from mnistlab.training.progress import bars
 
 log = logging.getLogger("mnistlab")
 
@@ -75,6 +76,28 @@ def objective_of(name: str) -> Objective:
     )
 
 
+def check_objective(task: str, objective: str | Objective) -> Objective:
+    """`objective` for a search of `task`, refused before anything trains when the task cannot give
+    it: probe_acc of a task without an encoder, or a val_* metric outside what its training logs
+    (TaskSpec.val_metrics; a task that declares none is checked after its first trial instead)."""
+    obj = objective if isinstance(objective, Objective) else objective_of(objective)
+    spec = get(task)
+    if obj.name == "probe_acc":
+        if "encoder" not in spec.roles:
+            can = ", ".join(s.name for s in with_role("encoder")) or "none"
+            raise ConfigError(
+                f"objective probe_acc needs an encoder and {task} has none (tasks with one: {can})"
+            )
+        return obj
+    logged = [f"val_{m}" for m in spec.val_metrics]
+    if logged and obj.name not in logged:
+        raise ConfigError(
+            f"objective {obj.name}: the {task} task never logs it; it logs {', '.join(logged)} "
+            "(or use probe_acc for a task with an encoder)"
+        )
+    return obj
+
+
 def probe_objective(run_dir: Path, max_train: int = PROBE_MAX_TRAIN) -> float | None:
     """probe_acc of a finished run: fit on the codes of (up to max_train) training images of the run's
     own data config, scored on its validation split. Cached in the run's summary.json. None when the
@@ -101,7 +124,7 @@ def objective_value(run_dir: Path, objective: Objective) -> float | None:
         return probe_objective(run_dir) if summary.get("status") == "finished" else None
     values = [r[objective.name] for r in rundir.read_history(run_dir) if objective.name in r]
     if not values and summary.get("status") == "finished":
-        raise ConfigError(f"{run_dir}: the task logs no {objective.name}; choose another --objective")
+        raise ConfigError(f"{run_dir}: the task logs no {objective.name}; choose another objective")
     return min(values) if values else None
 
 
@@ -218,7 +241,7 @@ def run_grid(
 ) -> list[dict[str, Any]]:
     """Train every point of `grid` (on top of preset + overrides) into out/trials/<name>/ and write
     the results table, the curves figure and best.toml to `out`. Returns the rows, best first."""
-    obj = objective_of(objective)
+    obj = check_objective(task, objective)  # before any trial trains
     check_threads(workers, "--workers")
     base = list(overrides or [])
     points = grid_points(grid)
@@ -246,7 +269,7 @@ def run_grid(
         "grid search: %d trials, %d already done, %d to run", len(trials), len(trials) - len(todo), len(todo)
     )
     if workers == 1 or len(todo) <= 1:
-        for i, (_, exp, run_dir) in enumerate(tqdm(todo, desc="trials", disable=not progress)):
+        for i, (_, exp, run_dir) in enumerate(tqdm(todo, desc="trials", disable=not bars(progress))):
             status = run_trial(task, exp, run_dir, progress=progress)
             log.info("trial %d/%d %s: %s", i + 1, len(todo), run_dir.name, status)
     else:
@@ -268,7 +291,7 @@ def _run_pools(
     """The trials of `todo` in `workers` spawned processes, each `job(task, exp, run_dir, threads)`
     (default `_grid_job`). A worker that dies breaks its pool: the trials not done yet go to a fresh
     pool, up to MAX_POOLS pools, then WorkersDied (one line)."""
-    bar = tqdm(total=len(todo), desc="trials", disable=not progress)
+    bar = tqdm(total=len(todo), desc="trials", disable=not bars(progress))  # plain lines off a terminal
     try:
         for round_ in range(1, MAX_POOLS + 1):
             left = [t for t in todo if rundir.read_summary(t[1]).get("status") not in DONE]

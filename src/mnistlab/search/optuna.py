@@ -39,6 +39,7 @@ from mnistlab.runs import folder as rundir
 from mnistlab.runs import owner
 from mnistlab.search.grid import (
     accepts_epoch_callback,
+    check_objective,
     objective_of,
     objective_value,
     run_trial,
@@ -319,6 +320,7 @@ def run_optuna(spec: StudySpec, workers: int = 1) -> list[dict[str, Any]]:
     if spec.n_trials < 1 or workers < 1:
         raise ConfigError("--trials and --workers must be >= 1")
     check_threads(workers, "--workers")
+    check_objective(spec.task, spec.objective)  # before any trial trains
     check_space(spec)
     # The search folder is this launcher's, locked, unless --storage names a study that several
     # launchers share on purpose (then only its ownership is checked).

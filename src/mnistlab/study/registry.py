@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mnistlab import tasks
@@ -21,6 +23,7 @@ from mnistlab.core.config import to_doc
 from mnistlab.core.errors import ConfigError
 from mnistlab.core.plugins import load_plugins
 from mnistlab.runs import folder as rundir
+from mnistlab.runs import owner
 from mnistlab.search.results import best_trial
 from mnistlab.study.context import StudyContext
 
@@ -213,13 +216,18 @@ def task_stage(spec: tasks.TaskSpec) -> Stage:
 
 def _copy_best_trial(search_dir, target) -> None:
     """The autoencoder stage after a search: its best trial, trained with the preset's settings plus
-    its grid point, copied into place (through a temporary folder, so a crash leaves no half copy)."""
+    its grid point, copied into place (staged in a fresh folder beside it, so a crash leaves no half
+    copy). The stage's folder is claimed first: only the files mnistlab wrote there are replaced, and
+    a file of the user's in the way is a one-line error before anything moves."""
     source = best_trial(search_dir)
-    tmp = target.parent / f".{target.name}.copying"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    summary = rundir.read_summary(tmp)
-    rundir.write_summary(tmp, {**summary, "search_trial": source.name})
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.copying-", dir=target.parent))
+    try:
+        copy = staging / target.name
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*owner.BOOKKEEPING))
+        summary = rundir.read_summary(copy)
+        rundir.write_summary(copy, {**summary, "search_trial": source.name})
+        owner.claim(target, "train", force=True)
+        owner.move_into(copy, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # made above: nothing in it is the user's
     log.info("%s: the search's best trial %s", target.name, source.name)

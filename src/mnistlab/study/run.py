@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from mnistlab.core import host
 from mnistlab.core.config import load_table
@@ -32,6 +29,7 @@ from mnistlab.study import inputs as run_inputs
 from mnistlab.study import pool as stage_pool
 from mnistlab.study import registry
 from mnistlab.study import state as run_state
+from mnistlab.study.console import StudyConsole
 from mnistlab.study.context import StudyContext, split_overrides
 from mnistlab.study.plan import RunPlan
 
@@ -101,15 +99,15 @@ def _run_study(
     state["command"] = settings["command"]
     state["status"] = "running"
     run_state.save(out, state)
-    n = len(state["stages"])
-    bar = tqdm(total=n, desc="mnistlab run", unit="stage", disable=not progress, position=0)
+    todo = [e for e in state["stages"] if e["status"] != "done"]
+    workers = stage_pool.workers_for(ctx.plan.workers, len(todo))
+    screen = StudyConsole(len(state["stages"]), len(state["stages"]) - len(todo), workers, progress)
     try:
-        for k, entry in enumerate(state["stages"], 1):
+        screen.begin(preset, [e["name"] for e in state["stages"]], out, plan.data.train_limit)
+        for entry in state["stages"]:
             if entry["status"] == "done":
-                _say(bar, progress, f"stage {k}/{n}: {entry['name']} (done, skipped)")
-                bar.update(1)
-        todo = [e for e in state["stages"] if e["status"] != "done"]
-        _run_stages(ctx, state, todo, prints, stages, bar)
+                screen.skipped(entry["name"])
+        _run_stages(ctx, state, todo, prints, stages, workers, screen)
     except BaseException as e:
         state["status"] = "failed"
         run_state.save(out, state)
@@ -117,7 +115,7 @@ def _run_study(
             _report_anyway(out, report)
         raise
     finally:
-        bar.close()
+        screen.close()
     state["status"] = "done"
     run_state.save(out, state)
     if report is not None:
@@ -131,25 +129,20 @@ def _run_stages(
     todo: list[dict[str, Any]],
     prints: dict[str, str],
     stages: list[registry.Stage],
-    bar,
+    workers: int,
+    screen: StudyConsole,
 ) -> None:
     """Run the stages of `todo` (run.json entries, in stage order): one after another in this process,
-    or side by side in worker processes when the plan asks for more than one (pool.py). run.json
-    records each start and end as it happens; the first failure is raised once nothing runs."""
-    out, n = ctx.out, len(state["stages"])
-    number = {e["name"]: k for k, e in enumerate(state["stages"], 1)}
+    or side by side in `workers` worker processes (pool.py). run.json records each start and end as
+    it happens, and `screen` prints them; the first failure is raised once nothing runs."""
+    out = ctx.out
     entries = {e["name"]: e for e in todo}
     resume = {e["name"]: (out / e["folder"] / "config.toml").exists() for e in todo}
     clocks: dict[str, float] = {}
-    workers = stage_pool.workers_for(ctx.plan.workers, len(todo))
 
     def start(name: str, running: int) -> None:
         entry = entries[name]
-        label = f"stage {number[name]}/{n}: {name}" + (
-            " (resuming)" if resume[name] and entry["attempts"] else ""
-        )
-        _say(bar, ctx.progress, label + (f" ({running} running)" if workers > 1 else ""))
-        bar.set_description(f"stage {number[name]}/{n}: {name}")
+        screen.started(name, resuming=bool(resume[name] and entry["attempts"]))
         entry.update(
             status="running", started=run_state.now(), ended=None, error=None, attempts=entry["attempts"] + 1
         )
@@ -167,12 +160,10 @@ def _run_stages(
             outcome.peak_rss_mb,
             message,
         )
-        if workers > 1:
-            _say(bar, ctx.progress, f"stage {number[name]}/{n}: {name} {message or 'done'} ({wall:.0f} s)")
         if error is None:
             entries[name]["inputs"] = prints[name]
-            bar.update(1)
         run_state.save(out, state)
+        screen.ended(name, message, wall)
 
     if workers == 1:
         for entry in todo:
@@ -216,10 +207,3 @@ def _report_anyway(out: Path, report: Callable[[Path], Any]) -> None:
         report(out)
     except Exception as e:  # the stage's error is the one to raise
         log.warning("could not write the report of %s: %s", out, e)
-
-
-def _say(bar, progress: bool, text: str) -> None:
-    if progress:
-        bar.write(text, file=sys.stderr)
-    else:
-        log.info(text)

@@ -27,6 +27,7 @@ from mnistlab.core import config
 from mnistlab.core.errors import ConfigError
 from mnistlab.core.fsio import read_toml
 from mnistlab.core.plugins import load_plugins
+from mnistlab.runs.folder import check_task
 from mnistlab.training.loop import resolve_device
 
 log = logging.getLogger("mnistlab")
@@ -55,6 +56,10 @@ class TaskSpec:
     provides: the kinds of run (RUN_KINDS) its runs can serve as.
     sample_options: the SampleRequest fields beyond sampler, n, seed and digit that its generator reads
         (`mnistlab sample --steps/--guidance`); its generator lists them as `options` too.
+    val_metrics: the names its training's `evaluate()` returns, which the loop logs as val_<name> in
+        metrics.jsonl: a search refuses an objective outside them before training anything (() = not
+        declared: the search finds out after its first trial).
+    The whole contract, with summary.json's layout: docs/plugins.md.
     """
 
     name: str
@@ -73,6 +78,7 @@ class TaskSpec:
     prunable: bool = False
     conditional: bool = False  # its generator can be asked for a digit
     sample_options: tuple[str, ...] = ()  # SampleRequest fields its generator reads: "steps", "guidance"
+    val_metrics: tuple[str, ...] = ()  # what its `evaluate()` returns in training (logged as val_<name>)
 
     def __post_init__(self):
         unknown = set(self.roles) - set(ROLES)
@@ -199,6 +205,7 @@ def load_run_config(run_dir: Path) -> tuple[str, Any]:
     task = doc.get("task")
     if not isinstance(task, str):
         raise ConfigError(f'{path}: no task name (task = "...")')
+    check_task(run_dir, task)  # a config.toml edited to name another task than the run's records
     return task, experiment_from_doc(doc, task, str(path), [])
 
 

@@ -24,6 +24,7 @@ from mnistlab.core.errors import ConfigError, check, check_bool, check_float, ch
 from mnistlab.data.datasets import Split, batches
 from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import file_sha256, restore, save_checkpoint
+from mnistlab.training import progress as console
 
 log = logging.getLogger("mnistlab")
 
@@ -119,9 +120,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) that include its bfloat16 kernels; a lower cap (e.g. AVX2, as
+# CI sets to stand in for a host without bf16 units) hides them, whatever the CPU's flags say.
+_BF16_ISAS = (
+    "ALL",
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+)
+
+
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it oneDNN converts
-    in software and bf16 autocast runs several times slower than fp32 (docs/guide.md)."""
+    """Whether bfloat16 runs in hardware here (AVX512-BF16 or AMX, and oneDNN not capped below them by
+    ONEDNN_MAX_CPU_ISA). Without it oneDNN converts in software and bf16 autocast runs several times
+    slower than fp32 (docs/guide.md)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and not cap.startswith(_BF16_ISAS):
+        return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
@@ -273,6 +292,13 @@ def fit(
     earlier = float(history[-1].get("seconds", 0.0)) if history else 0.0
     seen, t0 = 0, time.perf_counter()
     saved = start_epoch if ckpt is not None and start_epoch else 0  # the last epoch checkpointed
+    # The time left over every epoch still to train, from the steps this process has taken (their
+    # validation and epoch-end work included once an epoch has ended): nothing before the first step.
+    left = console.Remaining(total_steps, step)
+    # The start line of a run folder of its own (config.toml written by rundir.prepare); a probe's
+    # many small fits into sub-folders stay quiet, their stage says what they are.
+    if main and run_dir is not None and (run_dir / "config.toml").is_file():
+        log.info("%s", _start_line(cfg, len(train), steps_per_epoch, start_epoch, run_dir, task))
     try:
         for epoch in range(start_epoch, cfg.epochs):
             for m in task.modules.values():
@@ -282,7 +308,7 @@ def fit(
             bar = tqdm(
                 total=steps_per_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not progress or not main,
+                disable=not console.bars(progress) or not main,
                 leave=False,
             )
             for idx in batches(len(train), cfg.batch_size, _epoch_generator(cfg.seed, epoch)):
@@ -311,7 +337,12 @@ def fit(
                 n_epoch += n
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{out['loss']:.4f}", refresh=False)
+                if not bar.disable:
+                    overall = left.text(step)
+                    bar.set_postfix_str(
+                        f"loss={out['loss']:.4f}" + (f", all epochs: {overall}" if overall else ""),
+                        refresh=False,
+                    )
             bar.close()
             seen += n_epoch
             if main:
@@ -331,10 +362,11 @@ def fit(
                                 writer.add_scalar(k, v, epoch + 1)
                         writer.flush()
                 log.info(
-                    "epoch %d/%d %s",
+                    "epoch %d/%d %s (%s)",
                     epoch + 1,
                     cfg.epochs,
                     " ".join(f"{k}={v:.5g}" for k, v in row.items() if k.startswith(("train_", "val_"))),
+                    left.status(step),
                 )
             distributed.barrier()  # the other ranks wait while rank 0 validates and writes
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the CLI's message says what is kept
@@ -356,8 +388,25 @@ def _saved_note(ckpt: Path | None, saved: int, epochs: int) -> str:
     if ckpt is None:
         return "this training keeps no checkpoint; nothing of it is saved"
     if saved == 0:
-        return f"no epoch had finished, so no checkpoint was written ({ckpt.parent.parent} starts over)"
+        return "no epoch had finished, so nothing was saved (no checkpoint)"
     return f"epoch {saved}/{epochs} is checkpointed in {ckpt}"
+
+
+def _start_line(
+    cfg: TrainConfig, images: int, steps: int, start_epoch: int, run_dir: Path, task: TrainTask
+) -> str:
+    """ "training 20 epochs of 48,000 images (188 steps of 256) on cpu into runs/ae; ..." """
+    device = getattr(task, "device", None)
+    where = f" on {torch.device(device).type}" if device is not None else ""
+    if start_epoch >= cfg.epochs:
+        return f"all {cfg.epochs} epochs of {run_dir} are trained already"
+    epochs = f"{cfg.epochs} epochs" if cfg.epochs > 1 else "1 epoch"
+    if start_epoch:
+        epochs = f"epochs {start_epoch + 1}-{cfg.epochs} of {cfg.epochs} (resumed)"
+    return (
+        f"training {epochs} of {images:,} images ({steps} step{'s' * (steps != 1)} of {cfg.batch_size}){where} "
+        f"into {run_dir}; time left: after epoch {start_epoch + 1}"
+    )
 
 
 def _end_epoch(task, epoch: int, step: int, lr: float, sums: dict, n_epoch: int, t0: float) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class SemiConfig:
     dist_align: bool = True  # teacher probabilities divided by their running mean (to a uniform prior)
     da_momentum: float = 0.99
     lambda_u: float = 1.0  # weight of the unlabelled loss
+    known_labels: bool = True  # a labelled image met in the unlabelled stream learns its own label
     ema: float = 0.99  # decay of the teacher's weights (the evaluated model)
     momentum: float = 0.9  # SGD with Nesterov momentum, lr and weight decay from [train]
     bn_images: int = 10_000  # BatchNorm statistics re-estimated on this many weak views at the end
@@ -72,6 +73,7 @@ class SemiConfig:
         check_bool(self.dist_align, "semi.dist_align")
         check_float(self.da_momentum, "semi.da_momentum", 0, 1, high_open=True)
         check_float(self.lambda_u, "semi.lambda_u", 0, 100)
+        check_bool(self.known_labels, "semi.known_labels")
         check_float(self.ema, "semi.ema", 0, 1, high_open=True)
         check_float(self.momentum, "semi.momentum", 0, 1, high_open=True)
         check_int(self.bn_images, "semi.bn_images", 0, 10_000_000, "0 = keep the teacher's statistics")
@@ -193,6 +195,12 @@ class SemiTask:
         self.labelled_images = train.images[idx]  # (L, 28, 28) uint8
         self.labelled_labels = train.labels[idx].long()  # (L,): the only labels the task holds
         self.by_class = [torch.nonzero(self.labelled_labels == c)[:, 0] for c in range(N_CLASSES)]
+        # (N,) the label of each training image of the labelled subset, -1 elsewhere: indexed by the
+        # unlabelled batch's indices, so a labelled image there learns its label, not a pseudo-label.
+        self.known = torch.full((len(train),), -1, dtype=torch.long)
+        if self.cfg.known_labels:
+            self.known[idx] = self.labelled_labels
+        self.known = self.known.to(device)
         self.val = val.take(slice(0, min(self.cfg.val_images, len(val))))
         self.eval_batch_size = exp.train.eval_batch_size
 
@@ -242,6 +250,9 @@ class SemiTask:
         x_l_u8, y_l = self._labelled_batch()
         x_l = self._views(x_l_u8, strong=False)  # (L, 1, 28, 28)
         pseudo, accepted = self._pseudo_labels(self._views(images, strong=False), index)
+        known = self.known[index]  # (B,)
+        pseudo = torch.where(known >= 0, known, pseudo)
+        accepted = accepted | (known >= 0)
         # Only the accepted images' strong views are forwarded: the same loss as masking them after
         # the forward pass (FixMatch divides by the whole unlabelled batch), for less work.
         x_s = self._views(images[accepted.to(images.device)], strong=True)  # (K, 1, 28, 28)
@@ -318,7 +329,7 @@ def recalibrate_bn(
     """A copy of `model` whose BatchNorm statistics are the plain average over `n` weak views of
     `images` (uint8), drawn from a generator of its own: the same result on a resumed run."""
     out = copy.deepcopy(model)
-    bns = [m for m in out.modules() if isinstance(m, nn.BatchNorm2d)]
+    bns = [m for m in out.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     if n == 0 or not bns:
         return out.eval()
     for m in bns:

@@ -12,6 +12,7 @@ from mnistlab.data.datasets import Split, to_float
 from mnistlab.metrics import images as metrics
 from mnistlab.models.vae import VAE, CodePrior, beta_at, kl_per_dimension, reconstruction_nll
 from mnistlab.training.loop import lr_factor
+from mnistlab.training.progress import bars
 
 
 def fit_code_prior(
@@ -42,7 +43,7 @@ def fit_code_prior(
     opt = torch.optim.AdamW(stage.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     total, step, rows = epochs * math.ceil(n / batch_size), 0, []
     stage.train()
-    for epoch in tqdm(range(epochs), desc="second stage", disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs), desc="second stage", disable=not bars(progress), leave=False):
         order = torch.randperm(n, generator=g)
         z = mu[order] + sd[order] * torch.randn(n, d, generator=g)  # (N, d): this epoch's codes
         eps = torch.randn(n, d, generator=g)  # (N, d): the stage's own reparameterisation noise

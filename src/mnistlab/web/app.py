@@ -22,22 +22,26 @@ API (JSON in and out; images are 28x28 arrays of 0..255; errors are {"error": "o
   POST /api/map/{name}/click {x, y}               -> decoded point (pca, latent) or nearest test digit
   GET  /api/test/{index}                          -> {index, label, image, code}
 Status codes: 400 malformed JSON or wrong type, 404 unknown map / index / route, 405 wrong method,
-409 the run folder lacks the model, 413 too large, 415 not an image, 422 a value out of range.
+408 a body sent too slowly, 409 the run folder lacks the model, 413 too large, 415 not an image,
+422 a value out of range, 503 too many bodies being sent at once (try again).
 
 Every request is checked before it is routed (`Guard`): a POST body is sent as Content-Type
 application/json (analyze: image/*, the file itself), else 415; an Origin header other than this
 server's own origin is a 403; a server on a loopback address answers only Host names that are
 loopback names or addresses (DNS rebinding), else 400. Bodies, numbers, lists and path segments are
 bounded before they are converted (`parse`), and at most HEAVY_SLOTS requests decode or run a model
-at once, so a flood of uploads costs bounded memory and /api/info keeps answering.
+at once, so a flood of uploads costs bounded memory and /api/info keeps answering. Connections and
+request bodies are bounded in number and in time (guard.py's protocol, `Bodies`), so clients that
+connect and send nothing, or trickle a body, cannot starve the others either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +64,12 @@ from mnistlab.web.guard import (  # noqa: F401
     MAX_HEADER_BYTES,
     UPLOAD_PATHS,
     Guard,
+    connection_cap,
     host_policy,
     is_loopback,
     same_origin,
     split_host,
+    spread,
     timed_protocol,
 )
 from mnistlab.web.preprocess import MAX_UPLOAD_BYTES, bound_decoder, preprocess_bytes
@@ -81,49 +87,101 @@ CSP = (
 # makes each slower; the rest wait in line without a thread. Cheap requests (info, maps, test digits,
 # the page) never take a slot, so they answer while heavy ones queue.
 HEAVY_SLOTS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+# Connections waiting to be accepted (listen()'s backlog, uvicorn's default): a burst of new
+# connections past it has its SYNs dropped, and the client retries only after a second.
+BACKLOG = 2048
 
 
-# Request bodies read at once, and how long each may take. Every body is buffered until complete, so
-# without a bound 400 slow 2 MB POSTs held some 750 MB; now at most BODY_SLOTS x 2 MiB are held, a
-# body that trickles in slower than BODY_TIMEOUT_S is a 408, and a request that finds every slot
-# taken for BODY_WAIT_S is a 503 (a real client retries; a slow attacker's bodies time out).
+# Request bodies. Every body is buffered until complete, so their number, size and time are bounded
+# (slow 2 MB POSTs held by a client once took most of the memory). A body declared at most
+# SMALL_BODY_BYTES (every JSON call of the page but an uploaded file) is read at once; a bigger one,
+# or one of unknown length, first takes one of BODY_SLOTS slots and keeps it until its answer is made
+# (while it waits for a model too), so at most BODY_SLOTS big bodies are held; a request that finds
+# every slot taken for BODY_WAIT_S is a 503. At most MAX_BODIES bodies of any size (and at most half
+# the connections) are received at once, then a 503 at once: the connections left are idle or
+# answered quickly, and a new client can take the place of an idle one (guard.py). Each body must
+# arrive within BODY_TIMEOUT_S plus one second per BODY_MIN_RATE bytes received (a minimum rate, as
+# Apache's mod_reqtimeout has it), else a 408: a trickle of a few bytes a second is cut off after
+# BODY_TIMEOUT_S, an upload over a slow link is not. Refusals close the connection. Both times are
+# stretched a little at random for each request (guard.spread), so that bodies sent together are not
+# all refused together.
+SMALL_BODY_BYTES = 16 * 1024
 BODY_SLOTS = 16
-BODY_TIMEOUT_S = 30.0
 BODY_WAIT_S = 10.0
+BODY_TIMEOUT_S = 10.0
+BODY_MIN_RATE = 32 * 1024  # bytes a second
+MAX_BODIES = 1024  # (each holds up to uvicorn's 64 KiB read-ahead while it waits for a slot)
 
 
-async def _body(request: Request, limit: int, slots: anyio.Semaphore | None = None) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes, read in one of `slots`
-    within BODY_TIMEOUT_S."""
+def _declared_length(request: Request, limit: int) -> int | None:
+    """The Content-Length (None when absent or not a number: h11 has then framed the body some other
+    way), refused with 413 when it is past `limit`."""
     length = request.headers.get("content-length", "")
     # A long or non-ASCII "digit" string would make int() raise (or take time): check the text first.
-    if length.isascii() and length.isdigit() and (len(length) > 15 or int(length) > limit):
-        raise ApiError(413, f"request too large: {length[:20]} bytes, at most {limit}")
-    if slots is None:
-        return await _read_body(request, limit)
-    acquired = False
-    with anyio.move_on_after(BODY_WAIT_S):
-        await slots.acquire()
-        acquired = True
-    if not acquired:
-        raise ApiError(503, "too many requests sending bodies at once; try again")
-    try:
-        with anyio.fail_after(BODY_TIMEOUT_S):
-            return await _read_body(request, limit)
-    except TimeoutError:
-        raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
-    finally:
-        slots.release()
+    if not (length.isascii() and length.isdigit()):
+        return None
+    if len(length) > 15 or int(length) > limit:
+        raise ApiError(413, f"request too large: {length[:20]} bytes, at most {limit}", close=True)
+    return int(length)
+
+
+class Bodies:
+    """The request bodies of one app being received, bounded in number, in size, in time and (for
+    big ones) in slots held until the answer is made. The event loop's thread only."""
+
+    def __init__(self, slots: int = BODY_SLOTS, most: int = MAX_BODIES) -> None:
+        self.slots, self.most, self.receiving = anyio.Semaphore(slots), most, 0
+
+    @contextlib.asynccontextmanager
+    async def receive(self, request: Request, limit: int) -> AsyncIterator[bytes]:
+        """`async with bodies.receive(request, limit) as raw:` the whole body (at most `limit` bytes);
+        a big body's slot is held until the block ends."""
+        length = _declared_length(request, limit)
+        if self.receiving >= self.most:
+            raise ApiError(503, "too many requests sending bodies at once; try again", close=True)
+        async with contextlib.AsyncExitStack() as stack:
+            self.receiving += 1
+            try:
+                if length is None or length > SMALL_BODY_BYTES:
+                    await stack.enter_async_context(self._slot())
+                raw = await _read_body(request, limit)
+            finally:
+                self.receiving -= 1
+            yield raw
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        acquired = False
+        with anyio.move_on_after(spread(BODY_WAIT_S)):
+            await self.slots.acquire()
+            acquired = True
+        if not acquired:
+            raise ApiError(503, "too many requests sending bodies at once; try again", close=True)
+        try:
+            yield
+        finally:
+            self.slots.release()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes and with 408 when it falls behind
+    BODY_TIMEOUT_S + received / BODY_MIN_RATE seconds."""
     size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request too large: more than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    start, grace = anyio.current_time(), spread(BODY_TIMEOUT_S)
+    with anyio.CancelScope(deadline=start + grace) as scope:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request too large: more than {limit} bytes", close=True)
+            chunks.append(chunk)
+            scope.deadline = start + grace + size / BODY_MIN_RATE
+        return b"".join(chunks)
+    raise ApiError(
+        408,
+        f"request body too slow: {size} bytes in {anyio.current_time() - start:.0f} s; send it within "
+        f"{BODY_TIMEOUT_S:g} s plus 1 s per {BODY_MIN_RATE // 1024} KiB",
+        close=True,
+    )
 
 
 def _code_of(ex: Explorer, spec: Any, key: str) -> np.ndarray:
@@ -156,12 +214,12 @@ def _query_number(request: Request, key: str, default: str, convert: Callable[[s
         raise ApiError(400, "?sigma must be a number and ?seed a whole number") from None
 
 
-def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
+def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS, bodies: Bodies | None = None) -> list:
     """The routes. Cheap ones answer on the event loop; a heavy one (it parses a JSON body, decodes an
-    image or runs a model) reads its body there, then does the rest, down to encoding the response, in
-    a worker thread holding one of `heavy_slots` slots."""
+    image or runs a model) reads its body there (within the bounds of `bodies`), then does the rest,
+    down to encoding the response, in a worker thread holding one of `heavy_slots` slots."""
     limiter = anyio.CapacityLimiter(heavy_slots)
-    bodies = anyio.Semaphore(BODY_SLOTS)  # request bodies being received at once
+    bodies = bodies or Bodies()
 
     async def heavy(fn: Callable[[], Response]) -> Response:
         return await anyio.to_thread.run_sync(fn, limiter=limiter)
@@ -170,8 +228,8 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         """An endpoint: its body, parsed and bounded (parse.json_body), passed to `run` in a slot."""
 
         async def endpoint(request: Request) -> Response:
-            raw = await _body(request, parse.MAX_BODY_BYTES, bodies)
-            return await heavy(lambda: JSONResponse(run(parse.json_body(raw))))
+            async with bodies.receive(request, parse.MAX_BODY_BYTES) as raw:
+                return await heavy(lambda: JSONResponse(run(parse.json_body(raw))))
 
         return endpoint
 
@@ -207,8 +265,8 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
         seed = _query_number(request, "seed", "0", int)
         parse.get_float({"sigma": sigma}, "sigma", 0.0, 0.0, MAX_SIGMA)
         parse.get_int({"seed": seed}, "seed", 0, 0, SEED_MAX)
-        data = await _body(request, MAX_UPLOAD_BYTES, bodies)
-        return await heavy(lambda: JSONResponse(analyze_sync(data, sigma, seed)))
+        async with bodies.receive(request, MAX_UPLOAD_BYTES) as data:
+            return await heavy(lambda: JSONResponse(analyze_sync(data, sigma, seed)))
 
     async def info(request: Request) -> JSONResponse:
         return JSONResponse(ex.info())
@@ -324,7 +382,8 @@ def build_routes(ex: Explorer, heavy_slots: int = HEAVY_SLOTS) -> list:
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    headers = {"Connection": "close"} if exc.close else None
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -356,11 +415,13 @@ def create_app(
     bind_host: str | None = None,
     port: int | None = None,
     heavy_slots: int = HEAVY_SLOTS,
+    bodies: Bodies | None = None,
 ) -> Starlette:
     """The ASGI app over a loaded explorer. The Host check that guards against DNS rebinding:
     `bind_host` a loopback address -> loopback Host names only (see `host_policy`); else
     `allowed_hosts` (Host names, any port); neither accepts any Host. Origin and Content-Type are
-    always checked (`Guard`). At most `heavy_slots` requests decode or run a model at once."""
+    always checked (`Guard`). At most `heavy_slots` requests decode or run a model at once; request
+    bodies are bounded by `bodies` [Bodies()]."""
     if bind_host is not None:
         host_ok, describe = host_policy(bind_host, port), "requests addressed to a loopback name or address"
     elif allowed_hosts:
@@ -372,7 +433,7 @@ def create_app(
     else:
         host_ok, describe = None, ""
     return Starlette(
-        routes=build_routes(explorer, heavy_slots),
+        routes=build_routes(explorer, heavy_slots, bodies),
         middleware=[Middleware(Guard, host_ok=host_ok, describe=describe)],
         exception_handlers={
             ApiError: _api_error,
@@ -406,17 +467,18 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(BACKLOG)
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     return sock
 
 
-def server_config(app: Starlette) -> Any:
-    """uvicorn's settings for the explorer: a time limit on each request's headers (guard.py's
-    protocol), at most MAX_CONNECTIONS connections and requests at once (more get a 503 at once), and
-    headers of at most MAX_HEADER_BYTES; bodies are bounded by the routes (`_body`)."""
+def server_config(app: Starlette, max_connections: int = MAX_CONNECTIONS) -> Any:
+    """uvicorn's settings for the explorer: a time limit on each request's headers and at most
+    `max_connections` connections, an idle one making room for a new one (guard.py's protocol), and
+    headers of at most MAX_HEADER_BYTES; bodies are bounded by the routes (`Bodies`). uvicorn's
+    `limit_concurrency` is left off: it counts idle connections as requests (guard.MAX_CONNECTIONS)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -424,8 +486,7 @@ def server_config(app: Starlette) -> Any:
         log_level="warning",
         access_log=False,
         log_config=None,
-        http=timed_protocol(),
-        limit_concurrency=MAX_CONNECTIONS,
+        http=timed_protocol(max_connections),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=5,  # idle seconds between two requests of a connection (uvicorn's default)
     )
@@ -449,12 +510,15 @@ def serve(
         torch.set_num_threads(threads)  # requests are single images: one thread each answers fastest
         bound_decoder()
         actual = sock.getsockname()[1]
-        app = create_app(explorer, bind_host=host, port=actual)
+        cap = connection_cap()  # raises the soft limit of open files when it is lower
+        app = create_app(
+            explorer, bind_host=host, port=actual, bodies=Bodies(most=max(1, min(MAX_BODIES, cap // 2)))
+        )
         log.info(
             "mnistlab explorer: http://%s:%d/ (Ctrl-C stops it)",
             host if ":" not in host else f"[{host}]",
             actual,
         )
-        uvicorn.Server(server_config(app)).run(sockets=[sock])
+        uvicorn.Server(server_config(app, cap)).run(sockets=[sock])
     finally:
         sock.close()

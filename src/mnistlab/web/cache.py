@@ -12,6 +12,8 @@ a checkpoint replaced meanwhile is neither trusted nor cached), the run's whole 
 verified against their checksums), the sampler seed, components and names, and the format below. A
 file with another key is recomputed and replaced. An unreadable or corrupt file costs one log line
 and is rebuilt; a folder that cannot be written costs one log line and the computed state is served.
+The file is claimed before it is written (runs.owner.claim_files): one of the user's by that name, a
+run inside the installed package or one another process is writing is not written to (one log line).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from mnistlab.core.errors import ConfigError
 from mnistlab.core.fsio import atomic_write_bytes
 from mnistlab.data import datasets
 from mnistlab.models import code_samplers
+from mnistlab.runs import owner
+from mnistlab.runs.checkpoint import CheckpointError, file_sha256, read_bytes
 from mnistlab.runs.folder import checkpoint_path
 
 log = logging.getLogger("mnistlab")
@@ -78,8 +82,8 @@ class StartState:
 def checkpoint_sha256(run_dir: Path) -> str | None:
     """SHA-256 of the run's checkpoint file as it is now; None if it cannot be read."""
     try:
-        return hashlib.sha256(checkpoint_path(run_dir).read_bytes()).hexdigest()
-    except OSError:
+        return file_sha256(checkpoint_path(run_dir))  # a regular file only: a FIFO cannot hang the start
+    except (OSError, CheckpointError):
         return None
 
 
@@ -123,10 +127,11 @@ def start_state(
         test = datasets.load_test(run.exp.data)
         try:
             state = _read(path, key, test.images.numpy(), test.labels.numpy())
-        except OSError as e:  # there but unreadable (permissions, a folder): it could not be replaced either
-            log.warning(
-                "explorer: start-up cache %s unreadable (%s); computing without it", path, e.strerror or e
-            )
+        except (OSError, CheckpointError) as e:
+            # There but unreadable (permissions; a folder, FIFO or device, which read_bytes refuses
+            # before reading): it could not be replaced either, so nothing is written.
+            reason = getattr(e, "strerror", None) or e
+            log.warning("explorer: start-up cache %s unreadable (%s); computing without it", path, reason)
             state, key = None, None
         if state is not None:
             log.info(
@@ -215,6 +220,13 @@ def _write(path: Path, key: str, state: StartState) -> None:
         "content_sha256": _digest(arrays),
     }
     try:
+        # Into a run folder this process does not own: claimed first, so that a file of the user's
+        # by that name, the installed package or a run another process is writing is left alone.
+        owner.claim_files([path])
+    except ConfigError as e:
+        log.warning("explorer: start-up cache not written (%s); the next start computes it again", e)
+        return
+    try:
         atomic_write_bytes(path, save(arrays, metadata=meta))
     except OSError as e:
         log.warning(
@@ -228,12 +240,13 @@ def _write(path: Path, key: str, state: StartState) -> None:
 
 def _read(path: Path, key: str, test_images: np.ndarray, test_labels: np.ndarray) -> StartState | None:
     """The state saved in `path` for `key`; None when there is none, or it was computed for other
-    inputs, or it is corrupt (one log line); OSError when the file is there but cannot be read."""
+    inputs, or it is corrupt (one log line); OSError or CheckpointError when the file is there but
+    cannot be read (or is no regular file)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return None
     try:

@@ -23,10 +23,13 @@ def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 class ApiError(Exception):
-    """A client-facing error: `status` is a 4xx code, `message` one line saying what to change."""
+    """A client-facing error: `status` is a 4xx code, `message` one line saying what to change.
+    `close`: the answer closes the connection (a request refused before its body was read: what is
+    left of the body would otherwise keep the connection busy)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, close: bool = False):
         message = one_line(message)
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close

@@ -7,6 +7,12 @@ probe head, the denoiser and every generator run (GAN, VAE prior, ...), each opt
 by its role. A missing piece makes its panels unavailable, with the reason in `info()`, and its API
 calls answer 409 with that reason.
 
+A classifier that encodes but does not decode (the semi task) serves as the encoder when the folder
+holds no autoencoder: its test codes are mapped (PCA, computed here), its own head predicts from a
+code, and what needs a decoder (reconstruction, sliders, interpolation, code samplers) is unavailable
+with the reason. `info()` also says what the page opens on (a test digit), whether the run is
+smoke-sized (`runs.smoke_note`) and the scores each sampler's run recorded (`runs.recorded_score`).
+
 Requests take numpy arrays that the app has already checked for type and shape; the values a model
 cannot take (codes out of range, unknown sampler or map) are checked here. Images are (28, 28) float32
 in [0, 1] in, uint8 out. Inference runs under torch.inference_mode, read-only, so the app may call
@@ -24,12 +30,22 @@ import numpy as np
 import torch
 
 from mnistlab import tasks
+from mnistlab.data import datasets
 from mnistlab.data.datasets import add_noise
 from mnistlab.latent import maps as latent
 from mnistlab.models import code_samplers
+from mnistlab.runs import folder as rundir
 from mnistlab.web import cache
 from mnistlab.web.errors import ApiError
-from mnistlab.web.runs import LOAD_ERRORS, find_maps, find_report, find_runs, load_probe_head
+from mnistlab.web.runs import (
+    LOAD_ERRORS,
+    find_maps,
+    find_report,
+    find_runs,
+    load_probe_head,
+    recorded_score,
+    smoke_note,
+)
 
 log = logging.getLogger("mnistlab")
 
@@ -42,6 +58,8 @@ MAX_ROW_SAMPLES = 64  # per digit when every digit is drawn from the same noise:
 MAX_SAMPLE_STEPS = 50
 AE_SAMPLERS = tuple(code_samplers.SAMPLERS)  # uniform, gaussian, gmm
 MAP_AXES = {"latent": "latent", "pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
+START_INDEX = 0  # the test digit the page opens on when its address names none
+HEAD_CHECK = 32  # test digits on which a classifier's own head is checked against its predictions
 
 
 class Explorer:
@@ -59,6 +77,8 @@ class Explorer:
         self.maps: dict[str, np.ndarray] = {}
         self.samplers: dict[str, Any] = {}
         self.probe_accuracy = None
+        self.decoder = None  # the encoder run's decoder; None for a classifier that does not decode
+        self.head_label = "linear probe"  # what predicts on the page: the probe, or the run's own head
         self.dae_sigma = None
         if layout.encoder is not None:
             self._try("encoder", lambda: self._load_ae(layout.encoder, seed, components))
@@ -68,6 +88,7 @@ class Explorer:
             self._try(f"generator:{name}", lambda f=folder: self._load_generator(f))
         if self.ae is None and not self.generators:
             raise ApiError(409, "; ".join(f"{k}: {v}" for k, v in self.missing.items()))
+        self.smoke = smoke_note(self.run_dir, layout)
         log.info("explorer ready in %.1f s (%s)", time.perf_counter() - t0, self.run_dir)
 
     def _try(self, piece: str, load) -> None:
@@ -82,7 +103,9 @@ class Explorer:
     def _load_ae(self, ae_dir: Path, seed: int, components: int) -> None:
         sha = cache.checkpoint_sha256(ae_dir)  # before the weights are read: the cache's key (web/cache.py)
         run = tasks.load_run(ae_dir, role="encoder")
-        run.require("decoder")
+        if "decoder" not in run.roles:
+            self._load_classifier(run, seed)
+            return
         model = _Coder(run.modules("encoder"), run.modules("decoder"))
         # Codes of the test and training digits, their PCA and the fitted samplers: read back from
         # RUN/explorer_cache.safetensors when it was computed for this checkpoint, else computed.
@@ -94,7 +117,7 @@ class Explorer:
         self.code_low, self.code_high = self.test_codes.min(0), self.test_codes.max(0)
         span = np.maximum(self.code_high - self.code_low, 1e-3)
         self.limit_low, self.limit_high = self.code_low - span, self.code_high + span
-        self.ae = model
+        self.ae, self.decoder = model, model.decoder
         self.pca = state.pca  # the PCA of the test codes, to place and decode points
         if d == 2:
             self.maps["latent"] = self.test_codes
@@ -108,6 +131,34 @@ class Explorer:
             self.head, self.probe_accuracy = load_probe_head(ae_dir, d, state.train_codes)
         except LOAD_ERRORS as e:
             self.missing["probe"] = str(e)
+
+    def _load_classifier(self, run: Any, seed: int) -> None:
+        """A run that encodes and classifies but does not decode: its test codes, their PCA map, and
+        its own head (codes -> logits) as the page's predictor. Its code samplers would draw codes
+        nothing can decode, so none is fitted and no training digit is encoded."""
+        run.require("classifier")
+        encoder = run.modules("encoder").eval()
+        test = datasets.load_test(run.exp.data)
+        self.test_images, self.test_labels = test.images.numpy(), test.labels.numpy()  # (N, 28, 28), (N,)
+        with torch.inference_mode():
+            self.test_codes = code_samplers.encode(encoder, test.images)  # (N, d)
+        self.code_low, self.code_high = self.test_codes.min(0), self.test_codes.max(0)
+        span = np.maximum(self.code_high - self.code_low, 1e-3)
+        self.limit_low, self.limit_high = self.code_low - span, self.code_high + span
+        self.ae = _Coder(encoder, None)
+        self.maps["pca"] = latent.pca_map(self.test_codes, seed)  # nothing to invert: a click finds a digit
+        why = f"{run.path} holds a {run.task} run, which has no decoder"
+        self.missing["decoder"] = why
+        self.missing["map:tsne"] = f"no t-SNE map: `mnistlab latent` maps runs with a decoder only ({why})"
+        for name in AE_SAMPLERS:
+            self.missing[f"sampler:{name}"] = f"{why}: codes drawn from a sampler cannot be decoded"
+        self.head_label = f"the {run.task} classifier itself"
+        try:
+            self.head = _own_head(run, encoder, test.images[:HEAD_CHECK])
+        except LOAD_ERRORS as e:
+            self.missing["probe"] = str(e)
+        acc = rundir.read_summary(run.path).get("test", {})
+        self.probe_accuracy = acc.get("accuracy") if isinstance(acc, dict) else None
 
     def _load_dae(self, dae_dir: Path) -> None:
         self.dae = tasks.load_run(dae_dir, role="denoiser")
@@ -125,17 +176,26 @@ class Explorer:
     # ------------------------------------------------------------------------------- checks
 
     def need(self, piece: str) -> None:
-        """409 with the reason if `piece` (encoder, denoiser, probe, generator:NAME) did not load."""
+        """409 with the reason if `piece` (encoder, decoder, denoiser, probe, generator:NAME) did not
+        load."""
         if piece.startswith("generator:"):
             loaded = self.generators.get(piece.split(":", 1)[1])
         else:
-            loaded = {"encoder": self.ae, "denoiser": self.dae, "probe": self.head}[piece]
+            loaded = {"encoder": self.ae, "decoder": self.decoder, "denoiser": self.dae, "probe": self.head}[
+                piece
+            ]
         if loaded is None:
-            reason = (
-                self.missing.get(piece)
-                or self.missing.get("generator" if piece.startswith("generator:") else piece)
-                or self.missing.get("encoder", "the autoencoder is unavailable")
-            )
+            if piece.startswith("generator:"):
+                name = piece.split(":", 1)[1]
+                reason = (
+                    self.missing.get(piece)
+                    or self.missing.get("generator")
+                    or f"no {name} run in {self.run_dir} (train one: `mnistlab train {name}`)"
+                )
+            else:
+                reason = self.missing.get(piece) or self.missing.get(
+                    "encoder", "the autoencoder is unavailable"
+                )
             raise ApiError(409, f"{piece} unavailable: {reason}")
 
     @property
@@ -183,8 +243,14 @@ class Explorer:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes (n, d), checked -> uint8 (n, 28, 28)."""
         codes = self.check_codes(codes)
+        self.need("decoder")
         with torch.inference_mode():
-            return code_samplers.decode(self.ae.decoder, codes)
+            return code_samplers.decode(self.decoder, codes)
+
+    @property
+    def decodable_maps(self) -> tuple[str, ...]:
+        """The maps whose points can be decoded: PCA and a 2-d latent have an inverse, given a decoder."""
+        return ("pca", "latent") if self.decoder is not None else ()
 
     def classify(self, codes: np.ndarray) -> np.ndarray:
         """Codes (n, d) -> the probe's class probabilities (n, 10)."""
@@ -211,7 +277,7 @@ class Explorer:
         for name, pts in self.maps.items():
             if name == "latent":
                 p = code
-            elif name == "pca":
+            elif name == "pca" and self.pca is not None:
                 p = self._pca_points(code[None])[0]
             else:
                 if nearest is None:
@@ -225,7 +291,7 @@ class Explorer:
         """A point of map `name`: decoded on PCA and latent maps (their inverse is known), else the
         nearest test digit."""
         pts = self.check_map(name)
-        if name in ("pca", "latent"):
+        if name in self.decodable_maps:
             if name == "pca":
                 code = self.pca.inverse_transform(np.array([[x, y]])[:, : self.pca.n_components_])
             else:
@@ -308,7 +374,7 @@ class Explorer:
         return {
             "name": name,
             "axis": MAP_AXES.get(name, name),
-            "decodable": name in ("pca", "latent"),
+            "decodable": name in self.decodable_maps,
             "x": np.round(pts[:, 0], 4).tolist(),
             "y": np.round(pts[:, 1], 4).tolist(),
             "labels": self.test_labels.tolist(),
@@ -340,6 +406,8 @@ class Explorer:
             )
             for s in AE_SAMPLERS
         }
+        for s in self.samplers:
+            samplers[s]["score"] = recorded_score(self.layout.encoder, s)
         for name in dict.fromkeys([*self.generator_tasks, *self.layout.generators]):
             folder = self.layout.generators.get(name)
             default = getattr(self.generators.get(name), "samplers", ("prior",))[0]
@@ -348,6 +416,7 @@ class Explorer:
                 "label": f"{name} (its {default})",
                 "run": str(folder) if folder else None,
                 "conditional": bool(self.conditional.get(name)),
+                "score": recorded_score(folder, name, default) if folder else None,
             }
             gen = self.generators.get(name)
             if "steps" in getattr(gen, "options", ()):  # an ODE solver: the page shows a steps slider
@@ -357,9 +426,14 @@ class Explorer:
                 }
                 samplers[name]["trajectory"] = hasattr(gen, "trajectory")
         on = any(v["available"] for v in samplers.values())
-        sampler_panel = {"available": on, "reason": "" if on else "no autoencoder and no generator loaded"}
+        sampler_panel = {
+            "available": on,
+            "reason": ""
+            if on
+            else "no generator run, and no autoencoder whose decoder could decode sampled codes",
+        }
         maps = {
-            m: {"available": True, "decodable": m in ("pca", "latent"), "axis": MAP_AXES.get(m, m)}
+            m: {"available": True, "decodable": m in self.decodable_maps, "axis": MAP_AXES.get(m, m)}
             for m in self.maps
         }
         for key, reason in self.missing.items():
@@ -368,6 +442,9 @@ class Explorer:
         report = find_report(self.run_dir)  # looked up per call: a report may be written while serving
         return {
             "run": str(self.run_dir),
+            "run_name": self.run_dir.resolve().name,
+            "smoke": self.smoke,
+            "start_index": START_INDEX if ae else None,
             "report": report.relative_to(self.run_dir.resolve()).as_posix() if report else None,
             "runs": {
                 "encoder": str(self.layout.encoder) if self.layout.encoder else None,
@@ -376,12 +453,12 @@ class Explorer:
             },
             "panels": {
                 "draw": panel("encoder"),
-                "reconstruct": panel("encoder"),
+                "reconstruct": panel("encoder", "decoder"),
                 "denoise": panel("denoiser"),
                 "classify": panel("encoder", "probe"),
                 "map": panel("encoder"),
-                "sliders": panel("encoder"),
-                "interpolate": panel("encoder"),
+                "sliders": panel("encoder", "decoder"),
+                "interpolate": panel("encoder", "decoder"),
                 "samplers": sampler_panel,
             },
             "latent_dim": self.test_codes.shape[1] if ae else None,
@@ -393,6 +470,7 @@ class Explorer:
             "maps": maps,
             "samplers": samplers,
             "probe_accuracy": self.probe_accuracy,
+            "predictor": self.head_label,
             "dae_sigma": self.dae_sigma,
             "limits": {
                 "max_samples": MAX_SAMPLES,
@@ -406,11 +484,28 @@ class Explorer:
 
 class _Coder(torch.nn.Module):
     """The encoder and decoder of a run as one module with `.encoder` / `.decoder` (what the maps,
-    sliders and samplers call)."""
+    sliders and samplers call); a classifier's run has no decoder (None)."""
 
-    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module, decoder: torch.nn.Module | None):
         super().__init__()
-        self.encoder, self.decoder = encoder.eval(), decoder.eval()
+        self.encoder = encoder.eval()
+        self.decoder = decoder.eval() if decoder is not None else None
+
+
+def _own_head(run: Any, encoder: torch.nn.Module, images: torch.Tensor) -> torch.nn.Module:
+    """A classifier run's last layer, codes (n, d) -> logits (n, 10), so that the page can predict
+    from a code as it does with a probe: the `head` of the run's model, used only once it gives the
+    run's own predictions on `images` (uint8 (n, 28, 28)); else a LOAD_ERRORS error with the reason."""
+    head = getattr(getattr(run, "model", None), "head", None)
+    if not isinstance(head, torch.nn.Module):
+        raise ValueError(f"the {run.task} run exposes no head over its codes to predict with")
+    head = head.eval()
+    with torch.inference_mode():
+        mine = torch.softmax(head(torch.from_numpy(code_samplers.encode(encoder, images))), 1)
+        theirs = run.classify(images)
+    if not torch.allclose(mine, theirs.float(), atol=1e-4):
+        raise ValueError(f"the {run.task} run's head does not give its own predictions from its codes")
+    return head
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:

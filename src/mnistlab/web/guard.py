@@ -1,12 +1,20 @@
 """The explorer's guard against hostile clients: which Host and Origin headers a bind accepts and
 which content types a POST may carry (the middleware `Guard`), so that no other site can drive the
-page's API (DNS rebinding, cross-origin simple POSTs)."""
+page's API (DNS rebinding, cross-origin simple POSTs); and how many connections it holds and how long
+each may take to send its headers (uvicorn's protocol, `timed_protocol`), so that connections held
+open by someone else cannot starve real requests."""
 
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 from collections.abc import Callable
+
+try:
+    import resource
+except ImportError:  # not POSIX (Windows): no limit on open files to raise
+    resource = None
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -142,41 +150,106 @@ def host_policy(bind_host: str | None, port: int | None = None):
 # received cancels that: a client sending its headers a byte at a time, or not at all, held its
 # connection forever (1,100 such connections starved real requests).
 HEADER_TIMEOUT_S = 10.0
-# Connections and requests at once; past it uvicorn answers 503 at once instead of queueing.
-MAX_CONNECTIONS = 200
+# Each connection's time limits (this one, and the bodies' in app.py) are drawn from limit x [1, 1 +
+# TIMEOUT_SPREAD]: connections opened together (by one client, in one burst) are then not all closed,
+# and reopened, in the same instant, a burst that a real request arriving then would wait behind.
+TIMEOUT_SPREAD = 0.25
+
+
+def spread(seconds: float) -> float:
+    """`seconds` stretched by a random factor in [1, 1 + TIMEOUT_SPREAD]."""
+    return seconds * (1 + TIMEOUT_SPREAD * random.random())
+
+
+# Connections held at once. Past it a new connection closes the one that has waited longest for a
+# request's headers (a real client sends them at once, so the idle ones held by someone else go
+# first); when every connection is busy with a request, the new one is closed. Each idle connection
+# costs a few KB, up to MAX_HEADER_BYTES while its headers arrive; past the cap every new connection
+# costs a close and a reopen, so the cap is high. uvicorn's own `limit_concurrency` is not used: it
+# counts idle connections too, so 200 held ones made every real request a 503.
+MAX_CONNECTIONS = 4096
 MAX_HEADER_BYTES = 16 * 1024  # a request's line and headers (h11's own default, stated)
+# File descriptors kept for everything but connections (the run's files, logs, torch's own).
+FD_RESERVE = 128
 
 
-def timed_protocol() -> type:
-    """uvicorn's h11 protocol with HEADER_TIMEOUT_S: a connection whose request headers have not all
-    arrived that long after it opened (or after its last response) is closed."""
+def connection_cap(most: int = MAX_CONNECTIONS) -> int:
+    """Raise this process's soft limit of open files toward `most` + FD_RESERVE (never past the hard
+    limit) and return how many connections it can hold: `most`, or fewer when the limit is lower. A
+    server that runs out of descriptors stops accepting for a second at a time (asyncio), so the cap
+    must stay under the limit."""
+    if resource is None:  # not POSIX: no limit to read or raise
+        return most
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = most + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (OSError, ValueError):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return most
+    return max(1, min(most, soft - FD_RESERVE))
+
+
+def timed_protocol(max_connections: int = MAX_CONNECTIONS) -> type:
+    """uvicorn's h11 protocol with HEADER_TIMEOUT_S (a connection whose request headers have not all
+    arrived that long after it opened, or after its last response, is closed) and at most
+    `max_connections` connections (the oldest one waiting for headers makes room for a new one)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderTimeoutProtocol(H11Protocol):
+    # This server's connections, in the order they began to wait for a request's headers (dicts keep
+    # insertion order; a connection moves to the end each time it begins to wait again).
+    held: dict[H11Protocol, None] = {}
+
+    class GuardedProtocol(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm_header_timer()
+            if len(held) > max_connections:
+                self._make_room()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            # Armed before uvicorn starts a pipelined request (in super()), so that request is not
+            # taken for one still waiting for its headers.
             self._arm_header_timer()
+            super().on_response_complete()
 
         def connection_lost(self, exc) -> None:
             timer = getattr(self, "_header_timer", None)
             if timer is not None:
                 timer.cancel()
+            held.pop(self, None)
             super().connection_lost(exc)
+
+        def waiting(self) -> bool:
+            """No request since the timer was armed: uvicorn starts a new request cycle once a
+            request's headers are complete."""
+            return self.cycle is self._armed_cycle
 
         def _arm_header_timer(self) -> None:
             timer = getattr(self, "_header_timer", None)
             if timer is not None:
                 timer.cancel()
-            # uvicorn starts a new request cycle once a request's headers are complete: the one
-            # current now is the one that must have been replaced when the timer fires.
-            self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._header_timeout, self.cycle)
+            self._armed_cycle = self.cycle
+            self._header_timer = self.loop.call_later(
+                spread(HEADER_TIMEOUT_S), self._header_timeout, self.cycle
+            )
+            held.pop(self, None)
+            held[self] = None
 
         def _header_timeout(self, cycle) -> None:
-            if self.cycle is cycle and not self.transport.is_closing():
+            if self.cycle is cycle:
+                self._close()
+
+        def _make_room(self) -> None:
+            oldest = next((c for c in held if c is not self and c.waiting()), None)
+            (oldest or self)._close()
+
+        def _close(self) -> None:
+            held.pop(self, None)  # at once: the next connection in this tick must not pick it again
+            if not self.transport.is_closing():
                 self.transport.close()
 
-    return HeaderTimeoutProtocol
+    return GuardedProtocol

@@ -6,15 +6,21 @@ Two layouts are accepted:
   RUN/dae/, RUN/gan/, ...);
 - one training run folder of any task.
 The pieces: the encoder (the first run, in stage order, that encodes and decodes and is not a
-denoiser, else the first that encodes and decodes), the denoiser, and every other generator. A piece
-that is missing or fails to load is recorded with the reason; nothing here raises for it. Also the
-run's own page (`find_report`): report.html of a study, else the page of `mnistlab compare`.
+denoiser, else the first that encodes and decodes, else the first that encodes and classifies: a
+classifier's codes are mapped and its own head predicts, with no decoder to reconstruct), the
+denoiser, and every other generator. A piece that is missing or fails to load is recorded with the
+reason; nothing here raises for it. Also the run's own page (`find_report`): report.html of a study,
+else the page of `mnistlab compare`; what the run was trained with (`smoke_note`: a smoke-sized
+preset's numbers are not meaningful); and the scores its summaries record for a sampler
+(`recorded_score`).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +43,15 @@ MAP_FOLDERS = ("latent", "figures/latent")  # where an ae run keeps `mnistlab la
 # The run's page, first found wins: a study's report, then the compare page of a pretrained bundle or a
 # run folder. Fixed names only: the explorer never serves a path a client chose.
 REPORT_PAGES = ("report.html", "report/compare.html", "figures/compare.html", "compare.html")
+# A run trained on fewer images than this is smoke-sized, whatever its preset is called: the report's
+# rule too (report/key_results.py), the quick preset's 12,000-image slice being far below it.
+SMOKE_TRAIN_IMAGES = 40_000
+SMOKE_PRESETS = ("quick",)  # the shipped presets that are smoke runs (configs/quick.toml says so)
 
 
 @dataclass(frozen=True)
 class Layout:
-    encoder: Path | None  # the autoencoder run: encoder, decoder, maps, probe
+    encoder: Path | None  # the autoencoder run: encoder, decoder, maps, probe (or a classifier's run)
     denoiser: Path | None
     generators: dict[str, Path]  # task name -> run folder, in stage order
     missing: dict[str, str]  # piece -> why it is not there
@@ -65,7 +75,8 @@ def _pick(runs: list[tuple[str, Path]]) -> Layout:
     """The pieces among (task, folder) pairs, in stage order."""
     coders = [(t, p) for t, p in runs if {"encoder", "decoder"} <= _roles(t)]
     plain = [(t, p) for t, p in coders if tasks.plain_coder(_roles(t))]
-    encoder = (plain or coders or [(None, None)])[0][1]
+    classifiers = [(t, p) for t, p in runs if {"encoder", "classifier"} <= _roles(t)]
+    encoder = (plain or coders or classifiers or [(None, None)])[0][1]
     denoiser = next((p for t, p in runs if "denoiser" in _roles(t)), None)
     # Every other run that generates: the GANs, and a coder that is neither the encoder nor the
     # denoiser (a VAE beside the autoencoder: its own sampler, the prior, gets a panel).
@@ -184,4 +195,102 @@ def find_report(run_dir: Path) -> Path | None:
                 return path
         except OSError:  # a link loop, a folder we may not read
             continue
+    return None
+
+
+# ------------------------------------------------------------------------------- what the run is
+
+
+def _json(path: Path) -> dict:
+    """A JSON object from `path`, {} when it is missing or unreadable (these are notes, not inputs)."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _preset(run_dir: Path) -> str | None:
+    """The preset a study (run.json) or a training run (the --preset of its command.txt) was made
+    with; None when neither says."""
+    preset = _json(run_dir / "run.json").get("preset")
+    if isinstance(preset, str):
+        return preset
+    try:
+        words = shlex.split((run_dir / "command.txt").read_text())
+    except (OSError, ValueError):
+        return None
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "--preset":
+            return value
+    return next((w.split("=", 1)[1] for w in words if w.startswith("--preset=")), None)
+
+
+def smoke_note(run_dir: Path, layout: Layout) -> dict | None:
+    """{"preset", "runs": [{task, epochs, n_train}], "text"} when the served run is smoke-sized (its
+    preset is one of SMOKE_PRESETS, or a piece of it trained on fewer than SMOKE_TRAIN_IMAGES
+    images), else None. Read from run.json / command.txt and each piece's summary.json."""
+    run_dir = Path(run_dir)
+    folders = [p for p in (layout.encoder, layout.denoiser, *layout.generators.values()) if p is not None]
+    preset = _preset(run_dir) or next((p for p in map(_preset, folders) if p), None)
+    runs = []
+    for folder in folders:
+        summary = _json(folder / "summary.json")
+        n, epochs = summary.get("n_train"), summary.get("epochs")
+        runs.append(
+            {
+                "task": _task(folder) or folder.name,
+                "epochs": epochs if isinstance(epochs, int) else None,
+                "n_train": n if isinstance(n, int) else None,
+            }
+        )
+    named = preset is not None and Path(preset).stem in SMOKE_PRESETS
+    small = [r for r in runs if r["n_train"] is not None and r["n_train"] < SMOKE_TRAIN_IMAGES]
+    if not named and not small:
+        return None
+
+    def sized(r: dict) -> str:
+        parts = [f"{r['epochs']} epoch{'' if r['epochs'] == 1 else 's'}" if r["epochs"] else ""]
+        parts.append(f"{r['n_train']:,} training images" if r["n_train"] else "")
+        return f"{r['task']}: " + ", ".join(p for p in parts if p)
+
+    how = f"the {Path(preset).stem!r} preset" if preset else "a small slice of the data"
+    text = (
+        f"Smoke run: this run was trained with {how} ({'; '.join(sized(r) for r in small or runs)}). "
+        "Its digits, predictions and scores show that every panel works, not what the models reach. "
+        "`mnistlab serve` with no folder opens the runs shipped with mnistlab (default preset)."
+    )
+    return {"preset": preset, "runs": runs, "text": text}
+
+
+SCORE_FIELDS = ("fid_mnist", "precision", "recall", "n_samples")
+
+
+def recorded_score(folder: Path, sampler: str, task_sampler: str | None = None) -> dict | None:
+    """The generation scores a run's summary.json records for `sampler`, as the page shows them beside
+    its grid: {fid_mnist, precision, recall, n_samples, where}; None when it records none.
+
+    Where they are: a generator's own samples under "test" (GAN, cGAN, flow) or under
+    "generation"/<its sampler> (the VAE's prior); the code samplers of an autoencoder under
+    "latent"/"generation"/"rows"/<sampler> (written by `mnistlab latent`)."""
+    summary = _json(Path(folder) / "summary.json")
+    latent = summary.get("latent")
+    places = []
+    if task_sampler is None:  # a code sampler of the encoder run
+        rows = latent.get("generation", {}).get("rows", {}) if isinstance(latent, dict) else {}
+        places.append(
+            (rows.get(sampler) if isinstance(rows, dict) else None, f"latent.generation.rows.{sampler}")
+        )
+    else:
+        generation = summary.get("generation")
+        if isinstance(generation, dict):
+            places.append((generation.get(task_sampler), f"generation.{task_sampler}"))
+        places.append((summary.get("test"), "test"))
+    for table, where in places:
+        if isinstance(table, dict) and isinstance(table.get("fid_mnist"), int | float):
+            score = {k: table[k] for k in SCORE_FIELDS if isinstance(table.get(k), int | float)}
+            sampling = summary.get("sampling")
+            if where == "test" and isinstance(sampling, dict) and isinstance(sampling.get("steps"), int):
+                score["steps"] = sampling["steps"]  # an ODE solver's scores hold at its default steps
+            return {**score, "where": f"{Path(folder).name}/summary.json: {where}"}
     return None

@@ -4,11 +4,11 @@ into RUN/label_efficiency/ (with one encoder, the probe stage's own curve says i
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 from mnistlab.probe.fit import parse_labels_per_class
 from mnistlab.probe.labels import run_code_labels
 from mnistlab.probe.section import labels_section
+from mnistlab.runs import owner
 from mnistlab.study.context import StudyContext
 from mnistlab.study.registry import Stage, register
 
@@ -21,7 +21,7 @@ def run(ctx: StudyContext, resume: bool) -> None:
     if ctx.device:
         exp = dataclasses.replace(exp, linear=dataclasses.replace(exp.linear, device=ctx.device))
     out = ctx.out / FOLDER
-    shutil.rmtree(out, ignore_errors=True)  # a few linear probes per encoder: start over
+    owner.clear(out)  # a few linear probes per encoder: start over (only mnistlab's files go)
     run_code_labels({n: ctx.out / n for n in ctx.encoders()}, exp, counts, out, ctx.progress)
 
 

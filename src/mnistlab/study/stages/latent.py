@@ -3,11 +3,10 @@ their scores, interpolations) into RUN/<autoencoder>/latent/."""
 
 from __future__ import annotations
 
-import shutil
-
 from mnistlab.latent.maps import TSNEConfig
 from mnistlab.latent.run import LatentConfig, run_latent
 from mnistlab.latent.section import latent_section
+from mnistlab.runs import owner
 from mnistlab.study.context import StudyContext
 from mnistlab.study.inputs import plan_fields
 from mnistlab.study.registry import Stage, register
@@ -23,7 +22,8 @@ def run(ctx: StudyContext, resume: bool) -> None:
         maps=plan.latent_maps, n_samples=plan.latent_samples, score=plan.latent_score, tsne=tsne
     )
     enc = ctx.out / ctx.encoder
-    shutil.rmtree(enc / "latent", ignore_errors=True)  # no checkpoint to resume from: start over
+    # No checkpoint to resume from: start over, removing only what mnistlab wrote there (the user's files stay).
+    owner.clear(enc / "latent")
     run_latent(enc, cfg, resolve_device(ctx.device or "auto"), ctx.progress, out=enc / "latent")
 
 

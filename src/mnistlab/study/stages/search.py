@@ -4,7 +4,7 @@ autoencoder stage, which becomes its best trial. Only when the preset's [run] ta
 from __future__ import annotations
 
 from mnistlab.core.config import to_doc
-from mnistlab.search.grid import default_workers, run_grid
+from mnistlab.search.grid import check_objective, default_workers, run_grid
 from mnistlab.search.space import REPORT_GRID, parse_grid
 from mnistlab.study.context import StudyContext
 from mnistlab.study.inputs import plan_fields
@@ -41,6 +41,7 @@ register(
         folder=lambda ctx: SEARCH,
         inputs=inputs,
         include=lambda ctx: ctx.plan.search and ctx.autoencoder is not None,
+        check=lambda ctx: check_objective(ctx.encoder, ctx.plan.search_objective),  # before any stage runs
         exclusive=True,  # its trials run in a worker pool of their own
     )
 )

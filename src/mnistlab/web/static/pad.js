@@ -1,8 +1,11 @@
-// The drawing pad and the upload: what is analysed is always the current source (the pad, or the
-// uploaded file until the pad is drawn on), so a change of the noise sigma re-analyses that source.
-import { $, api, arrowStep, clearCanvas, clearError, count, drawDigit, showError, state, latest, TOUCH } from "./ui.js";
+// The drawing pad and the upload: what is analysed is always the current source (a test digit, the
+// pad, or the uploaded file until the pad is drawn on), so a change of the noise sigma re-analyses
+// that source. The page opens on a test digit (showTestDigit): the digit itself, exactly, with its
+// code, reconstruction, prediction and denoising; the first stroke on the pad replaces it.
+import { $, api, arrowStep, clearCanvas, clearError, count, drawDigit, showError, state, latest, testDigit, TOUCH } from "./ui.js";
+import { url } from "./state.js";
 
-const source = { kind: null, file: null, generation: 0 };  // kind: null | "pad" | "upload"
+const source = { kind: null, file: null, index: null, generation: 0 };  // kind: null | "test" | "pad" | "upload"
 let hooks = {};
 
 export function setupPad(h) {
@@ -13,12 +16,15 @@ export function setupPad(h) {
   let drawing = false, last = null, dirty = false;
   const pos = (e) => { const r = pad.getBoundingClientRect(); return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height]; };
   const send = latest(analyzePad, "draw-error");
+  // A test digit on the pad is replaced by the first stroke, not drawn over.
+  const fresh = () => { if (source.kind === "test") { clearAll(); } };
   const dot = (p) => { ctx.fillStyle = "#fff"; ctx.beginPath(); ctx.arc(p[0], p[1], 9, 0, 2 * Math.PI); ctx.fill(); };
   const line = (a, b) => {
     ctx.strokeStyle = "#fff"; ctx.lineWidth = 18; ctx.lineCap = "round"; ctx.lineJoin = "round";
     ctx.beginPath(); ctx.moveTo(a[0], a[1]); ctx.lineTo(b[0], b[1]); ctx.stroke();
   };
   pad.addEventListener("pointerdown", (e) => {
+    fresh();
     drawing = true; last = pos(e);
     try { pad.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer has nothing to capture */ }
     dot(last); dirty = true; source.kind = "pad";
@@ -55,7 +61,7 @@ export function setupPad(h) {
     } else if (e.key === "Enter" || e.key === " ") {
       e.preventDefault();
       cursor.down = !cursor.down;
-      if (cursor.down) { dot(cursor.p); source.kind = "pad"; } else send();
+      if (cursor.down) { fresh(); dot(cursor.p); source.kind = "pad"; } else send();
       place();
     } else if (e.key === "Escape" && cursor.down) {
       cursor.down = false; place(); send();
@@ -66,8 +72,14 @@ export function setupPad(h) {
 
   $("clear").addEventListener("click", () => { clearAll(); dirty = false; });
   $("sigma").addEventListener("change", () => {
+    url.set("sigma", $("sigma").value);
     if (source.kind === "pad") send();
     else if (source.kind === "upload") latest(() => analyzeBlob(source.file), "draw-error")();
+    else if (source.kind === "test") latest(() => showTestDigit(source.index), "draw-error")();
+  });
+  $("next-digit").addEventListener("click", () => {
+    const n = state.info.n_test, i = source.index === null ? state.info.start_index : source.index + 1;
+    latest(() => showTestDigit(i % n), "draw-error")();
   });
   // A real button opens the file dialog (Tab reaches it, Enter or Space presses it).
   $("upload-button").addEventListener("click", () => $("upload").click());
@@ -92,6 +104,43 @@ export function setupPad(h) {
   $("draw-to-b").addEventListener("click", () => hooks.toEnd("b", state.drawn, state.drawn.what));
 }
 
+// Test digit `index` as the current source: shown on the pad and, exactly as the test set holds it
+// (no resizing), as the model sees it, with its reconstruction, prediction and denoising.
+export async function showTestDigit(index) {
+  const p = state.info.panels;
+  const item = await testDigit(index);
+  source.kind = "test"; source.index = item.index; source.file = null; source.generation += 1;
+  const generation = source.generation;
+  const sigma = Number($("sigma").value);
+  const [recon, probs, noise] = await Promise.all([
+    p.reconstruct.available ? api("/api/decode", { code: item.code }) : null,
+    p.classify.available ? api("/api/classify", { code: item.code }) : null,
+    p.denoise.available ? api("/api/denoise", { image: item.image, sigma, seed: 0 }) : null,
+  ]);
+  if (generation !== source.generation) return item;  // replaced meanwhile
+  showOnPad(item.image);
+  drawDigit($("seen"), item.image);
+  for (const id of ["recon", "noisy", "denoised"]) clearCanvas($(id));
+  if (recon) drawDigit($("recon"), recon.image);
+  if (noise) { drawDigit($("noisy"), noise.noisy); drawDigit($("denoised"), noise.denoised); }
+  showProbs(probs || {});
+  const what = `test digit #${item.index} (a ${item.label})`;
+  $("pad-source").textContent = `Showing ${what}. Draw to replace it, upload a photo, or take the next one.`;
+  state.drawn = { code: item.code, image: item.image, index: item.index, what };
+  enableUse(true);
+  url.set("digit", item.index);
+  count(document.body, "analyses");
+  hooks.redrawMap();
+  return item;
+}
+
+// The buttons that pass the current digit on, each only where its panel can take it.
+function enableUse(on) {
+  const p = state.info.panels;
+  $("draw-to-sliders").disabled = !(on && p.sliders.available);
+  $("draw-to-a").disabled = $("draw-to-b").disabled = !(on && p.interpolate.available);
+}
+
 function analyzePad() {
   if (source.kind !== "pad") return Promise.resolve();  // queued before an upload replaced the drawing
   // The generation is taken now, not in toBlob's (asynchronous) callback: an upload that lands in
@@ -103,13 +152,14 @@ function analyzePad() {
 // Clear: the pad, what was computed from it, and the drawing's place on the map.
 function clearAll() {
   source.kind = null; source.file = null; source.generation += 1;
+  $("pad-source").textContent = "";
   clearCanvas($("pad"));
   for (const id of ["seen", "recon", "noisy", "denoised"]) clearCanvas($(id));
   $("prediction").textContent = "–";
   delete $("prediction").dataset.digit;
   $("probs").textContent = "";
   state.drawn = null;
-  for (const id of ["draw-to-sliders", "draw-to-a", "draw-to-b"]) $(id).disabled = true;
+  enableUse(false);
   clearError("draw-error");
   hooks.redrawMap();
 }
@@ -124,12 +174,19 @@ async function analyzeBlob(blob, uploaded, generation = source.generation) {
   for (const id of ["recon", "noisy", "denoised"]) clearCanvas($(id));
   if (out.reconstruction) drawDigit($("recon"), out.reconstruction);
   if (out.denoised) { drawDigit($("noisy"), out.noisy); drawDigit($("denoised"), out.denoised); }
-  showProbs(out);
-  if (out.code) {
-    state.drawn = { code: out.code, image: out.input, positions: out.positions, what: uploaded ? "uploaded digit" : "drawn digit" };
-    for (const id of ["draw-to-sliders", "draw-to-a", "draw-to-b"]) $(id).disabled = false;
-    hooks.redrawMap();
+  if (!out.code && state.info.panels.classify.available) {
+    // A classifier without a decoder: /api/analyze stops at the missing reconstruction, so the digit
+    // as the model sees it is classified on its own.
+    const c = await api("/api/classify", { image: out.input });
+    if (generation !== source.generation) return;
+    Object.assign(out, c);
   }
+  showProbs(out);
+  $("pad-source").textContent = uploaded ? "Showing your upload, as the model sees it: draw on it, or clear the pad." : "";
+  state.drawn = null;
+  if (out.code) state.drawn = { code: out.code, image: out.input, positions: out.positions, what: uploaded ? "uploaded digit" : "drawn digit" };
+  enableUse(Boolean(out.code));
+  hooks.redrawMap();
 }
 
 // The uploaded digit, as the model sees it, smoothly scaled onto the pad: drawing continues on it.
