@@ -143,6 +143,10 @@ def test_empty_space_and_missing_file(tmp_path):
 def test_objectives():
     assert objective_of("val_loss").direction == "minimize" and objective_of("val_loss").per_epoch
     assert objective_of("probe_acc").direction == "maximize" and not objective_of("probe_acc").per_epoch
+    # What the classifier and semi tasks log is an accuracy: higher is better, so it is maximised.
+    assert objective_of("val_accuracy").direction == "maximize" and objective_of("val_accuracy").per_epoch
+    assert objective_of("val_noisy_mse").direction == "minimize"
+    assert objective_of("val_accuracy").better(0.99, 0.98) and objective_of("val_loss").better(0.1, 0.2)
     with pytest.raises(ConfigError, match="--objective"):
         objective_of("accuracy")
 

@@ -128,7 +128,8 @@ def _add_search_parser(sub) -> None:
         metavar="OBJECTIVE",
         type=objective,
         help="val_loss: best validation loss (minimised; any val_* metric the task logs works, e.g. "
-        "val_recon_nll for a VAE); probe_acc: logistic regression on the frozen codes, fit on train, "
+        "val_recon_nll for a VAE, and accuracies such as val_accuracy are maximised); probe_acc: "
+        "logistic regression on the frozen codes, fit on train, "
         "scored on validation (maximised; tasks with an encoder)",
     )
     s.add_argument("--out", type=Path, help="search folder [runs/search-<task>-<preset>]")

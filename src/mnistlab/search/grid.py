@@ -66,13 +66,20 @@ class Objective:
         return a < b if self.direction == "minimize" else a > b
 
 
+# Validation metrics where higher is better (by the last part of the name): a search maximises them;
+# every other val_* metric (losses, errors, distances) is minimised.
+HIGHER_IS_BETTER = ("acc", "accuracy", "psnr", "ssim", "precision", "recall")
+
+
 def objective_of(name: str) -> Objective:
     if name == "probe_acc":
         return Objective(name, "maximize", per_epoch=False)
     if name.startswith("val_"):
-        return Objective(name, "minimize", per_epoch=True)
+        higher = name.rsplit("_", 1)[-1] in HIGHER_IS_BETTER
+        return Objective(name, "maximize" if higher else "minimize", per_epoch=True)
     raise ConfigError(
-        f"--objective {name!r}: use val_loss (or another val_* metric, minimised) or probe_acc (maximised)"
+        f"--objective {name!r}: use val_loss (or another val_* metric: accuracies maximised, losses "
+        "minimised) or probe_acc (maximised)"
     )
 
 
