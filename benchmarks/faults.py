@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sessions import session_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Relative difference accepted: a stage's torch thread count changes the last digits of its sums (the
@@ -63,21 +65,6 @@ def run_to_end(out: Path, preset: str) -> tuple[int, float]:
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
     return proc.returncode, time.perf_counter() - t0
-
-
-def session_processes(sid: int) -> list[int]:
-    """Live processes of session `sid` (zombies excluded), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def stop_at(out: Path, preset: str, delay: float, signum: int) -> dict[str, Any]:

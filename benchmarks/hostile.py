@@ -51,6 +51,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.sessions import session_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
     **os.environ,
@@ -1385,21 +1387,6 @@ def build_fixtures(root: Path, run: Callable[..., dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------- running one process
-
-
-def session_processes(sid: int) -> list[int]:
-    """Live processes of session `sid` (zombies excluded), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def cmdline(pid: int) -> str:

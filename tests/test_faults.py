@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from benchmarks.sessions import session_processes
 
 from mnistlab import cli
 from mnistlab.core.errors import ConfigError, WorkersDied, os_error_line
@@ -192,22 +193,6 @@ def test_a_closed_stdout_is_a_quiet_exit(idx_dir):
 # --------------------------------------------------------------------------------------- signals
 
 
-def _session_processes(sid: int) -> list[int]:
-    """Processes of session `sid` still alive (zombies excluded)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session
-            found.append(int(entry.name))
-    return found
-
-
 def _wait_for(predicate, seconds: float, step: float = 0.2) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -254,7 +239,7 @@ def test_sigterm_stops_a_study_and_its_workers_and_exits_143(idx_dir, tmp_path):
 
         assert _wait_for(both_running, 180), finish(proc, 60)
         # The stages' own processes exist (main, fork server, two stages) before the signal.
-        assert _wait_for(lambda: len(_session_processes(proc.pid)) >= 4, 60), _session_processes(proc.pid)
+        assert _wait_for(lambda: len(session_processes(proc.pid)) >= 4, 60), session_processes(proc.pid)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         code, _, err = finish(proc, 60)
@@ -263,7 +248,7 @@ def test_sigterm_stops_a_study_and_its_workers_and_exits_143(idx_dir, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert code == 143, err[-3000:]
     assert "rerun the same command to resume" in one_line(err)
-    assert _wait_for(lambda: not _session_processes(proc.pid), 15), _session_processes(proc.pid)
+    assert _wait_for(lambda: not session_processes(proc.pid), 15), session_processes(proc.pid)
     state = json.loads((out / "run.json").read_text())
     assert state["status"] == "failed"
     assert {e["name"]: (e["status"], e["error"]) for e in state["stages"]} == {
