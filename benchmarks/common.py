@@ -18,14 +18,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mnistlab.core import host
 from mnistlab.models.dropout import FastDropout
+from mnistlab.training.loop import isa_cap_allows_bf16
 
 # The issue's budget (issue 36): the default study within 1,800 s on a host whose two cores' fp32
 # matmul peak is 158 GFLOP/s, scaled by this host's own peak at 2 threads.
 BUDGET_SECONDS, BUDGET_PEAK_GFLOPS, BUDGET_THREADS = 1800.0, 158.0, 2
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which its bf16 instructions are not used: a host with
-# bf16 units emulating one without them.
-NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def tutorial_model(model: nn.Module) -> nn.Module:
@@ -98,7 +96,7 @@ def bf16_units(flags: list[str] | tuple[str, ...]) -> str:
     away, "no" where it has none."""
     if not any(f in flags for f in BF16_FLAGS):
         return "no"
-    return "hidden" if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISAS else "yes"
+    return "yes" if isa_cap_allows_bf16() else "hidden"  # the rule train.amp=auto follows
 
 
 def peak_at(

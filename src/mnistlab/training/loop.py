@@ -134,12 +134,17 @@ _BF16_ISAS = (
 )
 
 
+def isa_cap_allows_bf16() -> bool:
+    """Whether ONEDNN_MAX_CPU_ISA (unset: no cap) leaves oneDNN its bfloat16 kernels."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return not cap or cap.startswith(_BF16_ISAS)
+
+
 def cpu_has_bf16() -> bool:
     """Whether bfloat16 runs in hardware here (AVX512-BF16 or AMX, and oneDNN not capped below them by
     ONEDNN_MAX_CPU_ISA). Without it oneDNN converts in software and bf16 autocast runs several times
     slower than fp32 (docs/guide.md)."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if cap and not cap.startswith(_BF16_ISAS):
+    if not isa_cap_allows_bf16():
         return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
