@@ -81,6 +81,19 @@ def test_an_exclusive_stage_runs_alone():
     assert _at(events, "start", "x") > _at(events, "end", "search")
 
 
+@pytest.mark.skipif(stage_pool.WIDEN is None, reason="no signal to widen a stage with here")
+def test_a_stage_gone_before_it_is_widened_is_collected_not_a_crash(monkeypatch):
+    # The last stage can end (and be reaped by the fork server) between "it runs alone" and the signal.
+    def gone(pid, sig):
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(stage_pool.os, "kill", gone)
+    jobs = {"a": (_nap, (0.0,)), "b": (_nap, (0.0,))}
+    events, error, _ = _graph(["a", "b"], {"b": ["a"]}, 2, jobs)
+    assert error is None
+    assert [e[:2] for e in events] == [("start", "a"), ("end", "a"), ("start", "b"), ("end", "b")]
+
+
 def test_a_failure_is_the_stages_own_error_and_stops_new_starts():
     jobs = {"bad": (_fail, ("no such thing",)), "later": (_nap, (0.0,))}
     events, error, _ = _graph(["bad", "later"], {}, 1, jobs)

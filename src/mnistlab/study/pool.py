@@ -14,6 +14,7 @@ if any; the error itself travels back (pickled), so the parent raises what the s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -170,7 +171,11 @@ def run_graph(
                 if name not in widened:
                     widened.add(name)
                     log.info("%s runs alone now: %d threads", name, worker_threads(1))
-                    os.kill(proc.pid, WIDEN)
+                    # Only while its sentinel is not ready: the process (or its zombie) still holds its
+                    # pid. It can end and be reaped between the two: the wait below collects it.
+                    if not wait([proc.sentinel], timeout=0):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(proc.pid, WIDEN)
             for sentinel in wait(list(running)):
                 name, proc, receive = running.pop(sentinel)
                 outcome = _collect(name, proc, receive)
