@@ -18,11 +18,13 @@ from mnistlab.data.augment import AugmentConfig
 from mnistlab.data.datasets import DataConfig, Split, load
 from mnistlab.latent.run import LatentConfig, run_latent
 from mnistlab.models.semi import SemiNet, SemiNetConfig
+from mnistlab.plots.content import RunFolder
 from mnistlab.probe.config import ProbeExperiment
 from mnistlab.probe.labels import run_code_labels
 from mnistlab.report import key_results
 from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks import load_experiment
+from mnistlab.tasks import semi as semi_task
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
 from mnistlab.training.semi import (
@@ -111,6 +113,7 @@ def test_labelled_subset_is_balanced_deterministic_and_hashed():
         ("semi.batch_labelled=5", "semi.batch_labelled"),
         ("augment.rotation=400", "augment.rotation"),
         ("model.width=0", "model.width"),
+        ("semi.prior_epochs=-1", "semi.prior_epochs"),
     ],
 )
 def test_bad_settings_are_one_line_errors(item, match):
@@ -140,8 +143,10 @@ def _task(exp, train: Split, labelled, val: Split) -> SemiTask:
     return SemiTask(exp, train, labelled, val, CPU)
 
 
-def test_step_changes_weights_and_reads_no_label_beyond_the_subset():
-    exp = tiny_exp("semi.threshold_floor=0")  # every pseudo-label accepted at the start: both losses
+@pytest.mark.parametrize("prior", ["0", "1"])  # label propagation's prior reads the subset's labels only
+def test_step_changes_weights_and_reads_no_label_beyond_the_subset(prior):
+    # Every pseudo-label accepted at the start: both losses.
+    exp = tiny_exp("semi.threshold_floor=0", f"semi.prior_epochs={prior}")
     data = load(exp.data)
     labelled = draw_labelled(data.train.labels, exp.semi)
     hidden = torch.ones(len(data.train), dtype=torch.bool)
@@ -168,6 +173,25 @@ def test_step_changes_weights_and_reads_no_label_beyond_the_subset():
     for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()):
         assert torch.equal(a, b)
     assert int(runs[0].state.steps) == 3 and (runs[0].state.confident_class >= -1).all()
+
+
+def test_the_prior_gives_the_first_pseudo_labels_and_fades_out():
+    exp = tiny_exp("semi.prior_epochs=1", "semi.dist_align=false")
+    data = load(exp.data)
+    labelled = draw_labelled(data.train.labels, exp.semi)
+    task = _task(exp, data.train, labelled, data.val)
+    assert task.prior.shape == (len(data.train), 10) and task.prior_steps == 3  # 320 images, batches of 128
+    # Label propagation from 30 labels beats chance by far on 320 MNIST images.
+    assert (task.prior.argmax(1) == data.train.labels.long()).float().mean() > 0.5
+    index = torch.arange(len(data.train))
+    weak = task._views(data.train.images, strong=False)
+    classes, _ = task._pseudo_labels(weak, index)
+    assert torch.equal(classes, task.prior.argmax(1))  # step 0: the prior alone
+    task.state.steps.fill_(3)  # faded out: the teacher alone
+    classes, _ = task._pseudo_labels(weak, index)
+    task.teacher.train()
+    with torch.no_grad():
+        assert torch.equal(classes, task.teacher(weak).argmax(1))
 
 
 def test_labelled_images_in_the_unlabelled_stream_learn_their_own_label():
@@ -204,7 +228,7 @@ class CrashAt:
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
-    exp = tiny_exp("train.epochs=3")
+    exp = tiny_exp("train.epochs=3", "semi.prior_epochs=2")  # the crash falls inside the prior's fade
     data = load(exp.data)
     labelled = draw_labelled(data.train.labels, exp.semi)
     loop_split = Split(data.train.images, torch.arange(len(data.train)))
@@ -263,6 +287,10 @@ def test_train_load_and_evaluate_round_trip(tmp_path):
         tmp_path / "run" / "checkpoints" / "last.safetensors", summary["checkpoint_sha256"]
     )
     assert any(k.startswith("module/final/") for k in tensors)
+    # The report section says what the run used: the quick preset's label propagation prior.
+    state = {"stages": [{"name": "run", "status": "done"}]}
+    sec = semi_task.report_section(RunFolder(tmp_path, state, {"run": frozenset({"classifier"})}), "run")
+    assert not sec.missing and "label propagation" in sec.intro and "over 1 epoch)" in sec.intro
 
 
 def test_latent_maps_a_semi_run_without_a_decoder(tmp_path):

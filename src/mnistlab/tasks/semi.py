@@ -14,7 +14,7 @@ import torch
 from mnistlab.core.task_catalog import spec_fields
 from mnistlab.data.datasets import load
 from mnistlab.models.semi import SemiNet
-from mnistlab.plots.content import RunFolder, Section, Table, num, pct
+from mnistlab.plots.content import RunFolder, Section, Table, num, pct, read_toml
 from mnistlab.runs import folder as rundir
 from mnistlab.tasks import RoleError, TaskSpec, TrainedRun, as_images, register
 from mnistlab.training.semi import (
@@ -79,12 +79,20 @@ def report_section(run: RunFolder, stage: str) -> Section:
     s = run.json(f"{stage}/summary.json")
     lab = s.get("labels", {})
     per_class = lab.get("labels_per_class")
+    config = read_toml(run.root / stage / "config.toml")  # tables [semi.model], [semi.semi], ...
+    prior = config.get("semi", {}).get("semi", {}).get("prior_epochs", 0)
+    prior_text = (
+        f", the first pseudo-labels guided by label propagation from the labelled images (faded out "
+        f"over {num(prior)} epoch{'' if prior == 1 else 's'})"
+        if isinstance(prior, (int, float)) and prior > 0
+        else ""
+    )
     sec.intro = (
         f"A classifier trained on {num(lab.get('n_labelled'))} labelled training images "
         f"({'every label' if per_class is None else f'{per_class} per class'}, label seed "
         f"{lab.get('label_seed')}) and the other {num((s.get('n_train') or 0) - (lab.get('n_labelled') or 0))} "
-        f"without their labels: FixMatch-style consistency with class-wise thresholds and a mean teacher, "
-        f"{num(s.get('steps'))} steps in {num(s.get('train_seconds'))} s. The last model is reported "
+        f"without their labels: FixMatch-style consistency with class-wise thresholds and a mean teacher"
+        f"{prior_text}, {num(s.get('steps'))} steps in {num(s.get('train_seconds'))} s. The last model is reported "
         "(fixed schedule, no early stopping, no validation label used)."
     )
     rows = [
@@ -104,15 +112,19 @@ def report_section(run: RunFolder, stage: str) -> Section:
 # The network of the presets: the third block's map flattened into a 128-unit code (docs/semi.md, try
 # H); model.hidden's own default, 0 (global average pooling), keeps runs made before it loadable.
 DEFAULT_MODEL = {"hidden": 128}
+# Label propagation's prior on the pseudo-labels, faded out over the first 3 epochs (docs/semi.md,
+# third round); semi.prior_epochs's own default, 0, keeps runs made before it as they were trained.
+DEFAULT_SEMI = {"prior_epochs": 3}
 
 PRESETS = {
-    "default": {"train": DEFAULT_TRAIN, "model": DEFAULT_MODEL},
-    "seed": {"train": DEFAULT_TRAIN, "model": DEFAULT_MODEL},  # the report has no semi model: the default
+    "default": {"train": DEFAULT_TRAIN, "model": DEFAULT_MODEL, "semi": DEFAULT_SEMI},
+    # The report has no semi model: the default.
+    "seed": {"train": DEFAULT_TRAIN, "model": DEFAULT_MODEL, "semi": DEFAULT_SEMI},
     "quick": {  # a smoke run: 5,000 + 1,000 images, 2 epochs
         "data": {"train_limit": 5000, "test_limit": 1000},
         "model": DEFAULT_MODEL,
         "train": {**DEFAULT_TRAIN, "epochs": 2},
-        "semi": {"bn_images": 2000, "val_images": 500},
+        "semi": {"bn_images": 2000, "val_images": 500, "prior_epochs": 1},
     },
 }
 

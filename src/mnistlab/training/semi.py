@@ -35,7 +35,7 @@ from mnistlab.models.semi import SemiNet, SemiNetConfig
 from mnistlab.plots.figures import plot_curves
 from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import save_checkpoint
-from mnistlab.training import run_folder
+from mnistlab.training import label_propagation, run_folder
 from mnistlab.training.loop import TrainConfig
 
 N_CLASSES = 10
@@ -57,6 +57,7 @@ class SemiConfig:
     da_momentum: float = 0.99
     lambda_u: float = 1.0  # weight of the unlabelled loss
     known_labels: bool = True  # a labelled image met in the unlabelled stream learns its own label
+    prior_epochs: float = 0.0  # label propagation's prior on the pseudo-labels, faded out over these epochs
     ema: float = 0.99  # decay of the teacher's weights (the evaluated model)
     momentum: float = 0.9  # SGD with Nesterov momentum, lr and weight decay from [train]
     bn_images: int = 10_000  # BatchNorm statistics re-estimated on this many weak views at the end
@@ -74,6 +75,7 @@ class SemiConfig:
         check_float(self.da_momentum, "semi.da_momentum", 0, 1, high_open=True)
         check_float(self.lambda_u, "semi.lambda_u", 0, 100)
         check_bool(self.known_labels, "semi.known_labels")
+        check_float(self.prior_epochs, "semi.prior_epochs", 0, 10_000)
         check_float(self.ema, "semi.ema", 0, 1, high_open=True)
         check_float(self.momentum, "semi.momentum", 0, 1, high_open=True)
         check_int(self.bn_images, "semi.bn_images", 0, 10_000_000, "0 = keep the teacher's statistics")
@@ -202,6 +204,14 @@ class SemiTask:
             self.known[idx] = self.labelled_labels
         self.known = self.known.to(device)
         self.val = val.take(slice(0, min(self.cfg.val_images, len(val))))
+        # (N, 10) label propagation's class probabilities of every training image, from the labelled
+        # subset alone; faded out over the first `prior_epochs` epochs of steps.
+        steps_per_epoch = -(-len(train) // exp.train.batch_size)
+        self.prior_steps = self.cfg.prior_epochs * steps_per_epoch
+        self.prior = None
+        if self.prior_steps > 0:
+            codes = label_propagation.pca_codes(train.images)
+            self.prior = label_propagation.propagate(codes, idx, self.labelled_labels).to(device)
         self.eval_batch_size = exp.train.eval_batch_size
 
     def _views(self, x_u8: torch.Tensor, strong: bool) -> torch.Tensor:
@@ -230,6 +240,10 @@ class SemiTask:
             st.mean_prob.mul_(cfg.da_momentum).add_(prob.mean(0), alpha=1 - cfg.da_momentum)
             prob = prob / st.mean_prob
             prob = prob / prob.sum(1, keepdim=True)
+        fade = 1.0 - float(st.steps) / self.prior_steps if self.prior is not None else 0.0
+        if fade > 0:  # a product of the teacher and the prior, the prior's weight falling from 1 to 0
+            logp = (1 - fade) * prob.clamp_min(1e-8).log() + fade * self.prior[index].clamp_min(1e-8).log()
+            prob = logp.softmax(1)
         conf, cls = prob.max(1)
         if not cfg.flex:
             return cls, conf >= cfg.threshold
@@ -373,9 +387,9 @@ def train_semi(exp: SemiExperiment, out: Path, resume: bool = False, progress: b
     n = len(data.train)
     # The loop's split: images with their index where a label would be (no class reaches the step).
     loop_split = Split(data.train.images, torch.arange(n))
+    cpu0 = time.process_time()  # the label propagation prior (built with the task) counts as training
     task = SemiTask(exp, data.train, labelled, data.val, device)
     run_dir = run_folder.prepare(out, exp, "semi", resume)
-    cpu0 = time.process_time()
     result = run_folder.fit_plain(task, loop_split, exp, run_dir, "semi", resume, progress)
     if result is None:
         return {}
