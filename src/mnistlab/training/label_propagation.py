@@ -3,7 +3,7 @@ local and global consistency"; the graph and class-mass normalisation as in Isce
 
 The semi task uses it as a prior for its first pseudo-labels: a network trained on 100 labels gives
 its first confident labels by the style of the few images it has seen (a crossed 7 read as a 2 when
-no labelled 7 is crossed), and those labels, once learned, are never undone. Neighbours in pixel
+no labelled 7 is crossed), and those labels, once learned, are seldom undone. Neighbours in pixel
 space (PCA) link a style to its class through the images in between, which no labelled image needs
 to show. Pure functions: images and the labelled subset in, class probabilities out.
 """
