@@ -13,7 +13,6 @@ the end: overall and per-digit scores (share read as each digit, FID-MNIST again
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from mnistlab.runs import folder as rundir
 from mnistlab.tasks import TaskSpec, TrainedRun, register
 from mnistlab.training import gan_run, run_folder
 from mnistlab.training.gan import GANTask, GANTrainConfig, fixed_noise
-from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit, total_steps
 
 log = logging.getLogger("mnistlab")
 
@@ -170,7 +169,7 @@ def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool =
     """Train the cGAN of `exp` into run folder `out`; score it per digit and draw its figures."""
     data, device = run_folder.start(exp)
     train_split = gan_run.merged(data) if exp.gan.merge_test else data.train
-    total = math.ceil(len(train_split) / exp.train.batch_size) * exp.train.epochs
+    total = total_steps(len(train_split), exp.train)
     task = cgan_task(
         CGAN(exp.model),
         exp.train,

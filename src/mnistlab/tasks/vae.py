@@ -15,7 +15,6 @@ second stage when there is one; "stage1": N(0, I) as the code; or samplers fitte
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ from mnistlab.tasks.ae import AutoencoderRun
 from mnistlab.tasks.dae import load_baseline
 from mnistlab.training import run_folder
 from mnistlab.training.denoise import InitConfig
-from mnistlab.training.loop import TrainConfig, conv_channels_last, make_optimizer
+from mnistlab.training.loop import TrainConfig, conv_channels_last, make_optimizer, total_steps
 from mnistlab.training.reference import load_reference
 from mnistlab.training.variational import evaluate_vae, refit_code_prior
 
@@ -185,7 +184,7 @@ def train(
         ae = base[2].to(device)
         codes = torch.from_numpy(encode(ae.encoder, data.train.images, device))  # (N, d)
         warm_start(model, ae.encoder, ae.decoder, codes, where=f"init.from_baseline: {base[0]}: ")
-    total = math.ceil(len(data.train) / exp.train.batch_size) * exp.train.epochs
+    total = total_steps(len(data.train), exp.train)
     task = VAETask(model, exp, data.val, device, total)
     run_dir = run_folder.prepare(out, exp, SPEC.name, resume)
     result = run_folder.fit_plain(task, data.train, exp, run_dir, SPEC.name, resume, progress, on_epoch_end)

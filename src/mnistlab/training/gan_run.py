@@ -33,7 +33,7 @@ from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.training import run_folder
 from mnistlab.training.gan import GANDivergedError, GANTask, GANTrainConfig, fixed_noise, generate
-from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit, resolve_device
+from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit, resolve_device, total_steps
 from mnistlab.training.reference import load_reference
 
 log = logging.getLogger("mnistlab")
@@ -138,7 +138,7 @@ def train_gan(exp: Any, out: Path, resume: bool = False, progress: bool = True) 
     if len(train) == 0:
         raise ConfigError("no training images (check data.train_limit)")
     gan = build_model("report_gan", exp.model)
-    total = math.ceil(len(train) / exp.train.batch_size) * exp.train.epochs
+    total = total_steps(len(train), exp.train)
     task = GANTask(gan, exp.train, exp.gan, device, total, None if exp.gan.merge_test else data.val)
     run_dir = run_folder.prepare(out, exp, "gan", resume)
     main = distributed.current().is_main

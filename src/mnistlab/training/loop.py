@@ -250,6 +250,16 @@ class FitResult:
     precision: str = "float32"  # of the training step: "float32", or "bf16" (autocast)
 
 
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Steps in one epoch of `n_images` in batches of `batch_size`: the last batch may be short."""
+    return math.ceil(n_images / batch_size)
+
+
+def total_steps(n_images: int, cfg: TrainConfig) -> int:
+    """Steps of the whole run, every epoch included (what a schedule or a fade is counted in)."""
+    return steps_per_epoch(n_images, cfg.batch_size) * cfg.epochs
+
+
 def fit(
     task: TrainTask,
     train: Split,
@@ -291,19 +301,19 @@ def fit(
     reduced = getattr(task, "metrics_reduced", False)  # the task averaged its step metrics itself
 
     writer = _tensorboard(run_dir) if main else None
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    epoch_steps = steps_per_epoch(len(train), cfg.batch_size)
+    run_steps = epoch_steps * cfg.epochs
     # Seconds run on from the last kept epoch's, so a resumed run's rows and total count all its time.
     earlier = float(history[-1].get("seconds", 0.0)) if history else 0.0
     seen, t0 = 0, time.perf_counter()
     saved = start_epoch if ckpt is not None and start_epoch else 0  # the last epoch checkpointed
     # The time left over every epoch still to train, from the steps this process has taken (their
     # validation and epoch-end work included once an epoch has ended): nothing before the first step.
-    left = console.Remaining(total_steps, step)
+    left = console.Remaining(run_steps, step)
     # The start line of a run folder of its own (config.toml written by rundir.prepare); a probe's
     # many small fits into sub-folders stay quiet, their stage says what they are.
     if main and run_dir is not None and (run_dir / "config.toml").is_file():
-        log.info("%s", _start_line(cfg, len(train), steps_per_epoch, start_epoch, run_dir, task))
+        log.info("%s", _start_line(cfg, len(train), epoch_steps, start_epoch, run_dir, task))
     try:
         for epoch in range(start_epoch, cfg.epochs):
             for m in task.modules.values():
@@ -311,13 +321,13 @@ def fit(
             sums: dict[str, float] = {}
             n_epoch = 0
             bar = tqdm(
-                total=steps_per_epoch,
+                total=epoch_steps,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
                 disable=not console.bars(progress) or not main,
                 leave=False,
             )
             for idx in batches(len(train), cfg.batch_size, _epoch_generator(cfg.seed, epoch)):
-                factor = lr_factor(cfg.schedule, step, total_steps, cfg.warmup)
+                factor = lr_factor(cfg.schedule, step, run_steps, cfg.warmup)
                 for opt in task.optimizers.values():
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor

@@ -36,7 +36,7 @@ from mnistlab.plots.figures import plot_curves
 from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import save_checkpoint
 from mnistlab.training import label_propagation, run_folder
-from mnistlab.training.loop import TrainConfig
+from mnistlab.training.loop import TrainConfig, steps_per_epoch
 
 N_CLASSES = 10
 MAX_PER_CLASS = 1_000_000
@@ -206,8 +206,7 @@ class SemiTask:
         self.val = val.take(slice(0, min(self.cfg.val_images, len(val))))
         # (N, 10) label propagation's class probabilities of every training image, from the labelled
         # subset alone; faded out over the first `prior_epochs` epochs of steps.
-        steps_per_epoch = -(-len(train) // exp.train.batch_size)
-        self.prior_steps = self.cfg.prior_epochs * steps_per_epoch
+        self.prior_steps = self.cfg.prior_epochs * steps_per_epoch(len(train), exp.train.batch_size)
         self.prior = None
         if self.prior_steps > 0:
             codes = label_propagation.pca_codes(train.images)
