@@ -86,6 +86,19 @@ def with_train(exp, **changes):
 
 
 TINY_RUN_PRESET = Path(__file__).parent / "presets" / "tiny.toml"
+# A seconds-long semi-supervised run on the quick preset (a classifier with an encoder and no
+# decoder): 400 MNIST training images (320 train / 80 val), 100 test, 2 epochs of 3 steps.
+SEMI_TINY = [
+    "data.train_limit=400",
+    "data.test_limit=100",
+    "train.epochs=2",
+    "train.batch_size=128",
+    "train.device=cpu",
+    "semi.labels_per_class=3",
+    "semi.batch_labelled=20",
+    "semi.bn_images=200",
+    "semi.val_images=50",
+]
 
 
 @pytest.fixture(scope="session")

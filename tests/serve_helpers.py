@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import SEMI_TINY
+
 AE = [
     "data.train_limit=400",
     "data.test_limit=150",
@@ -32,19 +34,7 @@ GAN = [
     "gan.grid_epochs=1",
     "gan.grid_size=4",
 ]
-# A seconds-long semi-supervised run (a classifier with an encoder and no decoder): 320 training
-# images, 100 test, 2 epochs of 3 steps (tests/test_semi.py's TINY).
-SEMI = [
-    "data.train_limit=400",
-    "data.test_limit=100",
-    "train.epochs=2",
-    "train.batch_size=128",
-    "train.device=cpu",
-    "semi.labels_per_class=3",
-    "semi.batch_labelled=20",
-    "semi.bn_images=200",
-    "semi.val_images=50",
-]
+SEMI = SEMI_TINY  # a seconds-long semi-supervised run
 # The explorer's JSON POST routes, which the fuzz tests post random bodies to.
 JSON_ROUTES = [
     "/api/encode",

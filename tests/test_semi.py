@@ -35,23 +35,12 @@ from mnistlab.training.semi import (
     recalibrate_bn,
     train_semi,
 )
-from tests.conftest import assert_one_line_error, write_dataset
+from tests.conftest import SEMI_TINY, assert_one_line_error, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU = torch.device("cpu")
-# 400 MNIST training images (320 train / 80 val), 100 test, 2 epochs of 3 steps.
-TINY = [
-    "data.train_limit=400",
-    "data.test_limit=100",
-    "train.epochs=2",
-    "train.batch_size=128",
-    "train.device=cpu",
-    "semi.labels_per_class=3",
-    "semi.batch_labelled=20",
-    "semi.bn_images=200",
-    "semi.val_images=50",
-]
+TINY = SEMI_TINY  # 400 MNIST training images (320 train / 80 val), 100 test, 2 epochs of 3 steps
 
 
 def tiny_exp(*extra: str):
