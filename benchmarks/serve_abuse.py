@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.serve_latency import build_study
+from benchmarks.servers import wait_until_listening
 
 SERVER = (
     "import logging, sys; from pathlib import Path; logging.basicConfig(level=logging.INFO); "
@@ -61,12 +62,8 @@ def start_server(run_dir: Path) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.DEVNULL,
         text=True,
     )
-    for line in proc.stderr:  # logging goes to stderr
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
-            return proc, int(m.group(1))
-    raise RuntimeError(f"the server exited with {proc.wait()} before listening")
+    port, _ = wait_until_listening(proc)
+    return proc, port
 
 
 def request(

@@ -18,7 +18,6 @@ import http.client
 import io
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.servers import wait_until_listening
 
 
 def build_study(root: Path) -> Path:
@@ -84,14 +85,9 @@ def start_server(run_dir: Path, threads: int) -> tuple[subprocess.Popen, int, fl
     proc = subprocess.Popen(
         cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=os.environ.copy()
     )
-    ready = ""
-    for line in proc.stderr:  # logging goes to stderr
-        if "explorer ready" in line:
-            ready = line.strip()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if m:
-            return proc, int(m.group(1)), time.perf_counter() - t0, ready
-    raise RuntimeError(f"the server exited with {proc.wait()} before listening")
+    port, lines = wait_until_listening(proc)
+    ready = next((line.strip() for line in reversed(lines) if "explorer ready" in line), "")
+    return proc, port, time.perf_counter() - t0, ready
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,6 +40,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.servers import wait_until_listening
+
 try:
     import psutil
 except ImportError:  # optional: /proc is read instead
@@ -87,12 +89,8 @@ def start_server(run_dir: Path | None, home: Path, fd_soft: int) -> tuple[subpro
     proc = subprocess.Popen(
         cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, preexec_fn=limits
     )
-    for line in proc.stderr:  # logging goes to stderr
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
-            return proc, int(m.group(1))
-    raise RuntimeError(f"the server exited with {proc.wait()} before listening")
+    port, _ = wait_until_listening(proc)
+    return proc, port
 
 
 class Load:
