@@ -19,12 +19,14 @@ from mnistlab import cli, tasks
 from mnistlab.core.errors import ConfigError
 from mnistlab.data.datasets import DataConfig, load
 from mnistlab.latent import sample as sampling
-from mnistlab.models.cgan import CGAN, CGANConfig
+from mnistlab.models.cgan import CGAN, CGANConfig, warm_start
+from mnistlab.models.gan import GAN, GANConfig
 from mnistlab.plots.content import RunFolder
 from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks import cgan
 from mnistlab.training.gan import fixed_noise
+from mnistlab.training.gan_run import load_gan
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
 from tests.conftest import assert_one_line_error, write_dataset
@@ -311,3 +313,82 @@ def test_summary_scores_every_digit_and_the_report_shows_them(tmp_path):
     assert summary["aux_classifier"] is False and "class head" not in sec.intro
     (run / "summary.json").write_text(json.dumps({**again, "aux_classifier": True}))
     assert "projection discriminator with a class head" in tasks.get("cgan").report(folder, "cgan").intro
+
+
+def test_a_cgan_started_from_a_gan_is_that_gan_for_every_digit():
+    """models/cgan.warm_start: G's and D's layers copied, the label's weights at 0, so the pair starts
+    as the GAN whatever the digit; a step then moves the label's weights (they learn)."""
+    torch.manual_seed(0)
+    gan = GAN(GANConfig()).eval()
+    model = CGAN(CGANConfig(aux_classifier=True)).eval()
+    warm_start(model, gan.generator, gan.discriminator)
+    z, x = torch.randn(6, 100), torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        for digit in (0, 7):
+            y = torch.full((6,), digit)
+            assert torch.allclose(model.generator(z, y), gan.generator(z), atol=1e-6)
+            assert torch.allclose(model.discriminator.logits(x, y), gan.discriminator.logits(x), atol=1e-5)
+    model.train()
+    loss = model.discriminator.logits(model.generator(z, torch.arange(6)), torch.arange(6)).sum()
+    loss.backward()
+    assert model.generator.net.net[0].weight.grad[:, 100:].abs().sum() > 0
+    assert model.discriminator.embed.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="the GAN's noise has 100 values, this cGAN's 64"):
+        warm_start(CGAN(CGANConfig(noise_dim=64)), gan.generator, gan.discriminator)
+    with pytest.raises(ValueError, match="LeakyReLU slope 0.2, this cGAN's 0.1"):
+        warm_start(CGAN(CGANConfig(leak=0.1)), gan.generator, gan.discriminator)
+
+
+def test_init_from_gan_starts_from_the_runs_networks_and_refuses_other_runs(tiny_runs, tmp_path):
+    gan_run, cgan_run = tiny_runs
+    exp = tasks.load_experiment("cgan", "seed", [*TINY, "train.epochs=1", "init.from_gan=true"])
+    with pytest.raises(
+        ConfigError, match=r"init.from_gan=true needs the GAN to start from: --gan-run GAN_RUN"
+    ) as e:
+        cgan.train(exp, tmp_path / "a", progress=False)
+    assert_one_line_error(e)
+    with pytest.raises(
+        ConfigError, match=r"--gan-run .* holds a cgan run; give a run of `mnistlab train gan`"
+    ):
+        cgan.train(exp, tmp_path / "b", progress=False, gan_run=cgan_run)
+    with pytest.raises(ConfigError, match="is not a run folder"):
+        cgan.train(exp, tmp_path / "c", progress=False, gan_run=tmp_path)
+    assert not any((tmp_path / n).exists() for n in "abc")
+    model = cgan.build_cgan(exp, cgan.gan_to_start_from(exp, gan_run), gan_run)
+    _, trained = load_gan(gan_run)
+    z = torch.randn(4, 100)
+    with torch.no_grad():
+        assert torch.allclose(model.eval().generator(z, torch.arange(4)), trained.generator(z), atol=1e-6)
+    assert cgan.run_inputs(exp) == {"gan_run": "gan"}
+    assert cgan.run_inputs(tasks.load_experiment("cgan", "seed", TINY)) == {}
+
+
+def test_the_cli_passes_gan_to_the_cgan_only(tiny_runs, tmp_path, capsys):
+    gan_run = tiny_runs[0]
+    out = tmp_path / "warm"
+    args = [
+        "-q",
+        "train",
+        "cgan",
+        "--preset",
+        "seed",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--gan-run",
+        str(gan_run),
+    ]
+    sets = [a for o in [*TINY, "train.epochs=1", "init.from_gan=true"] for a in ("--set", o)]
+    assert cli.main([*args, *sets]) == 0
+    assert rundir.read_summary(out)["started_from"] == str(gan_run)
+    folder = RunFolder(
+        tmp_path, {"stages": [{"name": "warm", "status": "done"}]}, {"warm": frozenset({"generator"})}
+    )
+    assert f"started from the GAN run {gan_run}" in cgan.report_section(folder, "warm").intro
+    assert (
+        cli.main(
+            ["-q", "train", "ae", "--preset", "seed", "--gan-run", str(gan_run), "--out", str(tmp_path / "x")]
+        )
+        == 2
+    )
+    assert_one_line_error(capsys, "--gan-run is for tasks cgan, not ae")

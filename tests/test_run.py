@@ -176,6 +176,20 @@ def test_a_stage_that_reads_the_autoencoder_needs_it_in_the_study(tmp_path, monk
     assert ran == (["vae", "gan"] if name == "vae" else [])
 
 
+def test_a_cgan_started_from_the_gan_reads_the_studys_gan_stage(tmp_path):
+    """`cgan.init.from_gan`: the study's gan stage is read (it finishes first, and a change to it
+    reruns the cGAN); a study without a gan stage is told so before any stage runs."""
+    sets = ["run.tasks=ae,gan,cgan", "cgan.init.from_gan=true"]
+    ctx = StudyContext(tmp_path / "r", PRESET, RunPlan(tasks=("ae", "gan", "cgan")), split_overrides(sets))
+    stages = registry.planned(ctx)
+    assert {s.name: s.reads(ctx) for s in stages}["cgan"] == ("gan",)
+    with pytest.raises(ConfigError, match=r"^cgan reads the study's gan stage.*add one to run.tasks \(gan\)"):
+        pipeline.run_study(
+            tmp_path / "r", PRESET, ["run.tasks=ae,cgan", "cgan.init.from_gan=true"], progress=False
+        )
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(
     "override, rerun",
     [

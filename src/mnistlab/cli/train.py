@@ -79,6 +79,13 @@ def add_parsers(sub) -> None:
         "the same noisy test images; with --set init.from_baseline=true a DAE or VAE starts from "
         "its weights)",
     )
+    train.add_argument(
+        "--gan-run",
+        type=Path,
+        metavar="GAN_RUN",
+        help=f"tasks {task_help.with_option('gan_run')}: a run of `mnistlab train gan` to start from, with "
+        "--set init.from_gan=true (its networks, the digit's weights added at 0)",
+    )
     add_json(train, "the run folder and its test metrics")
     train.set_defaults(func=cmd_train)
 
@@ -179,6 +186,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "baseline" not in spec.options:
             raise ConfigError(f"--baseline is for tasks {_with_option('baseline')}, not {spec.name}")
         options["baseline"] = args.baseline
+    if args.gan_run is not None:
+        if "gan_run" not in spec.options:
+            raise ConfigError(f"--gan-run is for tasks {_with_option('gan_run')}, not {spec.name}")
+        options["gan_run"] = args.gan_run
     exp = tasks.load_experiment(spec.name, args.preset, experiment_overrides(args))
     out = args.out or Path("runs") / f"{spec.name}-{Path(args.preset).stem}"
     # Under torchrun (WORLD_SIZE > 1): join the process group; rank 0 writes the run folder and prints.

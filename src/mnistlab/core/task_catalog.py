@@ -136,6 +136,7 @@ BUILT_IN: dict[str, TaskEntry] = {
             "the report's GAN conditioned on the digit (sample --digit d)",
             roles=frozenset({"generator"}),
             order=45,
+            options=("gan_run",),  # a GAN run to start from (init.from_gan)
             conditional=True,
             val_metrics=("d_real", "d_fake"),
             samplers=("prior",),

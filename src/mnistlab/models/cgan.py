@@ -126,6 +126,30 @@ class CGAN(nn.Module):
         return self.generator(z, y)
 
 
+def warm_start(cgan: CGAN, generator: Generator, discriminator: Discriminator) -> None:
+    """Start `cgan` from the report's unconditional GAN (models/gan.py), which it extends: every layer
+    of G and D copied, the label's columns of G's first layer and D's projection embedding at 0, so
+    that the pair starts as that GAN whatever the digit and learns the label from there. The class
+    head (model.aux_classifier) keeps its fresh weights. A GAN of another noise length or leak is a
+    ValueError."""
+    g_first, mine = generator.net[0], cgan.generator.net.net[0]  # Linear(noise -> 1152)
+    if g_first.in_features != cgan.generator.noise_dim:
+        raise ValueError(
+            f"the GAN's noise has {g_first.in_features} values, this cGAN's {cgan.generator.noise_dim}"
+        )
+    leak, own = discriminator.features[1].negative_slope, cgan.discriminator.net.features[1].negative_slope
+    if leak != own:
+        raise ValueError(f"the GAN's discriminator has LeakyReLU slope {leak}, this cGAN's {own}")
+    with torch.no_grad():
+        rest = {k: v for k, v in generator.state_dict().items() if not k.startswith("net.0.")}
+        cgan.generator.net.load_state_dict({**cgan.generator.net.state_dict(), **rest})
+        mine.weight.zero_()
+        mine.weight[:, : g_first.in_features] = g_first.weight  # (1152, noise + embed): label columns 0
+        mine.bias.copy_(g_first.bias)
+        cgan.discriminator.net.load_state_dict(discriminator.state_dict())
+        cgan.discriminator.embed.weight.zero_()
+
+
 def digit_labels(n: int, digit: int | None = None) -> torch.Tensor:
     """(n,) digits: all `digit`, or 0, 1, ..., 9, 0, 1, ... (equal shares, one digit per grid column)."""
     return torch.arange(n) % N_CLASSES if digit is None else torch.full((n,), digit, dtype=torch.long)

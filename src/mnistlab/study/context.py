@@ -22,10 +22,15 @@ def study_tasks(plan: RunPlan) -> list[str]:
     return list(dict.fromkeys(plan.tasks))
 
 
+def provider_of(names: list[str], kind: str) -> str | None:
+    """The first of `names` whose runs serve as a run of `kind` (TaskSpec.provides)."""
+    return next((n for n in names if kind in tasks.get(n).provides), None)
+
+
 def autoencoder_of(names: list[str]) -> str | None:
-    """The first of `names` whose runs serve as an autoencoder run (TaskSpec.provides): the study's
-    autoencoder, which the probe and latent stages read and a denoiser compares with."""
-    return next((n for n in names if "autoencoder" in tasks.get(n).provides), None)
+    """The study's autoencoder among `names`, which the probe and latent stages read and a denoiser
+    compares with: the first that serves as an autoencoder run."""
+    return provider_of(names, "autoencoder")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class StudyContext:
     @property
     def trained(self) -> list[str]:
         return study_tasks(self.plan)
+
+    def provider(self, kind: str) -> str | None:
+        """The study's stage whose run serves as a run of `kind` (tasks.RUN_KINDS), or None."""
+        return provider_of(self.trained, kind)
 
     @property
     def autoencoder(self) -> str | None:

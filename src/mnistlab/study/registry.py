@@ -172,34 +172,42 @@ SEARCH = "search"  # the stage whose best trial becomes the study's autoencoder 
 
 def task_stage(spec: tasks.TaskSpec) -> Stage:
     """The stage that trains task `spec` into RUN/<name>/ as `mnistlab train` would. It reads the
-    study's autoencoder stage when its config asks for an autoencoder run (TaskSpec.run_inputs), and,
-    when it is that autoencoder and the plan searches, the search, whose best trial it becomes."""
+    study's stage of each kind of run its config asks for (TaskSpec.run_inputs: the autoencoder a
+    denoiser compares with, the GAN a conditional GAN starts from), and, when it is the study's
+    autoencoder and the plan searches, the search, whose best trial it becomes."""
     name = spec.name
 
     def searched(ctx: StudyContext) -> bool:
         return ctx.plan.search and name == ctx.autoencoder
 
+    def sources(ctx: StudyContext) -> dict[str, tuple[str, str | None]]:
+        """option -> (kind of run, the study's stage that provides it or None)."""
+        return {
+            option: (kind, ctx.provider(kind))
+            for option, kind in spec.run_inputs(ctx.experiment(name)).items()
+        }
+
     def reads(ctx: StudyContext) -> tuple[str, ...]:
         wanted = (SEARCH,) if searched(ctx) else ()
-        if spec.run_inputs(ctx.experiment(name)) and ctx.autoencoder not in (None, name):
-            wanted += (ctx.autoencoder,)
-        return wanted
+        stages = (stage for _, stage in sources(ctx).values() if stage not in (None, name))
+        return wanted + tuple(dict.fromkeys(stages))
 
     def run(ctx: StudyContext, resume: bool) -> None:
         target = ctx.out / name
         if searched(ctx):
             return _copy_best_trial(ctx.out / SEARCH, target)
         exp = ctx.experiment(name)
-        options = {option: ctx.out / ctx.encoder for option in spec.run_inputs(exp)}
+        options = {option: ctx.out / stage for option, (_, stage) in sources(ctx).items()}
         spec.train(exp, target, resume=resume, progress=ctx.progress, **options)
 
     def check(ctx: StudyContext) -> None:
-        if spec.run_inputs(ctx.experiment(name)) and ctx.autoencoder is None:
-            can = ", ".join(s.name for s in tasks.all_tasks() if "autoencoder" in s.provides) or "none"
-            raise ConfigError(
-                f"{name} reads the study's autoencoder stage (its study settings start it from "
-                f"it, or compare with it): add one to run.tasks ({can})"
-            )
+        for kind, stage in sources(ctx).values():
+            if stage is None:
+                can = ", ".join(s.name for s in tasks.all_tasks() if kind in s.provides) or "none"
+                raise ConfigError(
+                    f"{name} reads the study's {kind} stage (its study settings start it from "
+                    f"it, or compare with it): add one to run.tasks ({can})"
+                )
 
     return Stage(
         name=name,

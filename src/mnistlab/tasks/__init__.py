@@ -35,8 +35,9 @@ log = logging.getLogger("mnistlab")
 ROLES = ("encoder", "decoder", "generator", "denoiser", "classifier")
 # The kinds of trained run a task's `train` can read (TaskSpec.run_inputs) and a task's runs can serve
 # as (TaskSpec.provides): "autoencoder" is a plain autoencoder run that a denoiser compares with and
-# starts from, a VAE starts from, and the study's probe and latent stages read.
-RUN_KINDS = ("autoencoder",)
+# starts from, a VAE starts from, and the study's probe and latent stages read; "gan" is a run of the
+# report's unconditional GAN, which a conditional GAN starts from.
+RUN_KINDS = ("autoencoder", "gan")
 ENTRY_POINT_GROUP = "mnistlab.tasks"
 
 
@@ -52,7 +53,7 @@ class TaskSpec:
     report(run, stage) -> plots.content.Section: the task's part of the study report.
     run_inputs(exp) -> {option: kind}: the trained runs its `train` reads under config `exp`, by the
         option that takes the folder and the kind of run (RUN_KINDS); `mnistlab run` passes its
-        stage of that kind, `mnistlab train` the user's --baseline.
+        stage of that kind, `mnistlab train` the user's --baseline (autoencoder) or --gan-run (gan).
     provides: the kinds of run (RUN_KINDS) its runs can serve as.
     sample_options: the SampleRequest fields beyond sampler, n, seed and digit that its generator reads
         (`mnistlab sample --steps/--guidance`); its generator lists them as `options` too.

@@ -23,20 +23,21 @@ from safetensors.torch import save
 from torch import nn
 
 from mnistlab.core import distributed
-from mnistlab.core.errors import check_float, check_int
+from mnistlab.core.errors import ConfigError, check_bool, check_float, check_int
 from mnistlab.core.fsio import atomic_write_bytes
 from mnistlab.core.task_catalog import spec_fields
 from mnistlab.data.datasets import DataConfig, Split
 from mnistlab.metrics.collapse import detect_collapse
 from mnistlab.metrics.generation import score_samples
-from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, digit_labels, generate
+from mnistlab.models.cgan import CGAN, N_CLASSES, CGANConfig, digit_labels, generate, warm_start
 from mnistlab.models.code_samplers import SampleRequest, check_sampler
 from mnistlab.plots import gan as gan_figures
 from mnistlab.plots.content import RunFolder, Section, Table, num, pct, precision, score_table
 from mnistlab.plots.figures import plot_curves
 from mnistlab.runs import folder as rundir
-from mnistlab.tasks import TaskSpec, TrainedRun, register
-from mnistlab.training import gan_run, run_folder
+from mnistlab.tasks import TaskSpec, TrainedRun, get, load_run_config, register
+from mnistlab.training import gan_run as gan_steps
+from mnistlab.training import run_folder
 from mnistlab.training.gan import GANTask, GANTrainConfig, fixed_noise
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig, amp_mode, fit, total_steps
 
@@ -56,12 +57,22 @@ class CGANTrainConfig:
 
 
 @dataclass(frozen=True)
+class CGANInitConfig:
+    # Start from a GAN run's networks (`--gan-run GAN_RUN`; in the study, its gan stage): models/cgan.warm_start.
+    from_gan: bool = False
+
+    def __post_init__(self):
+        check_bool(self.from_gan, "init.from_gan")
+
+
+@dataclass(frozen=True)
 class CGANExperiment:
     data: DataConfig = field(default_factory=DataConfig)
     model: CGANConfig = field(default_factory=CGANConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # train.lr is the generator's
     gan: GANTrainConfig = field(default_factory=GANTrainConfig)  # the GAN's recipe, as its [gan.gan]
     cgan: CGANTrainConfig = field(default_factory=CGANTrainConfig)
+    init: CGANInitConfig = field(default_factory=CGANInitConfig)
 
 
 def grid_inputs(size: int, noise_dim: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +135,7 @@ def digit_images(train: Split) -> list[torch.Tensor]:
 def evaluate(run_dir: Path, exp: CGANExperiment, device: torch.device) -> dict[str, Any]:
     """`mnistlab eval`: the final equal-share samples redrawn from the same noise and rescored."""
     G = CGANRun(SPEC, run_dir, exp, device).model.generator
-    return gan_run.rescore(
+    return gan_steps.rescore(
         run_dir, exp, device, finish, G, lambda data, train: (data.test, digit_images(train))
     )
 
@@ -135,9 +146,9 @@ class DigitWatch:
     def __init__(self, task: cgan_task, exp: CGANExperiment, run_dir: Path, scorer: Any, train: Split):
         g, nd, dev, seed = exp.gan, exp.model.noise_dim, task.device, exp.train.seed
         self.task, self.exp, self.run_dir, self.scorer = task, exp, run_dir, scorer
-        self.grid = grid_inputs(g.grid_size, nd, seed + gan_run.GRID_STREAM, dev)
+        self.grid = grid_inputs(g.grid_size, nd, seed + gan_steps.GRID_STREAM, dev)
         n = max(g.eval_samples if scorer else 0, exp.cgan.check_samples)
-        self.z, self.y = fixed_noise(n, nd, seed + gan_run.EVAL_STREAM, dev), digit_labels(n)
+        self.z, self.y = fixed_noise(n, nd, seed + gan_steps.EVAL_STREAM, dev), digit_labels(n)
         self.real, self.warned = digit_images(train), []
 
     def __call__(self, epoch: int, row: dict[str, Any]) -> None:
@@ -155,7 +166,7 @@ class DigitWatch:
                 self.run_dir / "grids" / f"epoch_{epoch:03d}.safetensors", save({"images": grid.contiguous()})
             )
             if self.scorer is not None and g.eval_samples:
-                row.update(gan_run.score_scalars(self.scorer.score(samples[: g.eval_samples])))
+                row.update(gan_steps.score_scalars(self.scorer.score(samples[: g.eval_samples])))
         classes = self.scorer.classes(samples) if self.scorer is not None else None
         history = rundir.read_history(self.run_dir) + [row]
         warnings, stats = collapse_checks(samples, labels, classes, self.real, history, self.exp)
@@ -165,13 +176,52 @@ class DigitWatch:
             self.warned.append(f"epoch {epoch}: {w}")
 
 
-def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train the cGAN of `exp` into run folder `out`; score it per digit and draw its figures."""
+def load_gan_networks(run_dir: Path) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) of a finished run of a task whose runs serve as a GAN run (the
+    generator with its averaged weights where the run kept them): what init.from_gan starts from."""
+    task, _ = load_run_config(run_dir)  # not a run folder: a one-line error
+    if "gan" not in get(task).provides:
+        raise ConfigError(f"--gan-run {run_dir} holds a {task} run; give a run of `mnistlab train gan`")
+    _, gan = gan_steps.load_gan(run_dir)
+    return gan.generator, gan.discriminator
+
+
+def gan_to_start_from(exp: CGANExperiment, gan_run: Path | None) -> tuple[nn.Module, nn.Module] | None:
+    """With init.from_gan, the networks of GAN run `gan_run` (a one-line error if it is missing or not
+    a GAN run); else None."""
+    if not exp.init.from_gan:
+        return None
+    if gan_run is None:
+        raise ConfigError("init.from_gan=true needs the GAN to start from: --gan-run GAN_RUN")
+    return load_gan_networks(Path(gan_run))
+
+
+def build_cgan(exp: CGANExperiment, start: tuple[nn.Module, nn.Module] | None, where: Path | None) -> CGAN:
+    """The cGAN of `exp` (its weights drawn from the seeded RNG), extended from `start`'s networks."""
+    model = CGAN(exp.model)
+    if start is not None:
+        try:
+            warm_start(model, *start)
+        except ValueError as e:
+            raise ConfigError(f"init.from_gan: {where}: {e}") from None
+    return model
+
+
+def train(
+    exp: CGANExperiment,
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    gan_run: Path | None = None,
+) -> dict:
+    """Train the cGAN of `exp` into run folder `out` (from GAN run `gan_run` with init.from_gan); score
+    it per digit and draw its figures."""
+    start = gan_to_start_from(exp, gan_run)  # a bad GAN run fails before the data loads
     data, device = run_folder.start(exp)
-    train_split = gan_run.merged(data) if exp.gan.merge_test else data.train
+    train_split = gan_steps.merged(data) if exp.gan.merge_test else data.train
     total = total_steps(len(train_split), exp.train)
     task = cgan_task(
-        CGAN(exp.model),
+        build_cgan(exp, start, gan_run),
         exp.train,
         exp.gan,
         device,
@@ -184,7 +234,7 @@ def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool =
     if resume and rundir.checkpoint_path(run_dir).exists():
         task.step = rundir.read_run_checkpoint(run_dir)[1]["step"]  # R1 / noise / G-average schedules
     scoring = exp.gan.eval_samples or exp.gan.final_samples or exp.cgan.check_samples
-    scorer = gan_run.Scorer(data, exp.data, train_split, device, progress) if scoring and main else None
+    scorer = gan_steps.Scorer(data, exp.data, train_split, device, progress) if scoring and main else None
     watch = DigitWatch(task, exp, run_dir, scorer, train_split)  # called on rank 0 only
     base = {
         "task": SPEC.name,
@@ -193,6 +243,7 @@ def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool =
         "device": str(device),
         "amp": amp_mode(exp.train, device),
         "aux_classifier": exp.model.aux_classifier,
+        **({"started_from": str(gan_run)} if exp.init.from_gan else {}),
     }
     try:
         result = fit(
@@ -200,7 +251,7 @@ def train(exp: CGANExperiment, out: Path, resume: bool = False, progress: bool =
         )
     except NonFiniteLossError as e:
         if main:
-            gan_run.draw_figures(run_dir, None, None)
+            gan_steps.draw_figures(run_dir, None, None)
             rundir.write_summary(
                 run_dir, {**base, "status": "diverged", "error": str(e), "collapse_warnings": watch.warned}
             )
@@ -225,15 +276,15 @@ def finish(
     g, bs, nd, seed = exp.gan, exp.train.eval_batch_size, exp.model.noise_dim, exp.train.seed
     device = next(G.parameters()).device
     labels = digit_labels(g.final_samples)
-    samples = generate(G, fixed_noise(g.final_samples, nd, seed + gan_run.FINAL_STREAM, device), labels, bs)
-    z, grid_y = grid_inputs(g.grid_size, nd, seed + gan_run.GRID_STREAM, device)
+    samples = generate(G, fixed_noise(g.final_samples, nd, seed + gan_steps.FINAL_STREAM, device), labels, bs)
+    z, grid_y = grid_inputs(g.grid_size, nd, seed + gan_steps.GRID_STREAM, device)
     grid = generate(G, z, grid_y, bs)
     if not len(samples):
         samples, labels = grid, grid_y.cpu()
     out, scores, classes = {}, None, None
     if scorer is not None and g.final_samples:
         scores, classes = scorer.score(samples, nearest_train=True), scorer.classes(samples)
-        out.update(test=gan_run.jsonable(scores), n_samples_scored=len(samples), per_digit=[])
+        out.update(test=gan_steps.jsonable(scores), n_samples_scored=len(samples), per_digit=[])
         for d in range(N_CLASSES):  # the share read as d; FID-MNIST etc. against d's test images (k = 3)
             mine, real_d = labels == d, test.take(test.labels == d)
             row = {
@@ -259,7 +310,7 @@ def finish(
         log.warning("final samples: possible collapse: %s", w)
     out["collapse"] = {"collapsed": bool(warnings), "warnings": warnings, "stats": stats}
     figures = Path(run_dir) / "figures"
-    gan_run.draw_figures(run_dir, None, scores)  # curves, grids by epoch (one row per digit), histogram
+    gan_steps.draw_figures(run_dir, None, scores)  # curves, grids by epoch (one row per digit), histogram
     gan_figures.sample_grid(
         grid,
         figures / "samples_final.png",
@@ -310,6 +361,11 @@ def load_run(run_dir: Path, exp: CGANExperiment, device: torch.device) -> CGANRu
     return CGANRun(SPEC, run_dir, exp, device)
 
 
+def run_inputs(exp: CGANExperiment) -> dict[str, str]:
+    """With init.from_gan the cGAN starts from a GAN run."""
+    return {"gan_run": "gan"} if exp.init.from_gan else {}
+
+
 def report_section(run: RunFolder, stage: str) -> Section:
     sec = Section(stage, "Conditional GAN")
     sec.missing = run.not_run(stage, "conditional GAN result")
@@ -318,9 +374,10 @@ def report_section(run: RunFolder, stage: str) -> Section:
     s = run.json(f"{stage}/summary.json")
     test, stats = s.get("test", {}), s.get("collapse", {}).get("stats", {})
     head = " with a class head as in AC-GAN" if s.get("aux_classifier") else ""
+    start = f", started from the GAN run {s['started_from']}," if s.get("started_from") else ""
     sec.intro = (
         f"The report's GAN conditioned on the digit (label embedding concatenated to the noise, projection "
-        f"discriminator{head}), trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
+        f"discriminator{head}){start} trained {num(s.get('epochs'))} epochs on {num(s.get('n_train'))} images in "
         f"{num(s.get('train_seconds'))} s{precision(s)} (status {s.get('status')})."
     )
     if test:
@@ -410,5 +467,6 @@ SPEC = register(
         evaluate=evaluate,
         presets=PRESETS,
         report=report_section,
+        run_inputs=run_inputs,
     )
 )

@@ -99,5 +99,6 @@ SPEC = register(
         load=load_run,
         evaluate=evaluate,
         report=report_section,
+        provides=frozenset({"gan"}),
     )
 )
