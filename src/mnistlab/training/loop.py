@@ -206,13 +206,13 @@ def make_optimizer(
     # Tensors, or param-group dicts (fine-tuning gives groups their own lr); lists, read twice below.
     params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]
     extra = {} if betas is None else {"betas": tuple(betas)}
-    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay, **extra, **_kernel(params))
+    opt = kinds[cfg.optimizer](params, lr=lr, weight_decay=cfg.weight_decay, **extra, **adam_kernel(params))
     for group in opt.param_groups:
         group["base_lr"] = group["lr"]  # the schedule scales this; saved with the optimizer state
     return opt
 
 
-def _kernel(params: list) -> dict[str, bool]:
+def adam_kernel(params: list) -> dict[str, bool]:
     """Adam's fused kernel where the parameters' device has one: one pass over each tensor instead of
     a dozen elementwise ops, a faster optimizer step on the CPU (`benchmarks/adam_kernels.py`),
     the same update up to float rounding (~1e-7 after 300 steps); the per-tensor loop elsewhere."""

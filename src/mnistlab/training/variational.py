@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from mnistlab.data.datasets import Split, to_float
 from mnistlab.metrics import images as metrics
 from mnistlab.models.vae import VAE, CodePrior, beta_at, kl_per_dimension, reconstruction_nll
-from mnistlab.training.loop import lr_factor
+from mnistlab.training.loop import adam_kernel, lr_factor
 from mnistlab.training.progress import bars
 
 
@@ -40,7 +40,8 @@ def fit_code_prior(
     n, d = mu.shape
     device = stage.log_gamma.device
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(stage.parameters(), lr=lr, weight_decay=0.0, foreach=True)
+    params = list(stage.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **adam_kernel(params))
     total, step, rows = epochs * math.ceil(n / batch_size), 0, []
     stage.train()
     for epoch in tqdm(range(epochs), desc="second stage", disable=not bars(progress), leave=False):
