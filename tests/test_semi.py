@@ -103,6 +103,7 @@ def test_labelled_subset_is_balanced_deterministic_and_hashed():
         ("augment.rotation=400", "augment.rotation"),
         ("model.width=0", "model.width"),
         ("semi.prior_epochs=-1", "semi.prior_epochs"),
+        ("semi.prior_floor=1", "semi.prior_floor"),
     ],
 )
 def test_bad_settings_are_one_line_errors(item, match):
@@ -181,6 +182,39 @@ def test_the_prior_gives_the_first_pseudo_labels_and_fades_out():
     task.teacher.train()
     with torch.no_grad():
         assert torch.equal(classes, task.teacher(weak).argmax(1))
+
+
+def test_the_prior_floor_keeps_the_prior_in_the_pseudo_labels_to_the_end():
+    exp = tiny_exp("semi.prior_epochs=1", "semi.prior_floor=0.25", "semi.dist_align=false")
+    data = load(exp.data)
+    task = _task(exp, data.train, draw_labelled(data.train.labels, exp.semi), data.val)
+    weights = []
+    for step in (0, 1, 3, 30):  # prior_steps = 3: from 1 down to the floor, then the floor
+        task.state.steps.fill_(step)
+        weights.append(task._prior_weight())
+    assert weights == pytest.approx([1.0, 0.75, 0.25, 0.25])
+    index = torch.arange(len(data.train))
+    weak = task._views(data.train.images, strong=False)
+    classes, _ = task._pseudo_labels(weak, index)
+    task.teacher.train()
+    with torch.no_grad():
+        teacher = task.teacher(weak).float().softmax(1)
+    mixed = (0.75 * teacher.clamp_min(1e-8).log() + 0.25 * task.prior.clamp_min(1e-8).log()).argmax(1)
+    assert torch.equal(classes, mixed) and not torch.equal(classes, teacher.argmax(1))
+    # A floor without a fade: the prior is built and weighs the floor from the first step.
+    alone = _task(
+        tiny_exp("semi.prior_epochs=0", "semi.prior_floor=0.5"),
+        data.train,
+        draw_labelled(data.train.labels, exp.semi),
+        data.val,
+    )
+    assert alone.prior is not None and alone._prior_weight() == 0.5
+    assert (
+        _task(
+            tiny_exp("semi.prior_epochs=0"), data.train, draw_labelled(data.train.labels, exp.semi), data.val
+        ).prior
+        is None
+    )
 
 
 def test_labelled_images_in_the_unlabelled_stream_learn_their_own_label():

@@ -58,6 +58,7 @@ class SemiConfig:
     lambda_u: float = 1.0  # weight of the unlabelled loss
     known_labels: bool = True  # a labelled image met in the unlabelled stream learns its own label
     prior_epochs: float = 0.0  # label propagation's prior on the pseudo-labels, faded out over these epochs
+    prior_floor: float = 0.0  # ... down to this weight, kept to the end (0: gone after prior_epochs)
     ema: float = 0.99  # decay of the teacher's weights (the evaluated model)
     momentum: float = 0.9  # SGD with Nesterov momentum, lr and weight decay from [train]
     bn_images: int = 10_000  # BatchNorm statistics re-estimated on this many weak views at the end
@@ -76,6 +77,7 @@ class SemiConfig:
         check_float(self.lambda_u, "semi.lambda_u", 0, 100)
         check_bool(self.known_labels, "semi.known_labels")
         check_float(self.prior_epochs, "semi.prior_epochs", 0, 10_000)
+        check_float(self.prior_floor, "semi.prior_floor", 0, 1, high_open=True)
         check_float(self.ema, "semi.ema", 0, 1, high_open=True)
         check_float(self.momentum, "semi.momentum", 0, 1, high_open=True)
         check_int(self.bn_images, "semi.bn_images", 0, 10_000_000, "0 = keep the teacher's statistics")
@@ -208,7 +210,7 @@ class SemiTask:
         # subset alone; faded out over the first `prior_epochs` epochs of steps.
         self.prior_steps = self.cfg.prior_epochs * steps_per_epoch(len(train), exp.train.batch_size)
         self.prior = None
-        if self.prior_steps > 0:
+        if self.prior_steps > 0 or self.cfg.prior_floor > 0:
             codes = label_propagation.pca_codes(train.images)
             self.prior = label_propagation.propagate(codes, idx, self.labelled_labels).to(device)
         self.eval_batch_size = exp.train.eval_batch_size
@@ -239,8 +241,8 @@ class SemiTask:
             st.mean_prob.mul_(cfg.da_momentum).add_(prob.mean(0), alpha=1 - cfg.da_momentum)
             prob = prob / st.mean_prob
             prob = prob / prob.sum(1, keepdim=True)
-        fade = 1.0 - float(st.steps) / self.prior_steps if self.prior is not None else 0.0
-        if fade > 0:  # a product of the teacher and the prior, the prior's weight falling from 1 to 0
+        fade = self._prior_weight()
+        if fade > 0:  # a product of the teacher and the prior, the prior's weight falling from 1
             logp = (1 - fade) * prob.clamp_min(1e-8).log() + fade * self.prior[index].clamp_min(1e-8).log()
             prob = logp.softmax(1)
         conf, cls = prob.max(1)
@@ -256,6 +258,15 @@ class SemiTask:
         over = conf > cfg.threshold
         st.confident_class[index[over]] = cls[over]
         return cls, conf >= thresholds[cls]
+
+    def _prior_weight(self) -> float:
+        """The prior's exponent in the pseudo-label: 1 at the start, falling linearly over prior_epochs
+        to prior_floor and kept there; 0 without a prior."""
+        if self.prior is None:
+            return 0.0
+        floor = self.cfg.prior_floor
+        left = max(0.0, 1.0 - float(self.state.steps) / self.prior_steps) if self.prior_steps > 0 else 0.0
+        return floor + (1 - floor) * left
 
     def train_step(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
