@@ -375,3 +375,17 @@ def test_labels_stage_shows_a_semi_run_as_its_own_point(tmp_path):
     point = s["trained_with_labels"]["semi"]
     assert point["labels_per_class"] == "3" and point["n_labelled"] == 30 and point["label_seed"] == 0
     assert (out / "figures" / "label_efficiency_by_model.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "epochs, floor, says",
+    [
+        (3, 0.3, "(faded over 3 epochs to weight 0.3, kept to the end)"),
+        (1, 0, "(faded out over 1 epoch)"),
+        (0, 0.5, "(at weight 0.5 throughout)"),
+        (0, 0, None),
+    ],
+)
+def test_the_report_says_how_the_prior_guided_the_pseudo_labels(epochs, floor, says):
+    text = semi_task._prior_text(epochs, floor)
+    assert (says in text and "label propagation" in text) if says else text == ""

@@ -80,13 +80,8 @@ def report_section(run: RunFolder, stage: str) -> Section:
     lab = s.get("labels", {})
     per_class = lab.get("labels_per_class")
     config = read_toml(run.root / stage / "config.toml")  # tables [semi.model], [semi.semi], ...
-    prior = config.get("semi", {}).get("semi", {}).get("prior_epochs", 0)
-    prior_text = (
-        f", the first pseudo-labels guided by label propagation from the labelled images (faded out "
-        f"over {num(prior)} epoch{'' if prior == 1 else 's'})"
-        if isinstance(prior, (int, float)) and prior > 0
-        else ""
-    )
+    semi = config.get("semi", {}).get("semi", {})
+    prior_text = _prior_text(semi.get("prior_epochs", 0), semi.get("prior_floor", 0))
     sec.intro = (
         f"A classifier trained on {num(lab.get('n_labelled'))} labelled training images "
         f"({'every label' if per_class is None else f'{per_class} per class'}, label seed "
@@ -109,12 +104,29 @@ def report_section(run: RunFolder, stage: str) -> Section:
     return sec
 
 
+def _prior_text(epochs: Any, floor: Any) -> str:
+    """How the run's pseudo-labels used label propagation (semi.prior_epochs, semi.prior_floor)."""
+    epochs = epochs if isinstance(epochs, (int, float)) else 0
+    floor = floor if isinstance(floor, (int, float)) else 0
+    span = f"{num(epochs)} epoch{'' if epochs == 1 else 's'}"
+    if epochs > 0 and floor > 0:
+        how = f"faded over {span} to weight {num(floor)}, kept to the end"
+    elif epochs > 0:
+        how = f"faded out over {span}"
+    elif floor > 0:
+        how = f"at weight {num(floor)} throughout"
+    else:
+        return ""
+    return f", the pseudo-labels guided by label propagation from the labelled images ({how})"
+
+
 # The network of the presets: the third block's map flattened into a 128-unit code (docs/semi.md, try
 # H); model.hidden's own default, 0 (global average pooling), keeps runs made before it loadable.
 DEFAULT_MODEL = {"hidden": 128}
-# Label propagation's prior on the pseudo-labels, faded out over the first 3 epochs (docs/semi.md,
-# third round); semi.prior_epochs's own default, 0, keeps runs made before it as they were trained.
-DEFAULT_SEMI = {"prior_epochs": 3}
+# Label propagation's prior on the pseudo-labels, faded over the first 3 epochs to a weight of 0.3
+# and kept there (docs/semi.md, third and fourth rounds); the fields' own defaults, 0, keep runs made
+# before them as they were trained.
+DEFAULT_SEMI = {"prior_epochs": 3, "prior_floor": 0.3}
 
 PRESETS = {
     "default": {"train": DEFAULT_TRAIN, "model": DEFAULT_MODEL, "semi": DEFAULT_SEMI},
