@@ -389,3 +389,23 @@ def test_labels_stage_shows_a_semi_run_as_its_own_point(tmp_path):
 def test_the_report_says_how_the_prior_guided_the_pseudo_labels(epochs, floor, says):
     text = semi_task._prior_text(epochs, floor)
     assert (says in text and "label propagation" in text) if says else text == ""
+
+
+@pytest.mark.parametrize("known_weak", [False, True])
+def test_known_weak_trains_the_labelled_images_on_their_weak_view(monkeypatch, known_weak):
+    """With every label known, each unlabelled-stream image reaches the student as its strong view,
+    or with semi.known_weak as its weak one (strong views are made recognisable here: all 0.5)."""
+    monkeypatch.setattr(augment, "strong", lambda x, cfg, generator=None: torch.full_like(x, 0.5))
+    exp = tiny_exp(
+        "semi.all_labels=true", "semi.prior_epochs=0", f"semi.known_weak={str(known_weak).lower()}"
+    )
+    data = load(exp.data)
+    task = _task(exp, data.train, draw_labelled(data.train.labels, exp.semi), data.val)
+    seen = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda x: seen.append(x.detach().clone()) or forward(x))
+    task.train_step(data.train.images[:40], torch.arange(40))
+    unlabelled = seen[0][exp.semi.batch_labelled :]  # the labelled batch first, then the strong part
+    assert len(unlabelled) == 40
+    constant = (unlabelled == 0.5).flatten(1).all(1)
+    assert (not constant.any()) if known_weak else constant.all()

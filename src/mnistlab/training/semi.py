@@ -57,6 +57,7 @@ class SemiConfig:
     da_momentum: float = 0.99
     lambda_u: float = 1.0  # weight of the unlabelled loss
     known_labels: bool = True  # a labelled image met in the unlabelled stream learns its own label
+    known_weak: bool = False  # ... from its weak view instead of its strong one
     prior_epochs: float = 0.0  # label propagation's prior on the pseudo-labels, faded out over these epochs
     prior_floor: float = 0.0  # ... down to this weight, kept to the end (0: gone after prior_epochs)
     ema: float = 0.99  # decay of the teacher's weights (the evaluated model)
@@ -76,6 +77,7 @@ class SemiConfig:
         check_float(self.da_momentum, "semi.da_momentum", 0, 1, high_open=True)
         check_float(self.lambda_u, "semi.lambda_u", 0, 100)
         check_bool(self.known_labels, "semi.known_labels")
+        check_bool(self.known_weak, "semi.known_weak")
         check_float(self.prior_epochs, "semi.prior_epochs", 0, 10_000)
         check_float(self.prior_floor, "semi.prior_floor", 0, 1, high_open=True)
         check_float(self.ema, "semi.ema", 0, 1, high_open=True)
@@ -273,13 +275,17 @@ class SemiTask:
         index = index.to(self.device)
         x_l_u8, y_l = self._labelled_batch()
         x_l = self._views(x_l_u8, strong=False)  # (L, 1, 28, 28)
-        pseudo, accepted = self._pseudo_labels(self._views(images, strong=False), index)
+        x_weak = self._views(images, strong=False)  # (B, 1, 28, 28)
+        pseudo, accepted = self._pseudo_labels(x_weak, index)
         known = self.known[index]  # (B,)
         pseudo = torch.where(known >= 0, known, pseudo)
         accepted = accepted | (known >= 0)
         # Only the accepted images' strong views are forwarded: the same loss as masking them after
         # the forward pass (FixMatch divides by the whole unlabelled batch), for less work.
         x_s = self._views(images[accepted.to(images.device)], strong=True)  # (K, 1, 28, 28)
+        if cfg.known_weak:  # the labelled images among them learn from their weak view
+            own = (known >= 0)[accepted]  # (K,)
+            x_s[own] = x_weak[accepted][own].to(x_s.dtype)
         self.model.train()
         logits = self.model(torch.cat([x_l, x_s])).float()  # (L + K, 10)
         loss_l = F.cross_entropy(logits[: len(y_l)], y_l)
