@@ -6,7 +6,8 @@ real batch's digits, so D sees the same class mix in real and fake and can tell 
 each digit looks (and nothing is drawn for labels: under torchrun a rank's labels are its slice of the
 global batch, as its images). Networks, optimizers, G average, instance noise and the pinned-loss watch
 are a GANTask's, held here. With model.aux_classifier, D also classifies the digit (AC-GAN's losses;
-the study's cGAN has it). After each epoch: the grid, one row per digit, the same noise in each column
+the study's cGAN has it). With init.from_gan it starts from a GAN run's networks (`--gan-run`; the
+study passes its gan stage, so the cGAN waits for it; models/cgan.warm_start). After each epoch: the grid, one row per digit, the same noise in each column
 (style kept, class changed); scores at the grid epochs; the collapse detector overall and per digit. At
 the end: overall and per-digit scores (share read as each digit, FID-MNIST against its test images)."""
 
