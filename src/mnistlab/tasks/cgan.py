@@ -180,10 +180,10 @@ class DigitWatch:
 def load_gan_networks(run_dir: Path) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) of a finished run of a task whose runs serve as a GAN run (the
     generator with its averaged weights where the run kept them): what init.from_gan starts from."""
-    task, _ = load_run_config(run_dir)  # not a run folder: a one-line error
+    task, exp = load_run_config(run_dir)  # not a run folder: a one-line error
     if "gan" not in get(task).provides:
         raise ConfigError(f"--gan-run {run_dir} holds a {task} run; give a run of `mnistlab train gan`")
-    _, gan = gan_steps.load_gan(run_dir)
+    _, gan = gan_steps.load_gan(run_dir, exp)
     return gan.generator, gan.discriminator
 
 
