@@ -76,6 +76,17 @@ def test_public_command_drops_the_packing_machines_folders():
     assert pretrained_pack.public_command(None) is None
 
 
+def test_public_command_is_the_same_when_applied_again_and_names_the_cli_of_a_study_stage():
+    """A bundle's run packed again passes its public command through unchanged; a study stage's
+    recorded argv ("python: .../mnistlab run ...") is shown as the `mnistlab` command it was."""
+    once = pretrained_pack.public_command("mnistlab train dae --preset default --baseline /tmp/m/ae --out /x")
+    assert pretrained_pack.public_command(once) == once
+    study = "python: /home/u/.venv/bin/mnistlab run --preset default --no-progress --out /tmp/runs/s"
+    assert pretrained_pack.public_command(study) == "mnistlab run --preset default"
+    other = "python: -m pytest tests"
+    assert pretrained_pack.public_command(other) == "python: -m pytest tests"
+
+
 def test_a_run_of_an_earlier_bundle_packed_again_keeps_where_it_was_trained(bundle, tmp_path):
     for name in ("ae", "dae", "gan"):
         shutil.copytree(bundle / name, tmp_path / name, ignore=shutil.ignore_patterns(*owner.BOOKKEEPING))

@@ -104,6 +104,7 @@ def test_labelled_subset_is_balanced_deterministic_and_hashed():
         ("model.width=0", "model.width"),
         ("semi.prior_epochs=-1", "semi.prior_epochs"),
         ("semi.prior_floor=1", "semi.prior_floor"),
+        ("semi.weak_tail=1.5", "semi.weak_tail"),
     ],
 )
 def test_bad_settings_are_one_line_errors(item, match):
@@ -409,3 +410,31 @@ def test_known_weak_trains_the_labelled_images_on_their_weak_view(monkeypatch, k
     assert len(unlabelled) == 40
     constant = (unlabelled == 0.5).flatten(1).all(1)
     assert (not constant.any()) if known_weak else constant.all()
+
+
+@pytest.mark.parametrize("steps_taken, in_tail", [(0, False), (3, True)])
+def test_weak_tail_trains_accepted_images_on_their_weak_view_at_the_end(monkeypatch, steps_taken, in_tail):
+    """In the last `semi.weak_tail` share of the steps the unlabelled images reach the student as their
+    weak views; before it as their strong ones (made recognisable here: all 0.5)."""
+    monkeypatch.setattr(augment, "strong", lambda x, cfg, generator=None: torch.full_like(x, 0.5))
+    exp = tiny_exp("semi.all_labels=true", "semi.prior_epochs=0", "semi.weak_tail=0.5")
+    data = load(exp.data)
+    task = _task(exp, data.train, draw_labelled(data.train.labels, exp.semi), data.val)
+    task.total_steps = 4  # the tail: steps 2 and 3
+    task.state.steps.fill_(steps_taken)
+    seen = []
+    forward = task.model.forward
+    monkeypatch.setattr(task.model, "forward", lambda x: seen.append(x.detach().clone()) or forward(x))
+    task.train_step(data.train.images[:40], torch.arange(40))
+    unlabelled = seen[0][exp.semi.batch_labelled :]
+    assert len(unlabelled) == 40
+    constant = (unlabelled == 0.5).flatten(1).all(1)
+    assert (not constant.any()) if in_tail else constant.all()
+
+
+@pytest.mark.parametrize(
+    "tail, says", [(0.3, "the last 30% of the steps on the weak views"), (0, None), ("x", None)]
+)
+def test_the_report_says_when_the_last_steps_trained_on_weak_views(tail, says):
+    text = semi_task._weak_tail_text(tail)
+    assert (says in text) if says else text == ""

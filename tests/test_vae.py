@@ -334,3 +334,40 @@ def test_a_second_stage_after_the_first_trains_into_the_checkpoint_and_resumes(t
     assert again["code_prior_after"] == summary["code_prior_after"]
     with pytest.raises(ConfigError, match="model.code_prior > 0"):
         tasks.load_experiment("vae", "quick", [*TINY, "vae.code_prior_epochs=2"])
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [([], (8, 2e-3)), (["vae.code_prior_batch_size=32", "vae.code_prior_lr=0.004"], (32, 4e-3))],
+)
+def test_the_second_stage_after_the_first_takes_its_own_batch_size_and_rate(
+    tmp_path, monkeypatch, given, expected
+):
+    """vae.code_prior_batch_size / code_prior_lr (0: the first stage's) reach the second stage's fit
+    and its summary."""
+    from mnistlab.tasks import vae as vae_task
+
+    seen = {}
+    real = vae_task.refit_code_prior
+
+    def spy(model, moments, epochs, batch_size, lr, seed, **schedules):
+        seen.update(batch_size=batch_size, lr=lr)
+        return real(model, moments, epochs, batch_size, lr, seed, **schedules)
+
+    monkeypatch.setattr(vae_task, "refit_code_prior", spy)
+    exp = tasks.load_experiment(
+        "vae",
+        "quick",
+        [
+            *TINY,
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.lr=0.002",
+            "model.code_prior=16",
+            "vae.code_prior_epochs=1",
+            *given,
+        ],
+    )
+    summary = tasks.get("vae").train(exp, tmp_path / "run", progress=False)
+    assert (seen["batch_size"], seen["lr"]) == expected
+    assert (summary["code_prior_after"]["batch_size"], summary["code_prior_after"]["lr"]) == expected

@@ -68,6 +68,9 @@ def provenance(source: Path) -> dict[str, Any]:
 _PRIVATE_OPTIONS = {"--out": 1, "--data-dir": 1, "--resume": 0, "--no-progress": 0, "-q": 0}
 
 
+SHIPPED_AE = "$(mnistlab pretrained path ae)"  # the --baseline of a packed command: the shipped copy
+
+
 def public_command(command: str | None) -> str | None:
     """`command` as a bundle shows it: without the packing machine's folders (`--out`, `--data-dir`)
     or its console switches; a `--baseline` folder becomes the shipped autoencoder's copy, so the
@@ -78,6 +81,8 @@ def public_command(command: str | None) -> str | None:
         words = shlex.split(command)
     except ValueError:  # an unbalanced quote: shown as recorded
         return command
+    if len(words) > 1 and words[0] == "python:" and Path(words[1]).name == "mnistlab":
+        words = ["mnistlab", *words[2:]]  # a study's stage records the process's argv: the CLI's script
     kept, i = [], 0
     while i < len(words):
         word = words[i]
@@ -85,8 +90,11 @@ def public_command(command: str | None) -> str | None:
             i += 1 + _PRIVATE_OPTIONS[word]
             continue
         if word == "--baseline" and i + 1 < len(words):
-            kept += [word, "$(mnistlab pretrained path ae)"]
+            kept += [word, SHIPPED_AE]
             i += 2
+            if words[i - 1].startswith("$("):  # already a shipped copy's (a bundle's run packed again)
+                while i < len(words) and not words[i - 1].endswith(")"):
+                    i += 1
             continue
         kept.append(word)
         i += 1

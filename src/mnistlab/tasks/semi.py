@@ -82,12 +82,13 @@ def report_section(run: RunFolder, stage: str) -> Section:
     config = read_toml(run.root / stage / "config.toml")  # tables [semi.model], [semi.semi], ...
     semi = config.get("semi", {}).get("semi", {})
     prior_text = _prior_text(semi.get("prior_epochs", 0), semi.get("prior_floor", 0))
+    tail_text = _weak_tail_text(semi.get("weak_tail", 0))
     sec.intro = (
         f"A classifier trained on {num(lab.get('n_labelled'))} labelled training images "
         f"({'every label' if per_class is None else f'{per_class} per class'}, label seed "
         f"{lab.get('label_seed')}) and the other {num((s.get('n_train') or 0) - (lab.get('n_labelled') or 0))} "
         f"without their labels: FixMatch-style consistency with class-wise thresholds and a mean teacher"
-        f"{prior_text}, {num(s.get('steps'))} steps in {num(s.get('train_seconds'))} s. The last model is reported "
+        f"{prior_text}{tail_text}, {num(s.get('steps'))} steps in {num(s.get('train_seconds'))} s. The last model is reported "
         "(fixed schedule, no early stopping, no validation label used)."
     )
     rows = [
@@ -120,13 +121,21 @@ def _prior_text(epochs: Any, floor: Any) -> str:
     return f", the pseudo-labels guided by label propagation from the labelled images ({how})"
 
 
+def _weak_tail_text(tail: Any) -> str:
+    """How the run's last steps trained the unlabelled images (semi.weak_tail)."""
+    if not isinstance(tail, (int, float)) or isinstance(tail, bool) or tail <= 0:
+        return ""
+    return f", the last {num(100 * tail)}% of the steps on the weak views of the unlabelled images"
+
+
 # The network of the presets: the third block's map flattened into a 128-unit code (docs/semi.md, try
 # H); model.hidden's own default, 0 (global average pooling), keeps runs made before it loadable.
 DEFAULT_MODEL = {"hidden": 128}
 # Label propagation's prior on the pseudo-labels, faded over the first 3 epochs to a weight of 0.3
-# and kept there (docs/semi.md, third and fourth rounds); the fields' own defaults, 0, keep runs made
-# before them as they were trained.
-DEFAULT_SEMI = {"prior_epochs": 3, "prior_floor": 0.3}
+# and kept there (docs/semi.md, third and fourth rounds), and the second half of the steps on weak
+# views only (fifth round); the fields' own defaults, 0, keep runs made before them as they were
+# trained.
+DEFAULT_SEMI = {"prior_epochs": 3, "prior_floor": 0.3, "weak_tail": 0.5}
 
 PRESETS = {
     "default": {"train": DEFAULT_TRAIN, "model": DEFAULT_MODEL, "semi": DEFAULT_SEMI},

@@ -66,8 +66,12 @@ class VAETrainConfig:
     eval_samples: int = 10_000  # prior samples scored at the end (FID-MNIST, coverage); 0 = none
     sample_seed: int = 0
     # 0: the second stage (model.code_prior) trains in the first stage's steps; N: a fresh one trains N
-    # epochs after them on the frozen codes, with the first stage's batch size, rate and schedules.
+    # epochs after them on the frozen codes, with the first stage's schedules.
     code_prior_epochs: int = 0
+    # ... in batches of this many codes at this peak rate (0: the first stage's train.batch_size and
+    # train.lr). Its MLP on 10 numbers a code runs far below the matmul peak at the first stage's 64.
+    code_prior_batch_size: int = 0
+    code_prior_lr: float = 0.0
 
     def __post_init__(self):
         check_float(self.beta, "vae.beta", 0, 1000)
@@ -77,6 +81,10 @@ class VAETrainConfig:
         check_int(self.eval_samples, "vae.eval_samples", 0, 100_000)
         check_seed(self.sample_seed, "vae.sample_seed")
         check_int(self.code_prior_epochs, "vae.code_prior_epochs", 0, 10_000)
+        check_int(
+            self.code_prior_batch_size, "vae.code_prior_batch_size", 0, 1_000_000, "0 = train.batch_size"
+        )
+        check_float(self.code_prior_lr, "vae.code_prior_lr", 0, 10)
 
 
 @dataclass(frozen=True)
@@ -217,19 +225,26 @@ def _code_prior_after(
     if after is None:
         t0, model = time.perf_counter(), task.model
         moments = torch.from_numpy(encode(model.encoder.body, train_split.images, task.device))  # (N, 2d)
+        batch_size = exp.vae.code_prior_batch_size or exp.train.batch_size
+        lr = exp.vae.code_prior_lr or exp.train.lr
         last = refit_code_prior(
             model,
             moments,
             exp.vae.code_prior_epochs,
-            exp.train.batch_size,
-            exp.train.lr,
+            batch_size,
+            lr,
             exp.train.seed,
             schedule=exp.train.schedule,
             warmup=exp.train.warmup,
             kl_warmup=exp.vae.kl_warmup,
             progress=progress,
         )
-        after = {**{k: round(v, 6) for k, v in last.items()}, "seconds": round(time.perf_counter() - t0, 2)}
+        after = {
+            **{k: round(v, 6) for k, v in last.items()},
+            "batch_size": batch_size,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         result.checkpoint_sha256 = save_checkpoint(
             rundir.checkpoint_path(run_dir),
             task.modules,

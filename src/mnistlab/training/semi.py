@@ -3,7 +3,7 @@
 Each step takes a class-balanced labelled batch (weak view, cross-entropy) and a batch of unlabelled
 training images: the teacher (an exponential moving average of the student's weights, mean teacher)
 labels their weak view, and the student learns that label on their strong view wherever the teacher
-is confident enough. Builds on FixMatch (Sohn et al. 2020), FlexMatch's class-wise thresholds (Zhang
+is confident enough (on the weak view itself in the last `semi.weak_tail` share of the steps). Builds on FixMatch (Sohn et al. 2020), FlexMatch's class-wise thresholds (Zhang
 et al. 2021; here with a floor), distribution alignment (Berthelot et al. 2020, ReMixMatch), mean
 teacher (Tarvainen & Valpola 2017). docs/semi.md has the method, the tries and the numbers.
 
@@ -58,6 +58,9 @@ class SemiConfig:
     lambda_u: float = 1.0  # weight of the unlabelled loss
     known_labels: bool = True  # a labelled image met in the unlabelled stream learns its own label
     known_weak: bool = False  # ... from its weak view instead of its strong one
+    # The last `weak_tail` share of the steps: every accepted image learns its (pseudo-)label from its
+    # weak view, the views the evaluated model is tested on, instead of its strong one (0: never).
+    weak_tail: float = 0.0
     prior_epochs: float = 0.0  # label propagation's prior on the pseudo-labels, faded out over these epochs
     prior_floor: float = 0.0  # ... down to this weight, kept to the end (0: gone after prior_epochs)
     ema: float = 0.99  # decay of the teacher's weights (the evaluated model)
@@ -78,6 +81,7 @@ class SemiConfig:
         check_float(self.lambda_u, "semi.lambda_u", 0, 100)
         check_bool(self.known_labels, "semi.known_labels")
         check_bool(self.known_weak, "semi.known_weak")
+        check_float(self.weak_tail, "semi.weak_tail", 0, 1)
         check_float(self.prior_epochs, "semi.prior_epochs", 0, 10_000)
         check_float(self.prior_floor, "semi.prior_floor", 0, 1, high_open=True)
         check_float(self.ema, "semi.ema", 0, 1, high_open=True)
@@ -211,6 +215,7 @@ class SemiTask:
         # (N, 10) label propagation's class probabilities of every training image, from the labelled
         # subset alone; faded out over the first `prior_epochs` epochs of steps.
         self.prior_steps = self.cfg.prior_epochs * steps_per_epoch(len(train), exp.train.batch_size)
+        self.total_steps = exp.train.epochs * steps_per_epoch(len(train), exp.train.batch_size)
         self.prior = None
         if self.prior_steps > 0 or self.cfg.prior_floor > 0:
             codes = label_propagation.pca_codes(train.images)
@@ -261,6 +266,9 @@ class SemiTask:
         st.confident_class[index[over]] = cls[over]
         return cls, conf >= thresholds[cls]
 
+    def _in_weak_tail(self) -> bool:
+        return int(self.state.steps) >= (1 - self.cfg.weak_tail) * self.total_steps
+
     def _prior_weight(self) -> float:
         """The prior's exponent in the pseudo-label: 1 at the start, falling linearly over prior_epochs
         to prior_floor and kept there; 0 without a prior."""
@@ -282,7 +290,12 @@ class SemiTask:
         accepted = accepted | (known >= 0)
         # Only the accepted images' strong views are forwarded: the same loss as masking them after
         # the forward pass (FixMatch divides by the whole unlabelled batch), for less work.
-        x_s = self._views(images[accepted.to(images.device)], strong=True)  # (K, 1, 28, 28)
+        if self._in_weak_tail():  # the teacher's own views, no strong view drawn
+            x_s = x_weak[accepted]  # (K, 1, 28, 28)
+            if self.channels_last:
+                x_s = x_s.contiguous(memory_format=torch.channels_last)
+        else:
+            x_s = self._views(images[accepted.to(images.device)], strong=True)  # (K, 1, 28, 28)
         if cfg.known_weak:  # the labelled images among them learn from their weak view
             own = (known >= 0)[accepted]  # (K,)
             x_s[own] = x_weak[accepted][own].to(x_s.dtype)
