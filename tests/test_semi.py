@@ -252,7 +252,9 @@ class CrashAt:
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
-    exp = tiny_exp("train.epochs=3", "semi.prior_epochs=2")  # the crash falls inside the prior's fade
+    # The crash falls inside the prior's fade, and before the weak tail (steps 6-8 of 9): the resumed
+    # run must find the tail from the restored step count.
+    exp = tiny_exp("train.epochs=3", "semi.prior_epochs=2", "semi.weak_tail=0.4")
     data = load(exp.data)
     labelled = draw_labelled(data.train.labels, exp.semi)
     loop_split = Split(data.train.images, torch.arange(len(data.train)))
