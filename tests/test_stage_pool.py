@@ -42,6 +42,13 @@ def _threads_when_alone(path: str, seconds: float) -> None:
         f.write(str(torch.get_num_threads()))
 
 
+def _write_command(path: str) -> None:
+    from mnistlab.runs.folder import command_line
+
+    with open(path, "w") as f:
+        f.write(command_line())
+
+
 def _graph(names, reads, workers, jobs, exclusive=frozenset()):
     """run_graph with books kept as a list of ("start" | "end", name, running or error)."""
     events: list[tuple] = []
@@ -210,3 +217,14 @@ def test_start_first_moves_stages_to_the_front_and_unknown_names_are_one_line_er
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "run.start_first: unknown stage 'nope'" in err[0], err
     assert not (tmp_path / "r" / "run.json").exists()  # refused before any stage ran
+
+
+def test_a_stage_records_the_mnistlab_command_its_parent_runs(tmp_path):
+    """A stage's process writes the run folders of the parent's `mnistlab` command: they record that
+    command, not the process's own argv."""
+    from mnistlab.runs.folder import cli_command
+
+    out = tmp_path / "command.txt"
+    with cli_command(["run", "--preset", "default"]):
+        _, error, _ = _graph(["a"], {}, 1, {"a": (_write_command, (str(out),))})
+    assert error is None and out.read_text() == "mnistlab run --preset default"

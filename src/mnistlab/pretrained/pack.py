@@ -82,7 +82,9 @@ def public_command(command: str | None) -> str | None:
     except ValueError:  # an unbalanced quote: shown as recorded
         return command
     if len(words) > 1 and words[0] == "python:" and Path(words[1]).name == "mnistlab":
-        words = ["mnistlab", *words[2:]]  # a study's stage records the process's argv: the CLI's script
+        # A study stage's folder made before stages recorded their parent's command holds the process's
+        # argv: the CLI's script.
+        words = ["mnistlab", *words[2:]]
     kept, i = [], 0
     while i < len(words):
         word = words[i]

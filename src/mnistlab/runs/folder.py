@@ -27,11 +27,24 @@ _cli_args: list[str] | None = None  # the arguments of the `mnistlab` command be
 def cli_command(args: list[str]) -> Iterator[None]:
     """While the CLI runs `mnistlab ARGS`, the run folders it writes record that command, and the
     folders it claims stay locked until it ends (owner.session)."""
+    with recording_command(args), owner.session():
+        yield
+
+
+def cli_args() -> list[str] | None:
+    """The arguments of the `mnistlab` command this process runs under (None outside the CLI): what
+    a process it starts for a study stage passes on to `recording_command`."""
+    return None if _cli_args is None else list(_cli_args)
+
+
+@contextmanager
+def recording_command(args: list[str] | None) -> Iterator[None]:
+    """Run folders written inside record `mnistlab ARGS` as their command (None: this process's own
+    command line); a study stage's process runs inside its parent's."""
     global _cli_args
-    outer, _cli_args = _cli_args, list(args)
+    outer, _cli_args = _cli_args, None if args is None else list(args)
     try:
-        with owner.session():
-            yield
+        yield
     finally:
         _cli_args = outer
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from mnistlab import tasks
 from mnistlab.core import procs
+from mnistlab.runs import folder as rundir
 from mnistlab.search.grid import default_workers, worker_threads
 from mnistlab.study.state import peak_rss_mb
 
@@ -78,8 +79,17 @@ def workers_for(asked: int, stages: int) -> int:
     return max(1, min(asked or default_workers(), stages))
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple, threads: int, level: int, tag: str) -> None:
-    """The body of a stage's process: threads and logging set, `fn(*args)` run, the outcome sent.
+def _child(
+    conn: Connection,
+    fn: Callable[..., Any],
+    args: tuple,
+    threads: int,
+    level: int,
+    tag: str,
+    command: list[str] | None,
+) -> None:
+    """The body of a stage's process: threads and logging set, `fn(*args)` run under the parent's
+    `mnistlab` command (`command`: what the run folders it writes record), the outcome sent.
     Its own process group first, so that the parent can stop it and every process it starts with one
     signal; SIGTERM then raises KeyboardInterrupt here, so the stage unwinds as after Ctrl-C; and it
     dies with the fork server, which ends when the command does, even by SIGKILL."""
@@ -95,7 +105,8 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple, threads: int, 
     cpu0 = time.process_time()
     error: BaseException | None = None
     try:
-        fn(*args)
+        with rundir.recording_command(command):
+            fn(*args)
     except BaseException as e:  # KeyboardInterrupt included: the parent records it
         error = e
         if not isinstance(e, (KeyboardInterrupt, ValueError)):  # a bug, not bad input: show where
@@ -158,7 +169,9 @@ def run_graph(
                 pending.remove(name)
                 fn, args = job(name)
                 receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(send, fn, args, threads, level, name), name=name)
+                proc = ctx.Process(
+                    target=_child, args=(send, fn, args, threads, level, name, rundir.cli_args()), name=name
+                )
                 on_start(name, len(running) + 1)
                 proc.start()
                 send.close()  # the child holds the sending end now
