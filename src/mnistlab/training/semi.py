@@ -3,9 +3,10 @@
 Each step takes a class-balanced labelled batch (weak view, cross-entropy) and a batch of unlabelled
 training images: the teacher (an exponential moving average of the student's weights, mean teacher)
 labels their weak view, and the student learns that label on their strong view wherever the teacher
-is confident enough (on the weak view itself in the last `semi.weak_tail` share of the steps). Builds on FixMatch (Sohn et al. 2020), FlexMatch's class-wise thresholds (Zhang
-et al. 2021; here with a floor), distribution alignment (Berthelot et al. 2020, ReMixMatch), mean
-teacher (Tarvainen & Valpola 2017). docs/semi.md has the method, the tries and the numbers.
+is confident enough (on the weak view itself in the last `semi.weak_tail` share of the steps).
+Builds on FixMatch (Sohn et al. 2020), FlexMatch's class-wise thresholds (Zhang et al. 2021; here
+with a floor), distribution alignment (Berthelot et al. 2020, ReMixMatch), mean teacher (Tarvainen &
+Valpola 2017). docs/semi.md has the method, the tries and the numbers.
 
 What the loop sees: its "training split" is every training image with its *index* in place of a
 label, so the unlabelled batches carry no class at all; the task object holds the labels of the
@@ -290,15 +291,13 @@ class SemiTask:
         accepted = accepted | (known >= 0)
         # Only the accepted images' strong views are forwarded: the same loss as masking them after
         # the forward pass (FixMatch divides by the whole unlabelled batch), for less work.
-        if self._in_weak_tail():  # the teacher's own views, no strong view drawn
+        if self._in_weak_tail():  # the teacher's own views (their layout kept), no strong view drawn
             x_s = x_weak[accepted]  # (K, 1, 28, 28)
-            if self.channels_last:
-                x_s = x_s.contiguous(memory_format=torch.channels_last)
         else:
             x_s = self._views(images[accepted.to(images.device)], strong=True)  # (K, 1, 28, 28)
-        if cfg.known_weak:  # the labelled images among them learn from their weak view
-            own = (known >= 0)[accepted]  # (K,)
-            x_s[own] = x_weak[accepted][own].to(x_s.dtype)
+            if cfg.known_weak:  # the labelled images among them learn from their weak view
+                own = (known >= 0)[accepted]  # (K,)
+                x_s[own] = x_weak[accepted][own].to(x_s.dtype)
         self.model.train()
         logits = self.model(torch.cat([x_l, x_s])).float()  # (L + K, 10)
         loss_l = F.cross_entropy(logits[: len(y_l)], y_l)
