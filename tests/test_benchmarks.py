@@ -123,7 +123,8 @@ def test_stages_quick_has_a_row_per_training_stage_and_a_real_critical_chain(cap
     assert chain and set(chain) <= set(registry.names())
     for before, after in zip(chain, chain[1:]):
         assert before in out["reads"][after]  # each stage of the chain reads the one before it
-    assert out["projected_s"] >= sum(out["stage_seconds"][n] for n in chain) - 1e-6
+    # Every figure is rounded to 0.1 s, the total and each stage on its own: up to 0.05 s each apart.
+    assert out["projected_s"] >= sum(out["stage_seconds"][n] for n in chain) - 0.05 * (len(chain) + 1)
     assert out["budget_s"] == pytest.approx(1800 * 158 / out["host"]["fp32_2_threads"], abs=0.051)  # rounded
 
 

@@ -24,6 +24,7 @@ from mnistlab.models.flow import (
     solve,
     to_uint8,
     to_unit,
+    training_times,
 )
 from mnistlab.plots.content import RunFolder
 from mnistlab.runs.checkpoint import read_checkpoint
@@ -285,6 +286,24 @@ def test_steps_are_refused_for_a_generator_without_a_solver(tiny_run, tmp_path, 
     assert_one_line_error(err, "takes no --steps")
 
 
+def test_training_times_lie_in_the_open_interval_and_logit_normal_favours_the_middle():
+    n = 20_000
+    uniform = training_times(n, "uniform", torch.Generator().manual_seed(0))
+    logit = training_times(n, "logit_normal", torch.Generator().manual_seed(0))
+    for t in (uniform, logit):
+        assert t.shape == (n,) and bool(((t > 0) & (t < 1)).all())
+
+    def middle(t: torch.Tensor) -> float:
+        return float(((t > 0.25) & (t < 0.75)).double().mean())
+
+    assert abs(middle(uniform) - 0.5) < 0.02
+    assert middle(logit) > 0.65  # sigmoid(N(0, 1)) lies in (0.25, 0.75) with probability 0.73
+    assert abs(float(logit.mean()) - 0.5) < 0.01  # symmetric about the middle of the path
+    # Same seed, same draws: resume stays bit for bit.
+    again = training_times(n, "logit_normal", torch.Generator().manual_seed(0))
+    assert torch.equal(logit, again)
+
+
 def test_bad_flow_configs_are_one_line_errors():
     for override, match in (
         ("flow.steps=0", "--steps must be in [1, 1000]"),
@@ -292,6 +311,7 @@ def test_bad_flow_configs_are_one_line_errors():
         ("flow.solver=rk4", "unknown solver"),
         ("model.channels=8", "model.channels must be two integers"),
         ("flow.curve_steps=0,2", "flow.curve_steps"),
+        ("flow.time_sampling=beta", "flow.time_sampling must be one of uniform, logit_normal"),
     ):
         with pytest.raises(ConfigError) as err:
             tasks.load_experiment("flow", "quick", [override])

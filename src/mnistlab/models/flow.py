@@ -145,6 +145,18 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.squeeze(1).float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+def training_times(n: int, how: str, gen: torch.Generator) -> torch.Tensor:
+    """(n,) times in (0, 1) for the flow loss: uniform, or logit-normal (sigmoid of a standard normal,
+    Esser et al. 2024), which puts more of the training on the middle of the path, where the velocity
+    is hardest to predict, and less near pure noise and pure data."""
+    if how == "logit_normal":
+        return torch.randn(n, generator=gen).sigmoid()
+    return torch.rand(n, generator=gen)
+
+
 def drop_labels(labels: torch.Tensor, p_uncond: float, u: torch.Tensor) -> torch.Tensor:
     """Labels (B,) with those where the uniform draws u (B,) fall under p_uncond replaced by NULL."""
     return torch.where(u < p_uncond, torch.full_like(labels, NULL), labels)
