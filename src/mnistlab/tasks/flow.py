@@ -555,12 +555,10 @@ DEFAULT_TRAIN = {
     "eval_batch_size": 500,
 }
 DEFAULT_FLOW = {"time_sampling": "logit_normal"}
+DEFAULT = {"train": DEFAULT_TRAIN, "flow": DEFAULT_FLOW}
 PRESETS = {
-    "default": {"train": DEFAULT_TRAIN, "flow": DEFAULT_FLOW},
-    "seed": {
-        "train": DEFAULT_TRAIN,
-        "flow": DEFAULT_FLOW,
-    },  # the report has no flow model: the default recipe
+    "default": DEFAULT,
+    "seed": DEFAULT,  # the report has no flow model: the default recipe
     "quick": {  # a smoke run: 5,000 + 1,000 images, 2 epochs, fewer samples scored
         "data": {"train_limit": 5000, "test_limit": 1000},
         "train": {**DEFAULT_TRAIN, "epochs": 2},
