@@ -9,9 +9,10 @@ FID-MNIST against the number of solver steps.
 `--preset default`, with their own batch sizes and precision: the GAN's `train.amp = auto` runs in
 bfloat16 where the CPU has bf16 units), each over `--batches` batches of the same images, and prints
 each side's images/s and the training seconds that rate gives for its default run (its preset's
-epochs: the flow 6 of 48,000 images, the GAN 4 of 70,000), side by side. `sample`: 10,000 samples of a trained flow run
-at its default settings, timed (wall seconds at `--threads`), then FID-MNIST, precision and recall of
-`--n` samples at each step count, beside the GAN run's own scores (its summary.json) when given.
+epochs, of 48,000 images for the flow and 70,000 for the GAN), side by side. `sample`: 10,000 samples
+of a trained flow run at its default settings, timed (wall seconds at `--threads`), then FID-MNIST,
+precision and recall of `--n` samples at each step count, beside the GAN run's own scores (its
+summary.json) when given.
 """
 
 from __future__ import annotations
