@@ -167,6 +167,20 @@ def test_scores_of_the_noisy_input_follow_sigma(idx_dir):
     assert clipped.min() >= 0 and clipped.max() <= 1
 
 
+def test_epoch_validation_scores_only_the_mses_it_reports(idx_dir):
+    exp = tiny(idx_dir)
+    data = load(exp.data)
+    task = DenoisingTask(build_model("conv_autoencoder", exp.model), exp.train, data.val, CPU, exp.noise)
+
+    def scores(*which):
+        eps, batch = task.val_eps, exp.train.eval_batch_size
+        return denoising_scores({"dae": task.model}, data.val, eps, exp.noise.sigma, False, CPU, batch, which)
+
+    full, only = scores("mse", "psnr", "ssim"), scores("mse")
+    assert task.evaluate() == {"loss": full["dae"]["mse"], "noisy_mse": full["noisy"]["mse"]}
+    assert only == {n: {"mse": s["mse"]} for n, s in full.items()}
+
+
 def test_train_and_eval_dae_beside_a_plain_autoencoder(idx_dir, tmp_path, capsys):
     ae_dir = tmp_path / "ae"
     train_autoencoder(tiny(idx_dir, AEExperiment), ae_dir, progress=False)

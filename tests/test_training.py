@@ -14,7 +14,7 @@ from mnistlab.core.fsio import read_jsonl
 from mnistlab.data.datasets import load
 from mnistlab.models import build_model
 from mnistlab.runs import checkpoint as ckpt
-from mnistlab.training.autoencoder import AutoencoderTask
+from mnistlab.training.autoencoder import AutoencoderTask, evaluate_reconstruction
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit, lr_factor, make_optimizer
 from mnistlab.training.run_folder import seed_everything
 from tests.conftest import with_train
@@ -34,6 +34,17 @@ def test_a_step_changes_every_weight(tiny_exp):
     assert out["loss"] > 0
     after = task.model.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_validation_scores_only_the_mse_it_reports_and_the_same_mse(tiny_exp):
+    task, data = make_task(tiny_exp)
+    full = evaluate_reconstruction(task.model.eval(), data.val, torch.device("cpu"), task.eval_batch_size)
+    assert set(full) == {"mse", "psnr", "ssim"}
+    assert task.evaluate() == {"loss": full["mse"]}  # the same batches: the same sum, bit for bit
+    only = evaluate_reconstruction(
+        task.model, data.val, torch.device("cpu"), task.eval_batch_size, scores=("ssim",)
+    )
+    assert only == {"ssim": full["ssim"]}
 
 
 def test_fit_writes_metrics_and_checkpoint(tiny_exp, tmp_path):

@@ -49,3 +49,7 @@ def ssim(
     cov = blur(x * y) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.flatten(1).mean(1)
+
+
+# The per-image scores by name, in the order reports list them.
+QUALITY = {"mse": mse, "psnr": psnr, "ssim": ssim}
