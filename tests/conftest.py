@@ -218,3 +218,8 @@ def assert_one_line_error(source, match: str = "", *, status: int | None = None)
     assert "\n" not in msg and "\r" not in msg and "Traceback" not in msg, msg
     assert match in msg, (match, msg)
     return msg
+
+
+def not_called(*args):
+    """Stands in for a score that must not be computed (monkeypatched over it): fails the test if called."""
+    raise AssertionError("score computed where it is not reported")

@@ -24,7 +24,7 @@ from mnistlab.training.autoencoder import AEExperiment, train_autoencoder
 from mnistlab.training.denoise import DAEExperiment, DenoisingTask, InitConfig, denoising_scores
 from mnistlab.training.loop import TrainConfig, fit
 from mnistlab.training.run_folder import seed_everything
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, not_called
 from tests.tiny_idx import write_blocks
 
 CPU = torch.device("cpu")
@@ -179,13 +179,9 @@ def test_epoch_validation_scores_only_the_mses_it_reports(idx_dir, monkeypatch):
 
     full = scores("mse", "psnr", "ssim")
     for name in ("psnr", "ssim"):  # from here on, computing them fails the test
-        monkeypatch.setitem(image_metrics.QUALITY, name, _not_called)
+        monkeypatch.setitem(image_metrics.QUALITY, name, not_called)
     assert task.evaluate() == {"loss": full["dae"]["mse"], "noisy_mse": full["noisy"]["mse"]}
     assert scores("mse") == {n: {"mse": s["mse"]} for n, s in full.items()}
-
-
-def _not_called(*args):
-    raise AssertionError("score computed where it is not reported")
 
 
 def test_train_and_eval_dae_beside_a_plain_autoencoder(idx_dir, tmp_path, capsys):

@@ -18,7 +18,7 @@ from mnistlab.runs import checkpoint as ckpt
 from mnistlab.training.autoencoder import AutoencoderTask, evaluate_reconstruction
 from mnistlab.training.loop import NonFiniteLossError, TrainConfig, fit, lr_factor, make_optimizer
 from mnistlab.training.run_folder import seed_everything
-from tests.conftest import with_train
+from tests.conftest import not_called, with_train
 
 
 def make_task(exp):
@@ -26,10 +26,6 @@ def make_task(exp):
     data = load(exp.data)
     model = build_model("conv_autoencoder", exp.model)
     return AutoencoderTask(model, exp.train, data.val, torch.device("cpu")), data
-
-
-def _not_called(*args):
-    raise AssertionError("score computed where it is not reported")
 
 
 def test_a_step_changes_every_weight(tiny_exp):
@@ -46,7 +42,7 @@ def test_validation_scores_only_the_mse_it_reports_and_the_same_mse(tiny_exp, mo
     full = evaluate_reconstruction(task.model.eval(), data.val, torch.device("cpu"), task.eval_batch_size)
     assert set(full) == {"mse", "psnr", "ssim"}
     for name in ("psnr", "ssim"):  # an epoch's validation must not compute them
-        monkeypatch.setitem(image_metrics.QUALITY, name, _not_called)
+        monkeypatch.setitem(image_metrics.QUALITY, name, not_called)
     assert task.evaluate() == {"loss": full["mse"]}  # the same batches: the same sum, bit for bit
     monkeypatch.undo()
     only = evaluate_reconstruction(

@@ -12,14 +12,15 @@ import torch.multiprocessing as mp
 
 from mnistlab import tasks
 from mnistlab.data.datasets import load
+from mnistlab.metrics import images as image_metrics
 from mnistlab.models.vae import VAE, CodePrior, VAEConfig, kl_divergence, mmd_to_prior, reconstruction_nll
 from mnistlab.runs import folder as rundir
 from mnistlab.runs.checkpoint import read_checkpoint
 from mnistlab.tasks.vae import VAETask, beta_at
 from mnistlab.training.loop import fit
 from mnistlab.training.run_folder import seed_everything
-from mnistlab.training.variational import fit_code_prior
-from tests.conftest import assert_one_line_error
+from mnistlab.training.variational import evaluate_vae, fit_code_prior
+from tests.conftest import assert_one_line_error, not_called
 from tests.dist_worker import run_rank
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -90,6 +91,18 @@ def _task(exp):
     seed_everything(exp.train.seed)
     data = load(exp.data)
     return VAETask(VAE(exp.model), exp, data.val, torch.device("cpu"), total_steps=12), data
+
+
+def test_epoch_validation_scores_only_what_its_row_reports(monkeypatch):
+    exp = tasks.load_experiment("vae", "quick", TINY)
+    task, data = _task(exp)
+    full = evaluate_vae(
+        task.model, data.val, torch.device("cpu"), exp.vae.likelihood, exp.train.eval_batch_size
+    )
+    assert {"mse", "psnr", "ssim", "recon_nll", "kl", "active_units"} <= set(full)
+    for name in ("psnr", "ssim"):  # an epoch's validation must not compute them
+        monkeypatch.setitem(image_metrics.QUALITY, name, not_called)
+    assert task.evaluate() == {"loss": full["mse"], "recon_nll": full["recon_nll"], "kl": full["kl"]}
 
 
 @pytest.mark.parametrize("extra", [[], ["model.code_prior=16"]], ids=["vae", "two-stage"])

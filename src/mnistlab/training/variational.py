@@ -67,20 +67,25 @@ def fit_code_prior(
 
 @torch.no_grad()
 def evaluate_vae(
-    model: VAE, split: Split, device, likelihood: str, batch_size: int = 1000
+    model: VAE,
+    split: Split,
+    device,
+    likelihood: str,
+    batch_size: int = 1000,
+    scores: tuple[str, ...] = tuple(metrics.QUALITY),
 ) -> dict[str, float]:
-    """Means over `split`: MSE / PSNR / SSIM of the mean code's reconstruction, its NLL, and the KL;
-    `active_units`: code dimensions whose mean KL exceeds 0.01 nats (the others carry nothing)."""
+    """Means over `split`: `scores` (of MSE, PSNR, SSIM) of the mean code's reconstruction, its NLL,
+    and the KL; `active_units`: code dimensions whose mean KL exceeds 0.01 nats (the others carry
+    nothing)."""
     was = model.training
     model.eval()
-    sums = dict.fromkeys(("mse", "psnr", "ssim", "recon_nll", "kl"), 0.0)
+    sums = dict.fromkeys((*scores, "recon_nll", "kl"), 0.0)
     kl_dims = None
     for start in range(0, len(split), batch_size):
         x = to_float(split.images[start : start + batch_size], device)
         out = model(x)
-        sums["mse"] += metrics.mse(out.recon, x).sum().item()
-        sums["psnr"] += metrics.psnr(out.recon, x).sum().item()
-        sums["ssim"] += metrics.ssim(out.recon, x).sum().item()
+        for k in scores:
+            sums[k] += metrics.QUALITY[k](out.recon, x).sum().item()
         sums["recon_nll"] += reconstruction_nll(out.logits, x, likelihood).sum().item()
         per_dim = kl_per_dimension(out.mu, out.logvar)  # (B, d)
         sums["kl"] += per_dim.sum().item()
